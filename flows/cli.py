@@ -1,0 +1,164 @@
+"""`bakeoff`: run the nightly flow once, re-render a report, load a staged run, query the warehouse.
+
+Bad input (matrix file, SQL, paths) is one line on stderr and exit code 2, never a traceback.
+Prefect is imported only by `run`, so `sql` and `report` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_MATRIX = "configs/cpu-smoke.yaml"
+EXIT_BAD_INPUT = 2
+
+
+def _prefect_defaults() -> None:
+    # Set before prefect is imported: quiet, offline, patient ephemeral server, and our loggers
+    # forwarded to the Prefect run log (that is where the UI shows progress).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "bakeoff")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def _warehouse_path(args: argparse.Namespace) -> str:
+    return args.warehouse or os.environ.get("BAKEOFF_WAREHOUSE") or ".bakeoff/bakeoff.duckdb"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tasks.deploy import preflight
+    from tasks.matrix import load_matrix
+
+    # Fail fast (exit 2, one line) before Prefect starts its server or any engine starts.
+    matrix, _ = load_matrix(args.matrix)
+    preflight(matrix, Path(args.matrix).resolve().parent)
+    _prefect_defaults()
+    from flows.nightly import ValidationFailed, nightly
+    from flows.summary import print_summary
+
+    try:
+        result = nightly(
+            matrix_path=args.matrix,
+            warehouse=args.warehouse or os.environ.get("BAKEOFF_WAREHOUSE"),
+            runs_dir=args.runs_dir,
+        )
+    except ValidationFailed as exc:
+        print(f"bakeoff: {exc}", file=sys.stderr)
+        return 1
+    print_summary(result["summary"], result["deployments"])
+    print(f"\nrun {result['run_id']}: {result['rows'].get('requests', 0)} requests loaded into {result['warehouse']}")
+    print(f"report: {result['report']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.render import render_report
+    from warehouse import store
+    from warehouse.transforms import summarize_run
+
+    with store.opened(_warehouse_path(args), read_only=True) as con:
+        run_id = args.run or _latest_run(con)
+        try:
+            run, _deployments, summary, metrics = summarize_run(con, run_id)
+        except KeyError:
+            raise BadInput(f"--run: no run {run_id!r} in the warehouse (see `bakeoff sql \"select run_id from runs\"`)")
+    out = Path(args.out or Path(".bakeoff/reports") / run_id)
+    from flows.nightly import _run_info  # noqa: PLC0415 (keeps one definition of the header)
+
+    paths = render_report(summary, metrics, out, title=f"bakeoff: {run['matrix_name']}", run_info=_run_info(run))
+    print(paths["html"])
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from warehouse import store
+
+    with store.opened(_warehouse_path(args), read_only=True) as con:
+        try:
+            cur = con.execute(args.query)
+        except duckdb.Error as exc:
+            raise BadInput(f"sql: {str(exc).splitlines()[0]}")
+        if cur.description is None:
+            return 0
+        import polars as pl
+
+        frame = pl.from_arrow(cur.to_arrow_table())  # noqa: DuckDB warns about a copy; the result is small
+    with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
+        print(frame)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from warehouse import store
+
+    with store.opened(_warehouse_path(args)) as con:
+        counts = store.load_run(con, Path(args.run_dir))
+    print(", ".join(f"{table}: {n}" for table, n in counts.items()))
+    return 0
+
+
+def _latest_run(con) -> str:
+    row = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+    if row is None:
+        raise BadInput("the warehouse holds no runs yet: run `bakeoff run` first")
+    return row[0]
+
+
+class BadInput(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bakeoff", description="Nightly bake-off of LLM serving engines.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the nightly flow once on a matrix file")
+    p.add_argument("matrix", nargs="?", default=DEFAULT_MATRIX, help=f"matrix file (default {DEFAULT_MATRIX})")
+    p.add_argument("--warehouse", help="DuckDB file (default: the matrix's `warehouse`, or $BAKEOFF_WAREHOUSE)")
+    p.add_argument("--runs-dir", help="where run folders go (default: the matrix's `runs_dir`)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="re-render a run's report from the warehouse")
+    p.add_argument("--run", help="run id (default: the latest run)")
+    p.add_argument("--out", help="output folder (default .bakeoff/reports/RUN_ID)")
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("sql", help="run a SQL query on the warehouse (read-only) and print the result")
+    p.add_argument("query")
+    p.add_argument("--warehouse")
+    p.add_argument("--max-rows", type=int, default=50)
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("load", help="load a staged run folder into the warehouse (retry a failed load)")
+    p.add_argument("run_dir")
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_load)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tasks.matrix import MatrixError
+    from warehouse.store import WarehouseBusy, WarehouseError
+
+    try:
+        return args.func(args)
+    except (MatrixError, BadInput, WarehouseError) as exc:
+        print(f"bakeoff: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except WarehouseBusy as exc:
+        print(f"bakeoff: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: try again later
+    except KeyboardInterrupt:
+        print("bakeoff: interrupted; engines were stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The small interface every engine adapter implements: how to start it, how to tell it is up,
+what to add to each request, and how to read its log when it fails."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from tasks.matrix import Engine, Instance, Workload
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+
+
+class EngineAdapter:
+    kind: ClassVar[str]
+    health_path: ClassVar[str] = "/health"
+    metrics_path: ClassVar[str | None] = "/metrics"
+    # (failure class, regex over the server log), first match wins; quoted from the engine's source.
+    failure_patterns: ClassVar[list[tuple[str, str]]] = []
+
+    def launch_spec(self, engine: Engine, inst: Instance, model_path: Path, served_name: str, port: int) -> LaunchSpec:
+        raise NotImplementedError
+
+    def request_extras(self, workload: Workload) -> dict:
+        return {}
+
+    def version(self, engine: Engine) -> str:
+        return engine.version
+
+    def classify_failure(self, log_text: str) -> str | None:
+        for failure_class, pattern in self.failure_patterns:
+            if re.search(pattern, log_text, re.IGNORECASE | re.MULTILINE):
+                return failure_class
+        return None

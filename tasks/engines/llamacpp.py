@@ -1,0 +1,64 @@
+"""llama.cpp's native `llama-server`: the CPU engine (DESIGN.md says why not llama-cpp-python's server:
+it batches concurrent requests with --parallel, reports usage, and has /health and /metrics)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tasks.engines.base import EngineAdapter, LaunchSpec
+from tasks.matrix import Engine, Instance, MatrixError, Workload
+
+
+def cached_binary(version: str) -> Path:
+    """Where `make llama-server` (docker/build-llama-server.sh) caches the build of a version."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "bakeoff" / "llama-server" / version / "llama-server"
+
+
+class LlamaCppAdapter(EngineAdapter):
+    kind = "llamacpp"
+    health_path = "/health"  # 503 while the model loads, 200 when ready
+    metrics_path = "/metrics"  # served with --metrics
+    # Log lines from tools/server/server.cpp, server-http.cpp and llama.cpp's model loader.
+    failure_patterns = [
+        ("port_in_use", r"couldn't bind HTTP server socket"),
+        ("model_not_found", r"failed to open GGUF file|No such file or directory|failed to load model"),
+        ("out_of_memory", r"failed to allocate|out of memory|unable to allocate"),
+        ("model_load_failed", r"exiting due to model loading error|failed to load models on startup"),
+        ("http_server_error", r"exiting due to HTTP server error"),
+        ("unsupported_cpu", r"Illegal instruction"),
+    ]
+
+    def binary(self, engine: Engine) -> Path:
+        if engine.binary:
+            return Path(os.path.expandvars(engine.binary)).expanduser()
+        if os.environ.get("BAKEOFF_LLAMA_SERVER"):
+            return Path(os.environ["BAKEOFF_LLAMA_SERVER"])
+        return cached_binary(engine.version)
+
+    def launch_spec(self, engine: Engine, inst: Instance, model_path: Path, served_name: str, port: int) -> LaunchSpec:
+        binary = self.binary(engine)
+        if not binary.is_file():
+            raise MatrixError(
+                f"engines: llama-server {engine.version} is not built at {binary}; run `make llama-server` "
+                "or set BAKEOFF_LLAMA_SERVER"
+            )
+        argv = [
+            str(binary),
+            "--model", str(model_path),
+            "--alias", served_name,
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            # The context is split between slots: each of the `parallel` slots gets ctx/parallel.
+            "--ctx-size", str(inst.context_length * inst.parallel),
+            "--parallel", str(inst.parallel),
+            "--metrics",
+            *engine.args,
+            *inst.args,
+        ]
+        return LaunchSpec(argv=argv, env=dict(engine.env), port=port)
+
+    def request_extras(self, workload: Workload) -> dict:
+        return {"ignore_eos": True} if workload.ignore_eos else {}
+

@@ -1,0 +1,67 @@
+"""Small builders of raw rows for tests: hand-written timings, so expected metrics can be computed by hand."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tasks.records import RequestRecord, records_to_arrow
+from warehouse import store
+
+MS = 1_000_000  # ns
+T0 = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
+
+
+def record(i: int, *, run_id="run-1", cell_id="cell-a", sent_ms=0.0, chunks_ms=(10, 20, 30), tokens=3,
+           status="ok", max_tokens=8, deployment_id="dep", engine="llamacpp", model="m", **kw) -> RequestRecord:
+    chunks = [int(c * MS) for c in chunks_ms]
+    ok_like = status == "ok"
+    return RequestRecord(
+        run_id=run_id, cell_id=cell_id, request_id=f"{cell_id}#{i}", prompt_id=f"p{i}", engine=engine, model=model,
+        deployment_id=deployment_id, instance_id=f"{deployment_id}-0", max_tokens=max_tokens, cell_started_at=T0,
+        scheduled_at=kw.pop("scheduled_at", int(sent_ms * MS)),
+        sent_at=int(sent_ms * MS),
+        first_chunk_at=chunks[0] - 1 if chunks else None,
+        first_token_at=chunks[0] if chunks else None,
+        last_token_at=chunks[-1] if chunks else None,
+        done_at=(chunks[-1] if chunks else int(sent_ms * MS)) + 1,
+        chunk_times=chunks,
+        prompt_tokens=5, completion_tokens=tokens if ok_like else None,
+        status=status, **kw,
+    )
+
+
+def cell_row(cell_id="cell-a", *, run_id="run-1", wall_ms=100.0, deployment_id="dep", concurrency=2, **kw) -> dict:
+    return {
+        "run_id": run_id, "cell_id": cell_id, "deployment_id": deployment_id, "instance_id": f"{deployment_id}-0",
+        "engine": kw.get("engine", "llamacpp"), "model": kw.get("model", "m"), "workload_id": "w",
+        "load_kind": "closed", "concurrency": concurrency, "repeat": 0, "requests_planned": kw.get("planned", 0),
+        "warmup_requests": 0, "started_at": T0, "wall_ns": int(wall_ms * MS),
+    }
+
+
+def run_row(run_id="run-1", **slo) -> dict:
+    return {
+        "run_id": run_id, "matrix_name": "test", "matrix_path": "m.yaml", "matrix_sha256": "0" * 64,
+        "started_at": T0.isoformat(), "finished_at": T0.isoformat(), "status": "completed",
+        "slo_ttft_ms": slo.get("ttft_ms"), "slo_tpot_ms": slo.get("tpot_ms"), "slo_e2e_ms": slo.get("e2e_ms"),
+        "validation": None,
+    }
+
+
+def deployment_row(run_id="run-1", deployment_id="dep", started=True, **kw) -> dict:
+    return {
+        "run_id": run_id, "instance_id": f"{deployment_id}-0", "deployment_id": deployment_id, "start_order": 0,
+        "engine": "llamacpp", "engine_kind": "llamacpp", "engine_version": "0.3.36", "model": "m",
+        "launcher": "process", "flags": ["--parallel", "2"], "started": started,
+        "failure_class": kw.get("failure_class"), "startup_s": 1.5 if started else None,
+    }
+
+
+def stage(tmp_path: Path, records: list[RequestRecord], cells: list[dict], run: dict | None = None,
+          deployments: list[dict] | None = None) -> Path:
+    run = run or run_row(records[0].run_id if records else "run-1")
+    run_dir = tmp_path / "runs" / run["run_id"]
+    store.stage_run(run_dir, run, deployments if deployments is not None else [deployment_row(run["run_id"])],
+                    cells, records_to_arrow(records))
+    return run_dir

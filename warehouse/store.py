@@ -1,0 +1,162 @@
+"""Open the warehouse, stage a run on disk, load a staged run (one transaction, idempotent), query.
+
+A run is first staged as files under its run folder (run.json + Parquet per table), so a failed
+load can be retried from disk without re-running the benchmark. Loading deletes the run's rows and
+inserts them again inside one transaction: loading twice leaves the same rows, and a crash mid-load
+leaves the previous state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from warehouse.schema import migrate
+
+TABLES_IN_LOAD_ORDER = ("runs", "deployments", "cells", "requests")
+
+
+class WarehouseBusy(RuntimeError):
+    """Another process holds the warehouse for writing."""
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse that cannot be opened or a run that cannot be loaded (one-line message)."""
+
+
+def _busy_message(path: Path, exc: Exception) -> str:
+    text = str(exc)
+    holder = ""
+    m = re.search(r"PID (\d+)", text)
+    if m:
+        pid = m.group(1)
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            cmd = ""
+        holder = f" by PID {pid}" + (f" ({cmd[:120]})" if cmd else "")
+    return f"warehouse {path} is busy: it is held for writing{holder}; try again when that finishes"
+
+
+def connect(path: str | os.PathLike, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (and for writers, create and migrate) the warehouse file."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise WarehouseError(f"warehouse {path} does not exist yet: run `bakeoff run` first")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise WarehouseBusy(_busy_message(path, exc)) from None
+        raise WarehouseError(f"warehouse {path}: {str(exc).splitlines()[0]}") from None
+    if not read_only:
+        migrate(con)
+    return con
+
+
+@contextmanager
+def opened(path: str | os.PathLike, *, read_only: bool = False):
+    con = connect(path, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------- staging
+
+
+@dataclass(frozen=True)
+class StagedRun:
+    run_dir: Path
+
+    @property
+    def run_file(self) -> Path:
+        return self.run_dir / "run.json"
+
+    def table_file(self, table: str) -> Path:
+        return self.run_dir / f"{table}.parquet"
+
+
+def stage_run(run_dir: Path, run: dict, deployments: list[dict], cells: list[dict], requests: pa.Table) -> StagedRun:
+    """Write a run's rows under run_dir. Files are written then renamed, so a half-written file
+    never looks staged."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    staged = StagedRun(run_dir)
+    for table, rows in (("deployments", deployments), ("cells", cells)):
+        _write_parquet(pa.Table.from_pylist(rows) if rows else pa.table({"run_id": pa.array([], pa.string())}), staged.table_file(table))
+    _write_parquet(requests, staged.table_file("requests"))
+    tmp = staged.run_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(run, indent=2, default=str))
+    tmp.replace(staged.run_file)
+    return staged
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def read_staged_run(run_dir: Path) -> dict:
+    staged = StagedRun(Path(run_dir))
+    missing = [p.name for p in [staged.run_file, *(staged.table_file(t) for t in TABLES_IN_LOAD_ORDER[1:])] if not p.exists()]
+    if missing:
+        raise WarehouseError(f"{run_dir}: not a staged run (missing {', '.join(missing)})")
+    return json.loads(staged.run_file.read_text())
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> dict[str, int]:
+    """Load one staged run in one transaction; replaces any earlier load of the same run_id.
+    Returns the number of rows loaded per table."""
+    staged = StagedRun(Path(run_dir))
+    run = read_staged_run(staged.run_dir)
+    run_id = run["run_id"]
+    counts: dict[str, int] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in reversed(TABLES_IN_LOAD_ORDER):
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        columns = [c for c in run if c in _table_columns(con, "runs")]
+        con.execute(
+            f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+            [json.dumps(run[c]) if c == "validation" and run[c] is not None else run[c] for c in columns],
+        )
+        counts["runs"] = 1
+        for table in TABLES_IN_LOAD_ORDER[1:]:
+            path = staged.table_file(table)
+            if pq.read_metadata(path).num_rows == 0:
+                counts[table] = 0
+                continue
+            foreign = con.execute(
+                f"SELECT count(*) FROM read_parquet(?) WHERE run_id IS DISTINCT FROM ?", [str(path), run_id]
+            ).fetchone()[0]
+            if foreign:
+                raise WarehouseError(f"{path}: {foreign} rows belong to another run than {run_id}")
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(path)])
+            counts[table] = con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]).fetchone()[0]
+        con.execute("COMMIT")
+    except duckdb.ConstraintException as exc:
+        con.execute("ROLLBACK")
+        raise WarehouseError(f"run {run_id} violates a warehouse constraint: {str(exc).splitlines()[0]}") from None
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return counts
+
+
+def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
