@@ -82,10 +82,10 @@ def cell_summary(metrics: pl.DataFrame, cells: pl.DataFrame, slo: dict[str, floa
 def load_run_frames(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[dict, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(run row, deployments, cells, requests) of one run, straight from the tables."""
     cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
-    row = cur.fetchone()
-    if row is None:
+    rows = cur.fetchall()  # fetch all: DuckDB 2 refuses new queries while a result is unfinished
+    if not rows:
         raise KeyError(run_id)
-    run = dict(zip([d[0] for d in cur.description], row))
+    run = dict(zip([d[0] for d in cur.description], rows[0]))
 
     def frame(table: str) -> pl.DataFrame:
         return pl.from_arrow(con.sql(f"SELECT * FROM {table} WHERE run_id = ?", params=[run_id]).to_arrow_table())

@@ -23,9 +23,9 @@ class LlamaCppAdapter(EngineAdapter):
     # Log lines from tools/server/server.cpp, server-http.cpp and llama.cpp's model loader.
     failure_patterns = [
         ("port_in_use", r"couldn't bind HTTP server socket"),
-        ("model_not_found", r"failed to open GGUF file|No such file or directory|failed to load model"),
+        ("model_not_found", r"failed to open GGUF file|No such file or directory"),
         ("out_of_memory", r"failed to allocate|out of memory|unable to allocate"),
-        ("model_load_failed", r"exiting due to model loading error|failed to load models on startup"),
+        ("model_load_failed", r"invalid magic|failed to load model|exiting due to model loading error"),
         ("http_server_error", r"exiting due to HTTP server error"),
         ("unsupported_cpu", r"Illegal instruction"),
     ]

@@ -1,0 +1,187 @@
+"""Telemetry while a cell runs: GPU samples through NVML (nvidia-ml-py's `pynvml`) and host samples
+from /proc, taken by one background thread at a fixed interval.
+
+Only the standard library and pynvml are imported here, so this module also runs on a GPU box that
+has nothing else of bakeoff installed. Without a GPU (or without the NVML library), `gpu_info`
+returns None with the reason and the sampler records host samples only: a CPU run is not an error.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    driver: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+    memory_used_bytes: int
+
+
+class NvmlUnavailable(RuntimeError):
+    pass
+
+
+def _nvml():
+    try:
+        import pynvml
+    except ImportError as exc:  # nvidia-ml-py is a dependency; this is a broken install
+        raise NvmlUnavailable(f"pynvml is not importable ({exc})") from None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        raise NvmlUnavailable(f"NVML is not available on this machine ({exc}); no GPU telemetry") from None
+    return pynvml
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def gpu_info(index: int = 0) -> GpuInfo:
+    """Name, driver and memory of one GPU. Raises NvmlUnavailable with the reason on a CPU box."""
+    nv = _nvml()
+    try:
+        count = nv.nvmlDeviceGetCount()
+        if index >= count:
+            raise NvmlUnavailable(f"gpu.index {index} does not exist: this machine has {count} GPU(s)")
+        handle = nv.nvmlDeviceGetHandleByIndex(index)
+        mem = nv.nvmlDeviceGetMemoryInfo(handle)
+        return GpuInfo(
+            index=index,
+            name=_text(nv.nvmlDeviceGetName(handle)),
+            driver=_text(nv.nvmlSystemGetDriverVersion()),
+            memory_total_bytes=int(mem.total),
+            memory_free_bytes=int(mem.free),
+            memory_used_bytes=int(mem.used),
+        )
+    finally:
+        nv.nvmlShutdown()
+
+
+def _optional(fn, *args):
+    """NVML answers NOT_SUPPORTED for some fields on some boards (power on a MIG slice, say)."""
+    try:
+        return fn(*args)
+    except Exception:  # pynvml.NVMLError subclasses, one per error code
+        return None
+
+
+class _GpuReader:
+    def __init__(self, index: int) -> None:
+        self.nv = _nvml()
+        self.index = index
+        self.handle = self.nv.nvmlDeviceGetHandleByIndex(index)
+
+    def read(self) -> dict:
+        nv, h = self.nv, self.handle
+        mem = nv.nvmlDeviceGetMemoryInfo(h)
+        util = _optional(nv.nvmlDeviceGetUtilizationRates, h)
+        power = _optional(nv.nvmlDeviceGetPowerUsage, h)
+        return {
+            "gpu_index": self.index,
+            "memory_used_bytes": int(mem.used),
+            "memory_total_bytes": int(mem.total),
+            "gpu_util_pct": None if util is None else int(util.gpu),
+            "memory_util_pct": None if util is None else int(util.memory),
+            "power_w": None if power is None else power / 1000.0,
+            "temperature_c": _optional(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
+            "sm_clock_mhz": _optional(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM),
+        }
+
+    def close(self) -> None:
+        self.nv.nvmlShutdown()
+
+
+def _cpu_times() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields), idle
+
+
+def _rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class Sampler:
+    """Samples GPU (when there is one) and host every `interval_s` from a daemon thread.
+
+    with Sampler(run_id, cell_id, gpu_index=0, pids={"inst-0": 1234}) as s: ...; s.gpu_rows, s.host_rows
+    """
+
+    def __init__(self, run_id: str, cell_id: str, *, gpu_index: int | None = 0, pids: dict[str, int] | None = None,
+                 interval_s: float = 0.5) -> None:
+        self.run_id, self.cell_id, self.interval_s = run_id, cell_id, interval_s
+        self.gpu_index, self.pids = gpu_index, dict(pids or {})
+        self.gpu_rows: list[dict] = []
+        self.host_rows: list[dict] = []
+        self.gpu_unavailable: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Sampler":
+        self._reader = None
+        if self.gpu_index is not None:
+            try:
+                self._reader = _GpuReader(self.gpu_index)
+            except NvmlUnavailable as exc:
+                self.gpu_unavailable = str(exc)
+        self._last_cpu = _cpu_times()
+        self._thread = threading.Thread(target=self._loop, name="bakeoff-telemetry", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._sample()  # a last sample at the end of the cell
+        if self._reader is not None:
+            self._reader.close()
+
+    def _loop(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            self._sample()
+            next_at += self.interval_s
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def _sample(self) -> None:
+        at = datetime.now(timezone.utc)
+        if self._reader is not None:
+            try:
+                self.gpu_rows.append({"run_id": self.run_id, "cell_id": self.cell_id, "sampled_at": at,
+                                      **self._reader.read()})
+            except Exception as exc:  # a GPU that fell off the bus: note it, keep the cell going
+                self.gpu_unavailable = f"NVML read failed: {exc}"
+                self._reader = None
+        total, idle = _cpu_times()
+        d_total, d_idle = total - self._last_cpu[0], idle - self._last_cpu[1]
+        self._last_cpu = (total, idle)
+        load1 = os.getloadavg()[0]
+        for instance_id, pid in self.pids.items() or [(None, None)]:
+            self.host_rows.append({
+                "run_id": self.run_id, "cell_id": self.cell_id, "sampled_at": at, "instance_id": instance_id,
+                "cpu_util_pct": 100.0 * (d_total - d_idle) / d_total if d_total > 0 else None,
+                "load1": load1,
+                "engine_rss_bytes": _rss_bytes(pid) if pid else None,
+            })
+
+
+def as_dict(info: GpuInfo) -> dict:
+    return asdict(info)

@@ -1,0 +1,92 @@
+"""MOCK: an OpenAI-style streaming server that misbehaves on purpose.
+
+Only for faults a real engine cannot be made to produce on demand (a 500, a connection cut
+mid-stream, malformed SSE, a hang); the real engine is tested in test_engine_llamacpp.py.
+The model name in the request picks the behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def _chunk(content: str | None = None, finish: str | None = None, usage: dict | None = None) -> bytes:
+    event = {"id": "x", "object": "chat.completion.chunk", "choices": []}
+    if content is not None or finish is not None:
+        event["choices"] = [{"index": 0, "delta": {"content": content} if content is not None else {}, "finish_reason": finish}]
+    if usage is not None:
+        event["usage"] = usage
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        behaviour = body["model"]
+        n = body.get("max_tokens", 3)
+        self.server.bodies.append(body)
+        if behaviour == "mock-500":
+            payload = b'{"error": "boom"}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        w = self.wfile
+        w.write(_chunk(content=""))  # role chunk with empty content: first chunk, not first token
+        w.flush()
+        if behaviour == "mock-hang":
+            time.sleep(5)
+            return
+        for i in range(n):
+            time.sleep(0.002)
+            w.write(_chunk(content=f"t{i} "))
+            w.flush()
+            if behaviour == "mock-disconnect" and i == 1:
+                self.close_connection = True
+                self.connection.shutdown(2)  # cut mid-stream, no [DONE]
+                return
+            if behaviour == "mock-badjson" and i == 1:
+                w.write(b"data: {not json\n\n")
+                w.flush()
+                return
+        w.write(_chunk(finish="length"))
+        if behaviour != "mock-no-usage":
+            w.write(_chunk(usage={"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}))
+        w.write(b"data: [DONE]\n\n")
+        w.flush()
+
+
+class MockFaultyServer:
+    def __enter__(self) -> "MockFaultyServer":
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.bodies = []
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    @property
+    def bodies(self) -> list[dict]:
+        return self.httpd.bodies
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

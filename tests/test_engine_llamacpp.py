@@ -1,0 +1,125 @@
+"""The whole night against the real CPU engine: llama.cpp's llama-server serving SmolLM2, driven
+through the Prefect flow on a real (test) Prefect server, into a real DuckDB file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.engine, pytest.mark.prefect]
+
+
+def small_matrix(tmp_path: Path, llama_server: Path, smollm2: Path, *, broken_model: bool = False) -> Path:
+    models = {"smollm2": {"path": str(smollm2), "served_name": "smollm2"}}
+    deployments = [{"id": "llamacpp-smollm2", "instances": [{"engine": "cpu", "model": "smollm2", "parallel": 2,
+                                                              "context_length": 512}]}]
+    if broken_model:
+        garbage = tmp_path / "broken.gguf"
+        garbage.write_bytes(b"this is not a gguf file" * 100)
+        models["broken"] = {"path": str(garbage)}
+        # The broken one first: the night must go on to the healthy group after it.
+        deployments.insert(0, {"id": "broken-model", "instances": [{"engine": "cpu", "model": "broken"}]})
+    matrix = {
+        "name": "engine-test",
+        "engines": {"cpu": {"kind": "llamacpp", "version": "0.3.36", "binary": str(llama_server),
+                            "args": ["--threads", "2"], "startup_timeout_s": 60}},
+        "models": models,
+        "deployments": deployments,
+        "workloads": [{"id": "study-mini", "prompts": "study", "limit_prompts": 4, "output_lengths": [8, 16]}],
+        "load": {"concurrency": [2], "warmup_requests": 1, "request_timeout_s": 60},
+        "slo": {"ttft_ms": 10_000},
+    }
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(matrix))
+    return path
+
+
+def engine_processes(binary: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(binary) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_flow_end_to_end_on_the_real_engine(tmp_path, llama_server, smollm2, prefect_server):
+    from prefect.client.orchestration import get_client
+
+    from flows.nightly import nightly
+    from warehouse import store
+
+    matrix = small_matrix(tmp_path, llama_server, smollm2, broken_model=True)
+    warehouse = tmp_path / "wh.duckdb"
+    result = nightly(matrix_path=str(matrix), warehouse=str(warehouse), runs_dir=str(tmp_path / "runs"))
+
+    assert engine_processes(llama_server) == [], "teardown must leave no engine process"
+    with store.opened(warehouse, read_only=True) as con:
+        rows = con.execute(
+            "SELECT status, max_tokens, completion_tokens, prompt_tokens, len(chunk_times), engine "
+            "FROM requests WHERE run_id = ?", [result["run_id"]]).fetchall()
+        assert len(rows) == 4 * 2
+        assert {r[0] for r in rows} == {"ok"}
+        # ignore_eos: the server produced exactly max_tokens tokens, and said so in usage.
+        assert all(r[2] == r[1] for r in rows), rows
+        assert all(r[3] > 0 for r in rows)
+        assert all(r[4] >= 1 for r in rows)
+        deps = {r[0]: r[1:] for r in con.execute(
+            "SELECT deployment_id, started, failure_class, log_excerpt, startup_s FROM deployments").fetchall()}
+        assert deps["llamacpp-smollm2"][0] is True and deps["llamacpp-smollm2"][3] > 0
+        assert deps["broken-model"][0] is False
+        assert deps["broken-model"][1] == "model_load_failed"
+        assert "gguf" in deps["broken-model"][2].lower()
+        run_status = con.execute("SELECT status FROM runs WHERE run_id = ?", [result["run_id"]]).fetchone()[0]
+        assert run_status == "partial"
+        cell = con.execute("SELECT ok, output_tokens, ttft_ms_p50, tpot_ms_p50 FROM v_cells").fetchone()
+        assert cell[0] == 8 and cell[1] == 4 * (8 + 16) and cell[2] > 0 and cell[3] > 0
+    report = Path(result["report"])
+    assert report.is_file() and "llamacpp-smollm2" in report.read_text()
+
+    async def flow_and_task_runs():
+        async with get_client() as client:
+            flow_runs = await client.read_flow_runs()
+            task_runs = await client.read_task_runs()
+            return flow_runs, task_runs
+
+    import asyncio
+
+    flow_runs, task_runs = asyncio.run(flow_and_task_runs())
+    ours = [f for f in flow_runs if f.parameters.get("matrix_path") == str(matrix)]
+    assert ours and ours[0].state.is_completed()
+    names = {t.name.rsplit("-", 1)[0] for t in task_runs if t.flow_run_id == ours[0].id}
+    assert {"start-instance", "bench-cell", "validate", "load-warehouse", "render-report"} <= names
+
+
+def test_cli_run_then_sql(tmp_path, llama_server, smollm2, prefect_server):
+    """What a user types: `bakeoff run MATRIX`, then `bakeoff sql` on the file it wrote."""
+    from prefect.settings import PREFECT_API_URL
+
+    matrix = small_matrix(tmp_path, llama_server, smollm2)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT)}
+    bakeoff = [sys.executable, "-m", "flows.cli"]
+    run = subprocess.run([*bakeoff, "run", str(matrix)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "report:" in run.stdout and "llamacpp-smollm2" in run.stdout
+    assert (tmp_path / ".bakeoff" / "bakeoff.duckdb").is_file()  # the matrix's default, relative to cwd
+    assert "requests done" in run.stderr + run.stdout  # progress was visible
+    sql = subprocess.run([*bakeoff, "sql", "select count(*) as n from requests where status = 'ok'"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert sql.returncode == 0, sql.stderr
+    assert "│ 8 " in sql.stdout or "| 8 " in sql.stdout, sql.stdout
+    bad = subprocess.run([*bakeoff, "sql", "select * from no_such_table"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no_such_table" in bad.stderr and "Traceback" not in bad.stderr
+    again = subprocess.run([*bakeoff, "report"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert Path(again.stdout.strip()).is_file()

@@ -1,0 +1,102 @@
+"""The load generator's record of each request: timings, usage, and every failure class as a row."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tasks.loadgen import Target, run_closed_loop
+from tasks.workloads import RequestSpec
+from tests.mock_faulty_server import MockFaultyServer
+
+
+def run(url: str, model: str, n: int = 4, *, max_tokens: int = 5, concurrency: int = 2, timeout: float = 10.0, warmup=()):
+    target = Target(url, model, "mock", "m", "dep", "dep-0", {"ignore_eos": True})
+    specs = [RequestSpec(f"p{i}", f"prompt {i}", max_tokens) for i in range(n)]
+    return asyncio.run(run_closed_loop(target, specs, run_id="r", cell_id="c", concurrency=concurrency,
+                                       warmup=list(warmup), request_timeout_s=timeout))
+
+
+@pytest.fixture(scope="module")
+def server():
+    with MockFaultyServer() as s:
+        yield s
+
+
+def test_ok_stream_is_recorded_in_full(server):
+    result = run(server.url, "mock-ok", n=6, max_tokens=5)
+    assert [r.status for r in result.records] == ["ok"] * 6
+    for r in result.records:
+        assert r.completion_tokens == 5 and r.prompt_tokens == 7
+        assert len(r.chunk_times) == 5
+        assert r.scheduled_at <= r.sent_at <= r.first_chunk_at < r.first_token_at <= r.last_token_at <= r.done_at
+        assert r.chunk_times[0] == r.first_token_at and r.chunk_times[-1] == r.last_token_at
+        assert r.finish_reason == "length"
+    assert len({r.request_id for r in result.records}) == 6
+    assert result.wall_ns >= max(r.done_at for r in result.records)
+
+
+def test_request_body_asks_for_usage_and_engine_extras(server):
+    server.bodies.clear()
+    run(server.url, "mock-ok", n=1)
+    body = server.bodies[-1]
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["ignore_eos"] is True and body["max_tokens"] == 5
+
+
+def test_warmup_is_sent_but_not_recorded(server):
+    server.bodies.clear()
+    result = run(server.url, "mock-ok", n=3, warmup=[RequestSpec("w", "warm", 2)])
+    assert len(server.bodies) == 4
+    assert len(result.records) == 3 and all(r.prompt_id != "w" for r in result.records)
+
+
+def test_concurrency_is_respected(server):
+    # 8 requests, 2 slots: never more than 2 in flight at once.
+    result = run(server.url, "mock-ok", n=8, concurrency=2)
+    events = sorted([(r.sent_at, 1) for r in result.records] + [(r.done_at, -1) for r in result.records])
+    in_flight = peak = 0
+    for _, delta in events:
+        in_flight += delta
+        peak = max(peak, in_flight)
+    assert peak <= 2
+
+
+def test_missing_usage_is_null_never_guessed(server):
+    result = run(server.url, "mock-no-usage", n=2)
+    assert all(r.status == "ok" and r.completion_tokens is None for r in result.records)
+    assert all(len(r.chunk_times) == 5 for r in result.records)
+
+
+@pytest.mark.parametrize(
+    "model, status, error_class",
+    [
+        ("mock-500", "http_error", "http_500"),
+        ("mock-disconnect", "disconnected", None),
+        ("mock-badjson", "bad_stream", "invalid_json"),
+    ],
+)
+def test_failures_are_rows_not_crashes(server, model, status, error_class):
+    result = run(server.url, model, n=3)
+    assert len(result.records) == 3
+    for r in result.records:
+        assert r.status == status, (r.status, r.error_class, r.error_message)
+        if error_class:
+            assert r.error_class == error_class
+        assert r.done_at is not None and r.done_at >= r.sent_at
+    if model == "mock-500":
+        assert all(r.http_status == 500 and "boom" in r.error_message for r in result.records)
+
+
+def test_a_hanging_server_is_cut_off_by_the_timeout(server):
+    result = run(server.url, "mock-hang", n=2, timeout=0.5)
+    assert [r.status for r in result.records] == ["timeout", "timeout"]
+    assert all(r.first_chunk_at is not None and r.first_token_at is None for r in result.records)
+
+
+def test_connection_refused_is_a_row():
+    result = run("http://127.0.0.1:9", "mock-ok", n=2)
+    assert [r.status for r in result.records] == ["disconnected"] * 2
+    assert all(r.error_class == "ConnectError" for r in result.records)

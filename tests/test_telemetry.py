@@ -1,0 +1,87 @@
+"""Telemetry: host samples everywhere; GPU samples through NVML where there is a GPU.
+
+The GPU tests skip on CPU machines (CI, dev boxes) with the reason; BAKEOFF_REQUIRE_GPU=1 (set when
+they run on a lent GPU machine) makes that a failure. They need only pynvml and torch there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tasks import telemetry
+
+
+def nvml_reason() -> str | None:
+    try:
+        telemetry.gpu_info(0)
+    except telemetry.NvmlUnavailable as exc:
+        return str(exc)
+    return None
+
+
+NO_GPU = nvml_reason()
+gpu = pytest.mark.skipif(NO_GPU is not None and os.environ.get("BAKEOFF_REQUIRE_GPU") != "1",
+                         reason=f"no GPU here: {NO_GPU}")
+
+
+def test_host_samples_on_any_machine():
+    with telemetry.Sampler("r", "c", gpu_index=None, pids={"self": os.getpid()}, interval_s=0.05) as s:
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            sum(i * i for i in range(10_000))  # some CPU work to see
+    assert len(s.host_rows) >= 4
+    for row in s.host_rows:
+        assert row["instance_id"] == "self"
+        assert row["engine_rss_bytes"] > 10_000_000  # this Python process
+        assert row["cpu_util_pct"] is None or 0.0 <= row["cpu_util_pct"] <= 100.0
+    assert any(r["cpu_util_pct"] and r["cpu_util_pct"] > 0 for r in s.host_rows)
+    assert s.gpu_rows == []
+
+
+@pytest.mark.skipif(NO_GPU is None, reason="this machine has a GPU")
+def test_no_gpu_is_a_clear_reason_not_a_crash():
+    with pytest.raises(telemetry.NvmlUnavailable, match="no GPU telemetry|not importable|does not exist"):
+        telemetry.gpu_info(0)
+    with telemetry.Sampler("r", "c", gpu_index=0, interval_s=0.05) as s:
+        time.sleep(0.12)
+    assert s.gpu_rows == [] and s.gpu_unavailable
+    assert s.host_rows
+
+
+@gpu
+def test_gpu_info_reads_the_card():
+    info = telemetry.gpu_info(0)
+    assert info.name and info.driver
+    assert info.memory_total_bytes > 1 << 30
+    # NVML's used + free is total minus a small reserved area on recent drivers.
+    assert 0.9 * info.memory_total_bytes <= info.memory_used_bytes + info.memory_free_bytes <= info.memory_total_bytes
+    with pytest.raises(telemetry.NvmlUnavailable, match="does not exist"):
+        telemetry.gpu_info(64)
+
+
+@gpu
+def test_gpu_samples_see_an_allocation_and_work():
+    torch = pytest.importorskip("torch", reason="torch is needed to put load on the GPU")
+    baseline = telemetry.gpu_info(0).memory_used_bytes
+    with telemetry.Sampler("r", "c", gpu_index=0, interval_s=0.1) as s:
+        block = torch.empty(4 << 30, dtype=torch.uint8, device="cuda")  # 4 GiB
+        a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            a = (a @ a).clamp_(-1, 1)
+        torch.cuda.synchronize()
+        peak_seen = telemetry.gpu_info(0).memory_used_bytes
+    del block, a
+    torch.cuda.empty_cache()
+    assert s.gpu_unavailable is None
+    assert len(s.gpu_rows) >= 10
+    used = [r["memory_used_bytes"] for r in s.gpu_rows]
+    assert max(used) - baseline >= int(3.5 * (1 << 30)), (baseline, max(used), peak_seen)
+    assert max(r["gpu_util_pct"] or 0 for r in s.gpu_rows) >= 50
+    assert all(r["memory_total_bytes"] == s.gpu_rows[0]["memory_total_bytes"] for r in s.gpu_rows)
+    print("GPU_FACTS", telemetry.gpu_info(0), "baseline_used", baseline, "peak_used", max(used),
+          "max_util", max(r["gpu_util_pct"] or 0 for r in s.gpu_rows),
+          "max_power_w", max(r["power_w"] or 0 for r in s.gpu_rows), "samples", len(s.gpu_rows))

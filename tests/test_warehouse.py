@@ -1,0 +1,144 @@
+"""The warehouse: schema and migrations, idempotent loads, all-or-nothing loads, busy writers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.builders import cell_row, deployment_row, record, run_row, stage
+from warehouse import store
+from warehouse.schema import LATEST, current_version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def counts(con, run_id="run-1") -> dict[str, int]:
+    return {t: con.execute(f"SELECT count(*) FROM {t} WHERE run_id = ?", [run_id]).fetchone()[0]
+            for t in store.TABLES_IN_LOAD_ORDER}
+
+
+def test_fresh_file_is_at_latest_schema_with_views(warehouse):
+    assert current_version(warehouse) == LATEST
+    views = {r[0] for r in warehouse.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {"v_requests", "v_cells"} <= views
+
+
+def test_reopening_does_not_migrate_twice(warehouse_path):
+    store.connect(warehouse_path).close()
+    con = store.connect(warehouse_path)
+    assert con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == LATEST
+    con.close()
+
+
+def test_newer_schema_is_refused(warehouse_path):
+    con = store.connect(warehouse_path)
+    con.execute("INSERT INTO schema_version (version) VALUES (?)", [LATEST + 1])
+    con.close()
+    with pytest.raises(RuntimeError, match="newer than this bakeoff knows"):
+        store.connect(warehouse_path)
+
+
+def test_loading_twice_leaves_the_same_rows(tmp_path, warehouse):
+    run_dir = stage(tmp_path, [record(i) for i in range(5)], [cell_row()])
+    first = store.load_run(warehouse, run_dir)
+    snapshot = warehouse.execute("SELECT * FROM requests ORDER BY request_id").fetchall()
+    second = store.load_run(warehouse, run_dir)
+    assert first == second == {"runs": 1, "deployments": 1, "cells": 1, "requests": 5}
+    assert warehouse.execute("SELECT * FROM requests ORDER BY request_id").fetchall() == snapshot
+    assert counts(warehouse) == first
+
+
+def test_other_runs_are_untouched_by_a_reload(tmp_path, warehouse):
+    store.load_run(warehouse, stage(tmp_path, [record(0, run_id="run-a")], [cell_row(run_id="run-a")],
+                                    run_row("run-a"), [deployment_row("run-a")]))
+    store.load_run(warehouse, stage(tmp_path, [record(0, run_id="run-b")], [cell_row(run_id="run-b")],
+                                    run_row("run-b"), [deployment_row("run-b")]))
+    assert counts(warehouse, "run-a")["requests"] == counts(warehouse, "run-b")["requests"] == 1
+
+
+def test_a_bad_row_loads_nothing_of_the_run(tmp_path, warehouse):
+    good = stage(tmp_path, [record(i) for i in range(3)], [cell_row()])
+    store.load_run(warehouse, good)
+    before = warehouse.execute("SELECT * FROM requests ORDER BY request_id").fetchall()
+    bad = record(9, status="weird")  # the CHECK on status rejects it
+    bad_dir = stage(tmp_path / "again", [record(i) for i in range(4)] + [bad], [cell_row()])
+    with pytest.raises(store.WarehouseError, match="violates a warehouse constraint"):
+        store.load_run(warehouse, bad_dir)
+    assert warehouse.execute("SELECT * FROM requests ORDER BY request_id").fetchall() == before
+
+
+def test_failed_deployment_row_needs_a_failure_class(tmp_path, warehouse):
+    run_dir = stage(tmp_path, [], [], deployments=[deployment_row(started=False)])
+    with pytest.raises(store.WarehouseError, match="constraint"):
+        store.load_run(warehouse, run_dir)
+    assert warehouse.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+
+
+def test_rows_of_another_run_are_refused(tmp_path, warehouse):
+    run_dir = stage(tmp_path, [record(0, run_id="run-x")], [cell_row()], run_row("run-1"))
+    with pytest.raises(store.WarehouseError, match="belong to another run"):
+        store.load_run(warehouse, run_dir)
+
+
+def test_not_a_staged_run(tmp_path, warehouse):
+    with pytest.raises(store.WarehouseError, match="not a staged run"):
+        store.load_run(warehouse, tmp_path)
+
+
+def test_kill_9_mid_load_leaves_the_previous_state(tmp_path, warehouse_path):
+    """A real subprocess loads a big run and is SIGKILLed in the middle; the file keeps the old state."""
+    con = store.connect(warehouse_path)
+    store.load_run(con, stage(tmp_path / "small", [record(i) for i in range(3)], [cell_row()]))
+    before = counts(con)
+    con.close()
+    big = [record(i, chunks_ms=tuple(range(1, 200))) for i in range(60_000)]
+    big_dir = stage(tmp_path / "big", big, [cell_row()])
+    script = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(ROOT)!r})
+        from warehouse import store
+        con = store.connect({str(warehouse_path)!r})
+        print("loading", flush=True)
+        store.load_run(con, {str(big_dir)!r})
+        print("loaded", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "loading"
+    import time
+
+    time.sleep(0.5)
+    still_loading = proc.poll() is None
+    proc.kill()
+    proc.wait()
+    con = store.connect(warehouse_path)
+    assert counts(con) == before, "a killed load must leave the previous state"
+    con.close()
+    assert still_loading, "the load finished before the kill; make the staged run bigger"
+
+
+def test_second_writer_gets_a_busy_message(warehouse_path):
+    store.connect(warehouse_path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(warehouse_path)!r}); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(store.WarehouseBusy) as err:
+            store.connect(warehouse_path)
+        assert f"PID {holder.pid}" in str(err.value)
+        assert "busy" in str(err.value) and "\n" not in str(err.value)
+        with pytest.raises(store.WarehouseBusy):
+            store.connect(warehouse_path, read_only=True)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_read_only_open_of_a_missing_file(tmp_path):
+    with pytest.raises(store.WarehouseError, match="does not exist yet"):
+        store.connect(tmp_path / "none.duckdb", read_only=True)
