@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import platform
 import secrets
 import socket
@@ -15,12 +16,17 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from reports.render import render_report
-from tasks import bench, deploy
+from tasks import bench, deploy, telemetry
 from tasks.matrix import Group, Matrix, load_matrix, plan
 from tasks.records import records_to_arrow
 from warehouse import store
 from warehouse.transforms import summarize_run
 from warehouse.validate import validate_requests
+
+
+# The work modules log to "bakeoff.*"; PREFECT_LOGGING_EXTRA_LOGGERS=bakeoff gives that logger Prefect's
+# handlers (console + the run's log in the UI) but not a level, so progress needs INFO here.
+logging.getLogger("bakeoff").setLevel(logging.INFO)
 
 
 class ValidationFailed(RuntimeError):
@@ -59,7 +65,7 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
     run_dir = Path(runs_dir or matrix.runs_dir) / run["run_id"]
     warehouse = warehouse or matrix.warehouse
 
-    deployments, cells, records = [], [], []
+    deployments, cells, records, gpu_samples, host_samples = [], [], [], [], []
     groups = plan(matrix)
     for g_i, group in enumerate(groups, 1):
         handles = _deploy_group(matrix, group, run["run_id"], run_dir, base_dir, deployments)
@@ -71,12 +77,14 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
                 planned = next(p for p in group.instances if p.instance_id == cell.instance_id)
                 workload = next(w for w in matrix.workloads if w.id == cell.workload_id)
                 label = f"group {g_i}/{len(groups)} {group.deployment_id}, cell {c_i}/{len(group.cells)} {cell.cell_id}"
-                row, cell_records = run_cell(
+                outcome = run_cell(
                     matrix, cell, handle.target, deploy.request_extras(matrix, planned, workload),
-                    run_id=run["run_id"], base_dir=base_dir, label=label,
+                    run_id=run["run_id"], base_dir=base_dir, label=label, engine_pids=_engine_pids(handles),
                 )
-                cells.append(row)
-                records.extend(cell_records)
+                cells.append(outcome.row)
+                records.extend(outcome.records)
+                gpu_samples.extend(outcome.gpu_samples)
+                host_samples.extend(outcome.host_samples)
         finally:
             for handle in reversed(list(handles.values())):
                 handle.stop()  # always, even when a cell raised
@@ -86,7 +94,7 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
     requests_table = records_to_arrow(records)
     validation = validate(requests_table)
     run["validation"] = validation.to_json()
-    staged = stage(run_dir, run, deployments, cells, requests_table)
+    staged = stage(run_dir, run, deployments, cells, requests_table, gpu_samples, host_samples)
     if not validation.success:
         raise ValidationFailed(f"{validation.summary_line()} (nothing loaded; raw records kept in {run_dir})")
     counts = load(warehouse, staged.run_dir)
@@ -115,8 +123,16 @@ def _deploy_group(matrix: Matrix, group: Group, run_id: str, run_dir: Path, base
     return handles
 
 
+def _engine_pids(handles: dict) -> dict[str, int]:
+    return {i: h.process.proc.pid for i, h in handles.items() if h.process is not None and h.process.proc is not None}
+
+
 def _new_run(matrix: Matrix, matrix_path: str, matrix_sha: str) -> dict:
     started = datetime.now(timezone.utc)
+    try:
+        gpu = telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0)
+    except telemetry.NvmlUnavailable:
+        gpu = None  # a CPU box: the run simply has no GPU
     return {
         "run_id": f"{started:%Y%m%dT%H%M%SZ}-{matrix.name}-{secrets.token_hex(2)}",
         "matrix_name": matrix.name,
@@ -128,8 +144,8 @@ def _new_run(matrix: Matrix, matrix_path: str, matrix_sha: str) -> dict:
         "bakeoff_version": _bakeoff_version(),
         "git_sha": _git_sha(),
         "host": f"{getpass.getuser()}@{socket.gethostname()} ({platform.platform()})",
-        "gpu_name": matrix.gpu.name if matrix.gpu else None,
-        "gpu_driver": None,
+        "gpu_name": gpu.name if gpu else (matrix.gpu.name if matrix.gpu else None),
+        "gpu_driver": gpu.driver if gpu else None,
         "slo_ttft_ms": matrix.slo.ttft_ms,
         "slo_tpot_ms": matrix.slo.tpot_ms,
         "slo_e2e_ms": matrix.slo.e2e_ms,

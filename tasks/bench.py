@@ -8,9 +8,12 @@ import logging
 import time
 from pathlib import Path
 
+from dataclasses import dataclass, field
+
 from tasks.loadgen import Target, run_closed_loop
 from tasks.matrix import Cell, Matrix
 from tasks.records import RequestRecord
+from tasks.telemetry import Sampler
 from tasks.workloads import build_requests
 
 log = logging.getLogger("bakeoff.bench")
@@ -29,18 +32,28 @@ class _Progress:
             log.info("%s: %d/%d requests done", self.label, done, total)
 
 
+@dataclass
+class CellOutcome:
+    row: dict  # the `cells` row
+    records: list[RequestRecord]
+    gpu_samples: list[dict] = field(default_factory=list)
+    host_samples: list[dict] = field(default_factory=list)
+
+
 def run_cell(
-    matrix: Matrix, cell: Cell, target: Target, extra_body: dict, *, run_id: str, base_dir: Path, label: str
-) -> tuple[dict, list[RequestRecord]]:
-    """Returns the cell's `cells` row and its raw request records."""
+    matrix: Matrix, cell: Cell, target: Target, extra_body: dict, *, run_id: str, base_dir: Path, label: str,
+    engine_pids: dict[str, int] | None = None,
+) -> CellOutcome:
+    """Runs the cell with telemetry sampling around it; returns its row, raw records and samples."""
     workload = next(w for w in matrix.workloads if w.id == cell.workload_id)
     # The seed varies with the repeat so repeats are not the same request order.
     specs = build_requests(workload, seed=matrix.load.seed + cell.repeat, base_dir=base_dir)
     warmup = specs[: matrix.load.warmup_requests]
     target = dataclasses.replace(target, extra_body=extra_body)
     log.info("%s: %d requests at concurrency %d (%d warmup)", label, len(specs), cell.concurrency, len(warmup))
-    result = asyncio.run(
-        run_closed_loop(
+    gpu_index = matrix.gpu.index if matrix.gpu else 0
+    with Sampler(run_id, cell.cell_id, gpu_index=gpu_index, pids=engine_pids) as sampler:
+        result = asyncio.run(run_closed_loop(
             target,
             specs,
             run_id=run_id,
@@ -50,8 +63,7 @@ def run_cell(
             temperature=workload.temperature,
             request_timeout_s=matrix.load.request_timeout_s,
             progress=_Progress(label),
-        )
-    )
+        ))
     failed = sum(r.status != "ok" for r in result.records)
     if failed:
         log.warning("%s: %d of %d requests failed", label, failed, len(result.records))
@@ -71,4 +83,4 @@ def run_cell(
         "started_at": result.started_at,
         "wall_ns": result.wall_ns,
     }
-    return row, result.records
+    return CellOutcome(row, result.records, sampler.gpu_rows, sampler.host_rows)

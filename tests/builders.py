@@ -59,9 +59,14 @@ def deployment_row(run_id="run-1", deployment_id="dep", started=True, **kw) -> d
 
 
 def stage(tmp_path: Path, records: list[RequestRecord], cells: list[dict], run: dict | None = None,
-          deployments: list[dict] | None = None) -> Path:
+          deployments: list[dict] | None = None, host_samples: list[dict] = ()) -> Path:
     run = run or run_row(records[0].run_id if records else "run-1")
     run_dir = tmp_path / "runs" / run["run_id"]
     store.stage_run(run_dir, run, deployments if deployments is not None else [deployment_row(run["run_id"])],
-                    cells, records_to_arrow(records))
+                    cells, records_to_arrow(records), host_samples=host_samples)
     return run_dir
+
+
+def host_sample(run_id="run-1", cell_id="cell-a", **kw) -> dict:
+    return {"run_id": run_id, "cell_id": cell_id, "sampled_at": T0, "instance_id": "dep-0",
+            "cpu_util_pct": kw.get("cpu", 50.0), "load1": 1.0, "engine_rss_bytes": 123_456_789}

@@ -122,4 +122,4 @@ def test_cli_run_then_sql(tmp_path, llama_server, smollm2, prefect_server):
     assert bad.returncode == 2 and "no_such_table" in bad.stderr and "Traceback" not in bad.stderr
     again = subprocess.run([*bakeoff, "report"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    assert Path(again.stdout.strip()).is_file()
+    assert (tmp_path / again.stdout.strip()).is_file()

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.builders import cell_row, deployment_row, record, run_row, stage
+from tests.builders import cell_row, deployment_row, host_sample, record, run_row, stage
 from warehouse import store
 from warehouse.schema import LATEST, current_version
 
@@ -44,11 +44,12 @@ def test_newer_schema_is_refused(warehouse_path):
 
 
 def test_loading_twice_leaves_the_same_rows(tmp_path, warehouse):
-    run_dir = stage(tmp_path, [record(i) for i in range(5)], [cell_row()])
+    run_dir = stage(tmp_path, [record(i) for i in range(5)], [cell_row()], host_samples=[host_sample(), host_sample()])
     first = store.load_run(warehouse, run_dir)
     snapshot = warehouse.execute("SELECT * FROM requests ORDER BY request_id").fetchall()
     second = store.load_run(warehouse, run_dir)
-    assert first == second == {"runs": 1, "deployments": 1, "cells": 1, "requests": 5}
+    assert first == second == {"runs": 1, "deployments": 1, "cells": 1, "requests": 5, "gpu_samples": 0,
+                               "host_samples": 2}
     assert warehouse.execute("SELECT * FROM requests ORDER BY request_id").fetchall() == snapshot
     assert counts(warehouse) == first
 

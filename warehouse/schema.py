@@ -110,6 +110,32 @@ MIGRATIONS: list[list[str]] = [
             CHECK (status <> 'ok' OR (first_token_at IS NOT NULL AND last_token_at IS NOT NULL))
         )
         """,
+        """
+        CREATE TABLE gpu_samples (
+            run_id             VARCHAR NOT NULL,
+            cell_id            VARCHAR NOT NULL,
+            sampled_at         TIMESTAMPTZ NOT NULL,
+            gpu_index          INTEGER NOT NULL,
+            memory_used_bytes  BIGINT NOT NULL CHECK (memory_used_bytes >= 0),
+            memory_total_bytes BIGINT NOT NULL CHECK (memory_total_bytes > 0),
+            gpu_util_pct       INTEGER CHECK (gpu_util_pct BETWEEN 0 AND 100),
+            memory_util_pct    INTEGER CHECK (memory_util_pct BETWEEN 0 AND 100),
+            power_w            DOUBLE,
+            temperature_c      INTEGER,
+            sm_clock_mhz       INTEGER
+        )
+        """,
+        """
+        CREATE TABLE host_samples (
+            run_id           VARCHAR NOT NULL,
+            cell_id          VARCHAR NOT NULL,
+            sampled_at       TIMESTAMPTZ NOT NULL,
+            instance_id      VARCHAR,
+            cpu_util_pct     DOUBLE CHECK (cpu_util_pct BETWEEN 0 AND 100),
+            load1            DOUBLE,
+            engine_rss_bytes BIGINT
+        )
+        """,
     ],
 ]
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from warehouse.schema import migrate
 
-TABLES_IN_LOAD_ORDER = ("runs", "deployments", "cells", "requests")
+TABLES_IN_LOAD_ORDER = ("runs", "deployments", "cells", "requests", "gpu_samples", "host_samples")
 
 
 class WarehouseBusy(RuntimeError):
@@ -88,12 +88,14 @@ class StagedRun:
         return self.run_dir / f"{table}.parquet"
 
 
-def stage_run(run_dir: Path, run: dict, deployments: list[dict], cells: list[dict], requests: pa.Table) -> StagedRun:
-    """Write a run's rows under run_dir. Files are written then renamed, so a half-written file
-    never looks staged."""
+def stage_run(run_dir: Path, run: dict, deployments: list[dict], cells: list[dict], requests: pa.Table,
+              gpu_samples: list[dict] = (), host_samples: list[dict] = ()) -> StagedRun:
+    """Write a run's rows under run_dir. Files are written then renamed, and run.json last, so a
+    half-written run never looks staged."""
     run_dir.mkdir(parents=True, exist_ok=True)
     staged = StagedRun(run_dir)
-    for table, rows in (("deployments", deployments), ("cells", cells)):
+    tables = (("deployments", deployments), ("cells", cells), ("gpu_samples", gpu_samples), ("host_samples", host_samples))
+    for table, rows in tables:
         _write_parquet(pa.Table.from_pylist(rows) if rows else pa.table({"run_id": pa.array([], pa.string())}), staged.table_file(table))
     _write_parquet(requests, staged.table_file("requests"))
     tmp = staged.run_file.with_suffix(".json.tmp")

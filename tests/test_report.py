@@ -1,0 +1,491 @@
+"""Tests of reports.render: the HTML and Markdown report built from summary + request frames.
+
+The frames are built here with the shapes warehouse.transforms produces: raw per-request rows
+first, then the per-cell summary aggregated from them (so the two agree, as in a real run).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import random
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from reports import render_report
+from reports.render import CHART_IDS, METRIC_DEFINITIONS
+
+DEPLOYMENTS = (
+    # deployment_id, engine, model, base decode tokens/s, base ttft ms, has SLO
+    ("vllm-tinyllama", "vllm", "TinyLlama-1.1B-Chat", 180.0, 40.0, True),
+    ("sglang-tinyllama", "sglang", "TinyLlama-1.1B-Chat", 80.0, 25.0, False),
+)
+WORKLOADS = {"chat-mixed": (64, 128, 256, 512), "fixed-128": (128,)}
+CONCURRENCY = (1, 4)
+REPEATS = (0, 1)
+RUN_ID = "run-2025-09-18T15-09"
+SLO_TTFT_MS = 200.0
+FAILED_STATUSES = ("http_error", "timeout", "disconnected", "bad_stream", "cancelled")
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    return pl.Series(values, dtype=pl.Float64).quantile(q, interpolation="linear") if values else None
+
+
+def make_frames(seed: int = 7, requests_per_cell: int = 24) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Realistic small (summary, requests) frames: 2 deployments x 2 workloads x 2 concurrencies x 2 repeats.
+
+    Includes failed requests with null latencies, one cell where every request failed (null
+    percentiles), and a deployment without an SLO (null goodput).
+    """
+    rng = random.Random(seed)
+    req_rows: list[dict] = []
+    cell_rows: list[dict] = []
+    for dep_id, engine, model, tps, ttft0, has_slo in DEPLOYMENTS:
+        for workload, lengths in WORKLOADS.items():
+            for conc in CONCURRENCY:
+                for rep in REPEATS:
+                    cell_id = f"{dep_id}/{workload}/c{conc}/r{rep}"
+                    all_fail = dep_id == "sglang-tinyllama" and workload == "fixed-128" and conc == 4 and rep == 1
+                    cell_reqs = []
+                    itls: list[float] = []
+                    for i in range(requests_per_cell):
+                        max_tokens = lengths[i % len(lengths)]
+                        if all_fail:
+                            status = "timeout" if i % 2 else "http_error"
+                        elif i in (5, 17) and rep == 0:
+                            status = FAILED_STATUSES[(i + conc + len(workload)) % len(FAILED_STATUSES)]
+                        else:
+                            status = "ok"
+                        queue = rng.uniform(0.05, 2.0) * conc
+                        if status == "ok":
+                            ttft = ttft0 * conc * rng.lognormvariate(0, 0.5)
+                            if rng.random() < 0.05:
+                                ttft *= 30  # the occasional heavy tail
+                            tokens = max_tokens if rng.random() < 0.8 else rng.randint(2, max_tokens)
+                            per_tok = 1000.0 / (tps / math.sqrt(conc)) * rng.uniform(0.8, 1.25)
+                            e2e = ttft + per_tok * (tokens - 1)
+                            tpot = (e2e - ttft) / (tokens - 1)
+                            rate = tokens / (e2e / 1000.0)
+                            itls += [per_tok * rng.uniform(0.5, 1.5) for _ in range(3)]
+                        elif status == "timeout" and not all_fail:
+                            # streamed a while, then timed out: first token known, nothing else
+                            ttft, e2e, tpot, rate, tokens = ttft0 * 3, None, None, None, None
+                        else:
+                            ttft = e2e = tpot = rate = None
+                            tokens = None
+                        cell_reqs.append(
+                            {
+                                "run_id": RUN_ID,
+                                "cell_id": cell_id,
+                                "request_id": f"{cell_id}#{i}",
+                                "deployment_id": dep_id,
+                                "engine": engine,
+                                "model": model,
+                                "max_tokens": max_tokens,
+                                "status": status,
+                                "ttft_ms": ttft,
+                                "tpot_ms": tpot,
+                                "e2e_ms": e2e,
+                                "queue_ms": queue,
+                                "tokens_per_s": rate,
+                                "completion_tokens": tokens,
+                            }
+                        )
+                    req_rows += cell_reqs
+                    ok = [r for r in cell_reqs if r["status"] == "ok"]
+                    wall_s = sum(r["e2e_ms"] for r in ok) / 1000.0 / conc + rng.uniform(0.5, 2.0)
+                    out_tokens = sum(r["completion_tokens"] for r in ok)
+                    row = {
+                        "run_id": RUN_ID,
+                        "cell_id": cell_id,
+                        "deployment_id": dep_id,
+                        "engine": engine,
+                        "model": model,
+                        "workload_id": workload,
+                        "concurrency": conc,
+                        "repeat": rep,
+                        "requests": len(cell_reqs),
+                        "ok": len(ok),
+                        "failed": len(cell_reqs) - len(ok),
+                        "wall_s": wall_s,
+                        "output_tokens": out_tokens,
+                        "output_throughput_tps": out_tokens / wall_s,
+                        "request_throughput_rps": len(ok) / wall_s,
+                        "goodput_rps": (
+                            sum(1 for r in ok if r["ttft_ms"] <= SLO_TTFT_MS) / wall_s if has_slo else None
+                        ),
+                    }
+                    for metric in ("ttft_ms", "tpot_ms", "e2e_ms"):
+                        vals = [r[metric] for r in ok if r[metric] is not None]
+                        row[f"{metric}_mean"] = sum(vals) / len(vals) if vals else None
+                        for q in (50, 95, 99):
+                            row[f"{metric}_p{q}"] = _quantile(vals, q / 100)
+                    for q in (50, 95, 99):
+                        row[f"itl_ms_p{q}"] = _quantile(itls, q / 100)
+                    cell_rows.append(row)
+    float_cols = ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "tokens_per_s")
+    requests = pl.DataFrame(
+        req_rows,
+        schema_overrides={**{c: pl.Float64 for c in float_cols}, "max_tokens": pl.Int64, "completion_tokens": pl.Int64},
+    )
+    summary = pl.DataFrame(cell_rows, infer_schema_length=None).with_columns(
+        pl.col(c).cast(pl.Float64) for c in ("wall_s", "goodput_rps")
+    )
+    return summary, requests
+
+
+RUN_INFO = {
+    "run_id": RUN_ID,
+    "started_at": "2025-09-18T15:09:00+00:00",
+    "matrix": "configs/rtx5090-seed.yaml",
+    "host": "bench-01",
+    "git_sha": "0123abcd",
+}
+
+
+# ------------------------------------------------------------------ independent readers / formatters
+
+
+def expected_fmt(v) -> str:
+    """The report's number format, restated: ints with separators, floats by magnitude, null as —."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:,.1f}" if abs(v) >= 100 else (f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}")
+
+
+THROUGHPUT_KEYS = (
+    "workload_id", "concurrency", "repeat", "requests", "ok", "failed", "wall_s", "output_tokens",
+    "output_throughput_tps", "request_throughput_rps", "goodput_rps",
+)  # fmt: skip
+LATENCY_KEYS = (
+    "workload_id", "concurrency", "repeat",
+    *(f"{m}_{s}" for m in ("ttft_ms", "tpot_ms", "e2e_ms") for s in ("mean", "p50", "p95", "p99")),
+    "itl_ms_p50", "itl_ms_p95", "itl_ms_p99",
+)  # fmt: skip
+
+
+def expected_rows(summary: pl.DataFrame, keys) -> dict[str, list[tuple[str, ...]]]:
+    """Per deployment, the table rows computed straight from the summary frame."""
+    out: dict[str, list[tuple[str, ...]]] = {}
+    for rec in summary.iter_rows(named=True):
+        out.setdefault(rec["deployment_id"], []).append(tuple(expected_fmt(rec[k]) for k in keys))
+    return out
+
+
+class _Tables(HTMLParser):
+    """Collects every <table> as a list of rows of <td> texts, plus element ids."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: list[list[tuple[str, ...]]] = []
+        self.ids: dict[str, str] = {}
+        self.script_srcs: list[str] = []
+        self.links: list[str] = []
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids[a["id"]] = tag
+        if tag == "script" and a.get("src"):
+            self.script_srcs.append(a["src"])
+        if tag == "link" and a.get("href"):
+            self.links.append(a["href"])
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self._row = []
+        elif tag == "td":
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            if self._row:
+                self.tables[-1].append(tuple(self._row))
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse_html(text: str) -> _Tables:
+    p = _Tables()
+    p.feed(text)
+    return p
+
+
+def md_rows(text: str) -> list[tuple[str, ...]]:
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("| ") and line.endswith(" |"):
+            cells = re.split(r"(?<!\\) \| ", line[2:-2])
+            rows.append(tuple(c.replace("\\|", "|").strip() for c in cells))
+    return rows
+
+
+def section(text: str, start: str, end: str | None) -> str:
+    i = text.index(start)
+    j = text.index(end, i + len(start)) if end else len(text)
+    return text[i:j]
+
+
+# ------------------------------------------------------------------ tests
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return make_frames()
+
+
+@pytest.fixture(scope="module")
+def rendered(frames, tmp_path_factory):
+    summary, requests = frames
+    out = tmp_path_factory.mktemp("report")
+    paths = render_report(summary, requests, out, title="Nightly bake-off <RTX 5090> & co", run_info=RUN_INFO)
+    return paths, paths["html"].read_text(encoding="utf-8"), paths["markdown"].read_text(encoding="utf-8")
+
+
+def test_fixture_is_realistic(frames):
+    summary, requests = frames
+    assert summary.height == 16 and requests.height == 16 * 24
+    assert requests.filter(pl.col("status") != "ok").height >= 10
+    assert requests["ttft_ms"].null_count() > 0 and requests["tokens_per_s"].null_count() > 0
+    assert summary["ttft_ms_p50"].null_count() == 1  # the all-failed cell
+    assert summary["goodput_rps"].null_count() == 8  # sglang: no SLO
+
+
+def test_returns_paths_of_written_files(rendered, tmp_path):
+    paths, page, md = rendered
+    assert set(paths) == {"html", "markdown"}
+    assert paths["html"].name == "report.html" and paths["markdown"].name == "report.md"
+    assert paths["html"].parent == paths["markdown"].parent
+    assert page.startswith("<!DOCTYPE html>") and len(md) > 500
+
+
+def test_html_is_offline(rendered):
+    _, page, _ = rendered
+    parsed = parse_html(page)
+    assert parsed.script_srcs == []  # everything inline
+    assert not [h for h in parsed.links if re.match(r"(https?:)?//", h)]
+    assert not re.search(r"<script[^>]+src\s*=", page, re.I)
+    assert not re.search(r"@import|url\(\s*['\"]?(https?:)?//", page)
+    # the vega bundle is embedded exactly once
+    assert page.count("window.vegaEmbed=") == 1
+    assert page.count("<script") == 2
+    # ... and verbatim (rewriting it, e.g. "</" -> "<\\/", breaks regex literals like /</g in it)
+    import vl_convert
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    bundle = vl_convert.javascript_bundle(vl_version=vl_version_for_vl_convert())
+    assert "</script" not in bundle.lower() and bundle in page
+
+
+def test_each_chart_div_exists_with_svg_renderer(rendered):
+    _, page, _ = rendered
+    parsed = parse_html(page)
+    for div_id in CHART_IDS.values():
+        assert parsed.ids.get(div_id) == "div", div_id
+        assert f'"{div_id}":{{' in page  # its spec is passed to vegaEmbed
+    assert 'renderer: "svg"' in page
+
+
+def test_chart_data_is_aggregated(rendered):
+    """Specs carry small aggregates, never the raw request rows."""
+    _, page, _ = rendered
+    assert "request_id" not in page
+    datasets = re.findall(r'"datasets":\{"data-[0-9a-f]+":\[(.*?)\]\}', page)
+    assert datasets and all(d.count("{") < 5000 for d in datasets)
+
+
+def test_html_tables_show_summary_numbers(frames, rendered):
+    summary, _ = frames
+    _, page, _ = rendered
+    all_rows = {row for table in parse_html(page).tables for row in table}
+    for keys in (THROUGHPUT_KEYS, LATENCY_KEYS):
+        for dep, rows in expected_rows(summary, keys).items():
+            for row in rows:
+                assert row in all_rows, (dep, row)
+    # and each deployment's rows sit under that deployment's heading, in input order
+    for dep, rows in expected_rows(summary, THROUGHPUT_KEYS).items():
+        part = section(page, f">Deployment {html.escape(dep)}</h2>", "<h2")
+        got = [r for t in parse_html(part).tables for r in t if len(r) == len(THROUGHPUT_KEYS)]
+        assert sorted(got) == sorted(rows)
+
+
+def test_null_values_render_as_dash(frames, rendered):
+    summary, _ = frames
+    _, page, md = rendered
+    dead = summary.filter(pl.col("ok") == 0).row(0, named=True)
+    row = tuple(expected_fmt(dead[k]) for k in LATENCY_KEYS)
+    assert row.count("—") == 15  # all latency stats null
+    assert row in {r for t in parse_html(page).tables for r in t}
+    assert row in md_rows(md)
+    cells = [c for t in parse_html(page).tables for r in t for c in r] + [c for r in md_rows(md) for c in r]
+    assert not {"None", "nan", "NaN", "null", ""} & set(cells)
+
+
+def test_overview_and_status_tables(frames, rendered):
+    summary, requests = frames
+    _, page, md = rendered
+    html_rows = {r for t in parse_html(page).tables for r in t}
+    mdr = set(md_rows(md))
+    for dep_id, engine, model, *_ in DEPLOYMENTS:
+        cells = summary.filter(pl.col("deployment_id") == dep_id)
+        overview = (
+            dep_id,
+            engine,
+            model,
+            expected_fmt(cells.height),
+            expected_fmt(cells["requests"].sum()),
+            expected_fmt(cells["ok"].sum()),
+            expected_fmt(cells["failed"].sum()),
+            expected_fmt(cells["output_throughput_tps"].mean()),
+            expected_fmt(cells["output_throughput_tps"].max()),
+            expected_fmt(cells["goodput_rps"].mean()),
+        )
+        assert overview in html_rows and overview in mdr, overview
+        reqs = requests.filter(pl.col("deployment_id") == dep_id)
+        statuses = ("ok", *FAILED_STATUSES)
+        status_row = (
+            dep_id,
+            *(expected_fmt(reqs.filter(pl.col("status") == s).height) for s in statuses),
+            expected_fmt(reqs.height),
+        )
+        assert status_row in html_rows and status_row in mdr, status_row
+
+
+def test_markdown_has_the_same_table_rows(frames, rendered):
+    summary, _ = frames
+    _, page, md = rendered
+    mdr = md_rows(md)
+    for keys in (THROUGHPUT_KEYS, LATENCY_KEYS):
+        for rows in expected_rows(summary, keys).values():
+            for row in rows:
+                assert row in mdr, row
+    # every data row of every HTML table is in the Markdown too
+    html_rows = [r for t in parse_html(page).tables for r in t]
+    assert set(html_rows) <= set(mdr)
+    assert "<svg" not in md and "<script" not in md
+
+
+def test_run_info_header(rendered):
+    _, page, md = rendered
+    rows = {r for t in parse_html(page).tables for r in t}
+    mdr = set(md_rows(md))
+    for k, v in RUN_INFO.items():
+        assert (k, v) in rows and (k, v) in mdr
+
+
+def test_metric_definitions_stated_exactly(rendered):
+    _, page, md = rendered
+    required = [
+        "TTFT = first_token_at − sent_at (first chunk with non-empty content)",
+        "E2E = last_token_at − sent_at",
+        "queue delay = sent_at − scheduled_at",
+        "TPOT = (E2E − TTFT)/(completion_tokens − 1) for completion_tokens > 1",
+        "ITL = gaps between consecutive content chunks pooled over requests",
+        "output throughput = Σ completion_tokens / cell wall time",
+        "goodput = requests meeting every SLO / cell wall time",
+    ]
+    assert set(required) <= {d for _, d in METRIC_DEFINITIONS}
+    defs_html = section(page, 'id="definitions"', "</dl>")
+    defs_md = section(md, "## Metric definitions", None)
+    for d in required:
+        assert html.escape(d) in defs_html, d
+        assert d in defs_md, d
+
+
+def test_text_is_escaped(tmp_path):
+    summary, requests = make_frames(requests_per_cell=6)
+    evil = '<img src=x onerror="alert(1)">|dep'
+    summary = summary.with_columns(pl.col("deployment_id").replace("vllm-tinyllama", evil))
+    requests = requests.with_columns(pl.col("deployment_id").replace("vllm-tinyllama", evil))
+    paths = render_report(
+        summary,
+        requests,
+        tmp_path,
+        title="<script>alert('t')</script>",
+        run_info={"note": "</script><b>x</b>", "host": "a & b"},
+    )
+    page = paths["html"].read_text(encoding="utf-8")
+    assert "<img src=x" not in page and "<b>x</b>" not in page
+    assert "<script>alert" not in page
+    assert html.escape(evil) in page and "a &amp; b" in page
+    # inside the chart specs the deployment name cannot close the script element
+    assert page.count("</script>") == 2
+    md = paths["markdown"].read_text(encoding="utf-8")
+    assert "\\|dep" in md  # pipes escaped in Markdown table cells
+    assert any(r[0] == evil for r in md_rows(md))
+
+
+def test_null_heavy_and_empty_inputs_do_not_crash(tmp_path):
+    summary, requests = make_frames(requests_per_cell=4)
+    nullable = [c for c, t in summary.schema.items() if t == pl.Float64]
+    summary = summary.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in nullable)
+    requests = requests.with_columns(
+        pl.lit(None, dtype=pl.Float64).alias(c) for c in ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "tokens_per_s")
+    ).with_columns(pl.lit(None, dtype=pl.Int64).alias("completion_tokens"))
+    paths = render_report(summary, requests, tmp_path / "nulls", title="all null", run_info={})
+    page = paths["html"].read_text(encoding="utf-8")
+    assert "—" in page and parse_html(page).tables
+    assert CHART_IDS["latency_hist"] not in page  # nothing to chart: no empty chart div
+
+    empty_s, empty_r = summary.clear(), requests.clear()
+    paths = render_report(empty_s, empty_r, tmp_path / "empty", title="empty", run_info={"run_id": "x"})
+    page = paths["html"].read_text(encoding="utf-8")
+    assert "No data to chart." in page and "<script" not in page
+    assert "Metric definitions" in paths["markdown"].read_text(encoding="utf-8")
+
+
+def test_nan_is_treated_as_null(frames, tmp_path):
+    summary, requests = frames
+    nan = pl.lit(float("nan"))
+    summary = summary.with_columns(nan.alias("goodput_rps"), nan.alias("ttft_ms_p99"))  # p99 is charted too
+    requests = requests.with_columns(
+        pl.when(pl.col("max_tokens") == 64).then(nan).otherwise(pl.col("tokens_per_s")).alias("tokens_per_s"),
+        pl.when(pl.col("max_tokens") == 512).then(nan).otherwise(pl.col("ttft_ms")).alias("ttft_ms"),
+    )
+    paths = render_report(summary, requests, tmp_path, title="NaN goodput", run_info={})  # JSON has no NaN
+    page = paths["html"].read_text(encoding="utf-8")
+    cells = [c for t in parse_html(page).tables for r in t for c in r]
+    assert "NaN" not in cells and "nan" not in cells and "—" in cells
+    assert "NaN" not in page.rsplit("<script", 1)[1]  # the chart specs (the vega bundle itself says NaN)
+
+
+def test_missing_columns_are_named(frames, tmp_path):
+    summary, requests = frames
+    with pytest.raises(ValueError, match="ttft_ms_p95"):
+        render_report(summary.drop("ttft_ms_p95"), requests, tmp_path, title="x", run_info={})
+    with pytest.raises(ValueError, match="queue_ms"):
+        render_report(summary, requests.drop("queue_ms"), tmp_path, title="x", run_info={})
+
+
+def test_mixed_length_cells_only(frames, tmp_path):
+    """When every cell mixes output lengths, the throughput chart still renders (per-request panel)."""
+    summary, requests = frames
+    summary = summary.filter(pl.col("workload_id") == "chat-mixed")
+    requests = requests.filter(pl.col("cell_id").is_in(summary["cell_id"].implode()))
+    page = render_report(summary, requests, tmp_path, title="mixed", run_info={})["html"].read_text(encoding="utf-8")
+    assert f'id="{CHART_IDS["throughput_by_length"]}"' in page
+    assert "cannot be split by max_tokens" in page
+
+
+def test_reports_does_not_import_flows_or_tasks():
+    root = Path(__file__).resolve().parents[1] / "reports"
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(from|import)\s+(flows|tasks)\b", text, re.M), path

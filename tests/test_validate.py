@@ -1,0 +1,299 @@
+"""The validation gate (warehouse/validate.py): valid records pass; each kind of bad row fails,
+named by its expectation and column, with the right count."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from tasks.records import REQUEST_SCHEMA, RequestRecord, records_to_arrow
+from warehouse.validate import validate_requests
+
+PAIR = "expect_column_pair_values_a_to_be_greater_than_b"
+BETWEEN = "expect_column_values_to_be_between"
+IN_SET = "expect_column_values_to_be_in_set"
+NOT_NULL = "expect_column_values_to_not_be_null"
+UNIQUE = "expect_column_values_to_be_unique"
+
+CELL_START = datetime(2026, 1, 1, 3, 0, tzinfo=timezone.utc)
+
+
+def ok_record(i: int, **changes) -> RequestRecord:
+    """A successful streamed request: 4 content chunks, usage reported."""
+    t0 = i * 1_000_000
+    record = RequestRecord(
+        run_id="run-1",
+        cell_id="cell-1",
+        request_id=f"r-{i}",
+        prompt_id=f"p-{i % 3}",
+        engine="llamacpp",
+        model="smollm2-135m",
+        deployment_id="dep-1",
+        instance_id="inst-1",
+        max_tokens=64,
+        cell_started_at=CELL_START,
+        scheduled_at=t0,
+        sent_at=t0 + 100,
+        first_chunk_at=t0 + 1_000,
+        first_token_at=t0 + 1_500,
+        last_token_at=t0 + 4_500,
+        done_at=t0 + 5_000,
+        chunk_times=[t0 + 1_500, t0 + 2_500, t0 + 3_500, t0 + 4_500],
+        prompt_tokens=12,
+        completion_tokens=4,
+        cached_prompt_tokens=0,
+        status="ok",
+        finish_reason="stop",
+    )
+    for name, value in changes.items():
+        setattr(record, name, value)
+    return record
+
+
+def valid_records() -> list[RequestRecord]:
+    """Four ok rows (one without usage) plus failures that stopped at different points."""
+    t = 10_000_000
+    return [
+        ok_record(0),
+        ok_record(1),
+        ok_record(2, prompt_tokens=None, completion_tokens=None, cached_prompt_tokens=None),
+        ok_record(3, chunk_times=[3_001_500, 3_001_500, 3_004_500]),  # equal offsets are fine
+        # refused by the server: sent and done, never a chunk
+        ok_record(
+            4,
+            scheduled_at=t,
+            sent_at=t + 10,
+            first_chunk_at=None,
+            first_token_at=None,
+            last_token_at=None,
+            done_at=t + 50,
+            chunk_times=[],
+            prompt_tokens=None,
+            completion_tokens=None,
+            cached_prompt_tokens=None,
+            status="http_error",
+            http_status=503,
+            error_class="HTTPStatusError",
+            finish_reason=None,
+        ),
+        # timed out mid-stream: some content arrived
+        ok_record(
+            5,
+            scheduled_at=t,
+            sent_at=t + 20,
+            first_chunk_at=t + 30,
+            first_token_at=t + 40,
+            last_token_at=t + 60,
+            done_at=t + 900,
+            chunk_times=[t + 40, t + 60],
+            completion_tokens=None,
+            status="timeout",
+            finish_reason=None,
+        ),
+        # cancelled before it was sent
+        ok_record(
+            6,
+            sent_at=None,
+            first_chunk_at=None,
+            first_token_at=None,
+            last_token_at=None,
+            done_at=None,
+            chunk_times=[],
+            prompt_tokens=None,
+            completion_tokens=None,
+            cached_prompt_tokens=None,
+            status="cancelled",
+            finish_reason=None,
+        ),
+    ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_gx():
+    """Import great_expectations (seconds) once for the whole module."""
+    report = validate_requests(records_to_arrow(valid_records()))
+    assert report.success, report.summary_line()
+    return report
+
+
+def test_valid_table_passes():
+    table = records_to_arrow(valid_records())
+    report = validate_requests(table)
+    assert report.success, report.summary_line()
+    assert report.failures == []
+    assert report.row_count == table.num_rows
+    assert report.evaluated_expectations > 30
+    assert report.summary_line().startswith(f"validation passed: {table.num_rows} rows")
+    saved = json.loads(json.dumps(report.to_json()))  # plain JSON, full GX result inside
+    assert saved["success"] is True
+    assert saved["gx_result"]["statistics"]["unsuccessful_expectations"] == 0
+
+
+def test_empty_table_passes():
+    assert validate_requests(REQUEST_SCHEMA.empty_table()).success
+
+
+def _dup_request_id(rs):
+    rs[1].request_id = "r-0"
+
+
+def _unknown_status(rs):
+    rs[2].status = "exploded"
+
+
+def _negative_timestamp(rs):
+    rs[0].scheduled_at = -5
+
+
+def _out_of_order(rs):
+    rs[1].done_at = rs[1].last_token_at - 1
+
+
+def _done_before_sent_with_gap(rs):
+    # http_error row: no chunk timestamps between sent_at and done_at, so only a comparison
+    # across the gap (done_at vs sent_at) can see it
+    rs[4].done_at = rs[4].sent_at - 5
+
+
+def _ok_missing_first_token(rs):
+    rs[0].first_token_at = None
+    rs[0].chunk_times = []  # else chunk_times_in_token_window flags the row as well
+
+
+def _chunks_not_monotone(rs):
+    a, b, c, d = rs[1].chunk_times
+    rs[1].chunk_times = [a, c, b, d]
+
+
+def _chunk_outside_window(rs):
+    rs[0].chunk_times = [*rs[0].chunk_times, rs[0].last_token_at + 1]
+
+
+def _chunk_before_window(rs):
+    rs[5].chunk_times = [rs[5].first_token_at - 1, *rs[5].chunk_times]
+
+
+def _max_tokens_zero(rs):
+    rs[3].max_tokens = 0
+
+
+def _negative_completion_tokens(rs):
+    rs[0].completion_tokens = -1
+
+
+def _null_run_id(rs):
+    rs[6].run_id = None
+
+
+def _two_bad_statuses(rs):
+    rs[4].status = "weird"
+    rs[5].status = "Ok"
+
+
+CASES = {
+    # id: (mutation, expectation, columns, condition, failing rows, example request_ids)
+    "duplicate request_id": (_dup_request_id, UNIQUE, ("request_id",), None, 2, ["r-0", "r-0"]),
+    "unknown status": (_unknown_status, IN_SET, ("status",), None, 1, ["r-2"]),
+    "negative timestamp": (_negative_timestamp, BETWEEN, ("scheduled_at",), None, 1, ["r-0"]),
+    "out-of-order timestamps": (
+        _out_of_order, PAIR, ("done_at", "last_token_at"), None, 1, ["r-1"]),
+    "done before sent, across missing points": (
+        _done_before_sent_with_gap, PAIR, ("done_at", "sent_at"), None, 1, ["r-4"]),
+    "ok row missing first_token_at": (
+        _ok_missing_first_token, NOT_NULL, ("first_token_at",), "status == 'ok'", 1, ["r-0"]),
+    "non-monotone chunk_times": (
+        _chunks_not_monotone, IN_SET, ("chunk_times_ordered",), None, 1, ["r-1"]),
+    "chunk after last_token_at": (
+        _chunk_outside_window, IN_SET, ("chunk_times_in_token_window",), None, 1, ["r-0"]),
+    "chunk before first_token_at": (
+        _chunk_before_window, IN_SET, ("chunk_times_in_token_window",), None, 1, ["r-5"]),
+    "max_tokens 0": (_max_tokens_zero, BETWEEN, ("max_tokens",), None, 1, ["r-3"]),
+    "negative completion_tokens": (
+        _negative_completion_tokens, BETWEEN, ("completion_tokens",), None, 1, ["r-0"]),
+    "null run_id": (_null_run_id, NOT_NULL, ("run_id",), None, 1, ["r-6"]),
+    "two bad statuses": (_two_bad_statuses, IN_SET, ("status",), None, 2, ["r-4", "r-5"]),
+}
+
+
+@pytest.mark.parametrize(
+    "mutate, expectation, columns, condition, count, example_ids",
+    list(CASES.values()),
+    ids=list(CASES),
+)
+def test_bad_rows_fail_by_name(mutate, expectation, columns, condition, count, example_ids):
+    records = valid_records()
+    mutate(records)
+    report = validate_requests(records_to_arrow(records))
+
+    assert not report.success
+    # each mutation breaks exactly one expectation, and it is the one it should
+    assert len(report.failures) == 1, report.summary_line()
+    failure = report.failures[0]
+    assert failure.expectation == expectation
+    assert failure.columns == columns
+    assert failure.condition == condition
+    assert failure.unexpected_count == count
+    assert failure.error is None
+    assert [e["request_id"] for e in failure.examples] == example_ids
+
+    line = report.summary_line()
+    assert line.startswith("validation failed: ")
+    assert "\n" not in line
+    name = f"{expectation}({', '.join(columns)})"
+    assert f"{name}" in line
+    assert f"{count} row{'s' if count != 1 else ''}" in line
+    for rid in example_ids:
+        assert rid in line
+
+    saved = json.loads(json.dumps(report.to_json()))
+    assert saved["success"] is False
+    assert saved["failures"][0]["expectation"] == expectation
+    assert saved["failures"][0]["unexpected_count"] == count
+
+
+def test_examples_carry_values_and_several_failures_join_in_one_line():
+    records = valid_records()
+    _unknown_status(records)
+    _out_of_order(records)
+    report = validate_requests(records_to_arrow(records))
+    assert {f.name for f in report.failures} == {
+        f"{IN_SET}(status)",
+        f"{PAIR}(done_at, last_token_at)",
+    }
+    line = report.summary_line()
+    assert "r-2 (status=exploded)" in line
+    done, last = records[1].done_at, records[1].last_token_at
+    assert f"r-1 (done_at={done}, last_token_at={last})" in line
+    assert line.count(";") == 1 and "\n" not in line
+
+
+def test_examples_are_capped_at_three():
+    records = valid_records()
+    for r in records:
+        r.max_tokens = 0
+    report = validate_requests(records_to_arrow(records))
+    (failure,) = report.failures
+    assert failure.unexpected_count == len(records)
+    assert len(failure.examples) == 3
+
+
+def test_wrongly_typed_column_is_reported_as_error_not_crash():
+    import pyarrow as pa
+
+    table = records_to_arrow(valid_records())
+    idx = table.schema.get_field_index("max_tokens")
+    table = table.set_column(idx, "max_tokens", pa.array(["64"] * table.num_rows))
+    report = validate_requests(table)
+    assert not report.success
+    (failure,) = report.failures
+    assert failure.name == f"{BETWEEN}(max_tokens)"
+    assert failure.error
+    assert "error:" in report.summary_line()
+
+
+def test_missing_column_is_a_contract_error():
+    table = records_to_arrow(valid_records()).drop_columns(["chunk_times"])
+    with pytest.raises(ValueError, match="chunk_times"):
+        validate_requests(table)

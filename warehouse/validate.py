@@ -1,0 +1,410 @@
+"""The validation gate: raw request records are checked by Great Expectations before loading.
+
+`validate_requests(table)` takes the staged requests table (tasks.records.REQUEST_SCHEMA), runs ONE
+expectation suite over it in ONE Great Expectations validation run, and returns a small
+`ValidationReport`: pass/fail, one `Failure` per failed expectation (GX expectation type, columns,
+failing row count, up to 3 example request_ids with their values), a one-line summary for logs and
+flow state, and `to_json()` with the full GX result to save beside the run.
+
+How GX is used, and why so:
+- GX 1.x on a pandas frame (pyarrow -> pandas through Arrow, default mapping: see `_to_pandas`
+  for why not nullable Int64); GX's SQL path on DuckDB is broken (DESIGN.md).
+- An ephemeral context per call, a pandas data source / data asset / whole-dataframe batch
+  definition, one ExpectationSuite and one ValidationDefinition. Setup costs a few ms; the import
+  of great_expectations costs seconds, so it happens lazily inside the function.
+- Row conditions are GX 1.x `Condition` objects (`Column("status") == "ok"`); the string form with a
+  `condition_parser` is deprecated since GX 1.9 and warns.
+- GX has no expectation over list columns, so the `chunk_times` checks are computed here in
+  pyarrow/numpy as boolean helper columns (`chunk_times_ordered`, `chunk_times_in_token_window`)
+  which GX then expects to be True: GX stays the judge, the helpers only flatten the lists.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks.records import STATUSES
+
+# Columns of REQUEST_SCHEMA handed to GX (chunk_times goes in as the two helper columns below;
+# free-text columns carry nothing to validate).
+ID_COLUMNS = (
+    "run_id",
+    "cell_id",
+    "request_id",
+    "prompt_id",
+    "engine",
+    "model",
+    "deployment_id",
+    "instance_id",
+)
+# In the contract's order:
+# scheduled <= sent <= first chunk <= first token <= last token <= done.
+TIMESTAMP_COLUMNS = (
+    "scheduled_at",
+    "sent_at",
+    "first_chunk_at",
+    "first_token_at",
+    "last_token_at",
+    "done_at",
+)
+TOKEN_COLUMNS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens")
+# A request with status "ok" must have reached each of these points.
+OK_REQUIRED_COLUMNS = ("sent_at", "first_token_at", "last_token_at", "done_at")
+NOT_NULL_COLUMNS = (*ID_COLUMNS, "status", "max_tokens", "cell_started_at", "scheduled_at")
+HELPER_COLUMNS = ("chunk_times_ordered", "chunk_times_in_token_window")
+INPUT_COLUMNS = (
+    *ID_COLUMNS,
+    "max_tokens",
+    "cell_started_at",
+    *TIMESTAMP_COLUMNS,
+    "chunk_times",
+    *TOKEN_COLUMNS,
+    "status",
+)
+
+MAX_EXAMPLES = 3
+_SUITE_NAME = "bakeoff_requests"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed expectation."""
+
+    expectation: str  # GX expectation type, e.g. "expect_column_values_to_be_unique"
+    columns: tuple[str, ...]  # the column(s) it is about, in GX's order (column_A, column_B)
+    unexpected_count: int  # failing rows (0 when GX raised instead of evaluating)
+    element_count: int  # rows the expectation looked at (after its row condition)
+    examples: tuple[dict[str, Any], ...] = ()  # up to 3: {"request_id": ..., column: value, ...}
+    condition: str | None = None  # the row condition, e.g. "status == 'ok'"
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the expectation's GX kwargs
+    error: str | None = None  # GX raised while evaluating this expectation
+
+    @property
+    def name(self) -> str:
+        text = f"{self.expectation}({', '.join(self.columns)})"
+        return f"{text} where {self.condition}" if self.condition else text
+
+    def example_text(self) -> str:
+        parts = []
+        for ex in self.examples:
+            rid = ex.get("request_id")
+            skip = ("request_id", *HELPER_COLUMNS)  # a helper's value is always False
+            rest = [f"{k}={_short(v)}" for k, v in ex.items() if k not in skip]
+            parts.append(f"{rid} ({', '.join(rest)})" if rest else f"{rid}")
+        return ", ".join(parts)
+
+    def describe(self) -> str:
+        if self.error:
+            return f"{self.name}: error: {self.error}"
+        rows = "row" if self.unexpected_count == 1 else "rows"
+        text = f"{self.name}: {self.unexpected_count} {rows}"
+        examples = self.example_text()
+        return f"{text}, e.g. {examples}" if examples else text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "expectation": self.expectation,
+            "columns": list(self.columns),
+            "condition": self.condition,
+            "unexpected_count": self.unexpected_count,
+            "element_count": self.element_count,
+            "examples": [dict(e) for e in self.examples],
+            "kwargs": self.kwargs,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class ValidationReport:
+    success: bool
+    failures: list[Failure]
+    row_count: int = 0
+    evaluated_expectations: int = 0
+    elapsed_s: float = 0.0
+    gx_version: str = ""
+    gx_result: dict[str, Any] = field(default_factory=dict, repr=False)  # GX's own JSON result
+
+    def summary_line(self) -> str:
+        if self.success:
+            return (
+                f"validation passed: {self.row_count} rows, "
+                f"{self.evaluated_expectations} expectations"
+            )
+        return "validation failed: " + "; ".join(f.describe() for f in self.failures)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "summary": self.summary_line(),
+            "row_count": self.row_count,
+            "evaluated_expectations": self.evaluated_expectations,
+            "elapsed_s": self.elapsed_s,
+            "great_expectations_version": self.gx_version,
+            "failures": [f.to_json() for f in self.failures],
+            "gx_result": self.gx_result,
+        }
+
+
+def validate_requests(table: pa.Table) -> ValidationReport:
+    """Validate raw request records (REQUEST_SCHEMA) with one GX suite in one validation run."""
+    missing = [c for c in INPUT_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"requests table lacks column(s) {missing}; expected REQUEST_SCHEMA")
+
+    gx, gxe, Column = _import_gx()  # seconds on the first call; not counted in elapsed_s
+    started = time.perf_counter()
+    frame = _to_pandas(_with_helper_columns(table))
+
+    context = gx.get_context(mode="ephemeral")
+    _silence_progress_bars(context)
+    batch_definition = (
+        context.data_sources.add_pandas("requests")
+        .add_dataframe_asset("requests")
+        .add_batch_definition_whole_dataframe("all_rows")
+    )
+    # Build the suite whole, then register it: `suite.add_expectation` on a suite that already
+    # belongs to a context re-serializes the whole suite into the store each time (quadratic;
+    # about 1 s for this suite).
+    suite = context.suites.add(
+        gx.ExpectationSuite(name=_SUITE_NAME, expectations=_expectations(gxe, Column))
+    )
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=_SUITE_NAME, data=batch_definition, suite=suite)
+    )
+    result = definition.run(
+        batch_parameters={"dataframe": frame},
+        result_format={
+            "result_format": "SUMMARY",
+            "partial_unexpected_count": MAX_EXAMPLES,
+            "unexpected_index_column_names": ["request_id"],
+        },
+    )
+
+    failures = [_failure(r) for r in result.results if not r.success]
+    gx_json = result.to_json_dict()
+    return ValidationReport(
+        success=bool(result.success),
+        failures=failures,
+        row_count=table.num_rows,
+        evaluated_expectations=len(result.results),
+        elapsed_s=round(time.perf_counter() - started, 4),
+        gx_version=gx.__version__,
+        gx_result=gx_json,
+    )
+
+
+# --- the suite -----------------------------------------------------------------------------------
+
+
+def _expectations(gxe: Any, Column: Any) -> list[Any]:
+    ex: list[Any] = []
+    ex.append(gxe.ExpectColumnValuesToBeUnique(column="request_id"))
+    ex += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in NOT_NULL_COLUMNS]
+    ex.append(gxe.ExpectColumnValuesToBeInSet(column="status", value_set=list(STATUSES)))
+    # Nulls are skipped by map expectations: ">= 0 where not null".
+    ex += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in TIMESTAMP_COLUMNS]
+    ex.append(gxe.ExpectColumnValuesToBeBetween(column="max_tokens", min_value=0, strict_min=True))
+    ex += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in TOKEN_COLUMNS]
+    # Ordering over EVERY pair, not just neighbours: intermediate points are null when a request
+    # failed early (e.g. an http_error has sent_at and done_at but no first_chunk_at), and a
+    # neighbour-only chain would then never compare done_at with sent_at.
+    for i, earlier in enumerate(TIMESTAMP_COLUMNS):
+        for later in TIMESTAMP_COLUMNS[i + 1 :]:
+            ex.append(
+                gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A=later,
+                    column_B=earlier,
+                    or_equal=True,
+                    ignore_row_if="either_value_is_missing",
+                )
+            )
+    ok = Column("status") == "ok"
+    ex += [
+        gxe.ExpectColumnValuesToNotBeNull(column=c, row_condition=ok) for c in OK_REQUIRED_COLUMNS
+    ]
+    # Helper columns computed in pyarrow (GX has no list expectations); GX judges them.
+    ex += [gxe.ExpectColumnValuesToBeInSet(column=c, value_set=[True]) for c in HELPER_COLUMNS]
+    return ex
+
+
+# --- data preparation ----------------------------------------------------------------------------
+
+
+def _with_helper_columns(table: pa.Table) -> pa.Table:
+    """Select the validated columns and replace chunk_times by two boolean helper columns.
+
+    chunk_times_ordered: every offset >= the one before it (empty/null list: True).
+    chunk_times_in_token_window: every offset within [first_token_at, last_token_at]; a chunk
+    recorded while either bound is null, or a null offset, is False (empty/null list: True).
+    """
+    n = table.num_rows
+    lists = table.column("chunk_times").combine_chunks()
+    values = pc.list_flatten(lists)
+    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    value_null = values.is_null().to_numpy(zero_copy_only=False)
+    v = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+    unordered = np.zeros(n, dtype=bool)
+    if v.size > 1:
+        same_list = parents[1:] == parents[:-1]
+        step_back = same_list & (v[1:] < v[:-1])
+        unordered[parents[1:][step_back]] = True
+    unordered[parents[value_null]] = True
+
+    lo, lo_null = _int_with_nulls(table.column("first_token_at"))
+    hi, hi_null = _int_with_nulls(table.column("last_token_at"))
+    outside = value_null | lo_null[parents] | hi_null[parents]
+    outside |= (v < lo[parents]) | (v > hi[parents])
+    out_of_window = np.zeros(n, dtype=bool)
+    out_of_window[parents[outside]] = True
+
+    keep = [c for c in INPUT_COLUMNS if c != "chunk_times"]
+    return (
+        table.select(keep)
+        .append_column("chunk_times_ordered", pa.array(~unordered))
+        .append_column("chunk_times_in_token_window", pa.array(~out_of_window))
+    )
+
+
+def _int_with_nulls(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    nulls = column.is_null().to_numpy(zero_copy_only=False)
+    values = column.fill_null(0).to_numpy().astype(np.int64, copy=False)
+    return values, nulls
+
+
+def _to_pandas(table: pa.Table):
+    """Arrow -> pandas with pyarrow's default mapping: an integer column holding nulls becomes
+    float64 with NaN, one without nulls stays int64.
+
+    Deliberately NOT pandas' nullable Int64 (or ArrowDtype): GX 1.24's `column_values.between`
+    is vectorized only when `column.dtype in [int, float]` and otherwise maps a Python function
+    over every value (about 0.2 s per column at 100,000 rows). float64 is exact for integers
+    below 2**53, i.e. for ns offsets up to 104 days from the cell start; examples are turned back
+    into ints.
+    """
+    return table.to_pandas()
+
+
+# --- GX plumbing ---------------------------------------------------------------------------------
+
+
+def _import_gx():
+    # GX 1.24 has no analytics client left (the variable is only named in a docstring), but older
+    # 1.x releases read it: keep it off without overriding an explicit setting.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
+
+    return gx, gxe, Column
+
+
+def _silence_progress_bars(context: Any) -> None:
+    # The tqdm bar "Calculating Metrics" is on unless the context's progress_bars config says off.
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+
+
+def _failure(result: Any) -> Failure:
+    config = result.expectation_config
+    kwargs = {k: v for k, v in dict(config.kwargs).items() if k != "batch_id"}
+    if "column" in kwargs:
+        columns: tuple[str, ...] = (kwargs["column"],)
+    elif "column_A" in kwargs:
+        columns = (kwargs["column_A"], kwargs["column_B"])
+    elif "column_list" in kwargs:
+        columns = tuple(kwargs["column_list"])
+    else:
+        columns = ()
+    condition = kwargs.get("row_condition")
+    condition_text = _condition_text(condition) if condition else None
+    if condition is not None and not isinstance(condition, (str, dict)):
+        kwargs["row_condition"] = condition_text
+
+    error = _exception_message(result.exception_info)
+    if error is not None:
+        return Failure(
+            expectation=config.type,
+            columns=columns,
+            unexpected_count=0,
+            element_count=0,
+            condition=condition_text,
+            kwargs=_plain(kwargs),
+            error=error,
+        )
+    res = result.result or {}
+    examples = tuple(
+        {k: _plain(v) for k, v in row.items()}
+        for row in (res.get("partial_unexpected_index_list") or [])[:MAX_EXAMPLES]
+    )
+    return Failure(
+        expectation=config.type,
+        columns=columns,
+        unexpected_count=int(res.get("unexpected_count") or 0),
+        element_count=int(res.get("element_count") or 0),
+        examples=examples,
+        condition=condition_text,
+        kwargs=_plain(kwargs),
+    )
+
+
+def _exception_message(info: Any) -> str | None:
+    """GX puts either {"raised_exception": ..., "exception_message": ...} on a result, or (when a
+    metric failed to resolve) a dict of those keyed by the metric configuration id."""
+    if not isinstance(info, dict):
+        return None
+    if "raised_exception" in info:
+        return str(info.get("exception_message")) if info.get("raised_exception") else None
+    messages = [
+        str(v.get("exception_message"))
+        for v in info.values()
+        if isinstance(v, dict) and v.get("raised_exception")
+    ]
+    return "; ".join(dict.fromkeys(messages)) if messages else None
+
+
+def _condition_text(condition: Any) -> str:
+    if isinstance(condition, dict):  # serialized ComparisonCondition
+        column = condition.get("column", {})
+        name = column.get("name") if isinstance(column, dict) else column
+        return f"{name} {condition.get('operator')} {condition.get('parameter')!r}"
+    if hasattr(condition, "column") and hasattr(condition, "operator"):
+        return f"{condition.column.name} {condition.operator} {condition.parameter!r}"
+    return str(condition)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly: numpy scalars to Python, pd.NA/NaN to None, containers recursively."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if value != value:  # NaN: a null in a float64 column
+            return None
+        return int(value) if value.is_integer() else value
+    try:
+        import pandas as pd
+
+        if value is pd.NA or value is pd.NaT:
+            return None
+    except ImportError:  # pragma: no cover
+        pass
+    return str(value)
+
+
+def _short(value: Any) -> str:
+    text = "null" if value is None else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
