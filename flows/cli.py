@@ -80,15 +80,16 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
     with store.opened(_warehouse_path(args), read_only=True) as con:
         try:
-            cur = con.execute(args.query)
+            relation = con.sql(args.query)
+            if relation is None:  # a statement without a result
+                return 0
+            import polars as pl
+
+            frame = pl.from_arrow(relation.to_arrow_table())
         except duckdb.Error as exc:
             raise BadInput(f"sql: {str(exc).splitlines()[0]}")
-        if cur.description is None:
-            return 0
-        import polars as pl
-
-        frame = pl.from_arrow(cur.to_arrow_table())  # noqa: DuckDB warns about a copy; the result is small
-    with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
+    with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60,
+                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print(frame)
     return 0
 
