@@ -95,8 +95,18 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from warehouse import store
+    import pyarrow.parquet as pq
 
+    from warehouse import store
+    from warehouse.validate import validate_requests
+
+    staged = store.StagedRun(Path(args.run_dir))
+    store.read_staged_run(staged.run_dir)  # a clear error when it is not a staged run
+    # The same gate as the nightly flow: staged files may have been edited or come from elsewhere.
+    report = validate_requests(pq.read_table(staged.table_file("requests")))
+    if not report.success:
+        print(f"bakeoff: {report.summary_line()} (nothing loaded)", file=sys.stderr)
+        return 1
     with store.opened(_warehouse_path(args)) as con:
         counts = store.load_run(con, Path(args.run_dir))
     print(", ".join(f"{table}: {n}" for table, n in counts.items()))

@@ -143,3 +143,27 @@ def test_second_writer_gets_a_busy_message(warehouse_path):
 def test_read_only_open_of_a_missing_file(tmp_path):
     with pytest.raises(store.WarehouseError, match="does not exist yet"):
         store.connect(tmp_path / "none.duckdb", read_only=True)
+
+
+def test_bakeoff_load_gates_a_staged_run_through_validation(tmp_path, warehouse_path):
+    """`bakeoff load RUN_DIR`: a staged run with a bad row is refused whole, naming the expectation;
+    the good one loads."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    bad = record(1, chunks_ms=(10, 30, 20))  # a chunk time that goes backwards: only GX sees this
+    bad_dir = stage(tmp_path / "bad", [record(0), bad], [cell_row()])
+    cli = [sys.executable, "-m", "flows.cli", "load", "--warehouse", str(warehouse_path)]
+    result = subprocess.run([*cli, str(bad_dir)], capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 1
+    assert "expect_column_values_to_be_in_set(chunk_times_ordered)" in result.stderr
+    assert "cell-a#1" in result.stderr and "nothing loaded" in result.stderr
+    assert "Traceback" not in result.stderr
+    if warehouse_path.exists():
+        with store.opened(warehouse_path, read_only=True) as con:
+            assert con.execute("SELECT count(*) FROM requests").fetchone()[0] == 0
+
+    good_dir = stage(tmp_path / "good", [record(0), record(1)], [cell_row()])
+    result = subprocess.run([*cli, str(good_dir)], capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "requests: 2" in result.stdout
