@@ -41,14 +41,17 @@ def small_matrix(tmp_path: Path, llama_server: Path, smollm2: Path, *, broken_mo
 
 
 def engine_processes(binary: Path) -> list[int]:
+    """Live processes running this binary (argv[0]; a shell that merely names it does not count)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if str(binary) in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
+                argv0 = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if argv0 == str(binary) and state != "Z":
+                pids.append(int(proc.name))
     return pids
 
 
