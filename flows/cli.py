@@ -113,6 +113,51 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the deployment groups, start order, flags and predicted memory; start nothing."""
+    from tasks import telemetry
+    from tasks.engines import adapter_for
+    from tasks.matrix import load_matrix, plan
+    from tasks.planner import GIB, plan_group
+
+    matrix, _ = load_matrix(args.matrix)
+    total = free = None
+    source = f"matrix gpu.memory_total_mib = {matrix.gpu.memory_total_mib}" if matrix.gpu and matrix.gpu.memory_total_mib else "unknown"
+    try:
+        card = telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0)
+        total, free = card.memory_total_bytes, card.memory_free_bytes
+        source = f"this machine's {card.name} (NVML: {total / GIB:.1f} GiB total, {free / GIB:.1f} GiB free now)"
+    except telemetry.NvmlUnavailable:
+        pass
+    print(f"matrix {args.matrix}: {len(matrix.deployments)} deployment groups; GPU memory: {source}")
+    not_fitting = 0
+    for group in plan(matrix):
+        plans = plan_group(matrix, group, total_bytes=total, free_bytes=free)
+        verdicts = {p.fits for p in plans}
+        verdict = "does NOT fit" if False in verdicts else ("fits" if verdicts == {True} else "cannot tell")
+        not_fitting += False in verdicts
+        print(f"\n{group.deployment_id}: {len(plans)} instance(s), {len(group.cells)} bench cell(s): {verdict}")
+        by_id = {p.instance_id: p for p in group.instances}
+        for mp in plans:
+            planned = by_id[mp.instance_id]
+            engine = matrix.engines[planned.engine_name]
+            gib = lambda b: "?" if b is None else f"{b / GIB:.2f}"  # noqa: E731
+            mark = {True: "ok  ", False: "FAIL", None: "?   "}[mp.fits]
+            print(f"  {mp.start_order + 1}. [{mark}] {mp.instance_id}: {engine.kind} {engine.version} / {planned.model_name}"
+                  f"  budget {gib(mp.budget_bytes)} GiB, weights {gib(mp.weights_bytes)} GiB, KV {gib(mp.kv_bytes)} GiB,"
+                  f" free before {gib(mp.free_before_bytes)} GiB")
+            print(f"     {mp.reason}")
+            if engine.kind in ("vllm", "sglang", "llamacpp"):
+                spec = adapter_for(engine.kind).launch_spec(
+                    engine, planned.spec, matrix.models[planned.model_name].path,
+                    matrix.models[planned.model_name].served_name or planned.model_name,
+                    planned.spec.port or 8000, memory_args=mp.flag_args()) if engine.kind != "llamacpp" else None
+                if spec is not None:
+                    print(f"     {engine.image or engine.kind} {' '.join(spec.argv)}")
+    print(f"\n{not_fitting} group(s) predicted not to fit.")
+    return 0
+
+
 def _latest_run(con) -> str:
     row = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
     if row is None:
@@ -133,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warehouse", help="DuckDB file (default: the matrix's `warehouse`, or $BAKEOFF_WAREHOUSE)")
     p.add_argument("--runs-dir", help="where run folders go (default: the matrix's `runs_dir`)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plan", help="print deployment groups, start order, flags and predicted memory; start nothing")
+    p.add_argument("matrix", nargs="?", default=DEFAULT_MATRIX)
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("report", help="re-render a run's report from the warehouse")
     p.add_argument("--run", help="run id (default: the latest run)")

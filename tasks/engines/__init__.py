@@ -3,8 +3,12 @@
 from tasks.engines.base import EngineAdapter, LaunchSpec
 from tasks.engines.external import ExternalAdapter
 from tasks.engines.llamacpp import LlamaCppAdapter
+from tasks.engines.sglang import SglangAdapter
+from tasks.engines.vllm import VllmAdapter
 
-ADAPTERS: dict[str, EngineAdapter] = {a.kind: a for a in (LlamaCppAdapter(), ExternalAdapter())}
+ADAPTERS: dict[str, EngineAdapter] = {
+    a.kind: a for a in (LlamaCppAdapter(), VllmAdapter(), SglangAdapter(), ExternalAdapter())
+}
 
 
 def adapter_for(kind: str) -> EngineAdapter:

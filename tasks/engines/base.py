@@ -25,7 +25,11 @@ class EngineAdapter:
     # (failure class, regex over the server log), first match wins; quoted from the engine's source.
     failure_patterns: ClassVar[list[tuple[str, str]]] = []
 
-    def launch_spec(self, engine: Engine, inst: Instance, model_path: Path, served_name: str, port: int) -> LaunchSpec:
+    memory_flag: ClassVar[str | None] = None  # the engine's GPU memory flag, set by the planner
+
+    def launch_spec(self, engine: Engine, inst: Instance, model_path: Path | str, served_name: str, port: int,
+                    memory_args: list[str] = ()) -> LaunchSpec:
+        """The server's command line. `memory_args` come from the planner (tasks/planner.py)."""
         raise NotImplementedError
 
     def request_extras(self, workload: Workload) -> dict:

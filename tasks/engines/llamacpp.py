@@ -37,7 +37,8 @@ class LlamaCppAdapter(EngineAdapter):
             return Path(os.environ["BAKEOFF_LLAMA_SERVER"])
         return cached_binary(engine.version)
 
-    def launch_spec(self, engine: Engine, inst: Instance, model_path: Path, served_name: str, port: int) -> LaunchSpec:
+    def launch_spec(self, engine: Engine, inst: Instance, model_path: Path | str, served_name: str, port: int,
+                    memory_args: list[str] = ()) -> LaunchSpec:
         binary = self.binary(engine)
         if not binary.is_file():
             raise MatrixError(

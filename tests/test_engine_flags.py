@@ -1,0 +1,108 @@
+"""Every flag an adapter emits exists in the engine version it is pinned to (lists extracted from
+the engines' own argument definitions by tasks/engines/flags/refresh.py), and the command lines carry
+the planner's memory flag and the study's profiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.engines import adapter_for
+from tasks.engines import sglang as sglang_adapter
+from tasks.engines import vllm as vllm_adapter
+from tasks.matrix import load_matrix, plan
+from tasks.planner import plan_group
+
+ROOT = Path(__file__).resolve().parent.parent
+FLAGS_DIR = ROOT / "tasks" / "engines" / "flags"
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def known_flags(kind: str, version: str) -> set[str]:
+    path = FLAGS_DIR / f"{kind}-{version}.txt"
+    if not path.exists():
+        pytest.fail(f"no flag list for {kind} {version}: run python -m tasks.engines.flags.refresh {kind} {version}")
+    return {line for line in path.read_text().splitlines() if line and not line.startswith("#")}
+
+
+def emitted_flags(argv: list[str]) -> list[str]:
+    return [a for a in argv if a.startswith("--")]
+
+
+def command_lines():
+    """(config, instance, kind, version, argv) for every GPU engine instance in the shipped configs."""
+    for config in CONFIGS:
+        matrix, _ = load_matrix(config)
+        for group in plan(matrix):
+            memory = {p.instance_id: p for p in plan_group(matrix, group)}
+            for planned in group.instances:
+                engine = matrix.engines[planned.engine_name]
+                if engine.kind not in ("vllm", "sglang"):
+                    continue
+                model = matrix.models[planned.model_name]
+                spec = adapter_for(engine.kind).launch_spec(
+                    engine, planned.spec, model.path, model.served_name or planned.model_name, 8000,
+                    memory_args=memory[planned.instance_id].flag_args())
+                yield config.name, planned.instance_id, engine.kind, engine.version, spec.argv
+
+
+CASES = list(command_lines())
+
+
+def test_the_seed_config_has_gpu_engines():
+    kinds = {c[2] for c in CASES}
+    assert kinds == {"vllm", "sglang"}
+
+
+@pytest.mark.parametrize("config, instance, kind, version, argv", CASES, ids=[f"{c[0]}:{c[1]}" for c in CASES])
+def test_every_emitted_flag_exists_in_the_pinned_version(config, instance, kind, version, argv):
+    unknown = [f for f in emitted_flags(argv) if f not in known_flags(kind, version)]
+    assert not unknown, f"{instance}: {kind} {version} has no {unknown}"
+
+
+@pytest.mark.parametrize("kind, profiles", [("vllm", vllm_adapter.PROFILES), ("sglang", sglang_adapter.PROFILES)])
+def test_profiles_exist_in_every_listed_version(kind, profiles):
+    versions = [p.stem.split("-", 1)[1] for p in FLAGS_DIR.glob(f"{kind}-*.txt")]
+    assert versions
+    for version in versions:
+        for name, flags in profiles.items():
+            unknown = [f for f in flags if f.startswith("--") and f not in known_flags(kind, version)]
+            assert not unknown, f"{kind} {version} profile {name}: no {unknown}"
+
+
+def test_the_study_flag_that_sglang_dropped_would_be_caught():
+    # The study's SGLang set had --disable-flashinfer; the 0.5.2 CLI has no such flag.
+    assert "--disable-flashinfer" not in known_flags("sglang", "0.5.2")
+    assert {"--disable-cuda-graph", "--disable-radix-cache", "--attention-backend"} <= known_flags("sglang", "0.5.2")
+
+
+def test_memory_flags_reach_the_command_line():
+    matrix, _ = load_matrix(ROOT / "configs" / "rtx5090-seed.yaml")
+    argv_by_instance = {c[1]: c[4] for c in CASES if c[0] == "rtx5090-seed.yaml"}
+    qwen = argv_by_instance["vllm-qwen-0"]
+    assert qwen[qwen.index("--gpu-memory-utilization") + 1] == "0.25"
+    assert "--enforce-eager" in qwen  # the blackwell profile
+    study = argv_by_instance["sglang-study-tinyllama"]
+    assert study[study.index("--mem-fraction-static") + 1] == "0.85"
+    assert study[study.index("--attention-backend") + 1] == "torch_native"
+    planned = argv_by_instance["sglang-planned-tinyllama"]
+    assert float(planned[planned.index("--mem-fraction-static") + 1]) > 0.15
+
+
+def test_refresh_parses_add_argument_and_frontend_fields():
+    from tasks.engines.flags.refresh import flags_in
+
+    source = '''
+from dataclasses import dataclass
+@dataclass
+class FrontendArgs:
+    host: str = None
+    allowed_origins: list = None
+def add(parser):
+    parser.add_argument("--model-path", "--model", type=str)
+    parser.add_argument("-tp", "--tensor-parallel-size", type=int)
+    group.add_argument("--enable-metrics", action="store_true", help="--not-a-flag")
+'''
+    assert flags_in(source) == {"--host", "--allowed-origins", "--model-path", "--model", "-tp",
+                                "--tensor-parallel-size", "--enable-metrics"}
