@@ -1,8 +1,13 @@
 """The load generator: streamed chat completions over httpx, one raw record per request.
 
 Closed loop: `concurrency` workers each send their next request as soon as the previous one ends.
+Open loop: requests are due at absolute offsets from the cell start (t0 + cumulative inter-arrival
+gaps, so a late send never delays the ones after it), optionally capped by a max concurrency; each
+record keeps when it was due (scheduled_at) and when it went (sent_at).
 Every request is a row, whatever happens to it: HTTP errors, timeouts, disconnects and malformed
 streams are classified into `status` and never stop the cell.
+The client also measures itself (ClientOverhead): how late sends were against when they could go, and
+how late a ticker on the event loop wakes up; a busy client shows in both before it skews the results.
 """
 
 from __future__ import annotations
@@ -10,17 +15,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import httpx
 
+from tasks.matrix import LoadShape
 from tasks.records import RequestRecord
 from tasks.workloads import RequestSpec
 
 log = logging.getLogger("bakeoff.loadgen")
+
+# "The client kept up" when both p99s are at most this: the issue's bound on send lateness, applied
+# to loop lag too (a loop that wakes 2 ms late stamps chunk times up to 2 ms late).
+KEPT_UP_P99_MS = 2.0
+_TICK_S = 0.01  # loop-lag ticker period: 100 samples/s, negligible load
 
 
 @dataclass(frozen=True)
@@ -34,17 +47,109 @@ class Target:
     extra_body: dict  # engine-specific request fields (e.g. ignore_eos)
 
 
+@dataclass(frozen=True)
+class ClientOverhead:
+    send_lateness_p50_ms: float | None  # sent_at minus the moment the request could go
+    send_lateness_p99_ms: float | None
+    loop_lag_p99_ms: float | None  # ticker oversleep
+    loop_lag_max_ms: float | None
+
+    @property
+    def kept_up(self) -> bool | None:
+        values = (self.send_lateness_p99_ms, self.loop_lag_p99_ms)
+        return None if None in values else all(v <= KEPT_UP_P99_MS for v in values)
+
+
 @dataclass
 class CellResult:
-    records: list[RequestRecord]
+    records: list[RequestRecord]  # the requests sent (a duration limit may stop before the last)
     started_at: datetime
     wall_ns: int  # first send to last completion of the measured requests
+    overhead: ClientOverhead | None = None
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between order statistics, the same definition as the warehouse views."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def arrival_offsets_ns(n: int, shape: LoadShape, seed: int) -> list[int]:
+    """When each of n open-loop requests is due, in ns from the cell start: the first at 0, then the
+    running sum of inter-arrival gaps (summed in float seconds, rounded once: no rounding drift).
+    poisson: exponential gaps; gamma: shape k = burstiness, scale 1/(rate k), so the mean gap is
+    1/rate and the coefficient of variation 1/sqrt(k); constant: exactly 1/rate."""
+    rate = shape.rate_rps
+    rng = random.Random(f"{seed}/arrivals")
+    if shape.arrival == "poisson":
+        gap = lambda: rng.expovariate(rate)  # noqa: E731
+    elif shape.arrival == "gamma":
+        k = shape.burstiness or 1.0
+        gap = lambda: rng.gammavariate(k, 1.0 / (rate * k))  # noqa: E731
+    elif shape.arrival == "constant":
+        gap = lambda: 1.0 / rate  # noqa: E731
+    else:
+        raise ValueError(f"not an open-loop arrival process: {shape.arrival!r}")
+    offsets, t = [], 0.0
+    for _ in range(n):
+        offsets.append(round(t * 1e9))
+        t += gap()
+    return offsets
+
+
+async def paced(offsets_ns: list[int], t0: int, *, clock: Callable[[], int] = time.monotonic_ns,
+                sleep: Callable[[float], Awaitable] = asyncio.sleep) -> AsyncIterator[int]:
+    """Yields i when request i is due (t0 + offsets_ns[i]), never early. Each wait is computed
+    from the absolute due time, so an oversleep makes that one send late and not the rest."""
+    for i, offset in enumerate(offsets_ns):
+        while (wait := t0 + offset - clock()) > 0:
+            await sleep(wait / 1e9)
+        yield i
+
+
+class _LagTicker:
+    """Sleeps _TICK_S over and over and records how much longer each sleep took: the event loop's lag."""
+
+    def __init__(self) -> None:
+        self.lags_ns: list[int] = []
+        self._task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        period = int(_TICK_S * 1e9)
+        while True:
+            t = time.monotonic_ns()
+            await asyncio.sleep(_TICK_S)
+            self.lags_ns.append(max(0, time.monotonic_ns() - t - period))
+
+    def __enter__(self) -> "_LagTicker":
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._task.cancel()
+
+
+def _overhead(lateness_ns: list[int], lags_ns: list[int]) -> ClientOverhead:
+    ms = lambda v: None if v is None else v / 1e6  # noqa: E731
+    return ClientOverhead(
+        send_lateness_p50_ms=ms(quantile(lateness_ns, 0.50)),
+        send_lateness_p99_ms=ms(quantile(lateness_ns, 0.99)),
+        loop_lag_p99_ms=ms(quantile(lags_ns, 0.99)),
+        loop_lag_max_ms=ms(max(lags_ns)) if lags_ns else None,
+    )
 
 
 def _body(target: Target, spec: RequestSpec, temperature: float) -> dict:
+    messages = [{"role": "user", "content": spec.text}]
+    if spec.system is not None:
+        messages.insert(0, {"role": "system", "content": spec.system})
     return {
         "model": target.served_model,
-        "messages": [{"role": "user", "content": spec.text}],
+        "messages": messages,
         "max_tokens": spec.max_tokens,
         "temperature": temperature,
         "stream": True,
@@ -119,20 +224,24 @@ async def _one_request(
         rec.done_at = now()
 
 
-async def run_closed_loop(
+async def run_load(
     target: Target,
     requests: list[RequestSpec],
+    shape: LoadShape,
     *,
     run_id: str,
     cell_id: str,
-    concurrency: int,
+    seed: int = 0,
     warmup: list[RequestSpec] = (),
     temperature: float = 0.0,
     request_timeout_s: float = 300.0,
+    duration_s: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> CellResult:
+    """Sends `requests` in the given load shape; stops sending new ones after `duration_s`."""
+    slots = shape.concurrency if shape.kind == "closed" else shape.max_concurrency  # None: no cap
     timeout = httpx.Timeout(request_timeout_s, connect=10.0)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
     async with httpx.AsyncClient(base_url=target.base_url, timeout=timeout, limits=limits) as client:
         # Warmup: sent and awaited, never recorded (first requests pay for caches and allocation).
         if warmup:
@@ -142,29 +251,79 @@ async def run_closed_loop(
 
         started_at = datetime.now(timezone.utc)
         t0 = time.monotonic_ns()
+        deadline = t0 + int(duration_s * 1e9) if duration_s else None
         records = [_new_record(target, run_id, cell_id, i, s, started_at, 0) for i, s in enumerate(requests)]
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(len(requests)):
-            queue.put_nowait(i)
+        lateness: list[int] = []  # sent_at minus the moment the request could go
         done = 0
 
-        async def worker() -> None:
+        async def send(i: int, ready_ns: int) -> None:
             nonlocal done
-            while True:
-                try:
-                    i = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                # Closed loop: the request is due the moment a slot frees up.
-                records[i].scheduled_at = time.monotonic_ns() - t0
-                await _one_request(client, target, requests[i], records[i], t0, temperature)
-                done += 1
-                if progress:
-                    progress(done, len(requests))
+            await _one_request(client, target, requests[i], records[i], t0, temperature)
+            lateness.append(records[i].sent_at - ready_ns)
+            done += 1
+            if progress:
+                progress(done, len(requests))
 
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(requests)))))
+        with _LagTicker() as ticker:
+            if shape.kind == "closed":
+                await _closed_loop(send, len(requests), shape.concurrency, records, t0, deadline)
+            else:
+                offsets = arrival_offsets_ns(len(requests), shape, seed)
+                await _open_loop(send, offsets, shape.max_concurrency, records, t0, deadline)
         wall_ns = time.monotonic_ns() - t0
-    return CellResult(records=records, started_at=started_at, wall_ns=wall_ns)
+    sent = [r for r in records if r.sent_at is not None]
+    return CellResult(records=sent, started_at=started_at, wall_ns=wall_ns, overhead=_overhead(lateness, ticker.lags_ns))
+
+
+async def _closed_loop(send, n: int, concurrency: int, records: list[RequestRecord], t0: int, deadline: int | None) -> None:
+    next_i = 0
+
+    async def worker() -> None:
+        nonlocal next_i
+        while next_i < n:
+            # Closed loop: the request is due the moment a slot frees up.
+            ready = time.monotonic_ns()
+            if deadline is not None and ready >= deadline:
+                return
+            i, next_i = next_i, next_i + 1
+            records[i].scheduled_at = ready - t0
+            await send(i, ready - t0)
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
+
+
+async def _open_loop(send, offsets: list[int], cap: int | None, records: list[RequestRecord], t0: int,
+                     deadline: int | None) -> None:
+    slots = asyncio.Semaphore(cap) if cap else None
+    tasks: set[asyncio.Task] = set()
+
+    async def capped(i: int, ready: int) -> None:
+        try:
+            await send(i, ready)
+        finally:
+            slots.release()
+
+    if deadline is not None:
+        offsets = [o for o in offsets if t0 + o < deadline]
+    async for i in paced(offsets, t0):
+        records[i].scheduled_at = offsets[i]
+        ready = offsets[i]
+        if slots is not None:
+            # Waiting for a slot is the server's backlog, not client lateness: it shows as queue
+            # delay (sent_at - scheduled_at), and lateness is measured from when the slot came.
+            await slots.acquire()
+            ready = max(ready, time.monotonic_ns() - t0)
+            task = asyncio.create_task(capped(i, ready))
+        else:
+            task = asyncio.create_task(send(i, ready))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
+async def run_closed_loop(target: Target, requests: list[RequestSpec], *, concurrency: int, **kw) -> CellResult:
+    return await run_load(target, requests, LoadShape("closed", concurrency=concurrency), **kw)
 
 
 def _new_record(target: Target, run_id: str, cell_id: str, i: int, spec: RequestSpec, started_at: datetime, scheduled: int) -> RequestRecord:

@@ -25,8 +25,23 @@ class MatrixError(ValueError):
     """A matrix file that cannot be used; the message is one line naming file, field and rule."""
 
 
+def _unique(what: str, ids: list, noun: str = "ids") -> None:
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"{what}: {noun} must be unique, repeated: {dupes}")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Build(_Strict):
+    """An image bakeoff builds (tasks/images.py). Paths are relative to the matrix file."""
+
+    name: str  # image name; the tag is a hash of everything that goes into the build
+    dockerfile: str
+    args: dict[str, str] = {}
+    files: dict[str, str] = {}  # name in the build context -> path here ($VARS and ~ expanded)
 
 
 class Engine(_Strict):
@@ -35,6 +50,11 @@ class Engine(_Strict):
     # process launcher: the server binary; empty means the one `make llama-server` builds and caches.
     binary: str | None = None
     image: str | None = None
+    build: Build | None = None  # build the image instead of using `image`
+    # Give containers the GPU (matrix `gpu.index`). Default: yes for vllm/sglang, no for llamacpp.
+    use_gpu: bool | None = None
+    # A named flag set of the adapter for a GPU that needs it (e.g. "blackwell": the study's flags).
+    profile: str | None = None
     # external engines: the base URL of an OpenAI-compatible server bakeoff does not manage.
     url: str | None = None
     # For llama.cpp: the llama-cpp-python sdist version whose vendored llama.cpp is built.
@@ -53,20 +73,41 @@ class Engine(_Strict):
 
 
 class Model(_Strict):
-    # A local path, or pkg:DISTRIBUTION_MODULE/FILE for a model shipped inside a Python package.
+    # A local path (relative to the matrix file), pkg:MODULE/FILE for a model shipped inside a
+    # Python package, or a model hub id (e.g. Qwen/Qwen2.5-3B-Instruct) that a GPU engine reads from
+    # its mounted model cache.
     path: str
     served_name: str | None = None
+    # Architecture, for the memory planner (weights + KV cache per token). Optional: without
+    # them the planner cannot predict whether a group fits, and says so.
+    params_b: float | None = Field(default=None, gt=0)  # parameters, billions
+    dtype_bytes: float = Field(default=2, gt=0)  # bytes per weight (bf16/fp16: 2)
+    layers: int | None = Field(default=None, gt=0)
+    kv_heads: int | None = Field(default=None, gt=0)
+    head_dim: int | None = Field(default=None, gt=0)
+    kv_dtype_bytes: float = Field(default=2, gt=0)
 
 
 class Instance(_Strict):
     id: ID | None = None
     engine: str
     model: str
+    # The share of the GPU's TOTAL memory this instance may use; the planner turns it into the
+    # engine's own flag (vLLM: the same fraction; SGLang: a fraction of the memory free at start).
     memory_share: float | None = Field(default=None, gt=0, le=1)
+    # Or the engine's raw memory flag, passed as is (how the study set SGLang's --mem-fraction-static).
+    memory_flag: float | None = Field(default=None, gt=0, le=1)
     context_length: int = Field(default=4096, gt=0)
     parallel: int = Field(default=4, ge=1, le=1024)
     port: int | None = Field(default=None, ge=1, le=65535)
     args: list[str] = []
+
+
+    @model_validator(mode="after")
+    def _one_memory_setting(self) -> "Instance":
+        if self.memory_share is not None and self.memory_flag is not None:
+            raise ValueError("memory_share and memory_flag: give one, not both")
+        return self
 
 
 class Deployment(_Strict):
@@ -76,22 +117,80 @@ class Deployment(_Strict):
 
 class Workload(_Strict):
     id: ID
-    # A built-in prompt set name (tasks/data/prompts_<name>.yaml) or a path to such a file.
+    # prompts: a prompt set x output lengths (the study's shape). shared_prefix: `groups` groups of
+    # requests, each group sharing one long system prompt (what prefix caching is for). random:
+    # synthetic input/output lengths drawn uniformly around a mean, seeded (vLLM's "random" dataset).
+    kind: Literal["prompts", "shared_prefix", "random"] = "prompts"
+    # kind prompts: a built-in prompt set name (tasks/data/prompts_<name>.yaml) or a path to such a file.
     prompts: str = "study"
     limit_prompts: int | None = Field(default=None, ge=1)
     output_lengths: list[Annotated[int, Field(gt=0, le=32768)]] = Field(
         default=[32, 64, 128, 256], min_length=1
     )
+    # kinds shared_prefix and random. Lengths are in words of a fixed vocabulary, about one token each
+    # for BPE tokenizers; the server's usage.prompt_tokens in each row is the measured truth.
+    num_requests: int = Field(default=64, ge=1, le=1_000_000)
+    input_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    output_tokens: int = Field(default=64, ge=1, le=32768)
+    # random: lengths uniform in [mean * (1 - range_ratio), mean * (1 + range_ratio)].
+    range_ratio: float = Field(default=0.0, ge=0, lt=1)
+    # shared_prefix: how many groups, and which share of each prompt is the group's common prefix.
+    groups: int = Field(default=4, ge=1, le=10_000)
+    shared_fraction: float = Field(default=0.75, gt=0, lt=1)
     # Ask the engine to keep generating past EOS so each request produces max_tokens tokens.
     ignore_eos: bool = True
     temperature: float = Field(default=0.0, ge=0)
 
+    @model_validator(mode="after")
+    def _fields_fit_the_kind(self) -> "Workload":
+        only = {
+            "prompts": {"prompts", "limit_prompts", "output_lengths"},
+            "shared_prefix": {"num_requests", "input_tokens", "output_tokens", "groups", "shared_fraction"},
+            "random": {"num_requests", "input_tokens", "output_tokens", "range_ratio"},
+        }
+        for kind, names in only.items():
+            for name in sorted(names & self.model_fields_set):
+                if name not in only[self.kind]:
+                    raise ValueError(f"{name}: only used by kind {kind}, this workload is kind {self.kind}")
+        return self
+
+
+Arrival = Literal["poisson", "gamma", "constant"]
+
 
 class Load(_Strict):
-    concurrency: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default=[4], min_length=1)
+    # Closed loop: one cell per level, that many requests always in flight. Default [4] without rates.
+    concurrency: list[Annotated[int, Field(ge=1, le=4096)]] | None = None
+    # Open loop: one cell per rate (requests/s); sends follow `arrival` on an absolute schedule.
+    rates: list[Annotated[float, Field(gt=0, le=100_000)]] = []
+    arrival: Arrival = "poisson"
+    # gamma only: the shape k of the inter-arrival gaps; their coefficient of variation is 1/sqrt(k)
+    # (k < 1 burstier than Poisson, k = 1 is Poisson, k > 1 more regular).
+    burstiness: float | None = Field(default=None, gt=0, le=1000)
+    # open loop: at most this many requests in flight; a send waiting for a slot keeps its
+    # scheduled time, so the wait shows as queue delay.
+    max_concurrency: int | None = Field(default=None, ge=1, le=65536)
     warmup_requests: int = Field(default=2, ge=0)
+    # Per-cell limits: a request count (the workload is cycled or cut to it; default: the workload
+    # once) and a duration after which no new request is sent (those in flight finish).
+    requests_per_cell: int | None = Field(default=None, ge=1, le=10_000_000)
+    duration_s: float | None = Field(default=None, gt=0)
     request_timeout_s: float = Field(default=300.0, gt=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _levels(self) -> "Load":
+        if self.concurrency is None:
+            self.concurrency = [] if self.rates else [4]
+        if not self.concurrency and not self.rates:
+            raise ValueError("concurrency: give at least one concurrency level or one rate")
+        if self.burstiness is not None and self.arrival != "gamma":
+            raise ValueError(f"burstiness: only used with arrival gamma (arrival is {self.arrival})")
+        if self.max_concurrency is not None and not self.rates:
+            raise ValueError("max_concurrency: caps open-loop rates; closed-loop levels are already a concurrency")
+        _unique("concurrency", self.concurrency, "levels")
+        _unique("rates", self.rates, "rates")
+        return self
 
 
 class Slo(_Strict):
@@ -103,6 +202,12 @@ class Slo(_Strict):
 class Gpu(_Strict):
     index: int = Field(default=0, ge=0)
     name: str | None = None
+    # For planning without the card: its total memory as nvidia-smi reports it (MiB), and what the
+    # driver keeps back (NVML "used" on an idle card: 480 MiB on an H100 with driver 580).
+    memory_total_mib: int | None = Field(default=None, gt=0)
+    reserved_mib: int = Field(default=480, ge=0)
+    # Per engine process outside its memory budget: CUDA context, allocator slack (an estimate).
+    process_overhead_mib: int = Field(default=1024, ge=0)
 
 
 class Matrix(_Strict):
@@ -139,12 +244,6 @@ class Matrix(_Strict):
         _unique("deployments", [d.id for d in self.deployments])
         _unique("workloads", [w.id for w in self.workloads])
         return self
-
-
-def _unique(what: str, ids: list[str]) -> None:
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise ValueError(f"{what}: ids must be unique, repeated: {dupes}")
 
 
 def _describe(err: dict) -> str:
@@ -199,13 +298,52 @@ class PlannedInstance:
 
 
 @dataclass(frozen=True)
+class LoadShape:
+    """How a cell's requests are sent: closed loop at a concurrency, or open loop at a rate."""
+
+    arrival: Literal["closed", "poisson", "gamma", "constant"]
+    concurrency: int | None = None  # closed loop: requests in flight
+    rate_rps: float | None = None  # open loop
+    burstiness: float | None = None  # gamma shape
+    max_concurrency: int | None = None  # open loop cap
+
+    @property
+    def kind(self) -> str:
+        return "closed" if self.arrival == "closed" else "open"
+
+    @property
+    def label(self) -> str:
+        """Readable and unique within a matrix: c4, poisson2rps, gamma2rps-b0.5, constant10rps-max8."""
+        if self.arrival == "closed":
+            return f"c{self.concurrency}"
+        label = f"{self.arrival}{self.rate_rps:g}rps"
+        if self.burstiness is not None:
+            label += f"-b{self.burstiness:g}"
+        if self.max_concurrency is not None:
+            label += f"-max{self.max_concurrency}"
+        return label
+
+
+def load_shapes(load: Load) -> list[LoadShape]:
+    closed = [LoadShape("closed", concurrency=c) for c in load.concurrency]
+    burstiness = (load.burstiness or 1.0) if load.arrival == "gamma" else None
+    open_ = [LoadShape(load.arrival, rate_rps=r, burstiness=burstiness, max_concurrency=load.max_concurrency)
+             for r in load.rates]
+    return closed + open_
+
+
+@dataclass(frozen=True)
 class Cell:
     cell_id: str
     deployment_id: str
     instance_id: str
     workload_id: str
-    concurrency: int
+    shape: LoadShape
     repeat: int
+
+    @property
+    def concurrency(self) -> int | None:
+        return self.shape.concurrency
 
 
 @dataclass(frozen=True)
@@ -231,15 +369,15 @@ def plan(matrix: Matrix) -> list[Group]:
         )
         cells = tuple(
             Cell(
-                cell_id=f"{inst.instance_id}.{w.id}.c{c}.r{r}",
+                cell_id=f"{inst.instance_id}.{w.id}.{shape.label}.r{r}",
                 deployment_id=dep.id,
                 instance_id=inst.instance_id,
                 workload_id=w.id,
-                concurrency=c,
+                shape=shape,
                 repeat=r,
             )
-            for inst, w, c, r in itertools.product(
-                instances, matrix.workloads, matrix.load.concurrency, range(matrix.repeats)
+            for inst, w, shape, r in itertools.product(
+                instances, matrix.workloads, load_shapes(matrix.load), range(matrix.repeats)
             )
         )
         groups.append(Group(dep.id, instances, cells))

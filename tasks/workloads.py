@@ -1,4 +1,10 @@
-"""Workloads: which requests a bench cell sends (prompts x output lengths), as plain data."""
+"""Workloads: which requests a bench cell sends, as plain data.
+
+Three kinds (tasks.matrix.Workload): the study's prompts x output lengths; shared_prefix, groups of
+requests that share one long system prompt (prefix caching / RadixAttention shows here); random,
+synthetic lengths drawn from a seeded distribution. Synthetic text is words of a small fixed
+vocabulary, about one token each; the server's usage says how many tokens a prompt really was.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,18 @@ class RequestSpec:
     prompt_id: str
     text: str
     max_tokens: int
+    system: str | None = None  # a system message sent before the user message
+
+
+# Common short English words: each is one token (with its leading space) in the usual BPE vocabularies.
+_WORDS = (
+    "the of and to in is it you that he was for on are as with his they at be this have from or one had by "
+    "word but not what all were we when your can said there use an each which she do how their if will up "
+    "other about out many then them these so some her would make like him into time has look two more write "
+    "go see number no way could people my than first water been call who oil its now find long down day did "
+    "get come made may part over new sound take only little work know place year live me back give most very "
+    "after thing our just name good sentence man think say great where help through much before line right too"
+).split()
 
 
 def prompt_file(name_or_path: str, base_dir: Path | None = None) -> Path:
@@ -46,6 +64,14 @@ def load_prompts(path: Path) -> list[tuple[str, str]]:
 
 
 def build_requests(workload: Workload, *, seed: int, base_dir: Path | None = None) -> list[RequestSpec]:
+    if workload.kind == "shared_prefix":
+        return shared_prefix_requests(workload, seed=seed)
+    if workload.kind == "random":
+        return random_requests(workload, seed=seed)
+    return prompt_requests(workload, seed=seed, base_dir=base_dir)
+
+
+def prompt_requests(workload: Workload, *, seed: int, base_dir: Path | None = None) -> list[RequestSpec]:
     """Every prompt at every output length, in a seeded shuffled order so that lengths interleave
     under concurrency (a sorted order would run all the long requests together at the end)."""
     prompts = load_prompts(prompt_file(workload.prompts, base_dir))
@@ -53,4 +79,41 @@ def build_requests(workload: Workload, *, seed: int, base_dir: Path | None = Non
         prompts = prompts[: workload.limit_prompts]
     specs = [RequestSpec(pid, text, n) for n in workload.output_lengths for pid, text in prompts]
     random.Random(seed).shuffle(specs)
+    return specs
+
+
+def _words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choices(_WORDS, k=n))
+
+
+def shared_prefix_requests(workload: Workload, *, seed: int) -> list[RequestSpec]:
+    """`num_requests` requests in `groups` groups; each group's requests share a system prompt of
+    shared_fraction x input_tokens words and differ in the rest. Groups take turns (round robin), so
+    a cache must hold several prefixes at once to help."""
+    rng = random.Random(f"{seed}/shared_prefix")
+    prefix_len = max(1, round(workload.input_tokens * workload.shared_fraction))
+    question_len = max(1, workload.input_tokens - prefix_len)
+    # The group number first: two groups never share a prefix by chance.
+    prefixes = [f"[{g}] " + _words(rng, prefix_len - 1) for g in range(workload.groups)]
+    specs = []
+    for i in range(workload.num_requests):
+        g = i % workload.groups
+        specs.append(RequestSpec(f"g{g}-q{i // workload.groups}", _words(rng, question_len), workload.output_tokens,
+                                 system=prefixes[g]))
+    return specs
+
+
+def random_requests(workload: Workload, *, seed: int) -> list[RequestSpec]:
+    """Input and output lengths uniform in mean x [1 - range_ratio, 1 + range_ratio], seeded; every
+    prompt is fresh random words, so no two share a prefix beyond the chat template."""
+    rng = random.Random(f"{seed}/random")
+
+    def length(mean: int) -> int:
+        lo, hi = round(mean * (1 - workload.range_ratio)), round(mean * (1 + workload.range_ratio))
+        return max(1, rng.randint(lo, hi))
+
+    specs = []
+    for i in range(workload.num_requests):
+        n_in, n_out = length(workload.input_tokens), length(workload.output_tokens)
+        specs.append(RequestSpec(f"rand{i:05d}-in{n_in}", _words(rng, n_in), n_out))
     return specs

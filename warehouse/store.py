@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from warehouse import chunks
 from warehouse.schema import migrate
 
 TABLES_IN_LOAD_ORDER = ("runs", "deployments", "cells", "requests", "gpu_samples", "host_samples")
@@ -145,11 +146,14 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> dict[str, int]:
                 continue
             foreign = con.execute(
                 f"SELECT count(*) FROM read_parquet(?) WHERE run_id IS DISTINCT FROM ?", [str(path), run_id]
-            ).fetchone()[0]
+            ).fetchall()[0][0]  # fetch all: DuckDB 2 refuses new work while a result is unfinished
             if foreign:
                 raise WarehouseError(f"{path}: {foreign} rows belong to another run than {run_id}")
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(path)])
-            counts[table] = con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]).fetchone()[0]
+            if table == "requests":
+                _insert_requests(con, path)
+            else:
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(path)])
+            counts[table] = con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]).fetchall()[0][0]
         con.execute("COMMIT")
     except duckdb.ConstraintException as exc:
         con.execute("ROLLBACK")
@@ -158,6 +162,18 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> dict[str, int]:
         con.execute("ROLLBACK")
         raise
     return counts
+
+
+def _insert_requests(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Staged requests (ns offsets) -> the stored form (µs gaps, warehouse/chunks.py), then one INSERT
+    from Arrow (DuckDB scans it without a copy)."""
+    try:
+        staged_requests_arrow = chunks.to_stored(pq.read_table(path))
+    except ValueError as exc:
+        raise WarehouseError(f"{path}: {exc}") from None
+    # Found by DuckDB's replacement scan (a local variable, not a registration: nothing to undo when
+    # the transaction is aborted); not named like a table, which DuckDB 2 would confuse with it.
+    con.execute("INSERT INTO requests BY NAME SELECT * FROM staged_requests_arrow")
 
 
 def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
