@@ -9,6 +9,8 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
+from warehouse.chunks import gaps_us_to_offsets_ns
+
 NS_PER_MS = 1e6
 METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
@@ -80,7 +82,8 @@ def cell_summary(metrics: pl.DataFrame, cells: pl.DataFrame, slo: dict[str, floa
 
 
 def load_run_frames(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[dict, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(run row, deployments, cells, requests) of one run, straight from the tables."""
+    """(run row, deployments, cells, requests) of one run, from the tables; requests in the staged
+    form (tasks/records.py), chunk times floored to whole µs."""
     cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
     rows = cur.fetchall()  # fetch all: DuckDB 2 refuses new queries while a result is unfinished
     if not rows:
@@ -90,7 +93,9 @@ def load_run_frames(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[dict, 
     def frame(table: str) -> pl.DataFrame:
         return pl.from_arrow(con.sql(f"SELECT * FROM {table} WHERE run_id = ?", params=[run_id]).to_arrow_table())
 
-    return run, frame("deployments"), frame("cells"), frame("requests")
+    # The table stores µs gaps (migration 0003); the transforms take the staged form (ns offsets).
+    requests = frame("requests").with_columns(gaps_us_to_offsets_ns())
+    return run, frame("deployments"), frame("cells"), requests
 
 
 def summarize_run(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[dict, pl.DataFrame, pl.DataFrame, pl.DataFrame]:

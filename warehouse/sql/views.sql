@@ -1,11 +1,25 @@
--- Derived metrics, exactly as DESIGN.md defines them. Times in the tables are integer ns from the
--- cell start; the views give milliseconds. Percentiles use linear interpolation (quantile_cont),
--- the same definition as the polars transforms (warehouse/transforms.py).
+-- Derived metrics, exactly as DESIGN.md defines them; documented with example queries in
+-- warehouse/README.md. Request times in the tables are integer ns from the cell start, chunk_times are
+-- µs gaps (migration 0003); the views give milliseconds. Percentiles use linear interpolation
+-- (quantile_cont), the same definition as the polars transforms (warehouse/transforms.py).
+--
+-- Why the views are shaped so:
+-- * Percentiles are taken as one quantile_cont(x, [0.5, 0.9, 0.95, 0.99]) per metric: one sort state
+--   per metric instead of four.
+-- * Pooled ITL percentiles sit in the same aggregate as everything else, as
+--   list_aggregate(flatten(list(itl)), ...): DuckDB drops an aggregate nobody selects, so a query that
+--   does not ask for ITL never touches the chunk lists (the bulk of the data). A separate
+--   unnest + join would be computed for every query.
+-- * v_cells passes cells' own columns through (c.*), so columns later migrations add to `cells`
+--   appear here without editing this file.
+-- * A configuration is what a night measures again the next night: engine, model, deployment,
+--   instance, workload and load shape. Keys that may be NULL (concurrency of an open-loop cell, the
+--   rate of a closed one) are compared with IS NOT DISTINCT FROM.
 
 CREATE OR REPLACE VIEW v_requests AS
 SELECT
     r.run_id, r.cell_id, r.request_id, r.prompt_id, r.engine, r.model, r.deployment_id, r.instance_id,
-    c.workload_id, c.concurrency, c.repeat, r.max_tokens, r.status, r.error_class,
+    c.workload_id, c.load_kind, c.concurrency, c.repeat, r.max_tokens, r.status, r.error_class,
     r.prompt_tokens, r.completion_tokens, r.cached_prompt_tokens, r.finish_reason,
     (r.first_token_at - r.sent_at) / 1e6                           AS ttft_ms,   -- first non-empty content chunk
     (r.last_token_at - r.sent_at) / 1e6                            AS e2e_ms,    -- last content chunk
@@ -15,59 +29,152 @@ SELECT
     CASE WHEN r.last_token_at > r.sent_at
          THEN r.completion_tokens / ((r.last_token_at - r.sent_at) / 1e9) END        AS tokens_per_s,
     len(r.chunk_times)                                             AS content_chunks,
-    list_transform(r.chunk_times[2:], lambda x, i: (x - r.chunk_times[i]) / 1e6)     AS itl_ms
+    -- chunk_times[1] is the gap from sent_at, the rest are the gaps between content chunks (µs)
+    list_transform(r.chunk_times[2:], lambda g: g / 1e3)           AS itl_ms,
+    -- NULL when the run set no SLO; else ok and within every SLO the run set (TPOT of a 1-token reply: 0)
+    CASE WHEN ru.slo_ttft_ms IS NOT NULL OR ru.slo_tpot_ms IS NOT NULL OR ru.slo_e2e_ms IS NOT NULL THEN
+        r.status = 'ok'
+        AND (ru.slo_ttft_ms IS NULL OR (r.first_token_at - r.sent_at) / 1e6 <= ru.slo_ttft_ms)
+        AND (ru.slo_tpot_ms IS NULL OR coalesce(CASE WHEN r.completion_tokens > 1
+                 THEN (r.last_token_at - r.first_token_at) / 1e6 / (r.completion_tokens - 1) END, 0) <= ru.slo_tpot_ms)
+        AND (ru.slo_e2e_ms IS NULL OR (r.last_token_at - r.sent_at) / 1e6 <= ru.slo_e2e_ms)
+    END                                                            AS meets_slo
 FROM requests r
-JOIN cells c USING (run_id, cell_id);
+JOIN cells c USING (run_id, cell_id)
+JOIN runs ru USING (run_id);
 
 CREATE OR REPLACE VIEW v_cells AS
-WITH req AS (
-    SELECT v.*, ru.slo_ttft_ms, ru.slo_tpot_ms, ru.slo_e2e_ms,
-           (ru.slo_ttft_ms IS NOT NULL OR ru.slo_tpot_ms IS NOT NULL OR ru.slo_e2e_ms IS NOT NULL) AS has_slo,
-           v.status = 'ok'
-             AND (ru.slo_ttft_ms IS NULL OR v.ttft_ms <= ru.slo_ttft_ms)
-             AND (ru.slo_tpot_ms IS NULL OR coalesce(v.tpot_ms, 0) <= ru.slo_tpot_ms)
-             AND (ru.slo_e2e_ms IS NULL OR v.e2e_ms <= ru.slo_e2e_ms) AS meets_slo
-    FROM v_requests v JOIN runs ru USING (run_id)
+WITH per_cell AS (
+    SELECT
+        run_id, cell_id,
+        count(*)                                              AS requests,
+        count(*) FILTER (status = 'ok')                       AS ok,
+        sum(completion_tokens) FILTER (status = 'ok')         AS output_tokens,
+        count(*) FILTER (meets_slo)                           AS meeting_slo,
+        avg(ttft_ms) FILTER (status = 'ok')                   AS ttft_ms_mean,
+        quantile_cont(ttft_ms, [0.5, 0.9, 0.95, 0.99]) FILTER (status = 'ok') AS ttft_q,
+        avg(tpot_ms) FILTER (status = 'ok')                   AS tpot_ms_mean,
+        quantile_cont(tpot_ms, [0.5, 0.9, 0.95, 0.99]) FILTER (status = 'ok') AS tpot_q,
+        avg(e2e_ms) FILTER (status = 'ok')                    AS e2e_ms_mean,
+        quantile_cont(e2e_ms, [0.5, 0.9, 0.95, 0.99]) FILTER (status = 'ok')  AS e2e_q,
+        list_aggregate(flatten(list(itl_ms) FILTER (status = 'ok')), 'quantile_cont', [0.5, 0.9, 0.95, 0.99]) AS itl_q
+    FROM v_requests
+    GROUP BY run_id, cell_id
+)
+SELECT
+    c.*,
+    coalesce(p.requests, 0)                                   AS requests,
+    coalesce(p.ok, 0)                                         AS ok,
+    coalesce(p.requests - p.ok, 0)                            AS failed,
+    c.wall_ns / 1e9                                           AS wall_s,
+    coalesce(p.output_tokens, 0)                              AS output_tokens,
+    coalesce(p.output_tokens, 0) / (c.wall_ns / 1e9)          AS output_throughput_tps,
+    coalesce(p.ok, 0) / (c.wall_ns / 1e9)                     AS request_throughput_rps,
+    CASE WHEN ru.slo_ttft_ms IS NOT NULL OR ru.slo_tpot_ms IS NOT NULL OR ru.slo_e2e_ms IS NOT NULL
+         THEN coalesce(p.meeting_slo, 0) / (c.wall_ns / 1e9) END AS goodput_rps,
+    p.ttft_ms_mean, p.ttft_q[1] AS ttft_ms_p50, p.ttft_q[2] AS ttft_ms_p90, p.ttft_q[3] AS ttft_ms_p95, p.ttft_q[4] AS ttft_ms_p99,
+    p.tpot_ms_mean, p.tpot_q[1] AS tpot_ms_p50, p.tpot_q[2] AS tpot_ms_p90, p.tpot_q[3] AS tpot_ms_p95, p.tpot_q[4] AS tpot_ms_p99,
+    p.e2e_ms_mean,  p.e2e_q[1]  AS e2e_ms_p50,  p.e2e_q[2]  AS e2e_ms_p90,  p.e2e_q[3]  AS e2e_ms_p95,  p.e2e_q[4]  AS e2e_ms_p99,
+    p.itl_q[1] AS itl_ms_p50, p.itl_q[2] AS itl_ms_p90, p.itl_q[3] AS itl_ms_p95, p.itl_q[4] AS itl_ms_p99
+FROM cells c
+JOIN runs ru USING (run_id)
+LEFT JOIN per_cell p USING (run_id, cell_id);
+
+-- One row per night (run) per configuration; repeats of a configuration are pooled: percentiles over
+-- all their ok requests, throughput = Σ tokens / Σ wall time, plus the spread across repeats.
+CREATE OR REPLACE VIEW v_nightly AS
+WITH config AS (
+    SELECT run_id, cell_id, wall_ns, engine, model, deployment_id, instance_id, workload_id,
+           load_kind, arrival, concurrency, rate_rps, burstiness, max_concurrency, duration_limit_s
+    FROM cells
 ),
-itl AS (
-    SELECT run_id, cell_id,
-           quantile_cont(gap, 0.50) AS itl_ms_p50,
-           quantile_cont(gap, 0.95) AS itl_ms_p95,
-           quantile_cont(gap, 0.99) AS itl_ms_p99
-    FROM (SELECT run_id, cell_id, unnest(itl_ms) AS gap FROM req WHERE status = 'ok')
+pooled AS (
+    SELECT
+        q.run_id, c.engine, c.model, c.deployment_id, c.instance_id, c.workload_id, c.load_kind, c.arrival,
+        c.concurrency, c.rate_rps, c.burstiness, c.max_concurrency, c.duration_limit_s,
+        count(*)                                              AS requests,
+        count(*) FILTER (q.status = 'ok')                     AS ok,
+        coalesce(sum(q.completion_tokens) FILTER (q.status = 'ok'), 0) AS output_tokens,
+        count(*) FILTER (q.meets_slo)                         AS meeting_slo,
+        avg(q.ttft_ms) FILTER (q.status = 'ok')               AS ttft_ms_mean,
+        quantile_cont(q.ttft_ms, [0.5, 0.9, 0.95, 0.99]) FILTER (q.status = 'ok') AS ttft_q,
+        avg(q.tpot_ms) FILTER (q.status = 'ok')               AS tpot_ms_mean,
+        quantile_cont(q.tpot_ms, [0.5, 0.9, 0.95, 0.99]) FILTER (q.status = 'ok') AS tpot_q,
+        avg(q.e2e_ms) FILTER (q.status = 'ok')                AS e2e_ms_mean,
+        quantile_cont(q.e2e_ms, [0.5, 0.9, 0.95, 0.99]) FILTER (q.status = 'ok')  AS e2e_q,
+        list_aggregate(flatten(list(q.itl_ms) FILTER (q.status = 'ok')), 'quantile_cont', [0.5, 0.9, 0.95, 0.99]) AS itl_q
+    FROM v_requests q
+    JOIN config c USING (run_id, cell_id)
+    GROUP BY q.run_id, c.engine, c.model, c.deployment_id, c.instance_id, c.workload_id, c.load_kind, c.arrival,
+             c.concurrency, c.rate_rps, c.burstiness, c.max_concurrency, c.duration_limit_s
+),
+repeats AS (
+    SELECT
+        run_id, engine, model, deployment_id, instance_id, workload_id, load_kind, arrival,
+        concurrency, rate_rps, burstiness, max_concurrency, duration_limit_s,
+        count(*)                    AS repeats,
+        sum(wall_s)                 AS wall_s,
+        min(output_throughput_tps)  AS output_throughput_tps_min,
+        max(output_throughput_tps)  AS output_throughput_tps_max
+    FROM v_cells
     GROUP BY ALL
 )
 SELECT
-    c.run_id, c.cell_id, c.deployment_id, c.instance_id, c.engine, c.model, c.workload_id,
-    c.load_kind, c.concurrency, c.repeat, c.started_at,
-    count(q.request_id)                                          AS requests,
-    count(q.request_id) FILTER (q.status = 'ok')                 AS ok,
-    count(q.request_id) FILTER (q.status <> 'ok')                AS failed,
-    c.wall_ns / 1e9                                              AS wall_s,
-    coalesce(sum(q.completion_tokens) FILTER (q.status = 'ok'), 0) AS output_tokens,
-    coalesce(sum(q.completion_tokens) FILTER (q.status = 'ok'), 0) / (c.wall_ns / 1e9) AS output_throughput_tps,
-    count(q.request_id) FILTER (q.status = 'ok') / (c.wall_ns / 1e9)                  AS request_throughput_rps,
-    CASE WHEN bool_or(q.has_slo) THEN count(q.request_id) FILTER (q.meets_slo) / (c.wall_ns / 1e9) END AS goodput_rps,
-    avg(q.ttft_ms) FILTER (q.status = 'ok')                      AS ttft_ms_mean,
-    quantile_cont(q.ttft_ms, 0.50) FILTER (q.status = 'ok')      AS ttft_ms_p50,
-    quantile_cont(q.ttft_ms, 0.90) FILTER (q.status = 'ok')      AS ttft_ms_p90,
-    quantile_cont(q.ttft_ms, 0.95) FILTER (q.status = 'ok')      AS ttft_ms_p95,
-    quantile_cont(q.ttft_ms, 0.99) FILTER (q.status = 'ok')      AS ttft_ms_p99,
-    avg(q.tpot_ms) FILTER (q.status = 'ok')                      AS tpot_ms_mean,
-    quantile_cont(q.tpot_ms, 0.50) FILTER (q.status = 'ok')      AS tpot_ms_p50,
-    quantile_cont(q.tpot_ms, 0.90) FILTER (q.status = 'ok')      AS tpot_ms_p90,
-    quantile_cont(q.tpot_ms, 0.95) FILTER (q.status = 'ok')      AS tpot_ms_p95,
-    quantile_cont(q.tpot_ms, 0.99) FILTER (q.status = 'ok')      AS tpot_ms_p99,
-    avg(q.e2e_ms) FILTER (q.status = 'ok')                       AS e2e_ms_mean,
-    quantile_cont(q.e2e_ms, 0.50) FILTER (q.status = 'ok')       AS e2e_ms_p50,
-    quantile_cont(q.e2e_ms, 0.90) FILTER (q.status = 'ok')       AS e2e_ms_p90,
-    quantile_cont(q.e2e_ms, 0.95) FILTER (q.status = 'ok')       AS e2e_ms_p95,
-    quantile_cont(q.e2e_ms, 0.99) FILTER (q.status = 'ok')       AS e2e_ms_p99,
-    any_value(i.itl_ms_p50) AS itl_ms_p50,
-    any_value(i.itl_ms_p95) AS itl_ms_p95,
-    any_value(i.itl_ms_p99) AS itl_ms_p99
-FROM cells c
-LEFT JOIN req q USING (run_id, cell_id)
-LEFT JOIN itl i USING (run_id, cell_id)
-GROUP BY c.run_id, c.cell_id, c.deployment_id, c.instance_id, c.engine, c.model, c.workload_id,
-         c.load_kind, c.concurrency, c.repeat, c.started_at, c.wall_ns;
+    r.run_id, (ru.started_at AT TIME ZONE 'UTC')::DATE AS night, ru.started_at, ru.matrix_name,
+    r.engine, r.model, r.deployment_id, r.instance_id, r.workload_id, r.load_kind, r.arrival,
+    r.concurrency, r.rate_rps, r.burstiness, r.max_concurrency, r.duration_limit_s,
+    r.repeats,
+    coalesce(p.requests, 0)                                   AS requests,
+    coalesce(p.ok, 0)                                         AS ok,
+    coalesce(p.requests - p.ok, 0)                            AS failed,
+    r.wall_s,
+    coalesce(p.output_tokens, 0)                              AS output_tokens,
+    coalesce(p.output_tokens, 0) / r.wall_s                   AS output_throughput_tps,
+    r.output_throughput_tps_min, r.output_throughput_tps_max,
+    coalesce(p.ok, 0) / r.wall_s                              AS request_throughput_rps,
+    CASE WHEN ru.slo_ttft_ms IS NOT NULL OR ru.slo_tpot_ms IS NOT NULL OR ru.slo_e2e_ms IS NOT NULL
+         THEN coalesce(p.meeting_slo, 0) / r.wall_s END      AS goodput_rps,
+    p.ttft_ms_mean, p.ttft_q[1] AS ttft_ms_p50, p.ttft_q[2] AS ttft_ms_p90, p.ttft_q[3] AS ttft_ms_p95, p.ttft_q[4] AS ttft_ms_p99,
+    p.tpot_ms_mean, p.tpot_q[1] AS tpot_ms_p50, p.tpot_q[2] AS tpot_ms_p90, p.tpot_q[3] AS tpot_ms_p95, p.tpot_q[4] AS tpot_ms_p99,
+    p.e2e_ms_mean,  p.e2e_q[1]  AS e2e_ms_p50,  p.e2e_q[2]  AS e2e_ms_p90,  p.e2e_q[3]  AS e2e_ms_p95,  p.e2e_q[4]  AS e2e_ms_p99,
+    p.itl_q[1] AS itl_ms_p50, p.itl_q[2] AS itl_ms_p90, p.itl_q[3] AS itl_ms_p95, p.itl_q[4] AS itl_ms_p99
+FROM repeats r
+JOIN runs ru USING (run_id)
+LEFT JOIN pooled p
+  ON  p.run_id = r.run_id AND p.engine = r.engine AND p.model = r.model AND p.deployment_id = r.deployment_id
+  AND p.instance_id = r.instance_id AND p.workload_id = r.workload_id
+  AND p.load_kind IS NOT DISTINCT FROM r.load_kind AND p.arrival IS NOT DISTINCT FROM r.arrival
+  AND p.concurrency IS NOT DISTINCT FROM r.concurrency AND p.rate_rps IS NOT DISTINCT FROM r.rate_rps
+  AND p.burstiness IS NOT DISTINCT FROM r.burstiness AND p.max_concurrency IS NOT DISTINCT FROM r.max_concurrency
+  AND p.duration_limit_s IS NOT DISTINCT FROM r.duration_limit_s;
+
+-- Two instances measured the same night on the same model, workload and load shape: a's figure over
+-- b's. throughput_ratio > 1: a is faster; a latency ratio < 1: a is faster. Every ordered pair appears,
+-- so filter on engine_a / engine_b (or deployment_a / deployment_b) in whichever order reads best.
+-- Intervals for these ratios: warehouse/stats.py (bootstrap_ratio).
+CREATE OR REPLACE VIEW v_comparison AS
+SELECT
+    a.run_id, a.night, a.model, a.workload_id, a.load_kind, a.arrival, a.concurrency, a.rate_rps,
+    a.burstiness, a.max_concurrency, a.duration_limit_s,
+    a.engine AS engine_a, b.engine AS engine_b,
+    a.deployment_id AS deployment_a, b.deployment_id AS deployment_b,
+    a.instance_id AS instance_a, b.instance_id AS instance_b,
+    a.ok AS ok_a, b.ok AS ok_b,
+    a.output_throughput_tps AS output_throughput_tps_a, b.output_throughput_tps AS output_throughput_tps_b,
+    a.output_throughput_tps / nullif(b.output_throughput_tps, 0) AS output_throughput_ratio,
+    a.request_throughput_rps / nullif(b.request_throughput_rps, 0) AS request_throughput_ratio,
+    a.goodput_rps / nullif(b.goodput_rps, 0)                  AS goodput_ratio,
+    a.ttft_ms_p50 / nullif(b.ttft_ms_p50, 0) AS ttft_p50_ratio, a.ttft_ms_p90 / nullif(b.ttft_ms_p90, 0) AS ttft_p90_ratio,
+    a.ttft_ms_p95 / nullif(b.ttft_ms_p95, 0) AS ttft_p95_ratio, a.ttft_ms_p99 / nullif(b.ttft_ms_p99, 0) AS ttft_p99_ratio,
+    a.tpot_ms_p50 / nullif(b.tpot_ms_p50, 0) AS tpot_p50_ratio, a.tpot_ms_p90 / nullif(b.tpot_ms_p90, 0) AS tpot_p90_ratio,
+    a.tpot_ms_p95 / nullif(b.tpot_ms_p95, 0) AS tpot_p95_ratio, a.tpot_ms_p99 / nullif(b.tpot_ms_p99, 0) AS tpot_p99_ratio,
+    a.e2e_ms_p50 / nullif(b.e2e_ms_p50, 0)   AS e2e_p50_ratio,  a.e2e_ms_p90 / nullif(b.e2e_ms_p90, 0)   AS e2e_p90_ratio,
+    a.e2e_ms_p95 / nullif(b.e2e_ms_p95, 0)   AS e2e_p95_ratio,  a.e2e_ms_p99 / nullif(b.e2e_ms_p99, 0)   AS e2e_p99_ratio
+FROM v_nightly a
+JOIN v_nightly b
+  ON  a.run_id = b.run_id AND a.model = b.model AND a.workload_id = b.workload_id
+  AND a.load_kind IS NOT DISTINCT FROM b.load_kind AND a.arrival IS NOT DISTINCT FROM b.arrival
+  AND a.concurrency IS NOT DISTINCT FROM b.concurrency AND a.rate_rps IS NOT DISTINCT FROM b.rate_rps
+  AND a.burstiness IS NOT DISTINCT FROM b.burstiness AND a.max_concurrency IS NOT DISTINCT FROM b.max_concurrency
+  AND a.duration_limit_s IS NOT DISTINCT FROM b.duration_limit_s
+  AND (a.deployment_id, a.instance_id) <> (b.deployment_id, b.instance_id);
