@@ -148,10 +148,10 @@ class Workload(_Strict):
             "shared_prefix": {"num_requests", "input_tokens", "output_tokens", "groups", "shared_fraction"},
             "random": {"num_requests", "input_tokens", "output_tokens", "range_ratio"},
         }
-        for kind, names in only.items():
-            for name in sorted(names & self.model_fields_set):
-                if name not in only[self.kind]:
-                    raise ValueError(f"{name}: only used by kind {kind}, this workload is kind {self.kind}")
+        for name in sorted(self.model_fields_set - only[self.kind]):
+            kinds = [k for k, names in only.items() if name in names]
+            if kinds:
+                raise ValueError(f"{name}: only used by kind {' or '.join(kinds)}, this workload is kind {self.kind}")
         return self
 
 
