@@ -6,8 +6,11 @@ import getpass
 import logging
 import platform
 import secrets
+import signal
 import socket
 import subprocess
+import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,6 +20,10 @@ from prefect.cache_policies import NO_CACHE
 
 from reports.render import render_report
 from tasks import bench, deploy, telemetry
+from tasks import images as images_mod
+from tasks.launchers.docker import remove_leftovers
+from tasks.launchers.process import DeploymentFailed
+from tasks.planner import plan_group
 from tasks.matrix import Group, Matrix, load_matrix, plan
 from tasks.records import records_to_arrow
 from warehouse import store
@@ -59,16 +66,18 @@ def load(warehouse_path: str, run_dir: Path) -> dict[str, int]:
 
 @flow(name="bakeoff-nightly")
 def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None = None, runs_dir: str | None = None) -> dict:
+    _teardown_on_sigterm()
     matrix, matrix_sha = load_matrix(matrix_path)
     base_dir = Path(matrix_path).resolve().parent
     run = _new_run(matrix, matrix_path, matrix_sha)
     run_dir = Path(runs_dir or matrix.runs_dir) / run["run_id"]
     warehouse = warehouse or matrix.warehouse
 
-    deployments, cells, records, gpu_samples, host_samples = [], [], [], [], []
+    deployments, cells, records, gpu_samples, host_samples, builds = [], [], [], [], [], []
+    images = build_images(matrix, run["run_id"], run_dir, base_dir, builds)
     groups = plan(matrix)
     for g_i, group in enumerate(groups, 1):
-        handles = _deploy_group(matrix, group, run["run_id"], run_dir, base_dir, deployments)
+        handles = _deploy_group(matrix, group, run["run_id"], run_dir, base_dir, deployments, images)
         try:
             for c_i, cell in enumerate(group.cells, 1):
                 handle = handles.get(cell.instance_id)
@@ -94,7 +103,7 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
     requests_table = records_to_arrow(records)
     validation = validate(requests_table)
     run["validation"] = validation.to_json()
-    staged = stage(run_dir, run, deployments, cells, requests_table, gpu_samples, host_samples)
+    staged = stage(run_dir, run, deployments, cells, requests_table, gpu_samples, host_samples, builds)
     if not validation.success:
         raise ValidationFailed(f"{validation.summary_line()} (nothing loaded; raw records kept in {run_dir})")
     counts = load(warehouse, staged.run_dir)
@@ -109,22 +118,70 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
             "report": str(paths["html"]), "summary": summary, "deployments": deployment_rows}
 
 
-def _deploy_group(matrix: Matrix, group: Group, run_id: str, run_dir: Path, base_dir: Path, rows: list) -> dict:
-    """Start the group's instances one at a time, each after the previous one is healthy."""
-    handles: dict[str, deploy.InstanceHandle] = {}
-    for order, planned in enumerate(group.instances):
+@task(name="build-images", cache_policy=NO_CACHE)
+def build_images(matrix: Matrix, run_id: str, run_dir: Path, base_dir: Path, rows: list) -> dict[str, str]:
+    """Build the images of docker engines (skipped when the content-hash tag exists) and remove
+    containers an earlier crashed run left behind. Returns engine name -> image tag; an engine whose
+    build failed is missing, and its instances are recorded as image_build_failed."""
+    docker_engines = {n: e for n, e in matrix.engines.items() if e.launcher == "docker"}
+    if not docker_engines:
+        return {}
+    client = images_mod.docker_client()
+    remove_leftovers(client)
+    tags = {}
+    for name, engine in docker_engines.items():
+        if engine.build is None:
+            continue
         try:
-            handle = start_instance(matrix, planned, start_order=order, run_id=run_id, run_dir=run_dir, base_dir=base_dir)
+            row = images_mod.build_image(client, deploy.image_spec(engine.build, base_dir), run_id=run_id,
+                                         log_dir=run_dir / "logs")
+            tags[name] = row["image"]
+        except images_mod.BuildFailed as exc:
+            row = exc.row
+            logging.getLogger("bakeoff.images").error("engine %s: image build failed: %s", name, exc)
+        if row["image"] not in {r["image"] for r in rows}:
+            rows.append(row)
+    return tags
+
+
+def _deploy_group(matrix: Matrix, group: Group, run_id: str, run_dir: Path, base_dir: Path, rows: list,
+                  images: dict[str, str]) -> dict:
+    """Start the group's instances one at a time in the planner's order, each after the previous
+    one is healthy."""
+    handles: dict[str, deploy.InstanceHandle] = {}
+    total = free = None
+    try:  # plan against the real card when there is one
+        card = telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0)
+        total, free = card.memory_total_bytes, card.memory_free_bytes
+    except telemetry.NvmlUnavailable:
+        pass
+    memory = {m.instance_id: m for m in plan_group(matrix, group, total_bytes=total, free_bytes=free)}
+    order = sorted(group.instances, key=lambda p: memory[p.instance_id].start_order)
+    for position, planned in enumerate(order):
+        mem = memory[planned.instance_id]
+        try:
+            engine = matrix.engines[planned.engine_name]
+            if engine.build is not None and planned.engine_name not in images:
+                raise DeploymentFailed("image_build_failed", f"the image of engine {planned.engine_name} did not build")
+            handle = start_instance(matrix, planned, start_order=position, run_id=run_id, run_dir=run_dir,
+                                    base_dir=base_dir, images=images, memory=mem)
         except Exception as exc:  # a failed start is a result: record it, go on with the night
-            rows.append(deploy.failed_row(matrix, planned, start_order=order, run_id=run_id, exc=exc))
+            rows.append(deploy.failed_row(matrix, planned, start_order=position, run_id=run_id, exc=exc, memory=mem))
             continue
         handles[planned.instance_id] = handle
         rows.append(handle.row)
     return handles
 
 
+def _teardown_on_sigterm() -> None:
+    """Prefect cancels a flow run with SIGTERM, whose default action skips `finally` and atexit:
+    turn it into SystemExit so every engine is stopped (the launchers' atexit sweep included)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _engine_pids(handles: dict) -> dict[str, int]:
-    return {i: h.process.proc.pid for i, h in handles.items() if h.process is not None and h.process.proc is not None}
+    return {i: pid for i, h in handles.items() if (pid := h.pid())}
 
 
 def _new_run(matrix: Matrix, matrix_path: str, matrix_sha: str) -> dict:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.engines import adapter_for
+from tasks import telemetry
+from tasks.engines import LaunchSpec, adapter_for
+from tasks.images import ImageSpec, docker_client
+from tasks.launchers.docker import DockerInstance
 from tasks.launchers.process import DeploymentFailed, ProcessInstance, free_port
 from tasks.loadgen import Target
 from tasks.matrix import Matrix, MatrixError, Model, PlannedInstance, Workload, plan
+from tasks.planner import MemoryPlan, sglang_fraction_for
 
 log = logging.getLogger("bakeoff.deploy")
 
@@ -42,16 +47,18 @@ def resolve_model_path(model: Model, base_dir: Path) -> Path:
 
 @dataclass
 class InstanceHandle:
-    """A started (or failed) instance: its warehouse row and, when up, how to reach and stop it."""
+    """A started instance: its warehouse row and how to reach and stop it."""
 
     row: dict
     target: Target | None = None
-    process: ProcessInstance | None = None
-    workload_extras: dict = field(default_factory=dict)
+    process: ProcessInstance | DockerInstance | None = None
 
     @property
     def started(self) -> bool:
         return bool(self.row["started"])
+
+    def pid(self) -> int | None:
+        return self.process.pid() if self.process is not None else None
 
     def stop(self) -> None:
         if self.process is not None:
@@ -59,50 +66,113 @@ class InstanceHandle:
 
 
 def launch_instance(
-    matrix: Matrix, planned: PlannedInstance, *, start_order: int, run_id: str, run_dir: Path, base_dir: Path
+    matrix: Matrix, planned: PlannedInstance, *, start_order: int, run_id: str, run_dir: Path, base_dir: Path,
+    images: dict[str, str] | None = None, memory: MemoryPlan | None = None,
 ) -> InstanceHandle:
     """Start one instance and wait until it is healthy. Raises DeploymentFailed (after stopping what
-    it started) so a caller with retries can try again; `failed_row` turns the last failure into a row."""
+    it started) so a caller with retries can try again; `failed_row` turns the last failure into a row.
+
+    images: engine name -> the image tag the build step produced. memory: the planner's plan for
+    this instance (its flag is re-computed from the live free memory for SGLang shares)."""
     engine = matrix.engines[planned.engine_name]
     model = matrix.models[planned.model_name]
     adapter = adapter_for(engine.kind)
     served_name = model.served_name or planned.model_name
-    row = _row(matrix, planned, start_order, run_id)
+    row = _row(matrix, planned, start_order, run_id, memory)
 
     if engine.kind == "external":
-        proc = None
-        base_url = engine.url.rstrip("/")
         row.update(started=True, launcher="none", startup_s=0.0)
+        return InstanceHandle(row=row, target=_target(planned, served_name, engine.url.rstrip("/")))
+
+    port = planned.spec.port or free_port()
+    memory_args = _memory_args(matrix, planned, memory)
+    log_path = run_dir / "logs" / f"{planned.instance_id}.log"
+    if engine.launcher == "docker":
+        model_arg, volumes = _container_model(model, base_dir)
+        spec = adapter.launch_spec(engine, planned.spec, model_arg, served_name, port, memory_args=memory_args)
+        spec = LaunchSpec(argv=spec.argv, env={**spec.env, **_secrets(engine)}, port=spec.port)
+        image = (images or {}).get(planned.engine_name) or engine.image
+        if not image:
+            raise MatrixError(f"engines.{planned.engine_name}: a docker engine needs `image` or `build`")
+        wants_gpu = engine.use_gpu if engine.use_gpu is not None else engine.kind in ("vllm", "sglang")
+        gpu = (matrix.gpu.index if matrix.gpu else 0) if wants_gpu else None
+        instance = DockerInstance(
+            docker_client(), adapter, spec, image, name=f"bakeoff-{run_id}-{planned.instance_id}"[:120],
+            log_path=log_path, labels={"bakeoff.run_id": run_id, "bakeoff.instance_id": planned.instance_id},
+            gpu_index=gpu, volumes=volumes,
+        )
+        row.update(image=image, model_path=str(model_arg))
     else:
         model_path = resolve_model_path(model, base_dir)
-        port = planned.spec.port or free_port()
-        spec = adapter.launch_spec(engine, planned.spec, model_path, served_name, port)
-        proc = ProcessInstance(adapter, spec, run_dir / "logs" / f"{planned.instance_id}.log")
-        row.update(model_path=str(model_path), flags=spec.argv[1:])
-        proc.start()
+        spec = adapter.launch_spec(engine, planned.spec, model_path, served_name, port, memory_args=memory_args)
+        spec = LaunchSpec(argv=spec.argv, env={**spec.env, **_secrets(engine)}, port=spec.port)
+        instance = ProcessInstance(adapter, spec, log_path)
+        row.update(model_path=str(model_path))
+    # Flags are stored; environment values never are (they may hold secrets).
+    row.update(flags=spec.argv[1:] if engine.launcher == "process" else spec.argv,
+               memory_flag=" ".join(memory_args) or None)
+    instance.start()
+    try:
+        startup_s = instance.wait_healthy(engine.startup_timeout_s)
+    except DeploymentFailed:
+        instance.stop()
+        raise
+    row.update(started=True, startup_s=startup_s, measured_memory_bytes=_measured_memory(matrix, instance, engine.kind))
+    log.info("%s is healthy at %s after %.1f s", planned.instance_id, instance.base_url, startup_s)
+    return InstanceHandle(row=row, target=_target(planned, served_name, instance.base_url), process=instance)
+
+
+def _target(planned: PlannedInstance, served_name: str, base_url: str) -> Target:
+    return Target(base_url=base_url, served_model=served_name, engine=planned.engine_name, model=planned.model_name,
+                  deployment_id=planned.deployment_id, instance_id=planned.instance_id, extra_body={})
+
+
+def _memory_args(matrix: Matrix, planned: PlannedInstance, memory: MemoryPlan | None) -> list[str]:
+    """The planner's flag; for an SGLang share, re-computed from the memory free right now (the
+    previous instances are up, so this is exact where the plan was a prediction)."""
+    if memory is None or memory.flag is None:
+        return []
+    if memory.engine_kind == "sglang" and planned.spec.memory_share is not None:
         try:
-            startup_s = proc.wait_healthy(engine.startup_timeout_s)
-        except DeploymentFailed:
-            proc.stop()
+            card = telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0)
+        except telemetry.NvmlUnavailable:
+            return memory.flag_args()
+        value = sglang_fraction_for(planned.spec.memory_share, card.memory_total_bytes, card.memory_free_bytes)
+        return [memory.flag, f"{value:.4f}".rstrip("0")]
+    return memory.flag_args()
+
+
+def _measured_memory(matrix: Matrix, instance, kind: str) -> int | None:
+    """GPU engines: the card's used memory after the instance came up (NVML); CPU: the process RSS."""
+    if kind in ("vllm", "sglang"):
+        try:
+            return telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0).memory_used_bytes
+        except telemetry.NvmlUnavailable:
+            return None
+    return instance.rss_bytes()
+
+
+def _container_model(model: Model, base_dir: Path) -> tuple[str, dict]:
+    """A model file on this machine is mounted read-only at /models; a hub id is read from the
+    mounted Hugging Face cache (nothing is downloaded by bakeoff itself)."""
+    try:
+        path = resolve_model_path(model, base_dir)
+    except MatrixError:
+        if model.path.startswith("pkg:") or model.path.startswith((".", "/")):
             raise
-        row.update(started=True, startup_s=startup_s, measured_memory_bytes=proc.rss_bytes())
-        base_url = proc.base_url
-        log.info("%s is healthy at %s after %.1f s", planned.instance_id, base_url, startup_s)
-
-    target = Target(
-        base_url=base_url,
-        served_model=served_name,
-        engine=planned.engine_name,
-        model=planned.model_name,
-        deployment_id=planned.deployment_id,
-        instance_id=planned.instance_id,
-        extra_body={},
-    )
-    return InstanceHandle(row=row, target=target, process=proc)
+        hf_home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+        return model.path, {str(hf_home): {"bind": "/root/.cache/huggingface", "mode": "rw"}}
+    return f"/models/{path.name}", {str(path.parent): {"bind": "/models", "mode": "ro"}}
 
 
-def failed_row(matrix: Matrix, planned: PlannedInstance, *, start_order: int, run_id: str, exc: Exception) -> dict:
-    row = _row(matrix, planned, start_order, run_id)
+def _secrets(engine) -> dict[str, str]:
+    """Secrets by env var name only: the value goes to the engine, never into a row or a log."""
+    return {name: os.environ[name] for name in engine.secret_env if name in os.environ}
+
+
+def failed_row(matrix: Matrix, planned: PlannedInstance, *, start_order: int, run_id: str, exc: Exception,
+               memory: MemoryPlan | None = None) -> dict:
+    row = _row(matrix, planned, start_order, run_id, memory)
     if isinstance(exc, DeploymentFailed):
         row.update(failure_class=exc.failure_class, failure_message=str(exc), log_excerpt=exc.log_excerpt[-4000:])
     else:
@@ -114,9 +184,15 @@ def request_extras(matrix: Matrix, planned: PlannedInstance, workload: Workload)
     return adapter_for(matrix.engines[planned.engine_name].kind).request_extras(workload)
 
 
-def _row(matrix: Matrix, planned: PlannedInstance, start_order: int, run_id: str) -> dict:
+def _row(matrix: Matrix, planned: PlannedInstance, start_order: int, run_id: str, memory: MemoryPlan | None = None) -> dict:
     engine = matrix.engines[planned.engine_name]
     return {
+        "memory_flag": " ".join(memory.flag_args()) if memory else None,
+        "predicted_budget_bytes": memory.budget_bytes if memory else None,
+        "predicted_kv_bytes": memory.kv_bytes if memory else None,
+        "predicted_fit": memory.fits if memory else None,
+        "prediction_note": memory.reason if memory else None,
+        "image": engine.image,
         "run_id": run_id,
         "instance_id": planned.instance_id,
         "deployment_id": planned.deployment_id,
@@ -145,11 +221,31 @@ def preflight(matrix: Matrix, base_dir: Path) -> None:
 
     for workload in matrix.workloads:
         build_requests(workload, seed=0, base_dir=base_dir)
+    for name, engine in matrix.engines.items():
+        if engine.launcher == "docker" and not (engine.image or engine.build):
+            raise MatrixError(f"engines.{name}: a docker engine needs `image` or `build`")
+        if engine.build:
+            spec = image_spec(engine.build, base_dir)
+            for path in [spec.dockerfile, *spec.files.values()]:
+                if not path.is_file():
+                    raise MatrixError(f"engines.{name}.build: {path} does not exist")
     for group in plan(matrix):
         for planned in group.instances:
             engine = matrix.engines[planned.engine_name]
             adapter = adapter_for(engine.kind)
             if engine.kind == "external":
                 continue
-            model_path = resolve_model_path(matrix.models[planned.model_name], base_dir)
+            model = matrix.models[planned.model_name]
+            if engine.launcher == "docker":
+                model_path, _ = _container_model(model, base_dir)
+            else:
+                model_path = resolve_model_path(model, base_dir)
             adapter.launch_spec(engine, planned.spec, model_path, "preflight", planned.spec.port or 1)
+
+
+def image_spec(build, base_dir: Path) -> ImageSpec:
+    def here(path: str) -> Path:
+        p = Path(os.path.expandvars(path)).expanduser()
+        return p if p.is_absolute() else base_dir / p
+
+    return ImageSpec(build.name, here(build.dockerfile), dict(build.args), {k: here(v) for k, v in build.files.items()})

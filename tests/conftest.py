@@ -81,3 +81,27 @@ def chromium() -> str:
     if not path:
         require("BAKEOFF_REQUIRE_BROWSER", "Chromium is not installed (apt-get install chromium)")
     return path
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A real Docker engine (CI starts one with docker/start-dockerd.sh)."""
+    from tasks.images import docker_client as connect
+
+    try:
+        return connect()
+    except RuntimeError as exc:
+        require("BAKEOFF_REQUIRE_DOCKER", str(exc))
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client) -> str:
+    """A Debian base image made locally (no registry is reachable): docker/make-base-image.sh."""
+    import subprocess
+
+    name = "bakeoff/debian-base:bookworm"
+    result = subprocess.run([str(ROOT / "docker" / "make-base-image.sh"), name], capture_output=True, text=True,
+                            timeout=900)
+    if result.returncode != 0:
+        require("BAKEOFF_REQUIRE_DOCKER", f"cannot make the base image: {result.stderr.strip()[-300:]}")
+    return name

@@ -39,14 +39,7 @@ class LlamaCppAdapter(EngineAdapter):
 
     def launch_spec(self, engine: Engine, inst: Instance, model_path: Path | str, served_name: str, port: int,
                     memory_args: list[str] = ()) -> LaunchSpec:
-        binary = self.binary(engine)
-        if not binary.is_file():
-            raise MatrixError(
-                f"engines: llama-server {engine.version} is not built at {binary}; run `make llama-server` "
-                "or set BAKEOFF_LLAMA_SERVER"
-            )
-        argv = [
-            str(binary),
+        args = [
             "--model", str(model_path),
             "--alias", served_name,
             "--host", "127.0.0.1",
@@ -58,7 +51,15 @@ class LlamaCppAdapter(EngineAdapter):
             *engine.args,
             *inst.args,
         ]
-        return LaunchSpec(argv=argv, env=dict(engine.env), port=port)
+        if engine.launcher == "docker":  # the image's entrypoint is llama-server
+            return LaunchSpec(argv=args, env=dict(engine.env), port=port)
+        binary = self.binary(engine)
+        if not binary.is_file():
+            raise MatrixError(
+                f"engines: llama-server {engine.version} is not built at {binary}; run `make llama-server` "
+                "or set BAKEOFF_LLAMA_SERVER"
+            )
+        return LaunchSpec(argv=[str(binary), *args], env=dict(engine.env), port=port)
 
     def request_extras(self, workload: Workload) -> dict:
         return {"ignore_eos": True} if workload.ignore_eos else {}

@@ -111,6 +111,9 @@ class ProcessInstance:
             return None
         return None
 
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
     def is_running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

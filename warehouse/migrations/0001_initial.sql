@@ -39,6 +39,12 @@ CREATE TABLE deployments (
     log_excerpt           VARCHAR,
     startup_s             DOUBLE CHECK (startup_s >= 0),
     measured_memory_bytes BIGINT,
+    memory_flag           VARCHAR,   -- the engine's own flag as the planner set it, e.g. --mem-fraction-static 0.4962
+    predicted_budget_bytes BIGINT,
+    predicted_kv_bytes    BIGINT,
+    predicted_fit         BOOLEAN,
+    prediction_note       VARCHAR,
+    image                 VARCHAR,
     PRIMARY KEY (run_id, instance_id),
     CHECK (started OR failure_class IS NOT NULL)
 );
@@ -113,4 +119,19 @@ CREATE TABLE host_samples (
     cpu_util_pct     DOUBLE CHECK (cpu_util_pct BETWEEN 0 AND 100),
     load1            DOUBLE,
     engine_rss_bytes BIGINT
+);
+
+CREATE TABLE builds (
+    run_id        VARCHAR NOT NULL,
+    image         VARCHAR NOT NULL,   -- name:content-hash tag
+    dockerfile    VARCHAR NOT NULL,
+    content_hash  VARCHAR NOT NULL,
+    status        VARCHAR NOT NULL CHECK (status IN ('built', 'cached', 'failed')),
+    attempts      INTEGER NOT NULL CHECK (attempts >= 0),
+    seconds       DOUBLE CHECK (seconds >= 0),
+    image_id      VARCHAR,
+    error_class   VARCHAR,
+    error_message VARCHAR,
+    log_path      VARCHAR,
+    PRIMARY KEY (run_id, image)
 );

@@ -1,0 +1,158 @@
+"""Run an engine instance as a container with the docker SDK: start, health-wait with a live log
+tail, classify a failure from the container log, tear down always.
+
+Containers are labelled as bakeoff's (with run and instance ids), so a later run removes what a
+crashed one left behind (`remove_leftovers`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tasks.engines import EngineAdapter, LaunchSpec
+from tasks.launchers.process import DeploymentFailed
+
+log = logging.getLogger("bakeoff.docker")
+
+LABEL = "bakeoff.managed"
+_LIVE: set["DockerInstance"] = set()
+
+
+@dataclass(eq=False)
+class DockerInstance:
+    client: object  # docker.DockerClient
+    adapter: EngineAdapter
+    spec: LaunchSpec
+    image: str
+    name: str
+    log_path: Path
+    labels: dict[str, str] = field(default_factory=dict)
+    gpu_index: int | None = None  # None: no GPU (CPU engine)
+    volumes: dict[str, dict] = field(default_factory=dict)
+    network: str = "host"  # CI has host networking only
+    shm_size: str = "8g"
+    container: object | None = None
+    _log_lines_seen: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.spec.port}"
+
+    def start(self) -> None:
+        from docker.types import DeviceRequest
+
+        devices = ([DeviceRequest(device_ids=[str(self.gpu_index)], capabilities=[["gpu"]])]
+                   if self.gpu_index is not None else None)
+        log.info("starting container %s from %s: %s", self.name, self.image, " ".join(self.spec.argv))
+        self.container = self.client.containers.run(
+            self.image,
+            command=self.spec.argv,
+            name=self.name,
+            detach=True,
+            labels={LABEL: "true", **self.labels},
+            environment=self.spec.env,
+            network_mode=self.network,
+            ipc_mode="host" if self.gpu_index is not None else None,  # NCCL/torch shared memory
+            shm_size=None if self.gpu_index is not None else self.shm_size,
+            device_requests=devices,
+            volumes=self.volumes,
+        )
+        _LIVE.add(self)
+
+    def _logs(self) -> str:
+        try:
+            return self.container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        except Exception:  # container already removed
+            return ""
+
+    def _tail_to_log(self, text: str) -> None:
+        """Live tail: new container log lines go to the bakeoff log (and the Prefect run log)."""
+        lines = text.splitlines()
+        for line in lines[self._log_lines_seen:]:
+            if line.strip():
+                log.info("%s | %s", self.name, line[:300])
+        self._log_lines_seen = len(lines)
+
+    def wait_healthy(self, timeout_s: float) -> float:
+        t0 = time.monotonic()
+        url = self.base_url + self.adapter.health_path
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                self.container.reload()
+                text = self._logs()
+                self._tail_to_log(text)
+                if self.container.status in ("exited", "dead"):
+                    self.save_log()
+                    code = self.container.attrs.get("State", {}).get("ExitCode")
+                    cls = self.adapter.classify_failure(text) or "exited_at_start"
+                    raise DeploymentFailed(cls, f"container exited with code {code} before it was healthy",
+                                           "\n".join(text.splitlines()[-40:]))
+                try:
+                    if client.get(url).status_code == 200:
+                        return time.monotonic() - t0
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() - t0 > timeout_s:
+                    self.save_log()
+                    raise DeploymentFailed("health_timeout", f"{url} not healthy after {timeout_s:.0f} s",
+                                           "\n".join(text.splitlines()[-40:]))
+                time.sleep(0.5)
+
+    def pid(self) -> int | None:
+        try:
+            self.container.reload()
+            return self.container.attrs["State"]["Pid"] or None
+        except Exception:
+            return None
+
+    def rss_bytes(self) -> int | None:
+        try:
+            stats = self.container.stats(stream=False)
+            return int(stats["memory_stats"]["usage"])
+        except Exception:
+            return None
+
+    def save_log(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.write_text(self._logs())
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop and remove; idempotent, and keeps the container's log on disk first."""
+        _LIVE.discard(self)
+        if self.container is None:
+            return
+        try:
+            self.save_log()
+            self.container.stop(timeout=int(grace_s))
+        except Exception:
+            pass
+        try:
+            self.container.remove(force=True)
+        except Exception:
+            pass
+        self.container = None
+
+
+def remove_leftovers(client, *, except_run: str | None = None) -> list[str]:
+    """Remove bakeoff containers an earlier (crashed) run left behind; returns their names."""
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL}=true"}):
+        if except_run and container.labels.get("bakeoff.run_id") == except_run:
+            continue
+        container.remove(force=True)
+        removed.append(container.name)
+    if removed:
+        log.warning("removed %d leftover bakeoff container(s): %s", len(removed), ", ".join(removed))
+    return removed
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for inst in list(_LIVE):
+        inst.stop(grace_s=3.0)
