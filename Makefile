@@ -16,12 +16,12 @@ VENV_STAMP   := $(VENV)/.bakeoff-synced
 MATRIX       ?= configs/cpu-smoke.yaml
 PYTEST_ARGS  ?=
 
-.PHONY: demo test setup llama-server system-deps clean
+.PHONY: demo test setup llama-server system-deps services clean
 
 demo: setup llama-server
 	$(VENV)/bin/bakeoff run $(MATRIX)
 
-test: setup llama-server system-deps
+test: setup llama-server system-deps services
 	BAKEOFF_LLAMA_SERVER=$(LLAMA_SERVER) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 setup: $(VENV_STAMP)
@@ -42,16 +42,26 @@ llama-server: $(LLAMA_SERVER)
 $(LLAMA_SERVER):
 	docker/build-llama-server.sh $(dir $(LLAMA_SERVER)) $(LLAMA_CPP_PYTHON_VERSION)
 
-# What the tests need from Debian: Chromium for the report's browser test, libgomp1 for llama-server.
+# What the tests need from Debian: Chromium for the report's browser test, libgomp1 for llama-server,
+# a Docker engine and debootstrap for the container tests (no registry: the base image is made here).
 system-deps:
 	@missing=""; \
 	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	  ldconfig -p | grep -q libgomp.so.1 || missing="$$missing libgomp1"; \
+	  command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	  command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	      echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "not installed (the tests that need them will skip):$$missing"; fi; \
 	  fi
+
+# A Docker engine for the container tests, where one can run (root, docker.io installed); the
+# tests that need it skip with the reason elsewhere.
+services:
+	@if [ "$$(id -u)" = 0 ] && command -v dockerd >/dev/null; then \
+	  docker/start-dockerd.sh && docker/make-base-image.sh; \
+	else echo "services: no Docker engine started (needs root and docker.io); docker tests will skip"; fi
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .bakeoff .pytest_cache

@@ -158,6 +158,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compose(args: argparse.Namespace) -> int:
+    from tasks.compose import compose_file
+    from tasks.matrix import load_matrix
+
+    matrix, _ = load_matrix(args.matrix)
+    text = compose_file(matrix, args.deployment, Path(args.matrix).resolve().parent)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(args.out)
+    else:
+        print(text, end="")
+    return 0
+
+
 def _latest_run(con) -> str:
     row = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
     if row is None:
@@ -182,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print deployment groups, start order, flags and predicted memory; start nothing")
     p.add_argument("matrix", nargs="?", default=DEFAULT_MATRIX)
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("compose", help="write the docker-compose file of one deployment group")
+    p.add_argument("matrix")
+    p.add_argument("deployment", help="deployment id")
+    p.add_argument("--out", help="file to write (default: print)")
+    p.set_defaults(func=cmd_compose)
 
     p = sub.add_parser("report", help="re-render a run's report from the warehouse")
     p.add_argument("--run", help="run id (default: the latest run)")

@@ -106,3 +106,21 @@ def test_bakeoff_plan_prints_the_groups(capsys):
     assert "vllm/vllm-openai:v0.10.2 --model Qwen/Qwen2.5-3B-Instruct" in out
     assert "2 group(s) predicted not to fit." not in out  # only the study-flags group fails
     assert "1 group(s) predicted not to fit." in out
+
+
+def test_compose_export_of_the_study_three_model_deployment(tmp_path):
+    import yaml
+
+    from flows.cli import main
+
+    out = tmp_path / "compose.yaml"
+    assert main(["compose", str(SEED), "sglang-three-planned", "--out", str(out)]) == 0
+    services = yaml.safe_load(out.read_text())["services"]
+    assert list(services) == ["sglang-planned-yi", "sglang-planned-qwen", "sglang-planned-tinyllama"]
+    qwen = services["sglang-planned-qwen"]
+    assert qwen["depends_on"] == {"sglang-planned-yi": {"condition": "service_healthy"}}
+    assert qwen["command"][qwen["command"].index("--mem-fraction-static") + 1] == "0.4962"
+    assert qwen["image"] == "bakeoff/sglang-blackwell"
+    assert qwen["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    ports = [s["command"][s["command"].index("--port") + 1] for s in services.values()]
+    assert len(set(ports)) == 3  # host network: each instance its own port

@@ -1,0 +1,54 @@
+"""`bakeoff compose`: the docker-compose file of one deployment group, with the planner's flags,
+for people who want to run a configuration by hand (the study's three-model vLLM example is one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tasks.deploy import _container_model
+from tasks.engines import adapter_for
+from tasks.matrix import Matrix, MatrixError, plan
+from tasks.planner import plan_group
+
+
+def compose_file(matrix: Matrix, deployment_id: str, base_dir: Path) -> str:
+    groups = {g.deployment_id: g for g in plan(matrix)}
+    if deployment_id not in groups:
+        raise MatrixError(f"deployments: no deployment {deployment_id!r} (have: {sorted(groups)})")
+    group = groups[deployment_id]
+    memory = {m.instance_id: m for m in plan_group(matrix, group)}
+    services, previous = {}, None
+    for offset, planned in enumerate(sorted(group.instances, key=lambda p: memory[p.instance_id].start_order)):
+        engine = matrix.engines[planned.engine_name]
+        if engine.kind == "external":
+            continue
+        model = matrix.models[planned.model_name]
+        model_arg, volumes = _container_model(model, base_dir)
+        port = planned.spec.port or 8000 + offset
+        spec = adapter_for(engine.kind).launch_spec(engine, planned.spec, model_arg, model.served_name or planned.model_name,
+                                                    port, memory_args=memory[planned.instance_id].flag_args())
+        service = {
+            "image": engine.image or (engine.build.name if engine.build else None),
+            "command": spec.argv,
+            "network_mode": "host",
+            "volumes": [f"{src}:{v['bind']}:{v['mode']}" for src, v in volumes.items()],
+            "labels": {"bakeoff.deployment": deployment_id, "bakeoff.instance": planned.instance_id},
+            "healthcheck": {"test": ["CMD-SHELL", f"curl -fs http://127.0.0.1:{port}{adapter_for(engine.kind).health_path} || exit 1"],
+                            "interval": "10s", "retries": 60},
+        }
+        if engine.kind in ("vllm", "sglang") and engine.use_gpu is not False:
+            service["ipc"] = "host"
+            gpu = str(matrix.gpu.index if matrix.gpu else 0)
+            service["deploy"] = {"resources": {"reservations": {"devices": [
+                {"driver": "nvidia", "device_ids": [gpu], "capabilities": ["gpu"]}]}}}
+        if engine.secret_env:
+            service["environment"] = {name: f"${{{name}}}" for name in engine.secret_env}  # names, never values
+        if previous:  # one after another, each after the previous one is healthy
+            service["depends_on"] = {previous: {"condition": "service_healthy"}}
+        services[planned.instance_id] = service
+        previous = planned.instance_id
+    header = (f"# bakeoff compose {deployment_id} (matrix {matrix.name}): instances start one after another,\n"
+              f"# each after the previous is healthy; memory flags as the planner set them.\n")
+    return header + yaml.safe_dump({"services": services}, sort_keys=False, width=120)
