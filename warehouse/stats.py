@@ -1,0 +1,221 @@
+"""Statistics over the warehouse's metrics: bootstrap confidence intervals, stability, regressions.
+
+* Bootstrap: the percentile bootstrap. `n_resamples` resamples of the same size, drawn with
+  replacement from a seeded numpy Generator as one (resamples x n) index matrix, so the statistic is
+  computed for all resamples in one vectorised call (in batches, to bound memory), never in a Python
+  loop per resample. The interval is the (alpha/2, 1 - alpha/2) quantiles of the resampled statistic.
+  Percentiles are linear-interpolated, the same definition as the SQL views and the transforms.
+* Ratios (engine a vs engine b): a and b are resampled independently (they are different requests),
+  the ratio stat(a*) / stat(b*) is formed per resample pair, and its percentile interval is reported.
+* Stability: coefficient of variation (sample std / mean), IQR (p75 - p25, linear) and min-max range.
+* Regressions, night over night: see `detect_regressions`, which states the test and threshold.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import polars as pl
+
+DEFAULT_RESAMPLES = 2000
+DEFAULT_CONFIDENCE = 0.95
+# Cap on the index matrix of one batch (resamples x n), ~64 MB of int64: bounds memory for big samples.
+_BATCH_CELLS = 8_000_000
+
+# Regression test defaults (README "Regression detection" says the same).
+REGRESSION_WINDOW = 7          # nights of history the latest night is compared with
+REGRESSION_MIN_HISTORY = 3     # fewer earlier nights: no verdict
+REGRESSION_Z = 3.0             # robust z-score beyond which a move is not noise
+REGRESSION_MIN_RELATIVE = 0.02  # and at least 2 % of the history's median (a dead-flat history has MAD 0)
+MAD_TO_SIGMA = 1.4826          # MAD x 1.4826 estimates the standard deviation of normal noise
+
+# Metrics of v_nightly where a larger value is better; every other metric is a latency (smaller is better).
+HIGHER_IS_BETTER = ("output_throughput_tps", "request_throughput_rps", "goodput_rps", "ok")
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+    n: int
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}estimate": self.estimate, f"{prefix}ci_low": self.low, f"{prefix}ci_high": self.high}
+
+
+def _statistic(stat: str | float | Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """A function of a (resamples x n) matrix returning one value per row. `stat` is "median",
+    "mean", a quantile in (0, 1), or such a function."""
+    if callable(stat):
+        return stat
+    if stat == "median":
+        stat = 0.5
+    if stat == "mean":
+        return lambda m: m.mean(axis=-1)
+    q = float(stat)
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"a quantile is in [0, 1], got {stat!r}")
+    return lambda m: np.quantile(m, q, axis=-1, method="linear")
+
+
+def _resampled(values: np.ndarray, fn, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    n = len(values)
+    out = np.empty(n_resamples)
+    batch = max(1, _BATCH_CELLS // max(n, 1))
+    for start in range(0, n_resamples, batch):  # a loop per batch of resamples, not per resample
+        size = min(batch, n_resamples - start)
+        idx = rng.integers(0, n, size=(size, n))
+        out[start:start + size] = fn(values[idx])
+    return out
+
+
+def _clean(values) -> np.ndarray:
+    a = np.asarray(values.to_numpy() if isinstance(values, pl.Series) else values, dtype=float)
+    return a[~np.isnan(a)]
+
+
+def bootstrap_ci(values, stat: str | float = "median", *, n_resamples: int = DEFAULT_RESAMPLES,
+                 confidence: float = DEFAULT_CONFIDENCE, seed: int | Sequence[int] = 0) -> Interval:
+    """Percentile-bootstrap interval of a statistic of one sample (NaN/None dropped)."""
+    x = _clean(values)
+    if len(x) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    fn = _statistic(stat)
+    rng = np.random.default_rng(seed)
+    boot = _resampled(x, fn, n_resamples, rng)
+    alpha = 1.0 - confidence
+    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2], method="linear")
+    return Interval(float(fn(x[None, :])[0]), float(low), float(high), len(x))
+
+
+def bootstrap_ratio_ci(a, b, stat: str | float = "median", *, n_resamples: int = DEFAULT_RESAMPLES,
+                       confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> Interval:
+    """Interval of stat(a) / stat(b), a and b resampled independently (e.g. TTFTs of two engines)."""
+    xa, xb = _clean(a), _clean(b)
+    if len(xa) == 0 or len(xb) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    fn = _statistic(stat)
+    rng = np.random.default_rng(seed)
+    boot_a = _resampled(xa, fn, n_resamples, rng)
+    boot_b = _resampled(xb, fn, n_resamples, rng)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = boot_a / boot_b
+        estimate = float(fn(xa[None, :])[0] / fn(xb[None, :])[0])
+    alpha = 1.0 - confidence
+    low, high = np.nanquantile(ratios, [alpha / 2, 1 - alpha / 2], method="linear")
+    return Interval(estimate, float(low), float(high), min(len(xa), len(xb)))
+
+
+def grouped_ci(frame: pl.DataFrame, by: Sequence[str], value: str, stats: Sequence[str | float] = ("median", 0.95),
+               *, n_resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
+               seed: int = 0) -> pl.DataFrame:
+    """One row per group (sorted by key): n, and for each stat `{value}_{name}_estimate`, `_ci_low`,
+    `_ci_high`. Group i draws from its own generator seeded with (seed, i): reruns give the same numbers."""
+    rows = []
+    groups = frame.select(*by, value).drop_nulls(value).partition_by(list(by), as_dict=True, maintain_order=True)
+    for i, key in enumerate(sorted(groups, key=lambda k: tuple((v is None, v) for v in k))):
+        values = groups[key][value].to_numpy()
+        row = dict(zip(by, key))
+        row["n"] = len(values)
+        for stat in stats:
+            name = _stat_name(stat)
+            ci = bootstrap_ci(values, stat, n_resamples=n_resamples, confidence=confidence, seed=[seed, i])
+            row.update(ci.as_dict(f"{value}_{name}_"))
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def _stat_name(stat) -> str:
+    if isinstance(stat, str):
+        return "p50" if stat == "median" else stat
+    return f"p{float(stat) * 100:g}"
+
+
+def stability(frame: pl.DataFrame, by: Sequence[str], value: str) -> pl.DataFrame:
+    """Per group: n, mean, std (sample), cv = std / mean, p25, p75, iqr, min, max, range."""
+    v = pl.col(value)
+    return (
+        frame.group_by(*by, maintain_order=True)
+        .agg(
+            v.drop_nulls().len().alias("n"),
+            v.mean().alias("mean"),
+            v.std(ddof=1).alias("std"),
+            v.quantile(0.25, "linear").alias("p25"),
+            v.quantile(0.75, "linear").alias("p75"),
+            v.min().alias("min"),
+            v.max().alias("max"),
+        )
+        .with_columns(
+            cv=pl.col("std") / pl.col("mean"),
+            iqr=pl.col("p75") - pl.col("p25"),
+            range=pl.col("max") - pl.col("min"),
+        )
+    )
+
+
+# v_nightly's configuration columns: what identifies "the same thing measured again" night after night.
+CONFIG_COLUMNS = ("engine", "model", "deployment_id", "instance_id", "workload_id", "load_kind", "arrival",
+                  "concurrency", "rate_rps", "burstiness", "max_concurrency", "duration_limit_s")
+
+
+def detect_regressions(nightly: pl.DataFrame, metric: str, *, by: Sequence[str] | None = None,
+                       order: str = "night", higher_is_better: bool | None = None,
+                       window: int = REGRESSION_WINDOW, min_history: int = REGRESSION_MIN_HISTORY,
+                       z_threshold: float = REGRESSION_Z, min_relative: float = REGRESSION_MIN_RELATIVE) -> pl.DataFrame:
+    """Flag each night whose metric moved beyond the configuration's recent noise.
+
+    The test, per configuration (`by`, default CONFIG_COLUMNS present in the frame), for every night:
+      history  = the metric on the previous `window` nights of that configuration (nulls skipped);
+      centre   = median(history); noise = 1.4826 * MAD(history) (a robust standard deviation);
+      z        = (value - centre) / noise;
+      regressed when the move is in the bad direction AND |z| > z_threshold (3) AND
+      |value - centre| > min_relative (2 %) x |centre|; improved likewise in the good direction.
+    Fewer than `min_history` (3) earlier nights: no verdict (z and the flags are null). The relative
+    floor keeps a dead-flat history (MAD 0) from flagging a 0.1 % wobble; the median and MAD keep one
+    earlier outlier night from widening the band. Returns the frame with `baseline`, `noise`, `z`,
+    `change` (relative), `regressed`, `improved` added.
+    """
+    if higher_is_better is None:
+        higher_is_better = metric in HIGHER_IS_BETTER
+    by = [c for c in (by or CONFIG_COLUMNS) if c in nightly.columns]
+    parts = []
+    for part in nightly.sort(order).partition_by(by, maintain_order=True) if by else [nightly.sort(order)]:
+        values = part[metric].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        n = len(values)
+        padded = np.concatenate([np.full(window, np.nan), values])
+        # row i's history is padded[i : i + window] = values[i - window : i]
+        hist = np.lib.stride_tricks.sliding_window_view(padded, window)[:n]
+        count = np.sum(~np.isnan(hist), axis=1)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN history rows: no verdict, below
+            centre = np.nanmedian(hist, axis=1)
+            noise = MAD_TO_SIGMA * np.nanmedian(np.abs(hist - centre[:, None]), axis=1)
+            delta = values - centre
+            z = np.where(noise > 0, delta / noise, np.sign(delta) * np.inf)
+            z = np.where(delta == 0, 0.0, z)
+            change = delta / np.abs(centre)
+        enough = (count >= min_history) & ~np.isnan(values)
+        beyond = enough & (np.abs(z) > z_threshold) & (np.abs(delta) > min_relative * np.abs(centre))
+        worse = delta < 0 if higher_is_better else delta > 0
+        parts.append(part.with_columns(
+            baseline=pl.Series(np.where(enough, centre, np.nan)).fill_nan(None),
+            noise=pl.Series(np.where(enough, noise, np.nan)).fill_nan(None),
+            z=pl.Series(np.where(enough, z, np.nan)).fill_nan(None),
+            change=pl.Series(np.where(enough, change, np.nan)).fill_nan(None),
+            regressed=pl.when(pl.Series(enough)).then(pl.Series(beyond & worse)),
+            improved=pl.when(pl.Series(enough)).then(pl.Series(beyond & ~worse)),
+        ))
+    return pl.concat(parts) if parts else nightly
+
+
+def nightly_regressions(con, metric: str, *, since_nights: int = 60, **kw) -> pl.DataFrame:
+    """`detect_regressions` over v_nightly's last `since_nights` nights (read-only query)."""
+    cols = ", ".join(["run_id", "night", *CONFIG_COLUMNS, metric])
+    frame = pl.from_arrow(con.sql(
+        f"SELECT {cols} FROM v_nightly WHERE night >= (SELECT max(night) FROM v_nightly) - ?::INTEGER",
+        params=[since_nights]).to_arrow_table())
+    return detect_regressions(frame, metric, **kw)
