@@ -113,6 +113,20 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from warehouse import store
+    from warehouse.export import export_parquet
+
+    with store.opened(_warehouse_path(args), read_only=True) as con:
+        try:
+            counts = export_parquet(con, args.out, runs=args.run or None)
+        except KeyError as exc:
+            raise BadInput(f"--run: no run {exc.args[0]} in the warehouse (see `bakeoff sql \"select run_id from runs\"`)")
+    print(", ".join(f"{table}: {n}" for table, n in counts.items()))
+    print(f"exported to {args.out} (TABLE/run_id=RUN/*.parquet)")
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the deployment groups, start order, flags and predicted memory; start nothing."""
     from tasks import telemetry
@@ -219,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("export", help="write the warehouse's tables as Parquet partitioned by run (read-only)")
+    p.add_argument("out", help="output folder: OUT/TABLE/run_id=RUN/*.parquet")
+    p.add_argument("--run", action="append", help="export only this run (repeatable; default: every run)")
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
