@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from reports.render import render_report
 from tasks import bench, deploy, telemetry
 from tasks import images as images_mod
+from tasks.engine_metrics import scrape
 from tasks.launchers.docker import remove_leftovers
 from tasks.launchers.process import DeploymentFailed
 from tasks.planner import plan_group
@@ -73,7 +74,7 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
     run_dir = Path(runs_dir or matrix.runs_dir) / run["run_id"]
     warehouse = warehouse or matrix.warehouse
 
-    deployments, cells, records, gpu_samples, host_samples, builds = [], [], [], [], [], []
+    deployments, cells, records, gpu_samples, host_samples, builds, engine_metrics = [], [], [], [], [], [], []
     images = build_images(matrix, run["run_id"], run_dir, base_dir, builds)
     groups = plan(matrix)
     for g_i, group in enumerate(groups, 1):
@@ -86,10 +87,12 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
                 planned = next(p for p in group.instances if p.instance_id == cell.instance_id)
                 workload = next(w for w in matrix.workloads if w.id == cell.workload_id)
                 label = f"group {g_i}/{len(groups)} {group.deployment_id}, cell {c_i}/{len(group.cells)} {cell.cell_id}"
+                engine_metrics += scrape_metrics(handle, run["run_id"], cell.cell_id, "before")
                 outcome = run_cell(
                     matrix, cell, handle.target, deploy.request_extras(matrix, planned, workload),
                     run_id=run["run_id"], base_dir=base_dir, label=label, engine_pids=_engine_pids(handles),
                 )
+                engine_metrics += scrape_metrics(handle, run["run_id"], cell.cell_id, "after")
                 cells.append(outcome.row)
                 records.extend(outcome.records)
                 gpu_samples.extend(outcome.gpu_samples)
@@ -103,7 +106,7 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
     requests_table = records_to_arrow(records)
     validation = validate(requests_table)
     run["validation"] = validation.to_json()
-    staged = stage(run_dir, run, deployments, cells, requests_table, gpu_samples, host_samples, builds)
+    staged = stage(run_dir, run, deployments, cells, requests_table, gpu_samples, host_samples, builds, engine_metrics)
     if not validation.success:
         raise ValidationFailed(f"{validation.summary_line()} (nothing loaded; raw records kept in {run_dir})")
     counts = load(warehouse, staged.run_dir)
@@ -171,6 +174,11 @@ def _deploy_group(matrix: Matrix, group: Group, run_id: str, run_dir: Path, base
         handles[planned.instance_id] = handle
         rows.append(handle.row)
     return handles
+
+
+def scrape_metrics(handle: deploy.InstanceHandle, run_id: str, cell_id: str, phase: str) -> list[dict]:
+    return scrape(handle.target.base_url, handle.metrics_path, run_id=run_id, cell_id=cell_id,
+                  instance_id=handle.target.instance_id, phase=phase)
 
 
 def _teardown_on_sigterm() -> None:

@@ -52,6 +52,7 @@ class InstanceHandle:
     row: dict
     target: Target | None = None
     process: ProcessInstance | DockerInstance | None = None
+    metrics_path: str | None = None  # the engine's Prometheus endpoint, if it has one
 
     @property
     def started(self) -> bool:
@@ -82,7 +83,8 @@ def launch_instance(
 
     if engine.kind == "external":
         row.update(started=True, launcher="none", startup_s=0.0)
-        return InstanceHandle(row=row, target=_target(planned, served_name, engine.url.rstrip("/")))
+        return InstanceHandle(row=row, target=_target(planned, served_name, engine.url.rstrip("/")),
+                              metrics_path=adapter.metrics_path)
 
     port = planned.spec.port or free_port()
     memory_args = _memory_args(matrix, planned, memory)
@@ -119,7 +121,8 @@ def launch_instance(
         raise
     row.update(started=True, startup_s=startup_s, measured_memory_bytes=_measured_memory(matrix, instance, engine.kind))
     log.info("%s is healthy at %s after %.1f s", planned.instance_id, instance.base_url, startup_s)
-    return InstanceHandle(row=row, target=_target(planned, served_name, instance.base_url), process=instance)
+    return InstanceHandle(row=row, target=_target(planned, served_name, instance.base_url), process=instance,
+                          metrics_path=adapter.metrics_path)
 
 
 def _target(planned: PlannedInstance, served_name: str, base_url: str) -> Target:

@@ -84,6 +84,11 @@ def test_flow_end_to_end_on_the_real_engine(tmp_path, llama_server, smollm2, pre
         assert "gguf" in deps["broken-model"][2].lower()
         run_status = con.execute("SELECT status FROM runs WHERE run_id = ?", [result["run_id"]]).fetchone()[0]
         assert run_status == "partial"
+        # The engine's own counter moved by at least what the client counted (plus the warmup).
+        before, after = (con.execute(
+            "SELECT value FROM engine_metrics WHERE metric = 'llamacpp:tokens_predicted_total' AND phase = ?",
+            [phase]).fetchone()[0] for phase in ("before", "after"))
+        assert after - before >= sum(r[2] for r in rows)
         cell = con.execute("SELECT ok, output_tokens, ttft_ms_p50, tpot_ms_p50 FROM v_cells").fetchone()
         assert cell[0] == 8 and cell[1] == 4 * (8 + 16) and cell[2] > 0 and cell[3] > 0
     report = Path(result["report"])

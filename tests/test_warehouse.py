@@ -48,7 +48,7 @@ def test_loading_twice_leaves_the_same_rows(tmp_path, warehouse):
     first = store.load_run(warehouse, run_dir)
     snapshot = warehouse.execute("SELECT * FROM requests ORDER BY request_id").fetchall()
     second = store.load_run(warehouse, run_dir)
-    assert first == second == {"runs": 1, "builds": 0, "deployments": 1, "cells": 1, "requests": 5, "gpu_samples": 0,
+    assert first == second == {"runs": 1, "builds": 0, "deployments": 1, "cells": 1, "requests": 5, "gpu_samples": 0, "engine_metrics": 0,
                                "host_samples": 2}
     assert warehouse.execute("SELECT * FROM requests ORDER BY request_id").fetchall() == snapshot
     assert counts(warehouse) == first

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 from warehouse import chunks
 from warehouse.schema import migrate
 
-TABLES_IN_LOAD_ORDER = ("runs", "builds", "deployments", "cells", "requests", "gpu_samples", "host_samples")
+TABLES_IN_LOAD_ORDER = ("runs", "builds", "deployments", "cells", "requests", "gpu_samples", "host_samples",
+                        "engine_metrics")
 
 
 class WarehouseBusy(RuntimeError):
@@ -90,13 +91,14 @@ class StagedRun:
 
 
 def stage_run(run_dir: Path, run: dict, deployments: list[dict], cells: list[dict], requests: pa.Table,
-              gpu_samples: list[dict] = (), host_samples: list[dict] = (), builds: list[dict] = ()) -> StagedRun:
+              gpu_samples: list[dict] = (), host_samples: list[dict] = (), builds: list[dict] = (),
+              engine_metrics: list[dict] = ()) -> StagedRun:
     """Write a run's rows under run_dir. Files are written then renamed, and run.json last, so a
     half-written run never looks staged."""
     run_dir.mkdir(parents=True, exist_ok=True)
     staged = StagedRun(run_dir)
     tables = (("builds", builds), ("deployments", deployments), ("cells", cells), ("gpu_samples", gpu_samples),
-              ("host_samples", host_samples))
+              ("host_samples", host_samples), ("engine_metrics", engine_metrics))
     for table, rows in tables:
         _write_parquet(pa.Table.from_pylist(rows) if rows else pa.table({"run_id": pa.array([], pa.string())}), staged.table_file(table))
     _write_parquet(requests, staged.table_file("requests"))

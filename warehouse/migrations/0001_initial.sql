@@ -135,3 +135,14 @@ CREATE TABLE builds (
     log_path      VARCHAR,
     PRIMARY KEY (run_id, image)
 );
+
+CREATE TABLE engine_metrics (
+    run_id      VARCHAR NOT NULL,
+    cell_id     VARCHAR NOT NULL,
+    instance_id VARCHAR NOT NULL,
+    phase       VARCHAR NOT NULL CHECK (phase IN ('before', 'after')),
+    scraped_at  TIMESTAMPTZ NOT NULL,
+    metric      VARCHAR NOT NULL,
+    labels      VARCHAR,   -- JSON object of the sample's labels
+    value       DOUBLE
+);
