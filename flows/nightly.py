@@ -84,6 +84,8 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
                 handle = handles.get(cell.instance_id)
                 if handle is None or not handle.started:
                     continue  # its start failure is already a row in deployments
+                if not handle.check_alive():
+                    continue  # crashed in an earlier cell: recorded in its deployments row
                 planned = next(p for p in group.instances if p.instance_id == cell.instance_id)
                 workload = next(w for w in matrix.workloads if w.id == cell.workload_id)
                 label = f"group {g_i}/{len(groups)} {group.deployment_id}, cell {c_i}/{len(group.cells)} {cell.cell_id}"
@@ -93,6 +95,7 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
                     run_id=run["run_id"], base_dir=base_dir, label=label, engine_pids=_engine_pids(handles),
                 )
                 engine_metrics += scrape_metrics(handle, run["run_id"], cell.cell_id, "after")
+                handle.check_alive()
                 cells.append(outcome.row)
                 records.extend(outcome.records)
                 gpu_samples.extend(outcome.gpu_samples)

@@ -16,7 +16,7 @@ from tasks import telemetry
 from tasks.engines import LaunchSpec, adapter_for
 from tasks.images import ImageSpec, docker_client
 from tasks.launchers.docker import DockerInstance
-from tasks.launchers.process import DeploymentFailed, ProcessInstance, free_port
+from tasks.launchers.process import DeploymentFailed, ProcessInstance, free_port, log_tail
 from tasks.loadgen import Target
 from tasks.matrix import Matrix, MatrixError, Model, PlannedInstance, Workload, plan
 from tasks.planner import MemoryPlan, sglang_fraction_for
@@ -60,6 +60,21 @@ class InstanceHandle:
 
     def pid(self) -> int | None:
         return self.process.pid() if self.process is not None else None
+
+    def check_alive(self) -> bool:
+        """After a cell: an engine that died under load is recorded as crashed_mid_run (its requests
+        are already rows with their own failure status)."""
+        if self.process is None or self.process.is_running():
+            return True
+        if self.row.get("failure_class") is None:
+            excerpt = log_tail(self.process.log_path) if isinstance(self.process, ProcessInstance) else ""
+            if isinstance(self.process, DockerInstance):
+                self.process.save_log()
+                excerpt = log_tail(self.process.log_path)
+            self.row.update(failure_class="crashed_mid_run", failure_message="the engine exited during the benchmark",
+                            log_excerpt=excerpt[-4000:])
+            log.error("%s: the engine exited during the benchmark", self.row["instance_id"])
+        return False
 
     def stop(self) -> None:
         if self.process is not None:

@@ -131,3 +131,25 @@ def test_cli_run_then_sql(tmp_path, llama_server, smollm2, prefect_server):
     again = subprocess.run([*bakeoff, "report"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / again.stdout.strip()).is_file()
+
+
+def test_an_engine_that_dies_under_load_is_recorded_as_crashed(tmp_path, llama_server, smollm2):
+    """A real llama-server, killed after it came up: the deployment row says crashed_mid_run."""
+    import signal
+
+    from tasks.deploy import launch_instance
+    from tasks.matrix import load_matrix, plan
+
+    matrix, _ = load_matrix(small_matrix(tmp_path, llama_server, smollm2))
+    (group,) = plan(matrix)
+    handle = launch_instance(matrix, group.instances[0], start_order=0, run_id="r", run_dir=tmp_path / "run",
+                             base_dir=tmp_path)
+    try:
+        assert handle.started and handle.check_alive()
+        os.kill(handle.pid(), signal.SIGKILL)
+        handle.process.proc.wait(timeout=10)
+        assert handle.check_alive() is False
+        assert handle.row["failure_class"] == "crashed_mid_run"
+        assert "llama" in handle.row["log_excerpt"].lower()
+    finally:
+        handle.stop()

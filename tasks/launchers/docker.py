@@ -111,6 +111,13 @@ class DockerInstance:
         except Exception:
             return None
 
+    def is_running(self) -> bool:
+        try:
+            self.container.reload()
+            return self.container.status == "running"
+        except Exception:
+            return False
+
     def rss_bytes(self) -> int | None:
         try:
             stats = self.container.stats(stream=False)
