@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -158,12 +159,47 @@ def _body(target: Target, spec: RequestSpec, temperature: float) -> dict:
     }
 
 
+class _Clients:
+    """httpx clients, each holding at most PER_CLIENT streams. httpx's pool scans all of its
+    connections for every request it assigns, so one big pool costs O(streams) per request: at 1000
+    req/s that scan alone kept the event loop busy (benchmarks/client_capacity.py). Small pools keep
+    it short. A client is taken for one request and given back."""
+
+    PER_CLIENT = 16
+
+    def __init__(self, base_url: str, timeout: httpx.Timeout) -> None:
+        self.base_url, self.timeout = base_url, timeout
+        # One TLS context for all of them: each httpx client would otherwise load the CA bundle (~20 ms).
+        self.tls = ssl.create_default_context()
+        self.all: list[httpx.AsyncClient] = []
+        self.free: list[httpx.AsyncClient] = []  # one entry per free slot
+
+    def take(self) -> httpx.AsyncClient:
+        if not self.free:
+            limits = httpx.Limits(max_connections=self.PER_CLIENT, max_keepalive_connections=self.PER_CLIENT)
+            client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, limits=limits, verify=self.tls)
+            self.all.append(client)
+            self.free.extend([client] * self.PER_CLIENT)
+        return self.free.pop()
+
+    def give(self, client: httpx.AsyncClient) -> None:
+        self.free.append(client)
+
+    async def __aenter__(self) -> "_Clients":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for client in self.all:
+            await client.aclose()
+
+
 async def _one_request(
-    client: httpx.AsyncClient, target: Target, spec: RequestSpec, rec: RequestRecord, t0: int, temperature: float
+    clients: _Clients, target: Target, spec: RequestSpec, rec: RequestRecord, t0: int, temperature: float
 ) -> None:
     def now() -> int:
         return time.monotonic_ns() - t0
 
+    client = clients.take()
     rec.sent_at = now()
     try:
         async with client.stream("POST", "/v1/chat/completions", json=_body(target, spec, temperature)) as resp:
@@ -182,6 +218,10 @@ async def _one_request(
                     rec.first_chunk_at = t
                 payload = line[5:].strip()
                 if payload == "[DONE]":
+                    # Stop here: the connection is then closed, not reused. Reading on to the end of
+                    # the body lets httpx reuse it, but llama-server closes kept-alive connections
+                    # and a request sent on one that is closing fails ("Server disconnected without
+                    # sending a response"), seen in tests/test_load_shapes_engine.py.
                     saw_done = True
                     break
                 try:
@@ -222,6 +262,7 @@ async def _one_request(
         raise
     finally:
         rec.done_at = now()
+        clients.give(client)
 
 
 async def run_load(
@@ -239,10 +280,8 @@ async def run_load(
     progress: Callable[[int, int], None] | None = None,
 ) -> CellResult:
     """Sends `requests` in the given load shape; stops sending new ones after `duration_s`."""
-    slots = shape.concurrency if shape.kind == "closed" else shape.max_concurrency  # None: no cap
     timeout = httpx.Timeout(request_timeout_s, connect=10.0)
-    limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
-    async with httpx.AsyncClient(base_url=target.base_url, timeout=timeout, limits=limits) as client:
+    async with _Clients(target.base_url, timeout) as client:
         # Warmup: sent and awaited, never recorded (first requests pay for caches and allocation).
         if warmup:
             scratch = [_new_record(target, run_id, "warmup", i, s, datetime.now(timezone.utc), 0) for i, s in enumerate(warmup)]
