@@ -8,7 +8,6 @@ before it -- here a process holding GPU memory stands in for them."""
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -22,17 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "configs" / "rtx5090-seed.yaml"
 
 
-def _no_gpu() -> str | None:
-    try:
-        telemetry.gpu_info(0)
-    except telemetry.NvmlUnavailable as exc:
-        return str(exc)
-    return None
+from tests.gpu import requires_gpu
 
-
-NO_GPU = _no_gpu()
-pytestmark = pytest.mark.skipif(NO_GPU is not None and os.environ.get("BAKEOFF_REQUIRE_GPU") != "1",
-                                reason=f"no GPU here: {NO_GPU}")
+pytestmark = requires_gpu
 
 
 def test_plan_reads_the_real_card(capsys):

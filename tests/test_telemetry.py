@@ -14,17 +14,8 @@ import pytest
 from tasks import telemetry
 
 
-def nvml_reason() -> str | None:
-    try:
-        telemetry.gpu_info(0)
-    except telemetry.NvmlUnavailable as exc:
-        return str(exc)
-    return None
-
-
-NO_GPU = nvml_reason()
-gpu = pytest.mark.skipif(NO_GPU is not None and os.environ.get("BAKEOFF_REQUIRE_GPU") != "1",
-                         reason=f"no GPU here: {NO_GPU}")
+from tests.gpu import NO_GPU
+from tests.gpu import requires_gpu as gpu
 
 
 def test_host_samples_on_any_machine():

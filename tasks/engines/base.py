@@ -33,7 +33,9 @@ class EngineAdapter:
         raise NotImplementedError
 
     def request_extras(self, workload: Workload) -> dict:
-        return {}
+        """Fields added to every request body. llama-server, vLLM and SGLang all take `ignore_eos`
+        (keep generating to max_tokens, so output lengths are what the workload asked for)."""
+        return {"ignore_eos": True} if workload.ignore_eos else {}
 
     def version(self, engine: Engine) -> str:
         return engine.version

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from tasks.engines.base import EngineAdapter, LaunchSpec
-from tasks.matrix import Engine, Instance, MatrixError, Workload
+from tasks.matrix import Engine, Instance, MatrixError
 
 
 def cached_binary(version: str) -> Path:
@@ -60,7 +60,4 @@ class LlamaCppAdapter(EngineAdapter):
                 "or set BAKEOFF_LLAMA_SERVER"
             )
         return LaunchSpec(argv=[str(binary), *args], env=dict(engine.env), port=port)
-
-    def request_extras(self, workload: Workload) -> dict:
-        return {"ignore_eos": True} if workload.ignore_eos else {}
 

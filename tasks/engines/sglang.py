@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tasks.engines.base import EngineAdapter, LaunchSpec
 from tasks.engines.classify import GPU_FAILURE_PATTERNS
-from tasks.matrix import Engine, Instance, Workload
+from tasks.matrix import Engine, Instance
 
 # The study's RTX 5090 set: everything that had no sm_120 kernels in that release turned off,
 # attention in plain PyTorch. Costly: no CUDA graphs, no RadixAttention (prefix cache).
@@ -48,6 +48,3 @@ class SglangAdapter(EngineAdapter):
             *inst.args,
         ]
         return LaunchSpec(argv=argv, env=dict(engine.env), port=port)
-
-    def request_extras(self, workload: Workload) -> dict:
-        return {"ignore_eos": True} if workload.ignore_eos else {}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tasks.engines.base import EngineAdapter, LaunchSpec
 from tasks.engines.classify import GPU_FAILURE_PATTERNS
-from tasks.matrix import Engine, Instance, Workload
+from tasks.matrix import Engine, Instance
 
 # Named flag sets for GPUs that need them. The study needed --enforce-eager on the RTX 5090
 # (no CUDA graph capture / torch.compile for sm_120 in that release).
@@ -38,7 +38,3 @@ class VllmAdapter(EngineAdapter):
             *inst.args,
         ]
         return LaunchSpec(argv=argv, env=dict(engine.env), port=port)
-
-    def request_extras(self, workload: Workload) -> dict:
-        # vLLM's sampling params accept ignore_eos as an extra body field.
-        return {"ignore_eos": True} if workload.ignore_eos else {}
