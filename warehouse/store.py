@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from warehouse import chunks
 from warehouse.schema import migrate
 
+STAGED_ROW_GROUP = 128 * 1024
 TABLES_IN_LOAD_ORDER = ("runs", "builds", "deployments", "cells", "requests", "gpu_samples", "host_samples",
                         "engine_metrics")
 
@@ -110,7 +111,9 @@ def stage_run(run_dir: Path, run: dict, deployments: list[dict], cells: list[dic
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
     tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    # Row groups of 128 Ki rows: DuckDB reads a Parquet file one row group per thread, and pyarrow's
+    # default (1 Mi rows) would make the load of a big run single-threaded.
+    pq.write_table(table, tmp, compression="zstd", row_group_size=STAGED_ROW_GROUP)
     tmp.replace(path)
 
 
@@ -168,15 +171,14 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> dict[str, int]:
 
 
 def _insert_requests(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Staged requests (ns offsets) -> the stored form (µs gaps, warehouse/chunks.py), then one INSERT
-    from Arrow (DuckDB scans it without a copy)."""
+    """Staged requests (ns offsets) -> the stored form (µs gaps, warehouse/chunks.py), converted in the
+    same statement that reads the Parquet: one parallel, streaming pass."""
     try:
-        staged_requests_arrow = chunks.to_stored(pq.read_table(path))
-    except ValueError as exc:
-        raise WarehouseError(f"{path}: {exc}") from None
-    # Found by DuckDB's replacement scan (a local variable, not a registration: nothing to undo when
-    # the transaction is aborted); not named like a table, which DuckDB 2 would confuse with it.
-    con.execute("INSERT INTO requests BY NAME SELECT * FROM staged_requests_arrow")
+        con.execute(f"INSERT INTO requests BY NAME SELECT * REPLACE ({chunks.STAGED_TO_STORED} AS chunk_times) "
+                    "FROM read_parquet(?)", [str(path)])
+    except duckdb.ConversionException as exc:
+        raise WarehouseError(f"{path}: a chunk gap does not fit requests.chunk_times (INTEGER µs, at most 35 min): "
+                             f"{str(exc).splitlines()[0]}") from None
 
 
 def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:

@@ -1,0 +1,422 @@
+"""Warehouse performance: load, summaries, ITL and report queries, each against the naive path.
+
+    .venv/bin/python -m benchmarks.warehouse_bench                 # defaults below, ~4-6 min on 2 cores
+    .venv/bin/python -m benchmarks.warehouse_bench --rows 200000 --summary-rows 1000000 --nights 36   # quick
+
+Targets (issue 5), on the 2-core development machine:
+  load 1,000,000 request rows (64-256 chunk offsets each) from a staged run      < 5 s
+  v_cells and v_nightly over 10,000,000 rows / 365 nights                        < 10 s
+  one night's ITL percentiles from its chunk lists                               < 2 s
+  the report's queries                                                           < 1 s each
+
+Every figure is the median of --repeats runs (other people share the machine: single runs are noisy).
+The naive paths, measured in the same run so the ratio is known:
+  load:      the pre-0003 storage (BIGINT[] ns offsets, one INSERT ... FROM read_parquet), and
+             row-by-row executemany INSERTs on --naive-rows rows, extrapolated to --rows;
+  summaries: fetch the per-request metrics into pandas and group there;
+  ITL:       fetch one night's chunk lists into pandas, explode and group.
+The 10M-row warehouse is filled in SQL (not through the staged path, which the load figure covers):
+its chunk lists are drawn from a pool of 100,000 generated lists, so it builds in about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tasks.records import REQUEST_SCHEMA  # noqa: E402
+from warehouse import schema, store  # noqa: E402
+
+TARGETS = {"load": 5.0, "v_cells": 10.0, "v_nightly": 10.0, "itl_night": 2.0, "report": 1.0}
+INSTANCES = (("vllm-0", "vllm", "vllm"), ("sglang-0", "sglang", "sglang"), ("llama-0", "llamacpp", "llamacpp"),
+             ("vllm-coloc-0", "vllm", "vllm-coloc"))
+WORKLOADS = ("chat", "long")
+CONCURRENCY = (1, 4, 16, 64)
+REPEATS = 3
+# Per-request timing model (ns): TTFT 20-420 ms, inter-token gap 8-40 ms by instance and load,
+# +-30 % jitter per chunk, and 1 chunk in 100 stalled 5x (a scheduler hiccup).
+
+
+def timing_sql(v: str) -> str:
+    """TTFT and the base inter-token gap of request (or pool entry) `v`, in ns."""
+    return f"""(20 + hash({v}, 1) % 400)::BIGINT * 1000000 AS ttft_ns,
+               (8 + hash({v} // 285, 2) % 32)::BIGINT * 1000000 AS itl_ns"""
+
+
+# The cores this process may use (taskset on a bigger machine emulates the 2-core one): DuckDB and
+# Arrow size their thread pools from the hardware, not from the affinity mask, so tell them.
+CORES = len(os.sched_getaffinity(0))
+
+
+def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    con = store.connect(path, read_only=read_only)
+    con.execute(f"SET threads = {CORES}")
+    return con
+
+
+def timed(fn, repeats: int, setup=None) -> tuple[float, list[float], object]:
+    """Median wall time of fn(setup()) over `repeats` runs; setup (a fresh file, say) is not timed."""
+    times, result = [], None
+    for _ in range(repeats):
+        arg = setup() if setup else None
+        t = time.perf_counter()
+        result = fn(arg) if setup else fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times, result
+
+
+# ------------------------------------------------------------------ data
+
+
+def make_staged_run(run_dir: Path, rows: int) -> None:
+    """A staged run (tasks/records.py contract: int64 ns offsets from the cell start) of `rows` requests
+    in cells of 285, each with 64-256 content chunks."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(config={"threads": CORES})
+    con.execute(f"""
+        CREATE TABLE base AS
+        SELECT i, 'cell-' || (i // 285) AS cell_id, (64 + hash(i, 3) % 193)::INTEGER AS n_chunks,
+               (i % 285) * 37000000 + (hash(i, 4) % 1000)::BIGINT AS sent_at, {timing_sql('i')}
+        FROM range({rows}) t(i)
+    """)
+    requests = con.sql(f"""
+          WITH lists AS (
+            SELECT *, list_transform(range(n_chunks), lambda k:
+                     sent_at + ttft_ns + k * itl_ns
+                     + ((hash(i, k) % 600)::BIGINT - 300) * itl_ns // 1000        -- +-30 % jitter
+                     + CASE WHEN hash(i, k, 5) % 100 = 0 THEN 4 * itl_ns ELSE 0 END -- a stall
+                     + (hash(i, k, 6) % 1000)::BIGINT) AS chunk_times             -- sub-µs noise
+            FROM base)
+          SELECT 'bench-load' AS run_id, cell_id, 'req-' || i AS request_id, 'p' || (i % 40) AS prompt_id,
+                 'vllm' AS engine, 'qwen' AS model, 'dep' AS deployment_id, 'dep-0' AS instance_id,
+                 256::INTEGER AS max_tokens, TIMESTAMPTZ '2026-01-01 02:00:00+00' AS cell_started_at,
+                 sent_at AS scheduled_at, sent_at, chunk_times[1] - 500000 AS first_chunk_at,
+                 chunk_times[1] AS first_token_at, chunk_times[-1] AS last_token_at,
+                 chunk_times[-1] + 200000 AS done_at, chunk_times,
+                 (100 + i % 900)::INTEGER AS prompt_tokens, n_chunks AS completion_tokens,
+                 NULL::INTEGER AS cached_prompt_tokens, 'ok' AS status, NULL::VARCHAR AS error_class,
+                 NULL::VARCHAR AS error_message, 200::INTEGER AS http_status, 'length' AS finish_reason
+          FROM lists ORDER BY i
+    """).to_arrow_table().cast(REQUEST_SCHEMA)
+    # written as the nightly flow writes it (store.stage_run's writer: zstd, its row-group size)
+    store._write_parquet(requests, run_dir / "requests.parquet")
+    del requests
+    con.execute(f"""
+        COPY (SELECT 'bench-load' AS run_id, 'cell-' || c AS cell_id, 'dep' AS deployment_id, 'dep-0' AS instance_id,
+                     'vllm' AS engine, 'qwen' AS model, 'chat' AS workload_id, 'closed' AS load_kind,
+                     4 AS concurrency, 0 AS repeat, 285 AS requests_planned, 0 AS warmup_requests,
+                     TIMESTAMPTZ '2026-01-01 02:00:00+00' AS started_at, 11000000000::BIGINT AS wall_ns
+              FROM range({(rows + 284) // 285}) t(c))
+        TO '{run_dir / "cells.parquet"}' (FORMAT parquet)
+    """)
+    for table in set(store.TABLES_IN_LOAD_ORDER) - {"runs", "cells", "requests"}:  # empty: nothing to load
+        con.execute(f"COPY (SELECT NULL::VARCHAR AS run_id LIMIT 0) TO '{run_dir / (table + '.parquet')}' (FORMAT parquet)")
+    (run_dir / "run.json").write_text(json.dumps({
+        "run_id": "bench-load", "matrix_name": "bench", "matrix_path": "bench.yaml", "matrix_sha256": "0" * 64,
+        "started_at": "2026-01-01T02:00:00+00:00", "status": "completed"}))
+    con.close()
+
+
+def build_big_warehouse(path: Path, rows: int, nights: int) -> dict:
+    """`nights` runs x 96 cells (4 instances x 2 workloads x 4 concurrencies x 3 repeats), `rows` requests."""
+    con = connect(path)
+    per_night = rows // nights
+    cells_per_night = len(INSTANCES) * len(WORKLOADS) * len(CONCURRENCY) * REPEATS
+    per_cell = max(1, per_night // cells_per_night)
+    con.execute(f"""
+        INSERT INTO runs (run_id, matrix_name, matrix_path, matrix_sha256, started_at, finished_at, status, slo_ttft_ms, slo_tpot_ms)
+        SELECT 'night-' || lpad(n::VARCHAR, 4, '0'), 'bench', 'bench.yaml', repeat('0', 64),
+               TIMESTAMPTZ '2025-01-01 02:00:00+00' + to_days(n::INTEGER), TIMESTAMPTZ '2025-01-01 04:00:00+00' + to_days(n::INTEGER),
+               'completed', 300, 40
+        FROM range({nights}) t(n)
+    """)
+    con.execute("CREATE TEMP TABLE inst AS SELECT * FROM (VALUES " + ", ".join(
+        f"({k}, '{i}', '{e}', '{d}')" for k, (i, e, d) in enumerate(INSTANCES)) + ") t(k, instance_id, engine, deployment_id)")
+    con.execute(f"""
+        INSERT INTO cells BY NAME
+        SELECT 'night-' || lpad(n::VARCHAR, 4, '0') AS run_id,
+               instance_id || '.' || w || '.c' || conc || '.r' || r AS cell_id, deployment_id, instance_id, engine,
+               'qwen' AS model, w AS workload_id, 'closed' AS load_kind, 'closed' AS arrival, conc AS concurrency,
+               r AS repeat, {per_cell} AS requests_planned, 0 AS warmup_requests,
+               TIMESTAMPTZ '2025-01-01 02:00:00+00' + to_days(n::INTEGER) AS started_at,
+               (10 + hash(n, instance_id, w, conc, r) % 5)::BIGINT * 1000000000 AS wall_ns
+        FROM range({nights}) t(n), inst, unnest({list(WORKLOADS)}) u(w), unnest({list(CONCURRENCY)}) c(conc), range({REPEATS}) rr(r)
+    """)
+    # A pool of stored chunk lists (µs gaps: the first from sent_at, then between chunks).
+    con.execute(f"""
+        CREATE TEMP TABLE pool AS
+        WITH p AS (SELECT j, (64 + hash(j, 3) % 193)::INTEGER AS n, {timing_sql('j')}
+                   FROM range(100000) t(j))
+        SELECT j, list_transform(range(n), lambda k: (CASE WHEN k = 0 THEN ttft_ns
+                   ELSE itl_ns + ((hash(j, k) % 600)::BIGINT - 300) * itl_ns // 1000
+                        + CASE WHEN hash(j, k, 5) % 100 = 0 THEN 4 * itl_ns ELSE 0 END END) // 1000)::INTEGER[] AS gaps
+        FROM p
+    """)
+    con.execute("CREATE TEMP TABLE pool2 AS SELECT j, gaps, len(gaps) AS n, list_sum(gaps) AS total_us FROM pool")
+    con.execute(f"""
+        CREATE TEMP TABLE cell_list AS
+        SELECT row_number() OVER (ORDER BY run_id, cell_id) - 1 AS ci, run_id, cell_id, deployment_id, instance_id, engine
+        FROM cells
+    """)
+    n_cells = con.execute("SELECT count(*) FROM cell_list").fetchall()[0][0]
+    con.execute(f"""
+        INSERT INTO requests BY NAME
+        SELECT c.run_id, c.cell_id, c.cell_id || '#' || (i % {per_cell}) AS request_id, 'p' || (i % 40) AS prompt_id,
+               c.engine, 'qwen' AS model, c.deployment_id, c.instance_id, 256 AS max_tokens,
+               TIMESTAMPTZ '2025-01-01 02:00:00+00' AS cell_started_at,
+               (i % {per_cell}) * 30000000 AS scheduled_at, (i % {per_cell}) * 30000000 + 100000 AS sent_at,
+               (i % {per_cell}) * 30000000 + 100000 + p.gaps[1] * 1000 - 500000 AS first_chunk_at,
+               (i % {per_cell}) * 30000000 + 100000 + p.gaps[1] * 1000 AS first_token_at,
+               (i % {per_cell}) * 30000000 + 100000 + p.total_us * 1000 AS last_token_at,
+               (i % {per_cell}) * 30000000 + 100000 + p.total_us * 1000 + 200000 AS done_at,
+               p.gaps AS chunk_times, 500 AS prompt_tokens, p.n AS completion_tokens,
+               CASE WHEN hash(i, 9) % 200 = 0 THEN 'timeout' ELSE 'ok' END AS status
+        FROM range({n_cells * per_cell}) t(i)
+        JOIN cell_list c ON c.ci = i // {per_cell}
+        JOIN pool2 p ON p.j = (hash(i, 8) % 100000)::BIGINT
+    """)
+    con.execute("CHECKPOINT")
+    total = con.execute("SELECT count(*), sum(len(chunk_times)) FROM requests").fetchall()[0]
+    con.close()
+    return {"requests": total[0], "chunk_values": int(total[1]), "cells": n_cells, "nights": nights,
+            "file_mb": round(path.stat().st_size / 1e6)}
+
+
+# ------------------------------------------------------------------ measurements
+
+
+def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
+    run_dir = tmp / "staged"
+    t = time.perf_counter()
+    make_staged_run(run_dir, rows)
+    gen_s = time.perf_counter() - t
+    staged_mb = (run_dir / "requests.parquet").stat().st_size / 1e6
+
+    def fresh(name: str, target: int | None = None) -> duckdb.DuckDBPyConnection:
+        path = tmp / f"{name}.duckdb"
+        for p in (path, Path(str(path) + ".wal")):
+            p.unlink(missing_ok=True)
+        if target is None:
+            return connect(path)
+        con = duckdb.connect(str(path), config={"threads": CORES})
+        schema.migrate(con, target=target)
+        return con
+
+    sizes = {}
+
+    def ours(con):
+        # store.load_run as the nightly flow calls it: read, convert chunk lists, one transaction
+        counts = store.load_run(con, run_dir)
+        con.close()
+        sizes["ours"] = (tmp / "load.duckdb").stat().st_size
+        return counts["requests"]
+
+    def old_storage(con):
+        # the load as it was before migration 0003: BIGINT[] ns offsets straight from the Parquet
+        con.execute("BEGIN")
+        con.execute("INSERT INTO requests BY NAME SELECT * FROM read_parquet(?)", [str(run_dir / "requests.parquet")])
+        con.execute("COMMIT")
+        con.close()
+        sizes["old"] = (tmp / "old.duckdb").stat().st_size
+
+    from warehouse.chunks import to_stored
+
+    sample = to_stored(pq.read_table(run_dir / "requests.parquet").slice(0, naive_rows))
+    names = sample.column_names
+    sample_rows = [tuple(r[n] for n in names) for r in sample.to_pylist()]
+
+    def row_by_row(con):
+        con.execute("BEGIN")
+        con.executemany(f"INSERT INTO requests ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})", sample_rows)
+        con.execute("COMMIT")
+        con.close()
+
+    load_s, load_all, loaded = timed(ours, repeats, lambda: fresh("load"))
+    old_s, old_all, _ = timed(old_storage, repeats, lambda: fresh("old", target=2))
+    naive_s, _, _ = timed(row_by_row, 1, lambda: fresh("naive"))
+    naive_extrapolated = naive_s / naive_rows * rows
+    return {
+        "rows": loaded, "staged_parquet_mb": round(staged_mb), "generate_s": round(gen_s, 1),
+        "load_s": load_s, "load_runs_s": load_all,
+        "old_storage_s": old_s, "old_storage_runs_s": old_all,
+        "row_by_row_s_for_sample": naive_s, "row_by_row_rows": naive_rows,
+        "row_by_row_extrapolated_s": naive_extrapolated,
+        "file_mb_ours": round(sizes["ours"] / 1e6), "file_mb_old_storage": round(sizes["old"] / 1e6),
+    }
+
+
+SUMMARY_CELLS = """SELECT run_id, cell_id, engine, model, workload_id, concurrency, repeat, requests, ok, failed,
+    output_throughput_tps, request_throughput_rps, goodput_rps,
+    ttft_ms_mean, ttft_ms_p50, ttft_ms_p90, ttft_ms_p95, ttft_ms_p99,
+    tpot_ms_mean, tpot_ms_p50, tpot_ms_p90, tpot_ms_p95, tpot_ms_p99,
+    e2e_ms_mean, e2e_ms_p50, e2e_ms_p90, e2e_ms_p95, e2e_ms_p99 FROM v_cells"""
+SUMMARY_NIGHTLY = """SELECT run_id, night, engine, model, workload_id, concurrency, repeats, requests, ok,
+    output_throughput_tps, output_throughput_tps_min, output_throughput_tps_max, goodput_rps,
+    ttft_ms_p50, ttft_ms_p90, ttft_ms_p95, ttft_ms_p99, tpot_ms_p50, tpot_ms_p95, tpot_ms_p99,
+    e2e_ms_p50, e2e_ms_p95, e2e_ms_p99 FROM v_nightly"""
+
+
+def bench_queries(path: Path, repeats: int, nights: int) -> dict:
+    import polars as pl
+
+    from warehouse import stats
+    from warehouse.transforms import summarize_run
+
+    con = connect(path, read_only=True)
+    night = con.execute("SELECT max(run_id) FROM runs").fetchall()[0][0]
+    out: dict[str, object] = {}
+
+    def q(sql, params=None):
+        return lambda: con.execute(sql, params or []).fetchall()
+
+    out["v_cells_s"], out["v_cells_runs_s"], res = timed(q(SUMMARY_CELLS), repeats)
+    out["v_cells_rows"] = len(res)
+    out["v_nightly_s"], out["v_nightly_runs_s"], res = timed(q(SUMMARY_NIGHTLY), repeats)
+    out["v_nightly_rows"] = len(res)
+
+    # one night's ITL percentiles from its chunk lists: pooled per instance, and per cell via v_cells
+    itl_night = """SELECT instance_id, quantile_cont(gap, [0.5, 0.9, 0.95, 0.99]) FROM (
+        SELECT instance_id, unnest(chunk_times[2:]) / 1e3 AS gap FROM requests WHERE run_id = ? AND status = 'ok')
+        GROUP BY instance_id"""
+    out["itl_night_s"], out["itl_night_runs_s"], _ = timed(q(itl_night, [night]), repeats)
+    out["itl_night_v_cells_s"], _, _ = timed(q("SELECT cell_id, itl_ms_p50, itl_ms_p90, itl_ms_p95, itl_ms_p99 "
+                                               "FROM v_cells WHERE run_id = ?", [night]), repeats)
+    out["itl_night_values"] = con.execute("SELECT sum(len(chunk_times) - 1) FROM requests WHERE run_id = ?",
+                                          [night]).fetchall()[0][0]
+
+    # the report's queries
+    report = {
+        "report: summarize_run (polars, one night)": lambda: summarize_run(con, night),
+        "report: v_cells of one night (all columns, ITL included)": q("SELECT * FROM v_cells WHERE run_id = ?", [night]),
+        "report: v_comparison of one night": q("SELECT * FROM v_comparison WHERE run_id = ?", [night]),
+        "report: TTFT p95 trend of one engine, last 30 nights": q(
+            "SELECT night, workload_id, concurrency, ttft_ms_p95 FROM v_nightly WHERE engine = 'sglang' "
+            "AND night >= (SELECT max(night) FROM v_nightly) - 30"),
+        "report: regressions over 60 nights (stats.nightly_regressions)": lambda: stats.nightly_regressions(con, "ttft_ms_p95"),
+        "report: failures of the last 30 nights": q(
+            "SELECT run_id, status, error_class, count(*) FROM requests WHERE status <> 'ok' AND run_id >= "
+            "(SELECT min(run_id) FROM (SELECT run_id FROM runs ORDER BY run_id DESC LIMIT 30)) GROUP BY ALL"),
+    }
+    out["report"] = {name: timed(fn, repeats)[0] for name, fn in report.items()}
+
+    # naive: the same per-cell summary in pandas, from the per-request metrics
+    def pandas_cells():
+        df = con.sql("SELECT run_id, cell_id, status, completion_tokens, ttft_ms, tpot_ms, e2e_ms FROM v_requests").df()
+        ok = df[df["status"] == "ok"]
+        g = ok.groupby(["run_id", "cell_id"])
+        parts = [g.size().rename("ok"), g["completion_tokens"].sum()]
+        for m in ("ttft_ms", "tpot_ms", "e2e_ms"):
+            parts.append(g[m].mean().rename(f"{m}_mean"))
+            parts.append(g[m].quantile([0.5, 0.9, 0.95, 0.99]).unstack().add_prefix(f"{m}_"))
+        import pandas as pd
+
+        return pd.concat(parts, axis=1)
+
+    out["pandas_cells_s"], _, _ = timed(pandas_cells, 1)
+
+    def pandas_itl():
+        df = con.sql("SELECT instance_id, chunk_times FROM requests WHERE run_id = ? AND status = 'ok'",
+                     params=[night]).df()
+        df["itl"] = df["chunk_times"].map(lambda g: g[1:])
+        e = df[["instance_id", "itl"]].explode("itl")
+        e["itl"] = e["itl"].astype(float) / 1e3
+        return e.groupby("instance_id")["itl"].quantile([0.5, 0.9, 0.95, 0.99])
+
+    out["pandas_itl_night_s"], _, _ = timed(pandas_itl, 1)
+    con.close()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="request rows of the load benchmark (default 1,000,000)")
+    ap.add_argument("--summary-rows", type=int, default=10_000_000, help="request rows of the big warehouse (default 10,000,000)")
+    ap.add_argument("--nights", type=int, default=365, help="nights (runs) of the big warehouse (default 365)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure; the median is reported (default 3)")
+    ap.add_argument("--naive-rows", type=int, default=2000, help="rows inserted one by one for the naive load (default 2,000)")
+    ap.add_argument("--tmp", help="scratch folder (default: a new one under $TMPDIR, removed at the end)")
+    ap.add_argument("--json", help="also write the figures as JSON here")
+    ap.add_argument("--skip-load", action="store_true")
+    ap.add_argument("--skip-queries", action="store_true")
+    args = ap.parse_args(argv)
+
+    import pyarrow as pa
+
+    pa.set_cpu_count(CORES)
+    tmp = Path(args.tmp or tempfile.mkdtemp(prefix="bakeoff-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    result: dict[str, object] = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+        "cpus": os.cpu_count(), "cores_used": CORES, "duckdb": duckdb.__version__, "args": vars(args),
+    }
+    try:
+        if not args.skip_load:
+            print(f"load: generating a staged run of {args.rows:,} requests ...", flush=True)
+            result["load"] = bench_load(tmp, args.rows, args.repeats, args.naive_rows)
+            for f in tmp.glob("*.duckdb*"):
+                f.unlink()
+            shutil.rmtree(tmp / "staged", ignore_errors=True)
+            print(json.dumps(result["load"], indent=1), flush=True)
+        if not args.skip_queries:
+            print(f"queries: building a warehouse of {args.summary_rows:,} requests over {args.nights} nights ...", flush=True)
+            t = time.perf_counter()
+            big = tmp / "big.duckdb"
+            result["big"] = build_big_warehouse(big, args.summary_rows, args.nights)
+            result["big"]["build_s"] = round(time.perf_counter() - t, 1)
+            print(json.dumps(result["big"]), flush=True)
+            result["queries"] = bench_queries(big, args.repeats, args.nights)
+            print(json.dumps(result["queries"], indent=1), flush=True)
+    finally:
+        if not args.tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(render(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def render(r: dict) -> str:
+    lines = [f"| what | median of {r['args']['repeats']} | target | naive path, same run |", "|---|---|---|---|"]
+    if "load" in r:
+        ld = r["load"]
+        lines.append(
+            f"| load {ld['rows']:,} requests (staged Parquet {ld['staged_parquet_mb']} MB -> `store.load_run`), "
+            f"file {ld['file_mb_ours']} MB | {ld['load_s']:.2f} s | < {TARGETS['load']:g} s | "
+            f"pre-0003 storage (BIGINT[] ns): {ld['old_storage_s']:.2f} s, {ld['file_mb_old_storage']} MB "
+            f"({ld['old_storage_s'] / ld['load_s']:.1f}x); row by row: {ld['row_by_row_extrapolated_s']:,.0f} s "
+            f"extrapolated from {ld['row_by_row_rows']:,} rows ({ld['row_by_row_extrapolated_s'] / ld['load_s']:,.0f}x) |")
+    if "queries" in r:
+        b, qq = r["big"], r["queries"]
+        size = f"{b['requests']:,} requests / {b['nights']} nights / {b['chunk_values'] / 1e9:.2f} G chunk values, {b['file_mb']:,} MB"
+        lines.append(f"| `v_cells`, every cell ({qq['v_cells_rows']:,} rows; {size}) | {qq['v_cells_s']:.2f} s | "
+                     f"< {TARGETS['v_cells']:g} s | pandas from v_requests: {qq['pandas_cells_s']:.1f} s "
+                     f"({qq['pandas_cells_s'] / qq['v_cells_s']:.1f}x) |")
+        lines.append(f"| `v_nightly`, every night x configuration ({qq['v_nightly_rows']:,} rows) | {qq['v_nightly_s']:.2f} s | "
+                     f"< {TARGETS['v_nightly']:g} s | |")
+        lines.append(f"| one night's ITL percentiles from its chunk lists ({qq['itl_night_values']:,} gaps), "
+                     f"per instance | {qq['itl_night_s']:.2f} s | < {TARGETS['itl_night']:g} s | pandas explode: "
+                     f"{qq['pandas_itl_night_s']:.1f} s ({qq['pandas_itl_night_s'] / qq['itl_night_s']:.0f}x) |")
+        lines.append(f"| the same, per cell through `v_cells` | {qq['itl_night_v_cells_s']:.2f} s | < {TARGETS['itl_night']:g} s | |")
+        for name, s in qq["report"].items():
+            lines.append(f"| {name} | {s:.2f} s | < {TARGETS['report']:g} s | |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
