@@ -66,9 +66,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         except KeyError:
             raise BadInput(f"--run: no run {run_id!r} in the warehouse (see `bakeoff sql \"select run_id from runs\"`)")
     out = Path(args.out or Path(".bakeoff/reports") / run_id)
-    from flows.nightly import _run_info  # noqa: PLC0415 (keeps one definition of the header)
+    from tasks.runs import run_info
 
-    paths = render_report(summary, metrics, out, title=f"bakeoff: {run['matrix_name']}", run_info=_run_info(run))
+    paths = render_report(summary, metrics, out, title=f"bakeoff: {run['matrix_name']}", run_info=run_info(run))
     print(paths["html"])
     return 0
 

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks import telemetry
+from tasks.engine_metrics import scrape
 from tasks.engines import LaunchSpec, adapter_for
-from tasks.images import ImageSpec, docker_client
+from tasks.images import docker_client, image_spec
 from tasks.launchers.docker import DockerInstance
 from tasks.launchers.process import DeploymentFailed, ProcessInstance, free_port, log_tail
 from tasks.loadgen import Target
-from tasks.matrix import Matrix, MatrixError, Model, PlannedInstance, Workload, plan
-from tasks.planner import MemoryPlan, sglang_fraction_for
+from tasks.matrix import Cell, Group, Matrix, MatrixError, Model, PlannedInstance, plan
+from tasks.planner import MemoryPlan, plan_group, sglang_fraction_for
 
 log = logging.getLogger("bakeoff.deploy")
 
@@ -60,6 +61,10 @@ class InstanceHandle:
 
     def pid(self) -> int | None:
         return self.process.pid() if self.process is not None else None
+
+    def scrape_metrics(self, run_id: str, cell_id: str, phase: str) -> list[dict]:
+        return scrape(self.target.base_url, self.metrics_path, run_id=run_id, cell_id=cell_id,
+                      instance_id=self.target.instance_id, phase=phase)
 
     def check_alive(self) -> bool:
         """After a cell: an engine that died under load is recorded as crashed_mid_run (its requests
@@ -188,6 +193,36 @@ def _secrets(engine) -> dict[str, str]:
     return {name: os.environ[name] for name in engine.secret_env if name in os.environ}
 
 
+def deploy_group(matrix: Matrix, group: Group, *, run_id: str, run_dir: Path, base_dir: Path,
+                 images: dict[str, str], start=None) -> tuple[dict[str, InstanceHandle], list[dict]]:
+    """Start a group's instances one at a time in the planner's order, each after the previous one is
+    healthy. Returns the handles of those that started and a deployments row for every instance.
+    `start` is how to launch one (the flow passes its Prefect task, with retries)."""
+    start = start or launch_instance
+    total = free = None
+    try:  # plan against the real card when there is one
+        card = telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0)
+        total, free = card.memory_total_bytes, card.memory_free_bytes
+    except telemetry.NvmlUnavailable:
+        pass
+    memory = {m.instance_id: m for m in plan_group(matrix, group, total_bytes=total, free_bytes=free)}
+    handles: dict[str, InstanceHandle] = {}
+    rows: list[dict] = []
+    for position, planned in enumerate(sorted(group.instances, key=lambda p: memory[p.instance_id].start_order)):
+        mem = memory[planned.instance_id]
+        try:
+            if matrix.engines[planned.engine_name].build is not None and planned.engine_name not in images:
+                raise DeploymentFailed("image_build_failed", f"the image of engine {planned.engine_name} did not build")
+            handle = start(matrix, planned, start_order=position, run_id=run_id, run_dir=run_dir,
+                           base_dir=base_dir, images=images, memory=mem)
+        except Exception as exc:  # a failed start is a result: record it, go on with the night
+            rows.append(failed_row(matrix, planned, start_order=position, run_id=run_id, exc=exc, memory=mem))
+            continue
+        handles[planned.instance_id] = handle
+        rows.append(handle.row)
+    return handles, rows
+
+
 def failed_row(matrix: Matrix, planned: PlannedInstance, *, start_order: int, run_id: str, exc: Exception,
                memory: MemoryPlan | None = None) -> dict:
     row = _row(matrix, planned, start_order, run_id, memory)
@@ -198,8 +233,17 @@ def failed_row(matrix: Matrix, planned: PlannedInstance, *, start_order: int, ru
     return row
 
 
-def request_extras(matrix: Matrix, planned: PlannedInstance, workload: Workload) -> dict:
-    return adapter_for(matrix.engines[planned.engine_name].kind).request_extras(workload)
+def request_extras_for(matrix: Matrix, cell: Cell) -> dict:
+    """The engine-specific request fields of a cell (its instance's engine, its workload)."""
+    planned = next(p for g in plan(matrix) for p in g.instances if p.instance_id == cell.instance_id)
+    engine = matrix.engines[planned.engine_name]
+    workload = next(w for w in matrix.workloads if w.id == cell.workload_id)
+    return adapter_for(engine.kind).request_extras(workload)
+
+
+def engine_pids(handles: dict[str, InstanceHandle]) -> dict[str, int]:
+    """instance id -> the pid whose memory and CPU the telemetry samples (process or container)."""
+    return {i: pid for i, h in handles.items() if (pid := h.pid())}
 
 
 def _row(matrix: Matrix, planned: PlannedInstance, start_order: int, run_id: str, memory: MemoryPlan | None = None) -> dict:
@@ -260,10 +304,3 @@ def preflight(matrix: Matrix, base_dir: Path) -> None:
                 model_path = resolve_model_path(model, base_dir)
             adapter.launch_spec(engine, planned.spec, model_path, "preflight", planned.spec.port or 1)
 
-
-def image_spec(build, base_dir: Path) -> ImageSpec:
-    def here(path: str) -> Path:
-        p = Path(os.path.expandvars(path)).expanduser()
-        return p if p.is_absolute() else base_dir / p
-
-    return ImageSpec(build.name, here(build.dockerfile), dict(build.args), {k: here(v) for k, v in build.files.items()})

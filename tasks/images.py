@@ -152,6 +152,41 @@ def _row(run_id: str, spec: ImageSpec, tag: str, status: str, attempts: int, sec
     }
 
 
+def image_spec(build, base_dir: Path) -> ImageSpec:
+    """A matrix `build` section as an ImageSpec; paths relative to the matrix file, $VARS and ~ expanded."""
+    def here(path: str) -> Path:
+        p = Path(os.path.expandvars(path)).expanduser()
+        return p if p.is_absolute() else base_dir / p
+
+    return ImageSpec(build.name, here(build.dockerfile), dict(build.args), {k: here(v) for k, v in build.files.items()})
+
+
+def build_engine_images(matrix, *, run_id: str, log_dir: Path, base_dir: Path) -> tuple[dict[str, str], list[dict]]:
+    """Build the images of the matrix's docker engines (skipped when the tag exists), after removing
+    containers an earlier crashed run left behind. Returns (engine name -> image tag, builds rows);
+    an engine whose build failed has no tag, and its instances are recorded as image_build_failed."""
+    from tasks.launchers.docker import remove_leftovers
+
+    docker_engines = {n: e for n, e in matrix.engines.items() if e.launcher == "docker"}
+    if not docker_engines:
+        return {}, []
+    client = docker_client()
+    remove_leftovers(client)
+    tags, rows = {}, []
+    for name, engine in docker_engines.items():
+        if engine.build is None:
+            continue
+        try:
+            row = build_image(client, image_spec(engine.build, base_dir), run_id=run_id, log_dir=log_dir)
+            tags[name] = row["image"]
+        except BuildFailed as exc:
+            row = exc.row
+            log.error("engine %s: image build failed: %s", name, exc)
+        if row["image"] not in {r["image"] for r in rows}:  # two engines may share one image
+            rows.append(row)
+    return tags, rows
+
+
 def docker_client():
     """The docker SDK client, or a one-line reason why there is none."""
     import docker

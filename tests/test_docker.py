@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tasks import images
-from tasks.launchers.docker import LABEL, remove_leftovers
+from tasks.launchers.docker import LABEL, OWNER_HOST, OWNER_PID, remove_leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.docker
@@ -24,8 +24,9 @@ ENTRYPOINT ["/bin/sh", "-c", "echo 'loading model...'; echo 'RuntimeError: Not e
 """
 
 
-def bakeoff_containers(client) -> list[str]:
-    return [c.name for c in client.containers.list(all=True, filters={"label": f"{LABEL}=true"})]
+def bakeoff_containers(client, run_id: str | None = None) -> list[str]:
+    label = f"bakeoff.run_id={run_id}" if run_id else f"{LABEL}=true"
+    return [c.name for c in client.containers.list(all=True, filters={"label": label})]
 
 
 def test_build_is_skipped_when_the_content_hash_tag_exists(docker_client, base_image, tmp_path):
@@ -58,12 +59,28 @@ def test_a_dockerfile_error_fails_at_once_without_retry(docker_client, base_imag
 
 
 def test_leftovers_of_a_crashed_run_are_removed(docker_client, base_image):
-    docker_client.containers.run(base_image, ["sleep", "300"], detach=True, name="bakeoff-test-leftover",
-                                 labels={LABEL: "true", "bakeoff.run_id": "crashed"}, network_mode="host")
-    assert "bakeoff-test-leftover" in bakeoff_containers(docker_client)
-    removed = remove_leftovers(docker_client)
-    assert "bakeoff-test-leftover" in removed
-    assert "bakeoff-test-leftover" not in bakeoff_containers(docker_client)
+    import os
+    import socket
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs: the owner of a crashed run
+    host = socket.gethostname()
+    owners = {"bakeoff-test-leftover": str(gone.pid), "bakeoff-test-live": str(os.getpid())}
+    for name, pid in owners.items():
+        docker_client.containers.run(base_image, ["sleep", "300"], detach=True, name=name, network_mode="host",
+                                     labels={LABEL: "true", OWNER_HOST: host, OWNER_PID: pid, "bakeoff.run_id": name})
+    try:
+        removed = remove_leftovers(docker_client)
+        assert "bakeoff-test-leftover" in removed
+        assert "bakeoff-test-leftover" not in bakeoff_containers(docker_client)
+        assert "bakeoff-test-live" in bakeoff_containers(docker_client)  # its owner (this test) still runs
+    finally:
+        for name in owners:
+            try:
+                docker_client.containers.get(name).remove(force=True)
+            except Exception:
+                pass
 
 
 def test_the_night_in_containers(docker_client, base_image, llama_server, smollm2, tmp_path, prefect_server):
@@ -102,7 +119,7 @@ def test_the_night_in_containers(docker_client, base_image, llama_server, smollm
     warehouse = tmp_path / "wh.duckdb"
     result = nightly(matrix_path=str(path), warehouse=str(warehouse), runs_dir=str(tmp_path / "runs"))
 
-    assert bakeoff_containers(docker_client) == [], "teardown must leave no bakeoff container"
+    assert bakeoff_containers(docker_client, result["run_id"]) == [], "teardown must leave no bakeoff container"
     with store.opened(warehouse, read_only=True) as con:
         deps = {r[0]: r[1:] for r in con.execute(
             "SELECT deployment_id, started, failure_class, log_excerpt, image, memory_flag FROM deployments").fetchall()}

@@ -40,17 +40,18 @@ def small_matrix(tmp_path: Path, llama_server: Path, smollm2: Path, *, broken_mo
     return path
 
 
-def engine_processes(binary: Path) -> list[int]:
-    """Live processes running this binary (argv[0]; a shell that merely names it does not count)."""
+def engine_processes(binary: Path, model: Path) -> list[int]:
+    """Live processes running this binary (argv[0]; a shell that merely names it does not count) on
+    this checkout's model file (another checkout's test run may be serving its own at the same time)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                argv0 = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+                argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
                 state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
             except (OSError, IndexError):
                 continue
-            if argv0 == str(binary) and state != "Z":
+            if argv[0] == str(binary) and str(model) in argv and state != "Z":
                 pids.append(int(proc.name))
     return pids
 
@@ -65,7 +66,7 @@ def test_flow_end_to_end_on_the_real_engine(tmp_path, llama_server, smollm2, pre
     warehouse = tmp_path / "wh.duckdb"
     result = nightly(matrix_path=str(matrix), warehouse=str(warehouse), runs_dir=str(tmp_path / "runs"))
 
-    assert engine_processes(llama_server) == [], "teardown must leave no engine process"
+    assert engine_processes(llama_server, smollm2) == [], "teardown must leave no engine process"
     with store.opened(warehouse, read_only=True) as con:
         rows = con.execute(
             "SELECT status, max_tokens, completion_tokens, prompt_tokens, len(chunk_times), engine "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,8 @@ from tasks.launchers.process import DeploymentFailed
 log = logging.getLogger("bakeoff.docker")
 
 LABEL = "bakeoff.managed"
+# Which process started a container: a later run removes only containers whose owner is gone.
+OWNER_HOST, OWNER_PID = "bakeoff.owner_host", "bakeoff.owner_pid"
 _LIVE: set["DockerInstance"] = set()
 
 
@@ -55,7 +59,7 @@ class DockerInstance:
             command=self.spec.argv,
             name=self.name,
             detach=True,
-            labels={LABEL: "true", **self.labels},
+            labels={LABEL: "true", OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid()), **self.labels},
             environment=self.spec.env,
             network_mode=self.network,
             ipc_mode="host" if self.gpu_index is not None else None,  # NCCL/torch shared memory
@@ -146,11 +150,24 @@ class DockerInstance:
         self.container = None
 
 
-def remove_leftovers(client, *, except_run: str | None = None) -> list[str]:
-    """Remove bakeoff containers an earlier (crashed) run left behind; returns their names."""
+def _owner_alive(labels: dict) -> bool:
+    if labels.get(OWNER_HOST) != socket.gethostname():
+        return False  # started from another host (or an old label): nobody here looks after it
+    try:
+        os.kill(int(labels.get(OWNER_PID, "0")), 0)
+        return True
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+
+
+def remove_leftovers(client) -> list[str]:
+    """Remove bakeoff containers left behind by a run that crashed (their owner process is gone);
+    a container of a bakeoff still running on this host is left alone. Returns the names removed."""
     removed = []
     for container in client.containers.list(all=True, filters={"label": f"{LABEL}=true"}):
-        if except_run and container.labels.get("bakeoff.run_id") == except_run:
+        if _owner_alive(container.labels):
             continue
         container.remove(force=True)
         removed.append(container.name)
