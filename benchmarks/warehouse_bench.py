@@ -66,6 +66,7 @@ CORES = len(os.sched_getaffinity(0))
 def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     con = store.connect(path, read_only=read_only)
     con.execute(f"SET threads = {CORES}")
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
@@ -280,6 +281,9 @@ def bench_queries(path: Path, repeats: int, nights: int) -> dict:
     con = connect(path, read_only=True)
     night = con.execute("SELECT max(run_id) FROM runs").fetchall()[0][0]
     out: dict[str, object] = {}
+    # as a report would: find the last 30 nights in `runs` (tiny), then filter the views on run_id
+    cutoff_30, cutoff_night = con.execute(
+        "SELECT min(run_id), min(started_at)::DATE FROM (SELECT * FROM runs ORDER BY started_at DESC LIMIT 30)").fetchall()[0]
 
     def q(sql, params=None):
         return lambda: con.execute(sql, params or []).fetchall()
@@ -306,7 +310,10 @@ def bench_queries(path: Path, repeats: int, nights: int) -> dict:
         "report: v_comparison of one night": q("SELECT * FROM v_comparison WHERE run_id = ?", [night]),
         "report: TTFT p95 trend of one engine, last 30 nights": q(
             "SELECT night, workload_id, concurrency, ttft_ms_p95 FROM v_nightly WHERE engine = 'sglang' "
-            "AND night >= (SELECT max(night) FROM v_nightly) - 30"),
+            "AND run_id >= ?", [cutoff_30]),
+        "report: the same, filtered on night instead of run_id": q(
+            "SELECT night, workload_id, concurrency, ttft_ms_p95 FROM v_nightly WHERE engine = 'sglang' "
+            "AND night >= ?::DATE", [cutoff_night]),
         "report: regressions over 60 nights (stats.nightly_regressions)": lambda: stats.nightly_regressions(con, "ttft_ms_p95"),
         "report: failures of the last 30 nights": q(
             "SELECT run_id, status, error_class, count(*) FROM requests WHERE status <> 'ok' AND run_id >= "

@@ -35,6 +35,8 @@ def test_round_trip_gives_offsets_floored_to_the_microsecond():
 def test_the_load_stores_gaps(tmp_path, warehouse):
     store.load_run(warehouse, stage(tmp_path, [record(0, sent_ms=5.5, chunks_ms=(10, 21.999, 30))], [cell_row()]))
     assert warehouse.execute("SELECT chunk_times FROM requests").fetchall() == [([4_500, 11_999, 8_001],)]
+    # the load relaxes insertion order for speed, and puts the setting back
+    assert warehouse.execute("SELECT current_setting('preserve_insertion_order')").fetchall() == [(True,)]
 
 
 def test_a_gap_too_large_for_int32_is_refused_with_a_clear_message(tmp_path, warehouse):
@@ -42,3 +44,4 @@ def test_a_gap_too_large_for_int32_is_refused_with_a_clear_message(tmp_path, war
     with pytest.raises(store.WarehouseError, match="does not fit requests.chunk_times"):
         store.load_run(warehouse, stage(tmp_path, [huge], [cell_row()]))
     assert warehouse.execute("SELECT count(*) FROM runs").fetchall()[0][0] == 0
+    assert warehouse.execute("SELECT current_setting('preserve_insertion_order')").fetchall() == [(True,)]

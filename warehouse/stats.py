@@ -212,10 +212,15 @@ def detect_regressions(nightly: pl.DataFrame, metric: str, *, by: Sequence[str] 
     return pl.concat(parts) if parts else nightly
 
 
-def nightly_regressions(con, metric: str, *, since_nights: int = 60, **kw) -> pl.DataFrame:
-    """`detect_regressions` over v_nightly's last `since_nights` nights (read-only query)."""
+def nightly_regressions(con, metric: str, *, nights: int = 60, **kw) -> pl.DataFrame:
+    """`detect_regressions` over v_nightly's last `nights` runs (read-only query).
+
+    The runs are picked from `runs` first and v_nightly is filtered on their run_id: a filter on run_id
+    reaches the requests scan (run ids begin with the UTC start time, so the range is tight), where a
+    filter on `night` is applied after every night has been summarised."""
+    ids = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT ?", [nights]).fetchall()]
     cols = ", ".join(["run_id", "night", *CONFIG_COLUMNS, metric])
     frame = pl.from_arrow(con.sql(
-        f"SELECT {cols} FROM v_nightly WHERE night >= (SELECT max(night) FROM v_nightly) - ?::INTEGER",
-        params=[since_nights]).to_arrow_table())
+        f"SELECT {cols} FROM v_nightly WHERE run_id BETWEEN ? AND ? AND run_id = ANY(?::VARCHAR[])",
+        params=[min(ids, default=""), max(ids, default=""), ids]).to_arrow_table())
     return detect_regressions(frame, metric, **kw)

@@ -131,6 +131,17 @@ def read_staged_run(run_dir: Path) -> dict:
 def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> dict[str, int]:
     """Load one staged run in one transaction; replaces any earlier load of the same run_id.
     Returns the number of rows loaded per table."""
+    # Rows of a run need no particular order in the table (every query groups or sorts), and letting
+    # DuckDB insert out of order measured 30 % faster on a 1 M-request run; the setting is restored.
+    previous = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        return _load_run(con, run_dir)
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if previous else 'false'}")
+
+
+def _load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> dict[str, int]:
     staged = StagedRun(Path(run_dir))
     run = read_staged_run(staged.run_dir)
     run_id = run["run_id"]
