@@ -224,7 +224,6 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
         # store.load_run as the nightly flow calls it: read, convert chunk lists, one transaction
         counts = store.load_run(con, run_dir)
         con.close()
-        sizes["ours"] = (tmp / "load.duckdb").stat().st_size
         return counts["requests"]
 
     def old_storage(con):
@@ -233,7 +232,6 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
         con.execute("INSERT INTO requests BY NAME SELECT * FROM read_parquet(?)", [str(run_dir / "requests.parquet")])
         con.execute("COMMIT")
         con.close()
-        sizes["old"] = (tmp / "old.duckdb").stat().st_size
 
     from warehouse.chunks import to_stored
 
@@ -247,8 +245,18 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
         con.execute("COMMIT")
         con.close()
 
+    def settled_size(name: str) -> int:
+        # after a checkpoint, so that blocks a large transaction wrote and freed are not counted
+        con = duckdb.connect(str(tmp / f"{name}.duckdb"))
+        con.execute("CHECKPOINT")
+        used = con.execute("SELECT used_blocks * block_size FROM pragma_database_size()").fetchall()[0][0]
+        con.close()
+        return used
+
     load_s, load_all, loaded = timed(ours, repeats, lambda: fresh("load"))
+    sizes["ours"] = settled_size("load")
     old_s, old_all, _ = timed(old_storage, repeats, lambda: fresh("old", target=2))
+    sizes["old"] = settled_size("old")
     naive_s, _, _ = timed(row_by_row, 1, lambda: fresh("naive"))
     naive_extrapolated = naive_s / naive_rows * rows
     return {

@@ -10,7 +10,7 @@ The load converts inside DuckDB, in the same statement that reads the staged Par
 (`STAGED_TO_STORED`): DuckDB decodes the Parquet on every core and streams, where a pyarrow read plus a
 numpy conversion plus an Arrow insert measured about twice as long (numbers in the README). The lambda
 works on (offset, previous offset) pairs from list_zip rather than indexing the list per element,
-which measured 1.5x faster. A gap over 2^31 µs (35 min) fails the cast, and the load with it.
+which measured about 1.3x faster. A gap over 2^31 µs (35 min) fails the cast, and the load with it.
 """
 
 from __future__ import annotations
