@@ -92,33 +92,41 @@ def test_not_a_staged_run(tmp_path, warehouse):
 
 
 def test_kill_9_mid_load_leaves_the_previous_state(tmp_path, warehouse_path):
-    """A real subprocess loads a big run and is SIGKILLed in the middle; the file keeps the old state."""
+    """A real subprocess loads a run and is SIGKILLed inside the load's transaction, after every row of
+    the new run was inserted and before COMMIT; the file keeps the old state. The subprocess says when
+    it got there (a wrapper around the requests insert), so the kill does not depend on how fast the
+    machine loads."""
     con = store.connect(warehouse_path)
     store.load_run(con, stage(tmp_path / "small", [record(i) for i in range(3)], [cell_row()]))
     before = counts(con)
     con.close()
-    big = [record(i, chunks_ms=tuple(range(1, 200))) for i in range(60_000)]
+    big = [record(i, chunks_ms=tuple(range(1, 200))) for i in range(20_000)]
     big_dir = stage(tmp_path / "big", big, [cell_row()])
     script = textwrap.dedent(f"""
-        import sys; sys.path.insert(0, {str(ROOT)!r})
+        import sys, time; sys.path.insert(0, {str(ROOT)!r})
         from warehouse import store
+        insert = store._insert_requests
+        def insert_then_wait(con, path):
+            insert(con, path)
+            n = con.execute("SELECT count(*) FROM requests").fetchall()[0][0]
+            print("inserted", n, flush=True)
+            time.sleep(120)
+        store._insert_requests = insert_then_wait
         con = store.connect({str(warehouse_path)!r})
-        print("loading", flush=True)
         store.load_run(con, {str(big_dir)!r})
         print("loaded", flush=True)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "loading"
-    import time
-
-    time.sleep(0.5)
-    still_loading = proc.poll() is None
-    proc.kill()
-    proc.wait()
+    try:
+        # the new run's rows are in (visible inside its transaction), the commit has not happened
+        assert proc.stdout.readline().split() == ["inserted", str(len(big))]
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
     con = store.connect(warehouse_path)
     assert counts(con) == before, "a killed load must leave the previous state"
     con.close()
-    assert still_loading, "the load finished before the kill; make the staged run bigger"
 
 
 def test_second_writer_gets_a_busy_message(warehouse_path):

@@ -25,7 +25,7 @@ DEFAULT_CONFIDENCE = 0.95
 # Cap on the index matrix of one batch (resamples x n), ~64 MB of int64: bounds memory for big samples.
 _BATCH_CELLS = 8_000_000
 
-# Regression test defaults (README "Regression detection" says the same).
+# Regression test defaults (warehouse/README.md, "Statistics", states the same).
 REGRESSION_WINDOW = 7          # nights of history the latest night is compared with
 REGRESSION_MIN_HISTORY = 3     # fewer earlier nights: no verdict
 REGRESSION_Z = 3.0             # robust z-score beyond which a move is not noise
