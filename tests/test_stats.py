@@ -150,3 +150,26 @@ def test_nightly_regressions_reads_v_nightly(tmp_path, warehouse):
     out = stats.nightly_regressions(warehouse, "ttft_ms_p50").sort("night")
     assert out["run_id"].to_list() == [f"n{i}" for i in range(6)]
     assert out["regressed"].to_list() == [None, None, None, False, False, True]
+
+
+def test_comparison_ci_pairs_instances_like_v_comparison(tmp_path, warehouse):
+    from tests.builders import cell_row, deployment_row, record, run_row, stage
+    from warehouse import store
+
+    # vllm's TTFTs are 20 ms each, sglang's 10 ms each: the median ratio is exactly 2, interval [2, 2];
+    # llama runs at another concurrency, so it has no partner.
+    recs = [record(i, cell_id="v", deployment_id="dv", engine="vllm", chunks_ms=(20, 30)) for i in range(5)]
+    recs += [record(i, cell_id="s", deployment_id="ds", engine="sglang", chunks_ms=(10, 15)) for i in range(4)]
+    recs += [record(0, cell_id="l", deployment_id="dl", engine="llamacpp", chunks_ms=(50, 60))]
+    cells = [cell_row("v", deployment_id="dv", engine="vllm"), cell_row("s", deployment_id="ds", engine="sglang"),
+             cell_row("l", deployment_id="dl", engine="llamacpp", concurrency=8)]
+    store.load_run(warehouse, stage(tmp_path, recs, cells, run_row(),
+                                    [deployment_row(deployment_id=d) for d in ("dv", "ds", "dl")]))
+    out = stats.comparison_ci(warehouse, "run-1", "ttft_ms", "median", n_resamples=200).sort("engine_a")
+    assert out["engine_a"].to_list() == ["sglang", "vllm"] and out["engine_b"].to_list() == ["vllm", "sglang"]
+    v = out.row(1, named=True)
+    assert (v["ttft_ms_p50_ratio"], v["ci_low"], v["ci_high"], v["n_a"], v["n_b"]) == (2.0, 2.0, 2.0, 5, 4)
+    sql = warehouse.execute("SELECT ttft_p50_ratio FROM v_comparison WHERE engine_a = 'vllm'").fetchall()
+    assert sql == [(pytest.approx(2.0),)]
+    with pytest.raises(ValueError, match="metric must be one of"):
+        stats.comparison_ci(warehouse, "run-1", "ttft_ms; DROP TABLE runs")

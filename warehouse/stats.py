@@ -224,3 +224,39 @@ def nightly_regressions(con, metric: str, *, nights: int = 60, **kw) -> pl.DataF
         f"SELECT {cols} FROM v_nightly WHERE run_id BETWEEN ? AND ? AND run_id = ANY(?::VARCHAR[])",
         params=[min(ids, default=""), max(ids, default=""), ids]).to_arrow_table())
     return detect_regressions(frame, metric, **kw)
+
+
+LOAD_SHAPE_COLUMNS = ("model", "workload_id", "load_kind", "arrival", "concurrency", "rate_rps", "burstiness",
+                      "max_concurrency", "duration_limit_s")
+PER_REQUEST_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "tokens_per_s")
+
+
+def comparison_ci(con, run_id: str, metric: str = "ttft_ms", stat: str | float = "median", *,
+                  n_resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
+                  seed: int = 0) -> pl.DataFrame:
+    """v_comparison's ratios with intervals: for each pair of instances of one run on the same model,
+    workload and load shape (v_comparison's pairing, both orders), stat(a's metric) / stat(b's) over
+    their ok requests, with a percentile-bootstrap interval (`bootstrap_ratio_ci`)."""
+    if metric not in PER_REQUEST_METRICS:
+        raise ValueError(f"metric must be one of {PER_REQUEST_METRICS}, got {metric!r}")
+    shape = ", ".join(f"c.{k}" for k in LOAD_SHAPE_COLUMNS)
+    requests = pl.from_arrow(con.sql(
+        f"SELECT q.engine, q.deployment_id, q.instance_id, {shape}, q.{metric} AS value "
+        "FROM v_requests q JOIN cells c USING (run_id, cell_id) WHERE q.run_id = ? AND q.status = 'ok'",
+        params=[run_id]).to_arrow_table())
+    rows = []
+    name = _stat_name(stat)
+    for i, (key, group) in enumerate(sorted(requests.partition_by(list(LOAD_SHAPE_COLUMNS), as_dict=True).items(),
+                                            key=lambda kv: tuple((v is None, v) for v in kv[0]))):
+        by_instance = sorted(group.partition_by("deployment_id", "instance_id", as_dict=True).items())
+        for (dep_a, inst_a), a in by_instance:
+            for (dep_b, inst_b), b in by_instance:
+                if (dep_a, inst_a) == (dep_b, inst_b):
+                    continue
+                ci = bootstrap_ratio_ci(a["value"], b["value"], stat, n_resamples=n_resamples,
+                                        confidence=confidence, seed=[seed, i])
+                rows.append({**dict(zip(LOAD_SHAPE_COLUMNS, key)), "engine_a": a["engine"][0], "engine_b": b["engine"][0],
+                             "deployment_a": dep_a, "deployment_b": dep_b, "instance_a": inst_a, "instance_b": inst_b,
+                             "n_a": a.height, "n_b": b.height,
+                             f"{metric}_{name}_ratio": ci.estimate, "ci_low": ci.low, "ci_high": ci.high})
+    return pl.DataFrame(rows)
