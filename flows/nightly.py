@@ -96,6 +96,8 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
         run["validation"] = validation.to_json()
         staged = stage(run_dir, run, got.deployments, got.cells, requests_table, got.gpu_samples, got.host_samples,
                        got.builds, got.engine_metrics)
+    create_markdown_artifact(key="bakeoff-validation", markdown=validation.markdown(),
+                             description=f"validation gate of run {run_id}")
     if not validation.success:
         raise ValidationFailed(f"{validation.summary_line()} (nothing loaded; raw records kept in {run_dir})")
     counts = load(warehouse, staged.run_dir)

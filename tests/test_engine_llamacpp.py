@@ -97,16 +97,17 @@ def test_flow_end_to_end_on_the_real_engine(tmp_path, llama_server, smollm2, pre
 
     async def flow_and_task_runs():
         async with get_client() as client:
-            flow_runs = await client.read_flow_runs()
-            task_runs = await client.read_task_runs()
-            return flow_runs, task_runs
+            return await client.read_flow_runs(), await client.read_task_runs(), await client.read_artifacts()
 
     import asyncio
 
-    flow_runs, task_runs = asyncio.run(flow_and_task_runs())
+    flow_runs, task_runs, artifacts = asyncio.run(flow_and_task_runs())
     ours = [f for f in flow_runs if f.parameters.get("matrix_path") == str(matrix)]
     assert ours and ours[0].state.is_completed()
     names = {t.name.rsplit("-", 1)[0] for t in task_runs if t.flow_run_id == ours[0].id}
+    mine = {a.key: a.data for a in artifacts if a.flow_run_id == ours[0].id}
+    assert mine["bakeoff-validation"].startswith("**passed**: 8 rows")
+    assert "llamacpp-smollm2" in mine["bakeoff-report"]
     assert {"start-instance", "bench-cell", "validate", "load-warehouse", "render-report"} <= names
 
 

@@ -297,3 +297,14 @@ def test_missing_column_is_a_contract_error():
     table = records_to_arrow(valid_records()).drop_columns(["chunk_times"])
     with pytest.raises(ValueError, match="chunk_times"):
         validate_requests(table)
+
+
+def test_markdown_for_the_prefect_artifact_lists_each_failure():
+    from tests.builders import record
+
+    report = validate_requests(records_to_arrow([record(0), record(1, chunks_ms=(10, 30, 20))]))
+    text = report.markdown()
+    assert text.startswith("**FAILED**")
+    for failure in report.failures:
+        assert f"| `{failure.name}` | {failure.unexpected_count} |" in text
+    assert validate_requests(records_to_arrow([record(0)])).markdown().startswith("**passed**: 1 rows")

@@ -139,6 +139,16 @@ class ValidationReport:
             )
         return "validation failed: " + "; ".join(f.describe() for f in self.failures)
 
+    def markdown(self) -> str:
+        """The result for the Prefect UI (an artifact of the run)."""
+        head = f"**{'passed' if self.success else 'FAILED'}**: {self.row_count} rows, " \
+               f"{self.evaluated_expectations} expectations (Great Expectations {self.gx_version})"
+        if self.success:
+            return head
+        rows = "\n".join(f"| `{f.name}` | {f.unexpected_count} | {f.example_text() or f.error or ''} |"
+                         for f in self.failures)
+        return f"{head}\n\n| expectation | failing rows | examples |\n|---|---:|---|\n{rows}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "success": self.success,
