@@ -98,12 +98,14 @@ def cmd_load(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     from warehouse import store
-    from warehouse.validate import validate_requests
+    from warehouse.validate import validate_run
 
     staged = store.StagedRun(Path(args.run_dir))
     store.read_staged_run(staged.run_dir)  # a clear error when it is not a staged run
     # The same gate as the nightly flow: staged files may have been edited or come from elsewhere.
-    report = validate_requests(pq.read_table(staged.table_file("requests")))
+    report = validate_run(pq.read_table(staged.table_file("requests")),
+                          pq.read_table(staged.table_file("deployments")).to_pylist(),
+                          pq.read_table(staged.table_file("cells")).to_pylist())
     if not report.success:
         print(f"bakeoff: {report.summary_line()} (nothing loaded)", file=sys.stderr)
         return 1

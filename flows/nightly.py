@@ -20,7 +20,7 @@ from tasks.records import records_to_arrow
 from tasks.runs import Collected, new_run, run_info
 from warehouse import store
 from warehouse.transforms import summarize_run
-from warehouse.validate import validate_requests
+from warehouse.validate import validate_run
 
 # The work modules log to "bakeoff.*"; PREFECT_LOGGING_EXTRA_LOGGERS=bakeoff gives that logger Prefect's
 # handlers (console + the run's log in the UI) but not a level, so progress needs INFO here.
@@ -44,7 +44,7 @@ start_instance = task(
     retry_condition_fn=_retry_if_flaky, cache_policy=NO_CACHE,
 )
 run_cell = task(bench.run_cell, name="bench-cell", cache_policy=NO_CACHE)
-validate = task(validate_requests, name="validate", cache_policy=NO_CACHE)
+validate = task(validate_run, name="validate", cache_policy=NO_CACHE)
 stage = task(store.stage_run, name="stage-raw-records", cache_policy=NO_CACHE)
 summarize = task(summarize_run, name="summarize", cache_policy=NO_CACHE)
 report = task(render_report, name="render-report", cache_policy=NO_CACHE)
@@ -92,7 +92,7 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
         # Whatever happened, what was measured is staged on disk (a crash leaves status "failed").
         run["finished_at"] = datetime.now(timezone.utc).isoformat()
         requests_table = records_to_arrow(got.records)
-        validation = validate(requests_table)
+        validation = validate(requests_table, got.deployments, got.cells)
         run["validation"] = validation.to_json()
         staged = stage(run_dir, run, got.deployments, got.cells, requests_table, got.gpu_samples, got.host_samples,
                        got.builds, got.engine_metrics)

@@ -308,3 +308,286 @@ def test_markdown_for_the_prefect_artifact_lists_each_failure():
     for failure in report.failures:
         assert f"| `{failure.name}` | {failure.unexpected_count} |" in text
     assert validate_requests(records_to_arrow([record(0)])).markdown().startswith("**passed**: 1 rows")
+
+
+# --- validate_run: the deployments and cells suites, and the combined report --------------------
+
+from tests.builders import cell_row, deployment_row  # noqa: E402
+from warehouse.validate import validate_run  # noqa: E402
+
+COMPOUND_UNIQUE = "expect_compound_columns_to_be_unique"
+
+
+def good_deployments() -> list[dict]:
+    """Three instances: started with a memory share, failed to start (with its class and the
+    whole GPU), started with no memory_share key at all (a CPU engine)."""
+    started = {**deployment_row(deployment_id="dep-a"), "memory_share": 0.25}
+    failed = {**deployment_row(deployment_id="dep-b", started=False, failure_class="model_load_failed"),
+              "memory_share": 1.0}
+    cpu = deployment_row(deployment_id="dep-c")
+    assert "memory_share" not in cpu
+    return [started, failed, cpu]
+
+
+def good_cells() -> list[dict]:
+    """Two closed-loop cells (no rate_rps key) and one open-loop cell (a rate, no concurrency)."""
+    open_loop = {**cell_row("cell-c", concurrency=None), "load_kind": "open", "arrival": "poisson",
+                 "rate_rps": 2.5}
+    return [cell_row("cell-a"), cell_row("cell-b", concurrency=1, planned=40), open_loop]
+
+
+def _requests():
+    return records_to_arrow(valid_records())
+
+
+def test_run_with_good_rows_passes():
+    deployments, cells = good_deployments(), good_cells()
+    report = validate_run(_requests(), deployments, cells)
+    assert report.success, report.summary_line()
+    assert report.failures == []
+    assert report.table_rows == {"requests": 7, "deployments": 3, "cells": 3}
+    assert report.row_count == 7
+    # every suite ran: more expectations than the requests suite alone
+    alone = validate_requests(_requests()).evaluated_expectations
+    assert report.evaluated_expectations > alone
+    assert set(report.gx_result) == {"requests", "deployments", "cells"}
+    assert report.summary_line() == (
+        f"validation passed: 7 rows of requests, 3 of deployments, 3 of cells, "
+        f"{report.evaluated_expectations} expectations"
+    )
+    assert report.markdown().startswith("**passed**: 7 rows of requests, 3 of deployments")
+    saved = json.loads(json.dumps(report.to_json()))
+    assert saved["success"] is True
+    for table in ("deployments", "cells"):
+        assert saved["gx_result"][table]["statistics"]["unsuccessful_expectations"] == 0
+        assert saved["gx_result"][table]["statistics"]["evaluated_expectations"] > 5
+
+
+def test_run_with_empty_lists_passes():
+    report = validate_run(_requests(), [], [])
+    assert report.success, report.summary_line()
+    assert report.table_rows == {"requests": 7, "deployments": 0, "cells": 0}
+    assert report.evaluated_expectations == validate_requests(_requests()).evaluated_expectations
+    empty = validate_run(REQUEST_SCHEMA.empty_table(), [], [])
+    assert empty.success and empty.row_count == 0
+
+
+def test_run_still_checks_the_requests():
+    records = valid_records()
+    _unknown_status(records)
+    report = validate_run(records_to_arrow(records), good_deployments(), good_cells())
+    assert not report.success
+    (failure,) = report.failures
+    assert failure.table == "requests"
+    assert failure.name == f"{IN_SET}(status)"  # request failures keep their plain names
+
+
+def _dep_duplicate_key(ds):
+    ds[2]["instance_id"] = ds[0]["instance_id"]
+
+
+def _dep_null_engine(ds):
+    ds[1]["engine"] = None
+
+
+def _dep_missing_launcher_key(ds):
+    del ds[0]["launcher"]
+
+
+def _dep_null_run_id(ds):
+    ds[2]["run_id"] = None
+
+
+def _dep_null_started(ds):
+    ds[0]["started"] = None
+
+
+def _dep_started_not_a_bool(ds):
+    ds[2]["started"] = "yes"
+
+
+def _dep_failed_without_class(ds):
+    ds[1]["failure_class"] = None
+
+
+def _dep_negative_startup(ds):
+    ds[0]["startup_s"] = -0.5
+
+
+def _dep_memory_share_zero(ds):
+    ds[0]["memory_share"] = 0.0
+
+
+def _dep_memory_share_over_one(ds):
+    ds[1]["memory_share"] = 1.5
+    ds[2]["memory_share"] = 2
+
+
+DEPLOYMENT_CASES = {
+    # id: (mutation, expectation, columns, condition, failing rows, example instance_ids)
+    "duplicate (run_id, instance_id)": (
+        _dep_duplicate_key, COMPOUND_UNIQUE, ("run_id", "instance_id"), None, 2, ["dep-a-0", "dep-a-0"]),
+    "null engine": (_dep_null_engine, NOT_NULL, ("engine",), None, 1, ["dep-b-0"]),
+    "launcher key missing": (_dep_missing_launcher_key, NOT_NULL, ("launcher",), None, 1, ["dep-a-0"]),
+    "null run_id": (_dep_null_run_id, NOT_NULL, ("run_id",), None, 1, ["dep-c-0"]),
+    "null started": (_dep_null_started, NOT_NULL, ("started",), None, 1, ["dep-a-0"]),
+    "started not a boolean": (_dep_started_not_a_bool, IN_SET, ("started",), None, 1, ["dep-c-0"]),
+    "did not start, no failure_class": (
+        _dep_failed_without_class, NOT_NULL, ("failure_class",), "started == False", 1, ["dep-b-0"]),
+    "negative startup_s": (_dep_negative_startup, BETWEEN, ("startup_s",), None, 1, ["dep-a-0"]),
+    "memory_share 0": (_dep_memory_share_zero, BETWEEN, ("memory_share",), None, 1, ["dep-a-0"]),
+    "memory_share over 1": (
+        _dep_memory_share_over_one, BETWEEN, ("memory_share",), None, 2, ["dep-b-0", "dep-c-0"]),
+}
+
+
+def _cell_duplicate_key(cs):
+    cs[1]["cell_id"] = "cell-a"
+
+
+def _cell_null_workload(cs):
+    cs[2]["workload_id"] = None
+
+
+def _cell_missing_deployment_key(cs):
+    del cs[1]["deployment_id"]
+
+
+def _cell_null_instance(cs):
+    cs[0]["instance_id"] = None
+
+
+def _cell_null_load_kind(cs):
+    cs[0]["load_kind"] = None
+
+
+def _cell_unknown_load_kind(cs):
+    cs[1]["load_kind"] = "burst"
+
+
+def _cell_negative_wall(cs):
+    cs[2]["wall_ns"] = -1
+
+
+def _cell_negative_planned(cs):
+    cs[0]["requests_planned"] = -3
+
+
+def _cell_concurrency_zero(cs):
+    cs[0]["concurrency"] = 0
+    cs[1]["concurrency"] = -1
+
+
+def _cell_rate_zero(cs):
+    cs[2]["rate_rps"] = 0.0
+
+
+CELL_CASES = {
+    # id: (mutation, expectation, columns, condition, failing rows, example cell_ids)
+    "duplicate (run_id, cell_id)": (
+        _cell_duplicate_key, COMPOUND_UNIQUE, ("run_id", "cell_id"), None, 2, ["cell-a", "cell-a"]),
+    "null workload_id": (_cell_null_workload, NOT_NULL, ("workload_id",), None, 1, ["cell-c"]),
+    "deployment_id key missing": (
+        _cell_missing_deployment_key, NOT_NULL, ("deployment_id",), None, 1, ["cell-b"]),
+    "null instance_id": (_cell_null_instance, NOT_NULL, ("instance_id",), None, 1, ["cell-a"]),
+    "null load_kind": (_cell_null_load_kind, NOT_NULL, ("load_kind",), None, 1, ["cell-a"]),
+    "unknown load_kind": (_cell_unknown_load_kind, IN_SET, ("load_kind",), None, 1, ["cell-b"]),
+    "negative wall_ns": (_cell_negative_wall, BETWEEN, ("wall_ns",), None, 1, ["cell-c"]),
+    "negative requests_planned": (
+        _cell_negative_planned, BETWEEN, ("requests_planned",), None, 1, ["cell-a"]),
+    "concurrency below 1": (
+        _cell_concurrency_zero, BETWEEN, ("concurrency",), None, 2, ["cell-a", "cell-b"]),
+    "rate_rps 0": (_cell_rate_zero, BETWEEN, ("rate_rps",), None, 1, ["cell-c"]),
+}
+
+
+def _check_single_failure(report, table, expectation, columns, condition, count, example_ids):
+    assert not report.success
+    assert len(report.failures) == 1, report.summary_line()
+    failure = report.failures[0]
+    assert failure.table == table
+    assert failure.expectation == expectation
+    assert failure.columns == columns
+    assert failure.condition == condition
+    assert failure.unexpected_count == count
+    assert failure.error is None
+    key = "instance_id" if table == "deployments" else "cell_id"
+    assert [e[key] for e in failure.examples] == example_ids
+
+    name = f"{table}.{expectation}({', '.join(columns)})"
+    assert failure.name == (f"{name} where {condition}" if condition else name)
+    line = report.summary_line()
+    assert line.startswith(f"validation failed: {failure.name}: {count} row{'s' if count != 1 else ''}, e.g. ")
+    assert "\n" not in line
+    for example in example_ids:
+        assert example in line
+    assert f"| `{failure.name}` | {count} |" in report.markdown()
+    saved = json.loads(json.dumps(report.to_json()))
+    assert saved["failures"][0]["table"] == table
+    assert saved["failures"][0]["expectation"] == expectation
+    assert saved["failures"][0]["unexpected_count"] == count
+
+
+@pytest.mark.parametrize(
+    "mutate, expectation, columns, condition, count, example_ids",
+    list(DEPLOYMENT_CASES.values()),
+    ids=list(DEPLOYMENT_CASES),
+)
+def test_bad_deployment_rows_fail_by_name(mutate, expectation, columns, condition, count, example_ids):
+    deployments = good_deployments()
+    mutate(deployments)
+    report = validate_run(_requests(), deployments, good_cells())
+    _check_single_failure(report, "deployments", expectation, columns, condition, count, example_ids)
+
+
+@pytest.mark.parametrize(
+    "mutate, expectation, columns, condition, count, example_ids",
+    list(CELL_CASES.values()),
+    ids=list(CELL_CASES),
+)
+def test_bad_cell_rows_fail_by_name(mutate, expectation, columns, condition, count, example_ids):
+    cells = good_cells()
+    mutate(cells)
+    report = validate_run(_requests(), good_deployments(), cells)
+    _check_single_failure(report, "cells", expectation, columns, condition, count, example_ids)
+
+
+def test_combined_summary_names_every_failing_table():
+    records = valid_records()
+    _max_tokens_zero(records)
+    deployments, cells = good_deployments(), good_cells()
+    _dep_negative_startup(deployments)
+    _cell_unknown_load_kind(cells)
+    report = validate_run(records_to_arrow(records), deployments, cells)
+    assert not report.success
+    assert [f.table for f in report.failures] == ["requests", "deployments", "cells"]
+    line = report.summary_line()
+    assert "\n" not in line and line.count("; ") == 2
+    assert f"{BETWEEN}(max_tokens): 1 row, e.g. r-3" in line
+    assert f"deployments.{BETWEEN}(startup_s): 1 row, e.g. dep-a-0 (startup_s=-0.5)" in line
+    assert f"cells.{IN_SET}(load_kind): 1 row, e.g. cell-b (load_kind=burst)" in line
+    text = report.markdown()
+    assert text.startswith("**FAILED**: 7 rows of requests, 3 of deployments, 3 of cells")
+    for failure in report.failures:
+        assert f"| `{failure.name}` | 1 |" in text
+
+
+def test_only_bad_row_tables_fail_with_both_named():
+    deployments, cells = good_deployments(), good_cells()
+    _dep_failed_without_class(deployments)
+    _cell_negative_wall(cells)
+    report = validate_run(_requests(), deployments, cells)
+    line = report.summary_line()
+    assert "deployments." in line and "cells." in line
+    assert {f.table for f in report.failures} == {"deployments", "cells"}
+
+
+def test_a_value_of_the_wrong_type_is_reported_not_a_crash():
+    deployments = good_deployments()
+    deployments[0]["memory_share"] = "half"  # Arrow cannot type this column: GX judges the values
+    report = validate_run(_requests(), deployments, good_cells())
+    assert not report.success
+    (failure,) = report.failures
+    assert failure.table == "deployments"
+    assert failure.name == f"deployments.{BETWEEN}(memory_share)"
+    assert failure.error or failure.unexpected_count == 1

@@ -1,4 +1,4 @@
-"""The validation gate: raw request records are checked by Great Expectations before loading.
+"""The validation gate: a run's rows are checked by Great Expectations before loading.
 
 `validate_requests(table)` takes the staged requests table (tasks.records.REQUEST_SCHEMA), runs ONE
 expectation suite over it in ONE Great Expectations validation run, and returns a small
@@ -6,12 +6,20 @@ expectation suite over it in ONE Great Expectations validation run, and returns 
 failing row count, up to 3 example request_ids with their values), a one-line summary for logs and
 flow state, and `to_json()` with the full GX result to save beside the run.
 
+`validate_run(requests, deployments, cells)` is the whole gate of a run: the requests suite plus a
+suite for the `deployments` rows and one for the `cells` rows (the flow's list[dict] rows, before
+they are staged), all in one ephemeral context, one validation run per suite, combined into ONE
+`ValidationReport`. A `Failure` names its table (`deployments.expect_...(...)`; request failures
+keep their plain names) and its examples are keyed by instance_id (deployments) or cell_id (cells).
+The two row suites mirror the tables' NOT NULL / CHECK / PRIMARY KEY constraints
+(warehouse/migrations), so a row the load would refuse is caught here, with a count and examples.
+
 How GX is used, and why so:
 - GX 1.x on a pandas frame (pyarrow -> pandas through Arrow, default mapping: see `_to_pandas`
   for why not nullable Int64); GX's SQL path on DuckDB is broken (DESIGN.md).
-- An ephemeral context per call, a pandas data source / data asset / whole-dataframe batch
-  definition, one ExpectationSuite and one ValidationDefinition. Setup costs a few ms; the import
-  of great_expectations costs seconds, so it happens lazily inside the function.
+- An ephemeral context per call; per suite (table) a pandas data source / data asset /
+  whole-dataframe batch definition, one ExpectationSuite and one ValidationDefinition. Setup costs
+  a few ms; the import of great_expectations costs seconds, so it happens lazily inside the function.
 - Row conditions are GX 1.x `Condition` objects (`Column("status") == "ok"`); the string form with a
   `condition_parser` is deprecated since GX 1.9 and warns.
 - GX has no expectation over list columns, so the `chunk_times` checks are computed here in
@@ -69,8 +77,42 @@ INPUT_COLUMNS = (
     "status",
 )
 
+# deployments rows (tasks/deploy.py; table `deployments`, migration 0001)
+DEPLOYMENT_NOT_NULL_COLUMNS = (
+    "run_id",
+    "instance_id",
+    "deployment_id",
+    "start_order",
+    "engine",
+    "engine_kind",
+    "model",
+    "launcher",
+    "started",
+)
+DEPLOYMENT_KEY = ("run_id", "instance_id")
+DEPLOYMENT_COLUMNS = (*DEPLOYMENT_NOT_NULL_COLUMNS, "failure_class", "startup_s", "memory_share")
+
+# cells rows (tasks/bench.py; table `cells`, migrations 0001 and 0002)
+LOAD_KINDS = ("closed", "open")
+CELL_ID_COLUMNS = (
+    "run_id",
+    "cell_id",
+    "deployment_id",
+    "instance_id",
+    "engine",
+    "model",
+    "workload_id",
+    "load_kind",
+)
+CELL_COUNT_COLUMNS = ("repeat", "requests_planned", "warmup_requests", "wall_ns")  # NOT NULL, >= 0
+CELL_NOT_NULL_COLUMNS = (*CELL_ID_COLUMNS, *CELL_COUNT_COLUMNS, "started_at")
+CELL_KEY = ("run_id", "cell_id")
+CELL_COLUMNS = (*CELL_NOT_NULL_COLUMNS, "concurrency", "rate_rps")
+
+# The column whose value names a failing row in a Failure's examples, per table.
+EXAMPLE_KEYS = {"requests": "request_id", "deployments": "instance_id", "cells": "cell_id"}
+
 MAX_EXAMPLES = 3
-_SUITE_NAME = "bakeoff_requests"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +127,21 @@ class Failure:
     condition: str | None = None  # the row condition, e.g. "status == 'ok'"
     kwargs: dict[str, Any] = field(default_factory=dict)  # the expectation's GX kwargs
     error: str | None = None  # GX raised while evaluating this expectation
+    table: str = "requests"  # the table the rows belong to: requests, deployments or cells
 
     @property
     def name(self) -> str:
         text = f"{self.expectation}({', '.join(self.columns)})"
+        if self.table != "requests":
+            text = f"{self.table}.{text}"
         return f"{text} where {self.condition}" if self.condition else text
 
     def example_text(self) -> str:
+        key = EXAMPLE_KEYS.get(self.table, "request_id")
         parts = []
         for ex in self.examples:
-            rid = ex.get("request_id")
-            skip = ("request_id", *HELPER_COLUMNS)  # a helper's value is always False
+            rid = _short(ex.get(key))
+            skip = (key, *HELPER_COLUMNS)  # a helper's value is always False
             rest = [f"{k}={_short(v)}" for k, v in ex.items() if k not in skip]
             parts.append(f"{rid} ({', '.join(rest)})" if rest else f"{rid}")
         return ", ".join(parts)
@@ -110,6 +156,7 @@ class Failure:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "table": self.table,
             "expectation": self.expectation,
             "columns": list(self.columns),
             "condition": self.condition,
@@ -125,23 +172,33 @@ class Failure:
 class ValidationReport:
     success: bool
     failures: list[Failure]
-    row_count: int = 0
+    row_count: int = 0  # rows of the requests table
     evaluated_expectations: int = 0
     elapsed_s: float = 0.0
     gx_version: str = ""
-    gx_result: dict[str, Any] = field(default_factory=dict, repr=False)  # GX's own JSON result
+    # GX's own JSON result: of the requests suite (validate_requests), or {table: result} of each
+    # suite that ran (validate_run; a table without rows has no suite run).
+    gx_result: dict[str, Any] = field(default_factory=dict, repr=False)
+    table_rows: dict[str, int] = field(default_factory=dict)  # validate_run: rows per table
+
+    def rows_text(self) -> str:
+        """'160 rows', or with validate_run '160 rows of requests, 1 of deployments, 1 of cells'."""
+        others = [f"{n} of {t}" for t, n in self.table_rows.items() if t != "requests"]
+        if not others:
+            return f"{self.row_count} rows"
+        return ", ".join([f"{self.row_count} rows of requests", *others])
 
     def summary_line(self) -> str:
         if self.success:
             return (
-                f"validation passed: {self.row_count} rows, "
+                f"validation passed: {self.rows_text()}, "
                 f"{self.evaluated_expectations} expectations"
             )
         return "validation failed: " + "; ".join(f.describe() for f in self.failures)
 
     def markdown(self) -> str:
         """The result for the Prefect UI (an artifact of the run)."""
-        head = f"**{'passed' if self.success else 'FAILED'}**: {self.row_count} rows, " \
+        head = f"**{'passed' if self.success else 'FAILED'}**: {self.rows_text()}, " \
                f"{self.evaluated_expectations} expectations (Great Expectations {self.gx_version})"
         if self.success:
             return head
@@ -154,6 +211,7 @@ class ValidationReport:
             "success": self.success,
             "summary": self.summary_line(),
             "row_count": self.row_count,
+            "table_rows": dict(self.table_rows),
             "evaluated_expectations": self.evaluated_expectations,
             "elapsed_s": self.elapsed_s,
             "great_expectations_version": self.gx_version,
@@ -164,49 +222,101 @@ class ValidationReport:
 
 def validate_requests(table: pa.Table) -> ValidationReport:
     """Validate raw request records (REQUEST_SCHEMA) with one GX suite in one validation run."""
-    missing = [c for c in INPUT_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"requests table lacks column(s) {missing}; expected REQUEST_SCHEMA")
-
+    _check_requests_columns(table)
     gx, gxe, Column = _import_gx()  # seconds on the first call; not counted in elapsed_s
     started = time.perf_counter()
-    frame = _to_pandas(_with_helper_columns(table))
-
-    context = gx.get_context(mode="ephemeral")
-    _silence_progress_bars(context)
-    batch_definition = (
-        context.data_sources.add_pandas("requests")
-        .add_dataframe_asset("requests")
-        .add_batch_definition_whole_dataframe("all_rows")
+    context = _context(gx)
+    result = _run_suite(
+        gx, context, "requests", _to_pandas(_with_helper_columns(table)), _expectations(gxe, Column)
     )
-    # Build the suite whole, then register it: `suite.add_expectation` on a suite that already
-    # belongs to a context re-serializes the whole suite into the store each time (quadratic;
-    # about 1 s for this suite).
-    suite = context.suites.add(
-        gx.ExpectationSuite(name=_SUITE_NAME, expectations=_expectations(gxe, Column))
-    )
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=_SUITE_NAME, data=batch_definition, suite=suite)
-    )
-    result = definition.run(
-        batch_parameters={"dataframe": frame},
-        result_format={
-            "result_format": "SUMMARY",
-            "partial_unexpected_count": MAX_EXAMPLES,
-            "unexpected_index_column_names": ["request_id"],
-        },
-    )
-
-    failures = [_failure(r) for r in result.results if not r.success]
-    gx_json = result.to_json_dict()
     return ValidationReport(
         success=bool(result.success),
-        failures=failures,
+        failures=[_failure(r) for r in result.results if not r.success],
         row_count=table.num_rows,
         evaluated_expectations=len(result.results),
         elapsed_s=round(time.perf_counter() - started, 4),
         gx_version=gx.__version__,
-        gx_result=gx_json,
+        gx_result=result.to_json_dict(),
+    )
+
+
+def validate_run(
+    requests: pa.Table, deployments: list[dict], cells: list[dict]
+) -> ValidationReport:
+    """The gate of a whole run: the requests suite, the deployments suite and the cells suite, in
+    one GX context, one validation run per suite, combined into one report.
+
+    deployments and cells are the flow's rows (dicts); a key missing from a dict is a null, and an
+    empty list is valid (its suite is not run: nothing to check)."""
+    _check_requests_columns(requests)
+    gx, gxe, Column = _import_gx()
+    started = time.perf_counter()
+    context = _context(gx)
+    suites = (
+        ("requests", requests.num_rows,
+         lambda: _to_pandas(_with_helper_columns(requests)), lambda: _expectations(gxe, Column)),
+        ("deployments", len(deployments),
+         lambda: _rows_to_pandas(deployments, DEPLOYMENT_COLUMNS),
+         lambda: _deployment_expectations(gxe, Column)),
+        ("cells", len(cells),
+         lambda: _rows_to_pandas(cells, CELL_COLUMNS), lambda: _cell_expectations(gxe)),
+    )
+    success, failures, evaluated, gx_results = True, [], 0, {}
+    for table, rows, frame, expectations in suites:
+        if table != "requests" and rows == 0:
+            continue
+        result = _run_suite(gx, context, table, frame(), expectations())
+        success = success and bool(result.success)
+        failures += [_failure(r, table) for r in result.results if not r.success]
+        evaluated += len(result.results)
+        gx_results[table] = result.to_json_dict()
+    return ValidationReport(
+        success=success,
+        failures=failures,
+        row_count=requests.num_rows,
+        evaluated_expectations=evaluated,
+        elapsed_s=round(time.perf_counter() - started, 4),
+        gx_version=gx.__version__,
+        gx_result=gx_results,
+        table_rows={table: rows for table, rows, _, _ in suites},
+    )
+
+
+def _check_requests_columns(table: pa.Table) -> None:
+    missing = [c for c in INPUT_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"requests table lacks column(s) {missing}; expected REQUEST_SCHEMA")
+
+
+def _context(gx: Any) -> Any:
+    context = gx.get_context(mode="ephemeral")
+    _silence_progress_bars(context)
+    return context
+
+
+def _run_suite(gx: Any, context: Any, table: str, frame: Any, expectations: list[Any]) -> Any:
+    """One pandas data source / asset / whole-dataframe batch definition, one suite and one
+    validation definition for `table` in `context`; returns GX's validation result."""
+    batch_definition = (
+        context.data_sources.add_pandas(table)
+        .add_dataframe_asset(table)
+        .add_batch_definition_whole_dataframe("all_rows")
+    )
+    # Build the suite whole, then register it: `suite.add_expectation` on a suite that already
+    # belongs to a context re-serializes the whole suite into the store each time (quadratic;
+    # about 1 s for the requests suite).
+    name = f"bakeoff_{table}"
+    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
+    )
+    return definition.run(
+        batch_parameters={"dataframe": frame},
+        result_format={
+            "result_format": "SUMMARY",
+            "partial_unexpected_count": MAX_EXAMPLES,
+            "unexpected_index_column_names": [EXAMPLE_KEYS[table]],
+        },
     )
 
 
@@ -241,6 +351,37 @@ def _expectations(gxe: Any, Column: Any) -> list[Any]:
     ]
     # Helper columns computed in pyarrow (GX has no list expectations); GX judges them.
     ex += [gxe.ExpectColumnValuesToBeInSet(column=c, value_set=[True]) for c in HELPER_COLUMNS]
+    return ex
+
+
+def _deployment_expectations(gxe: Any, Column: Any) -> list[Any]:
+    """The `deployments` table's constraints: NOT NULLs, PRIMARY KEY (run_id, instance_id),
+    CHECK (started OR failure_class IS NOT NULL), startup_s >= 0, memory_share in (0, 1]."""
+    ex: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in DEPLOYMENT_NOT_NULL_COLUMNS]
+    ex.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(DEPLOYMENT_KEY)))
+    ex.append(gxe.ExpectColumnValuesToBeInSet(column="started", value_set=[True, False]))
+    # A null `started` is the not-null expectation's finding, not this one's.
+    ex.append(
+        gxe.ExpectColumnValuesToNotBeNull(column="failure_class", row_condition=Column("started") == False)  # noqa: E712
+    )
+    ex.append(gxe.ExpectColumnValuesToBeBetween(column="startup_s", min_value=0))
+    ex.append(
+        gxe.ExpectColumnValuesToBeBetween(
+            column="memory_share", min_value=0, max_value=1, strict_min=True
+        )
+    )
+    return ex
+
+
+def _cell_expectations(gxe: Any) -> list[Any]:
+    """The `cells` table's constraints: NOT NULLs, PRIMARY KEY (run_id, cell_id), counts >= 0,
+    concurrency >= 1 and rate_rps > 0 where set, load_kind closed or open (tasks/bench.py)."""
+    ex: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in CELL_NOT_NULL_COLUMNS]
+    ex.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(CELL_KEY)))
+    ex.append(gxe.ExpectColumnValuesToBeInSet(column="load_kind", value_set=list(LOAD_KINDS)))
+    ex += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in CELL_COUNT_COLUMNS]
+    ex.append(gxe.ExpectColumnValuesToBeBetween(column="concurrency", min_value=1))
+    ex.append(gxe.ExpectColumnValuesToBeBetween(column="rate_rps", min_value=0, strict_min=True))
     return ex
 
 
@@ -289,6 +430,28 @@ def _int_with_nulls(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return values, nulls
 
 
+def _rows_to_pandas(rows: list[dict], columns: tuple[str, ...]):
+    """The flow's rows (dicts) -> pandas through Arrow, only `columns`; a key missing from a dict
+    is a null. A column Arrow cannot type (mixed values, e.g. 0.5 and "half") is kept as a pandas
+    object column of the values as they are, so GX reports it (as a failure or an error) instead
+    of the conversion raising."""
+    import pandas as pd
+
+    picked = [{c: row.get(c) for c in columns} for row in rows]
+    try:
+        return _to_pandas(pa.Table.from_pylist(picked))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    series = {}
+    for c in columns:
+        values = [row[c] for row in picked]
+        try:
+            series[c] = pa.array(values).to_pandas()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            series[c] = pd.Series(values, dtype=object)
+    return pd.DataFrame(series)
+
+
 def _to_pandas(table: pa.Table):
     """Arrow -> pandas with pyarrow's default mapping: an integer column holding nulls becomes
     float64 with NaN, one without nulls stays int64.
@@ -323,7 +486,7 @@ def _silence_progress_bars(context: Any) -> None:
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
 
 
-def _failure(result: Any) -> Failure:
+def _failure(result: Any, table: str = "requests") -> Failure:
     config = result.expectation_config
     kwargs = {k: v for k, v in dict(config.kwargs).items() if k != "batch_id"}
     if "column" in kwargs:
@@ -349,6 +512,7 @@ def _failure(result: Any) -> Failure:
             condition=condition_text,
             kwargs=_plain(kwargs),
             error=error,
+            table=table,
         )
     res = result.result or {}
     examples = tuple(
@@ -363,6 +527,7 @@ def _failure(result: Any) -> Failure:
         examples=examples,
         condition=condition_text,
         kwargs=_plain(kwargs),
+        table=table,
     )
 
 
