@@ -71,19 +71,20 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
             handles, rows = deploy.deploy_group(matrix, group, run_id=run_id, run_dir=run_dir, base_dir=base_dir,
                                                 images=tags, start=start_instance)
             got.deployments += rows
+            where = f"group {g_i}/{len(groups)} {group.deployment_id}"
             try:
                 for c_i, cell in enumerate(group.cells, 1):
                     handle = handles.get(cell.instance_id)
                     if handle is None or not handle.check_alive():
                         continue  # did not start, or died in an earlier cell: its deployments row says so
-                    got.engine_metrics += handle.scrape_metrics(run_id, cell.cell_id, "before")
-                    got.add_cell(run_cell(
-                        matrix, cell, handle.target, deploy.request_extras_for(matrix, cell),
-                        run_id=run_id, base_dir=base_dir, engine_pids=deploy.engine_pids(handles),
-                        label=f"group {g_i}/{len(groups)} {group.deployment_id}, cell {c_i}/{len(group.cells)} {cell.cell_id}",
-                    ))
-                    got.engine_metrics += handle.scrape_metrics(run_id, cell.cell_id, "after")
-                    handle.check_alive()
+                    _bench(matrix, cell, handle, handles, got, run_id=run_id, base_dir=base_dir,
+                           label=f"{where}, cell {c_i}/{len(group.cells)} {cell.cell_id}")
+                for planned in group.instances if matrix.load.sweep else ():
+                    handle = handles.get(planned.instance_id)
+                    if handle is not None and handle.check_alive():
+                        bench.run_sweep(matrix, planned, lambda cell: _bench(
+                            matrix, cell, handle, handles, got, run_id=run_id, base_dir=base_dir,
+                            label=f"{where}, sweep {cell.cell_id}"))
             finally:
                 for handle in reversed(list(handles.values())):
                     handle.stop()  # always, even when a cell raised
@@ -109,6 +110,17 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
                              description=f"bakeoff run {run_id}")
     return {"run_id": run_id, "run_dir": str(run_dir), "warehouse": warehouse, "rows": counts,
             "report": str(paths["html"]), "summary": summary, "deployments": deployment_rows}
+
+
+def _bench(matrix, cell, handle, handles, got: Collected, *, run_id: str, base_dir: Path, label: str) -> bench.CellOutcome:
+    """One cell on a live instance, with the engine's metrics scraped around it; collected into `got`."""
+    got.engine_metrics += handle.scrape_metrics(run_id, cell.cell_id, "before")
+    outcome = run_cell(matrix, cell, handle.target, deploy.request_extras_for(matrix, cell), run_id=run_id,
+                       base_dir=base_dir, engine_pids=deploy.engine_pids(handles), label=label)
+    got.add_cell(outcome)
+    got.engine_metrics += handle.scrape_metrics(run_id, cell.cell_id, "after")
+    handle.check_alive()
+    return outcome
 
 
 def _teardown_on_sigterm() -> None:

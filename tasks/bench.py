@@ -1,17 +1,20 @@
-"""Run one bench cell against a healthy instance: warmup, then the measured load, with progress."""
+"""Run one bench cell against a healthy instance: warmup, then the measured load, with progress;
+and a rate sweep (run_sweep): saturation first, then open-loop rates below it, stopping early."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dataclasses import dataclass, field
 
-from tasks.loadgen import KEPT_UP_P99_MS, Target, run_load
-from tasks.matrix import Cell, Matrix
+from tasks.loadgen import KEPT_UP_P99_MS, Target, quantile, run_load
+from tasks.matrix import Cell, LoadShape, Matrix, PlannedInstance, Sweep
 from tasks.records import RequestRecord
 from tasks.telemetry import Sampler
 from tasks.workloads import RequestSpec, build_requests
@@ -112,3 +115,96 @@ def run_cell(
         "client_kept_up": overhead.kept_up,
     }
     return CellOutcome(row, result.records, sampler.gpu_rows, sampler.host_rows)
+
+
+# ---------------------------------------------------------------- the rate sweep (matrix load.sweep)
+
+
+def completed_rate_rps(outcome: CellOutcome) -> float | None:
+    """Requests completed ok per second of the cell's wall time (None when none completed)."""
+    ok = sum(r.status == "ok" for r in outcome.records)
+    wall_s = outcome.row["wall_ns"] / 1e9
+    return ok / wall_s if ok and wall_s > 0 else None
+
+
+def _sig3(x: float) -> float:
+    """x rounded to 3 significant digits: readable cell ids, and the id says the rate that was run."""
+    return round(x, 2 - math.floor(math.log10(abs(x))))
+
+
+def sweep_rates(sweep: Sweep, saturation_rps: float) -> list[float]:
+    """The open-loop rates, ascending: `sweep.rates` rates from low_fraction to high_fraction of the
+    saturation rate, evenly spaced (one rate: high_fraction). Even, not geometric: latency is flat at
+    low load and bends near saturation, so even spacing puts as many points in the upper half (the knee
+    the sweep is for) as in the lower; geometric spacing would crowd them into the flat part.
+    Rounded to 3 significant digits; rates that round to the same value are run once."""
+    n, lo, hi = sweep.rates, sweep.low_fraction, sweep.high_fraction
+    fractions = [hi] if n == 1 else [lo + (hi - lo) * i / (n - 1) for i in range(n)]
+    return sorted({_sig3(f * saturation_rps) for f in fractions})
+
+
+def ttft_ms(outcome: CellOutcome) -> list[float]:
+    """TTFT (first_token_at - sent_at) of the cell's ok requests, in ms."""
+    return [(r.first_token_at - r.sent_at) / 1e6 for r in outcome.records
+            if r.status == "ok" and r.first_token_at is not None and r.sent_at is not None]
+
+
+def sweep_stop_reason(sweep: Sweep, outcome: CellOutcome, baseline_ttft_p50_ms: float | None) -> str | None:
+    """Why the sweep stops after this open-loop cell, or None to go on. baseline: the p50 TTFT of the
+    lowest-rate cell (None for that cell itself: the factor rule compares later cells with it)."""
+    records = outcome.records
+    if records:
+        failed = sum(r.status != "ok" for r in records)
+        if failed / len(records) > sweep.stop_error_rate:
+            return f"error rate {failed}/{len(records)} = {failed / len(records):.0%} > stop_error_rate {sweep.stop_error_rate:g}"
+    p99 = quantile(ttft_ms(outcome), 0.99)
+    if p99 is None:
+        return None
+    if sweep.stop_ttft_p99_ms is not None and p99 > sweep.stop_ttft_p99_ms:
+        return f"p99 TTFT {p99:.1f} ms > stop_ttft_p99_ms {sweep.stop_ttft_p99_ms:g}"
+    if sweep.stop_ttft_factor is not None and baseline_ttft_p50_ms and p99 > sweep.stop_ttft_factor * baseline_ttft_p50_ms:
+        return (f"p99 TTFT {p99:.1f} ms > stop_ttft_factor {sweep.stop_ttft_factor:g} x the lowest rate's "
+                f"p50 TTFT {baseline_ttft_p50_ms:.1f} ms")
+    return None
+
+
+def sweep_cell(matrix: Matrix, planned: PlannedInstance, shape: LoadShape, name: str) -> Cell:
+    """A sweep cell: `<instance>.<workload>.sweep-<name>.r0` (one sweep per instance: repeats do not
+    apply, each sweep's rates come from its own measured saturation)."""
+    workload_id = matrix.load.sweep.workload or matrix.workloads[0].id
+    return Cell(f"{planned.instance_id}.{workload_id}.sweep-{name}.r0", planned.deployment_id,
+                planned.instance_id, workload_id, shape, repeat=0)
+
+
+def run_sweep(matrix: Matrix, planned: PlannedInstance, measure: Callable[[Cell], CellOutcome]) -> list[CellOutcome]:
+    """The matrix's load.sweep against one instance: the saturation cell (closed loop at
+    saturation_concurrency), then open-loop cells at sweep_rates of its completed-request rate, lowest
+    first, until a stop rule trips. `measure` runs one cell (bench.run_cell, with whatever the caller
+    does around it); every cell run is returned, in order, as an ordinary CellOutcome."""
+    sweep = matrix.load.sweep
+    sat_c = sweep.saturation_concurrency
+    saturation = measure(sweep_cell(matrix, planned, LoadShape("closed", concurrency=sat_c), f"sat-c{sat_c}"))
+    outcomes = [saturation]
+    sat_rps = completed_rate_rps(saturation)
+    if sat_rps is None:
+        log.warning("%s sweep: stopped after the saturation cell: no request completed at concurrency %d",
+                    planned.instance_id, sat_c)
+        return outcomes
+    rates = sweep_rates(sweep, sat_rps)
+    log.info("%s sweep: saturation %.3g requests/s at concurrency %d; rates %s", planned.instance_id, sat_rps,
+             sat_c, ", ".join(f"{r:g}" for r in rates))
+    burstiness = (sweep.burstiness or 1.0) if sweep.arrival == "gamma" else None
+    baseline = None
+    for i, rate in enumerate(rates):
+        shape = LoadShape(sweep.arrival, rate_rps=rate, burstiness=burstiness)
+        outcome = measure(sweep_cell(matrix, planned, shape, shape.label))
+        outcomes.append(outcome)
+        reason = sweep_stop_reason(sweep, outcome, baseline)
+        if i == 0:
+            baseline = quantile(ttft_ms(outcome), 0.5)
+        if reason:
+            skipped = rates[i + 1:]
+            log.warning("%s sweep: stopped at %g requests/s: %s%s", planned.instance_id, rate, reason,
+                        f" (skipped {', '.join(f'{r:g}' for r in skipped)} requests/s)" if skipped else "")
+            break
+    return outcomes

@@ -158,6 +158,37 @@ class Workload(_Strict):
 Arrival = Literal["poisson", "gamma", "constant"]
 
 
+class Sweep(_Strict):
+    """A rate sweep, run once per instance after its ordinary cells (tasks/bench.py run_sweep): a closed
+    loop at `saturation_concurrency` measures the saturation request rate (ok requests / wall time),
+    then open-loop cells at `rates` rates evenly spaced from low_fraction to high_fraction of it run
+    from the lowest up, stopping after the first cell whose error rate or p99 TTFT explodes."""
+
+    saturation_concurrency: int = Field(default=16, ge=1, le=4096)
+    rates: int = Field(default=5, ge=1, le=100)  # how many open-loop rates (1: high_fraction only)
+    low_fraction: float = Field(default=0.1, gt=0, le=1)
+    high_fraction: float = Field(default=0.9, gt=0, le=1)
+    arrival: Arrival = "poisson"
+    burstiness: float | None = Field(default=None, gt=0, le=1000)  # gamma only, as in load
+    # The workload the sweep sends (default: the first workload).
+    workload: ID | None = None
+    # Stop rules, checked after each open-loop cell (that cell is kept, the higher rates are skipped):
+    # more than this share of its requests failed;
+    stop_error_rate: float = Field(default=0.05, ge=0, le=1)
+    # its p99 TTFT is over this many times the lowest-rate cell's p50 TTFT (null: off);
+    stop_ttft_factor: float | None = Field(default=10.0, gt=1)
+    # its p99 TTFT is over this many milliseconds (null: off).
+    stop_ttft_p99_ms: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Sweep":
+        if self.low_fraction >= self.high_fraction:
+            raise ValueError(f"low_fraction: must be below high_fraction ({self.low_fraction:g} >= {self.high_fraction:g})")
+        if self.burstiness is not None and self.arrival != "gamma":
+            raise ValueError(f"burstiness: only used with arrival gamma (sweep arrival is {self.arrival})")
+        return self
+
+
 class Load(_Strict):
     # Closed loop: one cell per level, that many requests always in flight. Default [4] without rates.
     concurrency: list[Annotated[int, Field(ge=1, le=4096)]] | None = None
@@ -177,13 +208,15 @@ class Load(_Strict):
     duration_s: float | None = Field(default=None, gt=0)
     request_timeout_s: float = Field(default=300.0, gt=0)
     seed: int = 0
+    # A saturation-then-rates sweep per instance, after the cells above (see Sweep).
+    sweep: Sweep | None = None
 
     @model_validator(mode="after")
     def _levels(self) -> "Load":
         if self.concurrency is None:
-            self.concurrency = [] if self.rates else [4]
-        if not self.concurrency and not self.rates:
-            raise ValueError("concurrency: give at least one concurrency level or one rate")
+            self.concurrency = [] if self.rates or self.sweep else [4]
+        if not self.concurrency and not self.rates and not self.sweep:
+            raise ValueError("concurrency: give at least one concurrency level or one rate (or a sweep)")
         if self.burstiness is not None and self.arrival != "gamma":
             raise ValueError(f"burstiness: only used with arrival gamma (arrival is {self.arrival})")
         if self.max_concurrency is not None and not self.rates:
@@ -241,6 +274,9 @@ class Matrix(_Strict):
                     raise ValueError(f"{where}.engine: {inst.engine!r} is not one of engines: {sorted(self.engines)}")
                 if inst.model not in self.models:
                     raise ValueError(f"{where}.model: {inst.model!r} is not one of models: {sorted(self.models)}")
+        sweep = self.load.sweep
+        if sweep and sweep.workload is not None and sweep.workload not in [w.id for w in self.workloads]:
+            raise ValueError(f"load.sweep.workload: {sweep.workload!r} is not one of workloads: {[w.id for w in self.workloads]}")
         _unique("deployments", [d.id for d in self.deployments])
         _unique("workloads", [w.id for w in self.workloads])
         return self
