@@ -121,7 +121,7 @@ def launch_instance(
         instance = DockerInstance(
             docker_client(), adapter, spec, image, name=f"bakeoff-{run_id}-{planned.instance_id}"[:120],
             log_path=log_path, labels={"bakeoff.run_id": run_id, "bakeoff.instance_id": planned.instance_id},
-            gpu_index=gpu, volumes=volumes,
+            gpu_index=gpu, volumes=volumes, network=engine.network,
         )
         row.update(image=image, model_path=str(model_arg))
     else:

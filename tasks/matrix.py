@@ -53,6 +53,9 @@ class Engine(_Strict):
     build: Build | None = None  # build the image instead of using `image`
     # Give containers the GPU (matrix `gpu.index`). Default: yes for vllm/sglang, no for llamacpp.
     use_gpu: bool | None = None
+    # Container networking: the host's network (the default; all CI and these machines have), or a
+    # bridge network with the instance's port published on 127.0.0.1.
+    network: Literal["host", "bridge"] = "host"
     # A named flag set of the adapter for a GPU that needs it (e.g. "blackwell": the study's flags).
     profile: str | None = None
     # external engines: the base URL of an OpenAI-compatible server bakeoff does not manage.

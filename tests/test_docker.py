@@ -134,3 +134,36 @@ def test_the_night_in_containers(docker_client, base_image, llama_server, smollm
         assert set(builds) == {"bakeoff/llamacpp-cpu", "bakeoff/mock-sglang-oom"}
         assert set(builds.values()) <= {"built", "cached"}
     assert (Path(result["run_dir"]) / "logs" / "sglang-oom-0.log").read_text().count("Not enough memory") == 1
+
+
+def test_bridge_network_publishes_the_port(docker_client, base_image, llama_server, smollm2, tmp_path):
+    """network: bridge -- the engine listens inside its own network namespace and its port is published
+    on 127.0.0.1. Needs a dockerd with a bridge network (CI's runs with --bridge=none: no iptables here)."""
+    if not docker_client.networks.list(names=["bridge"]):
+        pytest.skip("this dockerd has no bridge network (started with --bridge=none)")
+    import httpx
+
+    from tasks.deploy import launch_instance
+    from tasks.matrix import load_matrix, plan
+
+    matrix_file = tmp_path / "matrix.yaml"
+    matrix_file.write_text(yaml.safe_dump({
+        "name": "bridge-test",
+        "engines": {"cpu": {"kind": "llamacpp", "launcher": "docker", "network": "bridge", "version": "0.3.36",
+                            "build": {"name": "bakeoff/llamacpp-cpu", "dockerfile": str(ROOT / "docker" / "llamacpp-cpu.Dockerfile"),
+                                      "args": {"BASE_IMAGE": base_image}, "files": {"llama-server": str(llama_server)}}}},
+        "models": {"smollm2": {"path": str(smollm2)}},
+        "deployments": [{"id": "bridged", "instances": [{"engine": "cpu", "model": "smollm2", "context_length": 256}]}],
+        "workloads": [{"id": "w"}],
+    }))
+    matrix, _ = load_matrix(matrix_file)
+    tag = images.build_image(docker_client, images.image_spec(matrix.engines["cpu"].build, tmp_path), run_id="r",
+                             log_dir=tmp_path)["image"]
+    (group,) = plan(matrix)
+    handle = launch_instance(matrix, group.instances[0], start_order=0, run_id="bridge", run_dir=tmp_path,
+                             base_dir=tmp_path, images={"cpu": tag})
+    try:
+        assert httpx.get(handle.target.base_url + "/health", timeout=5).status_code == 200
+        assert handle.process.container.attrs["HostConfig"]["NetworkMode"] == "bridge"
+    finally:
+        handle.stop()

@@ -42,7 +42,8 @@ class LlamaCppAdapter(EngineAdapter):
         args = [
             "--model", str(model_path),
             "--alias", served_name,
-            "--host", "127.0.0.1",
+            # In a container on a bridge network it must listen beyond its own loopback.
+            "--host", "0.0.0.0" if engine.launcher == "docker" and engine.network == "bridge" else "127.0.0.1",
             "--port", str(port),
             # The context is split between slots: each of the `parallel` slots gets ctx/parallel.
             "--ctx-size", str(inst.context_length * inst.parallel),

@@ -39,7 +39,7 @@ class DockerInstance:
     labels: dict[str, str] = field(default_factory=dict)
     gpu_index: int | None = None  # None: no GPU (CPU engine)
     volumes: dict[str, dict] = field(default_factory=dict)
-    network: str = "host"  # CI has host networking only
+    network: str = "host"  # or "bridge": the port is published on 127.0.0.1 (CI has host networking only)
     shm_size: str = "8g"
     container: object | None = None
     _log_lines_seen: int = 0
@@ -61,7 +61,9 @@ class DockerInstance:
             detach=True,
             labels={LABEL: "true", OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid()), **self.labels},
             environment=self.spec.env,
-            network_mode=self.network,
+            network_mode=self.network if self.network == "host" else None,
+            network=self.network if self.network != "host" else None,
+            ports={f"{self.spec.port}/tcp": ("127.0.0.1", self.spec.port)} if self.network != "host" else None,
             ipc_mode="host" if self.gpu_index is not None else None,  # NCCL/torch shared memory
             shm_size=None if self.gpu_index is not None else self.shm_size,
             device_requests=devices,
