@@ -115,8 +115,12 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
 def _bench(matrix, cell, handle, handles, got: Collected, *, run_id: str, base_dir: Path, label: str) -> bench.CellOutcome:
     """One cell on a live instance, with the engine's metrics scraped around it; collected into `got`."""
     got.engine_metrics += handle.scrape_metrics(run_id, cell.cell_id, "before")
-    outcome = run_cell(matrix, cell, handle.target, deploy.request_extras_for(matrix, cell), run_id=run_id,
-                       base_dir=base_dir, engine_pids=deploy.engine_pids(handles), label=label)
+    try:
+        outcome = run_cell(matrix, cell, handle.target, deploy.request_extras_for(matrix, cell), run_id=run_id,
+                           base_dir=base_dir, engine_pids=deploy.engine_pids(handles), label=label)
+    except bench.CellInterrupted as stopped:
+        got.add_cell(stopped.outcome)  # keep what the cell measured, then stop the night as asked
+        raise stopped.cause from None
     got.add_cell(outcome)
     got.engine_metrics += handle.scrape_metrics(run_id, cell.cell_id, "after")
     handle.check_alive()

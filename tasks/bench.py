@@ -43,6 +43,16 @@ class CellOutcome:
     host_samples: list[dict] = field(default_factory=list)
 
 
+class CellInterrupted(Exception):
+    """A cell stopped by Ctrl-C or a cancelled flow run: `outcome` holds what it measured (requests
+    in flight as "cancelled"), `cause` is the interruption to re-raise once that is kept."""
+
+    def __init__(self, outcome: CellOutcome, cause: BaseException) -> None:
+        super().__init__(f"cell {outcome.row['cell_id']} interrupted ({type(cause).__name__}) after "
+                         f"{len(outcome.records)} requests")
+        self.outcome, self.cause = outcome, cause
+
+
 def cycled(specs: list[RequestSpec], n: int | None) -> list[RequestSpec]:
     """The workload cut or repeated to n requests (None: the workload once)."""
     if n is None:
@@ -66,20 +76,36 @@ def run_cell(
     how = f"concurrency {shape.concurrency}" if shape.kind == "closed" else f"{shape.label} (open loop)"
     log.info("%s: %d requests at %s (%d warmup)", label, len(specs), how, len(warmup))
     gpu_index = matrix.gpu.index if matrix.gpu else 0
+    begun: dict = {}
     with Sampler(run_id, cell.cell_id, gpu_index=gpu_index, pids=engine_pids) as sampler:
-        result = asyncio.run(run_load(
-            target,
-            specs,
-            shape,
-            run_id=run_id,
-            cell_id=cell.cell_id,
-            seed=seed,
-            warmup=warmup,
-            temperature=workload.temperature,
-            request_timeout_s=load.request_timeout_s,
-            duration_s=load.duration_s,
-            progress=_Progress(label),
-        ))
+        try:
+            result = asyncio.run(run_load(
+                target,
+                specs,
+                shape,
+                run_id=run_id,
+                cell_id=cell.cell_id,
+                seed=seed,
+                warmup=warmup,
+                temperature=workload.temperature,
+                request_timeout_s=load.request_timeout_s,
+                duration_s=load.duration_s,
+                progress=_Progress(label),
+                on_start=lambda records, started_at, t0: begun.update(records=records, started_at=started_at, t0=t0),
+            ))
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError) as exc:
+            if not begun:
+                raise
+            # Requests in flight end as "cancelled": asyncio.run cancels them, and one the interruption
+            # left unfinished (no done_at: its coroutine never resumed) is closed here.
+            sent = [r for r in begun["records"] if r.sent_at is not None]
+            wall_ns = time.monotonic_ns() - begun["t0"]
+            for r in sent:
+                if r.done_at is None:
+                    r.status, r.error_class, r.done_at = "cancelled", type(exc).__name__, wall_ns
+            row = _cell_row(matrix, cell, target, run_id, len(specs), len(warmup), begun["started_at"], wall_ns, None)
+            log.warning("%s: interrupted after %d requests sent; they are kept", label, len(sent))
+            raise CellInterrupted(CellOutcome(row, sent, sampler.gpu_rows, sampler.host_rows), exc) from exc
     overhead = result.overhead
     if overhead.kept_up is False:
         log.warning("%s: the client did not keep up (p99 send lateness %.2f ms, p99 loop lag %.2f ms; bound %.1f ms)",
@@ -87,7 +113,15 @@ def run_cell(
     failed = sum(r.status != "ok" for r in result.records)
     if failed:
         log.warning("%s: %d of %d requests failed", label, failed, len(result.records))
-    row = {
+    row = _cell_row(matrix, cell, target, run_id, len(specs), len(warmup), result.started_at, result.wall_ns, overhead)
+    return CellOutcome(row, result.records, sampler.gpu_rows, sampler.host_rows)
+
+
+def _cell_row(matrix: Matrix, cell: Cell, target: Target, run_id: str, planned: int, warmup: int, started_at,
+              wall_ns: int, overhead) -> dict:
+    """The `cells` row; `overhead` is None for an interrupted cell (its client figures are unknown)."""
+    load, shape = matrix.load, cell.shape
+    return {
         "run_id": run_id,
         "cell_id": cell.cell_id,
         "deployment_id": cell.deployment_id,
@@ -98,23 +132,22 @@ def run_cell(
         "load_kind": shape.kind,
         "concurrency": shape.concurrency,
         "repeat": cell.repeat,
-        "requests_planned": len(specs),
-        "warmup_requests": len(warmup),
-        "started_at": result.started_at,
-        "wall_ns": result.wall_ns,
+        "requests_planned": planned,
+        "warmup_requests": warmup,
+        "started_at": started_at,
+        "wall_ns": wall_ns,
         # migration 0002
         "arrival": shape.arrival,
         "rate_rps": shape.rate_rps,
         "burstiness": shape.burstiness,
         "max_concurrency": shape.max_concurrency,
         "duration_limit_s": load.duration_s,
-        "send_lateness_p50_ms": overhead.send_lateness_p50_ms,
-        "send_lateness_p99_ms": overhead.send_lateness_p99_ms,
-        "loop_lag_p99_ms": overhead.loop_lag_p99_ms,
-        "loop_lag_max_ms": overhead.loop_lag_max_ms,
-        "client_kept_up": overhead.kept_up,
+        "send_lateness_p50_ms": overhead.send_lateness_p50_ms if overhead else None,
+        "send_lateness_p99_ms": overhead.send_lateness_p99_ms if overhead else None,
+        "loop_lag_p99_ms": overhead.loop_lag_p99_ms if overhead else None,
+        "loop_lag_max_ms": overhead.loop_lag_max_ms if overhead else None,
+        "client_kept_up": overhead.kept_up if overhead else None,
     }
-    return CellOutcome(row, result.records, sampler.gpu_rows, sampler.host_rows)
 
 
 # ---------------------------------------------------------------- the rate sweep (matrix load.sweep)

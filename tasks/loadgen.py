@@ -257,8 +257,9 @@ async def _one_request(
         rec.status, rec.error_class, rec.error_message = "timeout", type(exc).__name__, str(exc)[:500]
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError, httpx.WriteError) as exc:
         rec.status, rec.error_class, rec.error_message = "disconnected", type(exc).__name__, str(exc)[:500]
-    except asyncio.CancelledError:
-        rec.status, rec.error_class = "cancelled", "cancelled"
+    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit) as exc:
+        # Cut short by the caller (a cancelled cell, Ctrl-C, SIGTERM): never left looking "ok".
+        rec.status, rec.error_class = "cancelled", type(exc).__name__
         raise
     finally:
         rec.done_at = now()
@@ -278,8 +279,12 @@ async def run_load(
     request_timeout_s: float = 300.0,
     duration_s: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    on_start: Callable[[list[RequestRecord], datetime, int], None] | None = None,
 ) -> CellResult:
-    """Sends `requests` in the given load shape; stops sending new ones after `duration_s`."""
+    """Sends `requests` in the given load shape; stops sending new ones after `duration_s`.
+    `on_start(records, started_at, t0_ns)` hands the caller the cell's records as the measured part
+    begins, so an interrupted cell (Ctrl-C, a cancelled flow) can still keep what was measured: the
+    requests in flight are cancelled and end as status "cancelled"."""
     timeout = httpx.Timeout(request_timeout_s, connect=10.0)
     async with _Clients(target.base_url, timeout) as client:
         # Warmup: sent and awaited, never recorded (first requests pay for caches and allocation).
@@ -292,6 +297,8 @@ async def run_load(
         t0 = time.monotonic_ns()
         deadline = t0 + int(duration_s * 1e9) if duration_s else None
         records = [_new_record(target, run_id, cell_id, i, s, started_at, 0) for i, s in enumerate(requests)]
+        if on_start:
+            on_start(records, started_at, t0)
         lateness: list[int] = []  # sent_at minus the moment the request could go
         done = 0
 

@@ -155,3 +155,45 @@ def test_an_engine_that_dies_under_load_is_recorded_as_crashed(tmp_path, llama_s
         assert "llama" in handle.row["log_excerpt"].lower()
     finally:
         handle.stop()
+
+
+def test_a_cancelled_night_keeps_what_it_measured(tmp_path, llama_server, smollm2, prefect_server):
+    """SIGTERM (what a Prefect cancel sends) in the middle of a cell on the real engine: the engine is
+    stopped, the run is staged as failed, and the cell's requests are kept: finished ones as ok, the
+    ones in flight as cancelled."""
+    import json
+    import signal
+    import time
+
+    import pyarrow.parquet as pq
+    from prefect.settings import PREFECT_API_URL
+
+    matrix = small_matrix(tmp_path, llama_server, smollm2)
+    data = yaml.safe_load(matrix.read_text())
+    data["workloads"][0].update(limit_prompts=12, output_lengths=[96])  # long enough to interrupt
+    matrix.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(matrix)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        for line in proc.stdout:  # wait until the measured part of the cell has finished a request
+            if "requests done" in line or time.monotonic() > deadline:
+                break
+        assert "requests done" in line, "the cell never reported progress"
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stdout.read()
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, rest[-2000:]
+    assert engine_processes(llama_server, smollm2) == []
+    (run_dir,) = (tmp_path / ".bakeoff" / "runs").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    requests = pq.read_table(run_dir / "requests.parquet").to_pylist()
+    statuses = {r["status"] for r in requests}
+    assert "ok" in statuses and "cancelled" in statuses, statuses
+    assert all(r["done_at"] is not None for r in requests)
+    cells = pq.read_table(run_dir / "cells.parquet").to_pylist()
+    assert len(cells) == 1 and cells[0]["client_kept_up"] is None  # unknown for an interrupted cell
