@@ -170,7 +170,7 @@ def test_a_cancelled_night_keeps_what_it_measured(tmp_path, llama_server, smollm
 
     matrix = small_matrix(tmp_path, llama_server, smollm2)
     data = yaml.safe_load(matrix.read_text())
-    data["workloads"][0].update(limit_prompts=12, output_lengths=[96])  # long enough to interrupt
+    data["workloads"][0].update(limit_prompts=20, output_lengths=[96])  # ~25 s: long enough to interrupt
     matrix.write_text(yaml.safe_dump(data))
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(matrix)], cwd=tmp_path, env=env,
