@@ -163,13 +163,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
                   f"  budget {gib(mp.budget_bytes)} GiB, weights {gib(mp.weights_bytes)} GiB, KV {gib(mp.kv_bytes)} GiB,"
                   f" free before {gib(mp.free_before_bytes)} GiB")
             print(f"     {mp.reason}")
-            if engine.kind in ("vllm", "sglang", "llamacpp"):
+            if engine.kind in ("vllm", "sglang"):  # the command line a GPU engine will get
+                model = matrix.models[planned.model_name]
                 spec = adapter_for(engine.kind).launch_spec(
-                    engine, planned.spec, matrix.models[planned.model_name].path,
-                    matrix.models[planned.model_name].served_name or planned.model_name,
-                    planned.spec.port or 8000, memory_args=mp.flag_args()) if engine.kind != "llamacpp" else None
-                if spec is not None:
-                    print(f"     {engine.image or engine.kind} {' '.join(spec.argv)}")
+                    engine, planned.spec, model.path, model.served_name or planned.model_name,
+                    planned.spec.port or 8000, memory_args=mp.flag_args())
+                print(f"     {engine.image or engine.kind} {' '.join(spec.argv)}")
     print(f"\n{not_fitting} group(s) predicted not to fit.")
     return 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.deploy import _container_model
+from tasks.deploy import container_model
 from tasks.engines import adapter_for
 from tasks.matrix import Matrix, MatrixError, plan
 from tasks.planner import plan_group
@@ -25,7 +25,7 @@ def compose_file(matrix: Matrix, deployment_id: str, base_dir: Path) -> str:
         if engine.kind == "external":
             continue
         model = matrix.models[planned.model_name]
-        model_arg, volumes = _container_model(model, base_dir)
+        model_arg, volumes = container_model(model, base_dir)
         port = planned.spec.port or 8000 + offset
         spec = adapter_for(engine.kind).launch_spec(engine, planned.spec, model_arg, model.served_name or planned.model_name,
                                                     port, memory_args=memory[planned.instance_id].flag_args())

@@ -110,7 +110,7 @@ def launch_instance(
     memory_args = _memory_args(matrix, planned, memory)
     log_path = run_dir / "logs" / f"{planned.instance_id}.log"
     if engine.launcher == "docker":
-        model_arg, volumes = _container_model(model, base_dir)
+        model_arg, volumes = container_model(model, base_dir)
         spec = adapter.launch_spec(engine, planned.spec, model_arg, served_name, port, memory_args=memory_args)
         spec = LaunchSpec(argv=spec.argv, env={**spec.env, **_secrets(engine)}, port=spec.port)
         image = (images or {}).get(planned.engine_name) or engine.image
@@ -175,7 +175,7 @@ def _measured_memory(matrix: Matrix, instance, kind: str) -> int | None:
     return instance.rss_bytes()
 
 
-def _container_model(model: Model, base_dir: Path) -> tuple[str, dict]:
+def container_model(model: Model, base_dir: Path) -> tuple[str, dict]:
     """A model file on this machine is mounted read-only at /models; a hub id is read from the
     mounted Hugging Face cache (nothing is downloaded by bakeoff itself)."""
     try:
@@ -299,7 +299,7 @@ def preflight(matrix: Matrix, base_dir: Path) -> None:
                 continue
             model = matrix.models[planned.model_name]
             if engine.launcher == "docker":
-                model_path, _ = _container_model(model, base_dir)
+                model_path, _ = container_model(model, base_dir)
             else:
                 model_path = resolve_model_path(model, base_dir)
             adapter.launch_spec(engine, planned.spec, model_path, "preflight", planned.spec.port or 1)

@@ -70,3 +70,18 @@ def stage(tmp_path: Path, records: list[RequestRecord], cells: list[dict], run: 
 def host_sample(run_id="run-1", cell_id="cell-a", **kw) -> dict:
     return {"run_id": run_id, "cell_id": cell_id, "sampled_at": T0, "instance_id": "dep-0",
             "cpu_util_pct": kw.get("cpu", 50.0), "load1": 1.0, "engine_rss_bytes": 123_456_789}
+
+
+def cpu_engine_matrix(name: str, llama_server: Path, smollm2: Path, **sections) -> dict:
+    """A matrix serving SmolLM2 on the real llama-server (2 slots, 512-token context per slot);
+    `sections` (workloads, load, deployments, models, slo, ...) replace or add top-level fields."""
+    matrix = {
+        "name": name,
+        "engines": {"cpu": {"kind": "llamacpp", "version": "0.3.36", "binary": str(llama_server),
+                            "args": ["--threads", "2"], "startup_timeout_s": 60}},
+        "models": {"smollm2": {"path": str(smollm2), "served_name": "smollm2"}},
+        "deployments": [{"id": "cpu", "instances": [{"engine": "cpu", "model": "smollm2", "parallel": 2,
+                                                      "context_length": 512}]}],
+    }
+    matrix.update(sections)
+    return matrix

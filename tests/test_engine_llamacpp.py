@@ -11,30 +11,26 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.builders import cpu_engine_matrix
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.engine, pytest.mark.prefect]
 
 
 def small_matrix(tmp_path: Path, llama_server: Path, smollm2: Path, *, broken_model: bool = False) -> Path:
-    models = {"smollm2": {"path": str(smollm2), "served_name": "smollm2"}}
-    deployments = [{"id": "llamacpp-smollm2", "instances": [{"engine": "cpu", "model": "smollm2", "parallel": 2,
-                                                              "context_length": 512}]}]
+    matrix = cpu_engine_matrix(
+        "engine-test", llama_server, smollm2,
+        workloads=[{"id": "study-mini", "prompts": "study", "limit_prompts": 4, "output_lengths": [8, 16]}],
+        load={"concurrency": [2], "warmup_requests": 1, "request_timeout_s": 60},
+        slo={"ttft_ms": 10_000},
+    )
+    matrix["deployments"][0]["id"] = "llamacpp-smollm2"
     if broken_model:
         garbage = tmp_path / "broken.gguf"
         garbage.write_bytes(b"this is not a gguf file" * 100)
-        models["broken"] = {"path": str(garbage)}
+        matrix["models"]["broken"] = {"path": str(garbage)}
         # The broken one first: the night must go on to the healthy group after it.
-        deployments.insert(0, {"id": "broken-model", "instances": [{"engine": "cpu", "model": "broken"}]})
-    matrix = {
-        "name": "engine-test",
-        "engines": {"cpu": {"kind": "llamacpp", "version": "0.3.36", "binary": str(llama_server),
-                            "args": ["--threads", "2"], "startup_timeout_s": 60}},
-        "models": models,
-        "deployments": deployments,
-        "workloads": [{"id": "study-mini", "prompts": "study", "limit_prompts": 4, "output_lengths": [8, 16]}],
-        "load": {"concurrency": [2], "warmup_requests": 1, "request_timeout_s": 60},
-        "slo": {"ttft_ms": 10_000},
-    }
+        matrix["deployments"].insert(0, {"id": "broken-model", "instances": [{"engine": "cpu", "model": "broken"}]})
     path = tmp_path / "matrix.yaml"
     path.write_text(yaml.safe_dump(matrix))
     return path

@@ -21,23 +21,18 @@ pytestmark = pytest.mark.engine
 def engine(tmp_path_factory, llama_server, smollm2):
     """One llama-server (2 slots) for the module; the matrix has every shape and workload kind."""
     tmp = tmp_path_factory.mktemp("shapes")
-    matrix = {
-        "name": "shapes-engine",
-        "engines": {"cpu": {"kind": "llamacpp", "version": "0.3.36", "binary": str(llama_server),
-                            "args": ["--threads", "2"], "startup_timeout_s": 60}},
-        "models": {"smollm2": {"path": str(smollm2), "served_name": "smollm2"}},
-        "deployments": [{"id": "cpu", "instances": [{"engine": "cpu", "model": "smollm2", "parallel": 2,
-                                                      "context_length": 512}]}],
-        "workloads": [
+    matrix = builders.cpu_engine_matrix(
+        "shapes-engine", llama_server, smollm2,
+        workloads=[
             {"id": "study", "limit_prompts": 2, "output_lengths": [6]},
             {"id": "prefix", "kind": "shared_prefix", "num_requests": 4, "groups": 1, "input_tokens": 120,
              "shared_fraction": 0.9, "output_tokens": 4},
             {"id": "random", "kind": "random", "num_requests": 3, "input_tokens": 16, "output_tokens": 6,
              "range_ratio": 0.5},
         ],
-        "load": {"concurrency": [1, 2], "rates": [8], "arrival": "gamma", "burstiness": 0.5, "max_concurrency": 2,
-                 "requests_per_cell": 4, "warmup_requests": 1, "request_timeout_s": 60},
-    }
+        load={"concurrency": [1, 2], "rates": [8], "arrival": "gamma", "burstiness": 0.5, "max_concurrency": 2,
+              "requests_per_cell": 4, "warmup_requests": 1, "request_timeout_s": 60},
+    )
     path = tmp / "matrix.yaml"
     path.write_text(yaml.safe_dump(matrix))
     matrix, _ = load_matrix(path)

@@ -206,20 +206,16 @@ def test_bad_sweep_is_one_line_naming_the_field(tmp_path, sweep, expected):
 def test_sweep_on_the_real_engine(tmp_path, llama_server, smollm2):
     from tasks import deploy
     from tasks.bench import run_cell
+    from tests.builders import cpu_engine_matrix
 
-    data = {
-        "name": "sweep-engine",
-        "engines": {"cpu": {"kind": "llamacpp", "version": "0.3.36", "binary": str(llama_server),
-                            "args": ["--threads", "2"], "startup_timeout_s": 60}},
-        "models": {"smollm2": {"path": str(smollm2), "served_name": "smollm2"}},
-        "deployments": [{"id": "cpu", "instances": [{"engine": "cpu", "model": "smollm2", "parallel": 2,
-                                                      "context_length": 512}]}],
-        "workloads": [{"id": "study", "limit_prompts": 3, "output_lengths": [8]}],
+    data = cpu_engine_matrix(
+        "sweep-engine", llama_server, smollm2,
+        workloads=[{"id": "study", "limit_prompts": 3, "output_lengths": [8]}],
         # Stop rules off: this checks the cells, not how a 2-core machine's TTFT varies.
-        "load": {"requests_per_cell": 6, "warmup_requests": 1, "request_timeout_s": 60,
-                 "sweep": {"saturation_concurrency": 2, "rates": 2, "low_fraction": 0.3, "high_fraction": 0.6,
-                           "stop_error_rate": 1, "stop_ttft_factor": None}},
-    }
+        load={"requests_per_cell": 6, "warmup_requests": 1, "request_timeout_s": 60,
+              "sweep": {"saturation_concurrency": 2, "rates": 2, "low_fraction": 0.3, "high_fraction": 0.6,
+                        "stop_error_rate": 1, "stop_ttft_factor": None}},
+    )
     path = tmp_path / "matrix.yaml"
     path.write_text(yaml.safe_dump(data))
     matrix, _ = load_matrix(path)
