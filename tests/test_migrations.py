@@ -112,8 +112,39 @@ def test_every_earlier_version_migrates_to_the_latest_with_its_data(warehouse_pa
         cell = con.execute("SELECT requests, ok, failed, wall_s, goodput_rps FROM v_cells").fetchall()
         assert cell == [(2, 1, 1, 0.2, pytest.approx(1 / 0.2))]
         assert con.execute("SELECT status, slo_ttft_ms FROM runs").fetchall() == [("completed", 25.0)]
+        # migration 0004: no verdict stored for this run (validation NULL), nothing rejected yet
+        assert con.execute("SELECT validation_status FROM runs").fetchall() == [(None,)]
+        assert con.execute("SELECT count(*) FROM rejected_requests").fetchall() == [(0,)]
         assert con.execute("SELECT started, flags FROM deployments").fetchall() == [(True, ["--parallel", "2"])]
         assert con.execute("SELECT cpu_util_pct FROM host_samples").fetchall() == [(50.0,)]
+    finally:
+        con.close()
+
+
+def test_0004_marks_the_runs_the_gate_passed_and_keeps_the_others_unmarked(warehouse_path):
+    """Before 0004 a run was loaded only if the gate passed it whole: a stored report that says so
+    becomes 'passed'; no report, or one that does not say it passed, stays NULL (no verdict)."""
+    import json
+
+    con = duckdb.connect(str(warehouse_path))
+    schema.migrate(con, target=3)
+    reports = {"run-passed": {"success": True, "summary": "validation passed: 2 rows, 40 expectations"},
+               "run-failed": {"success": False, "summary": "validation failed: ..."},
+               "run-none": None}
+    for run_id, report in reports.items():
+        _insert(con, "runs", [{**run_row(run_id), "started_at": T0,
+                               "validation": json.dumps(report) if report is not None else None}])
+    con.close()
+
+    con = store.connect(warehouse_path)
+    try:
+        got = dict(con.execute("SELECT run_id, validation_status FROM runs").fetchall())
+        assert got == {"run-passed": "passed", "run-failed": None, "run-none": None}
+        # the report itself is kept as it was
+        stored = con.execute("SELECT validation FROM runs WHERE run_id = 'run-passed'").fetchall()[0][0]
+        assert json.loads(stored) == reports["run-passed"]
+        assert _columns(con, "rejected_requests") == {
+            "run_id": "VARCHAR", "request_id": "VARCHAR", "failed_expectations": "VARCHAR[]", "record": "JSON"}
     finally:
         con.close()
 
