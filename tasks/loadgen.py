@@ -1,4 +1,6 @@
-"""The load generator: streamed chat completions over httpx, one raw record per request.
+"""The load generator: streamed chat completions, one raw record per request.
+
+The HTTP side is tasks/streaming_client.py (why not httpx: see there and benchmarks/client_capacity.py).
 
 Closed loop: `concurrency` workers each send their next request as soon as the previous one ends.
 Open loop: requests are due at absolute offsets from the cell start (t0 + cumulative inter-arrival
@@ -17,16 +19,14 @@ import json
 import logging
 import math
 import random
-import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import httpx
-
 from tasks.matrix import LoadShape
 from tasks.records import RequestRecord
+from tasks.streaming_client import ABORT, CONTINUE, DONE, StreamError, StreamingClient
 from tasks.workloads import RequestSpec
 
 log = logging.getLogger("bakeoff.loadgen")
@@ -159,111 +159,83 @@ def _body(target: Target, spec: RequestSpec, temperature: float) -> dict:
     }
 
 
-class _Clients:
-    """httpx clients, each holding at most PER_CLIENT streams. httpx's pool scans all of its
-    connections for every request it assigns, so one big pool costs O(streams) per request: at 1000
-    req/s that scan alone kept the event loop busy (benchmarks/client_capacity.py). Small pools keep
-    it short. A client is taken for one request and given back."""
-
-    PER_CLIENT = 16
-
-    def __init__(self, base_url: str, timeout: httpx.Timeout) -> None:
-        self.base_url, self.timeout = base_url, timeout
-        # One TLS context for all of them: each httpx client would otherwise load the CA bundle (~20 ms).
-        self.tls = ssl.create_default_context()
-        self.all: list[httpx.AsyncClient] = []
-        self.free: list[httpx.AsyncClient] = []  # one entry per free slot
-
-    def take(self) -> httpx.AsyncClient:
-        if not self.free:
-            limits = httpx.Limits(max_connections=self.PER_CLIENT, max_keepalive_connections=self.PER_CLIENT)
-            client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, limits=limits, verify=self.tls)
-            self.all.append(client)
-            self.free.extend([client] * self.PER_CLIENT)
-        return self.free.pop()
-
-    def give(self, client: httpx.AsyncClient) -> None:
-        self.free.append(client)
-
-    async def __aenter__(self) -> "_Clients":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        for client in self.all:
-            await client.aclose()
+_PATH = "/v1/chat/completions"
 
 
 async def _one_request(
-    clients: _Clients, target: Target, spec: RequestSpec, rec: RequestRecord, t0: int, temperature: float
+    client: StreamingClient, target: Target, spec: RequestSpec, rec: RequestRecord, t0: int, temperature: float
 ) -> None:
     def now() -> int:
         return time.monotonic_ns() - t0
 
-    client = clients.take()
+    saw_done = False
+
+    def on_line(payload: bytes, t_read: int) -> int:
+        # Runs inside the client's data_received, once per SSE data line; t_read is when its read arrived.
+        nonlocal saw_done
+        t = t_read - t0
+        if rec.first_chunk_at is None:
+            rec.first_chunk_at = t
+        if payload == b"[DONE]":
+            saw_done = True
+            return DONE
+        try:
+            event = json.loads(payload)
+        except ValueError:  # invalid JSON or invalid UTF-8
+            rec.status, rec.error_class = "bad_stream", "invalid_json"
+            rec.error_message = payload[:200].decode("utf-8", "replace")
+            return ABORT
+        if not isinstance(event, dict):
+            rec.status, rec.error_class = "bad_stream", "invalid_json"
+            rec.error_message = payload[:200].decode("utf-8", "replace")
+            return ABORT
+        if "error" in event:
+            rec.status, rec.error_class = "bad_stream", "error_event"
+            rec.error_message = json.dumps(event["error"])[:500]
+            return ABORT
+        for choice in event.get("choices") or ():
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                if rec.first_token_at is None:
+                    rec.first_token_at = t
+                rec.last_token_at = t
+                rec.chunk_times.append(t)
+            if choice.get("finish_reason"):
+                rec.finish_reason = choice["finish_reason"]
+        usage = event.get("usage")
+        if usage:
+            rec.prompt_tokens = usage.get("prompt_tokens")
+            rec.completion_tokens = usage.get("completion_tokens")
+            details = usage.get("prompt_tokens_details") or {}
+            rec.cached_prompt_tokens = details.get("cached_tokens")
+        return CONTINUE
+
+    body = json.dumps(_body(target, spec, temperature)).encode()
+    done_ns = None
     rec.sent_at = now()
     try:
-        async with client.stream("POST", "/v1/chat/completions", json=_body(target, spec, temperature)) as resp:
-            rec.http_status = resp.status_code
-            if resp.status_code != 200:
-                text = (await resp.aread()).decode("utf-8", "replace")
-                rec.status, rec.error_class = "http_error", f"http_{resp.status_code}"
-                rec.error_message = text[:500]
-                return
-            saw_done = False
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments (": ping"), event names
-                t = now()
-                if rec.first_chunk_at is None:
-                    rec.first_chunk_at = t
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    # Stop here: the connection is then closed, not reused. Reading on to the end of
-                    # the body lets httpx reuse it, but llama-server closes kept-alive connections
-                    # and a request sent on one that is closing fails ("Server disconnected without
-                    # sending a response"), seen in tests/test_load_shapes_engine.py.
-                    saw_done = True
-                    break
-                try:
-                    event = json.loads(payload)
-                except json.JSONDecodeError:
-                    rec.status, rec.error_class = "bad_stream", "invalid_json"
-                    rec.error_message = payload[:200]
-                    return
-                if "error" in event:
-                    rec.status, rec.error_class = "bad_stream", "error_event"
-                    rec.error_message = json.dumps(event["error"])[:500]
-                    return
-                for choice in event.get("choices") or ():
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        if rec.first_token_at is None:
-                            rec.first_token_at = t
-                        rec.last_token_at = t
-                        rec.chunk_times.append(t)
-                    if choice.get("finish_reason"):
-                        rec.finish_reason = choice["finish_reason"]
-                usage = event.get("usage")
-                if usage:
-                    rec.prompt_tokens = usage.get("prompt_tokens")
-                    rec.completion_tokens = usage.get("completion_tokens")
-                    details = usage.get("prompt_tokens_details") or {}
-                    rec.cached_prompt_tokens = details.get("cached_tokens")
-            if not saw_done:
-                rec.status, rec.error_class = "disconnected", "stream_ended_without_done"
-            elif rec.first_token_at is None:
-                rec.status, rec.error_class = "bad_stream", "no_content"
-    except httpx.TimeoutException as exc:
-        rec.status, rec.error_class, rec.error_message = "timeout", type(exc).__name__, str(exc)[:500]
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError, httpx.WriteError) as exc:
-        rec.status, rec.error_class, rec.error_message = "disconnected", type(exc).__name__, str(exc)[:500]
+        resp = await client.post_stream(_PATH, body, on_line)
+        done_ns = resp.done_ns
+        rec.http_status = resp.status
+        if resp.status != 200:
+            rec.status, rec.error_class = "http_error", f"http_{resp.status}"
+            rec.error_message = resp.body.decode("utf-8", "replace")[:500]
+        elif rec.status != "ok":
+            pass  # the line handler classified it (bad_stream)
+        elif not saw_done:
+            rec.status, rec.error_class = "disconnected", "stream_ended_without_done"
+        elif rec.first_token_at is None:
+            rec.status, rec.error_class = "bad_stream", "no_content"
+    except StreamError as exc:
+        rec.status = "timeout" if exc.timeout else "disconnected"
+        rec.error_class, rec.error_message = exc.kind, str(exc)[:500]
     except (asyncio.CancelledError, KeyboardInterrupt, SystemExit) as exc:
         # Cut short by the caller (a cancelled cell, Ctrl-C, SIGTERM): never left looking "ok".
         rec.status, rec.error_class = "cancelled", type(exc).__name__
         raise
     finally:
-        rec.done_at = now()
-        clients.give(client)
+        # The response's end as its read arrived; else (an error) when this coroutine saw it.
+        rec.done_at = done_ns - t0 if done_ns is not None else now()
 
 
 async def run_load(
@@ -285,8 +257,7 @@ async def run_load(
     `on_start(records, started_at, t0_ns)` hands the caller the cell's records as the measured part
     begins, so an interrupted cell (Ctrl-C, a cancelled flow) can still keep what was measured: the
     requests in flight are cancelled and end as status "cancelled"."""
-    timeout = httpx.Timeout(request_timeout_s, connect=10.0)
-    async with _Clients(target.base_url, timeout) as client:
+    async with StreamingClient(target.base_url, read_timeout=request_timeout_s) as client:
         # Warmup: sent and awaited, never recorded (first requests pay for caches and allocation).
         if warmup:
             scratch = [_new_record(target, run_id, "warmup", i, s, datetime.now(timezone.utc), 0) for i, s in enumerate(warmup)]
