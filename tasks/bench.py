@@ -147,6 +147,8 @@ def _cell_row(matrix: Matrix, cell: Cell, target: Target, run_id: str, planned: 
         "loop_lag_p99_ms": overhead.loop_lag_p99_ms if overhead else None,
         "loop_lag_max_ms": overhead.loop_lag_max_ms if overhead else None,
         "client_kept_up": overhead.kept_up if overhead else None,
+        # migration 0005: set by run_sweep on the cell after which a stop rule ended the sweep
+        "sweep_stop_reason": None,
     }
 
 
@@ -220,6 +222,7 @@ def run_sweep(matrix: Matrix, planned: PlannedInstance, measure: Callable[[Cell]
     outcomes = [saturation]
     sat_rps = completed_rate_rps(saturation)
     if sat_rps is None:
+        saturation.row["sweep_stop_reason"] = f"no request completed at saturation_concurrency {sat_c}"
         log.warning("%s sweep: stopped after the saturation cell: no request completed at concurrency %d",
                     planned.instance_id, sat_c)
         return outcomes
@@ -236,6 +239,7 @@ def run_sweep(matrix: Matrix, planned: PlannedInstance, measure: Callable[[Cell]
         if i == 0:
             baseline = quantile(ttft_ms(outcome), 0.5)
         if reason:
+            outcome.row["sweep_stop_reason"] = reason  # the cells row, for the warehouse and the report
             skipped = rates[i + 1:]
             log.warning("%s sweep: stopped at %g requests/s: %s%s", planned.instance_id, rate, reason,
                         f" (skipped {', '.join(f'{r:g}' for r in skipped)} requests/s)" if skipped else "")

@@ -133,6 +133,9 @@ def test_the_sweep_stops_when_the_ttft_factor_trips(tmp_path, caplog):
     assert [c.shape.rate_rps for c in engine.cells[1:]] == [1, 3, 5]  # 30 ms is not over 30; 50 is
     assert outs[-1].row["cell_id"] == "ext-0.w.sweep-poisson5rps.r0"
     assert "stopped at 5 requests/s" in caplog.text and "skipped 7, 9 requests/s" in caplog.text
+    # The reason is kept on the cell that tripped the rule (warehouse: cells.sweep_stop_reason).
+    assert outs[-1].row["sweep_stop_reason"] == "p99 TTFT 50.0 ms > stop_ttft_factor 3 x the lowest rate's p50 TTFT 10.0 ms"
+    assert [o.row.get("sweep_stop_reason") for o in outs[:-1]] == [None] * 3
 
 
 def test_the_sweep_stops_when_errors_explode(tmp_path, caplog):
@@ -144,6 +147,7 @@ def test_the_sweep_stops_when_errors_explode(tmp_path, caplog):
     assert {c.workload_id for c in engine.cells} == {"v"}
     assert [r.status for r in outs[-1].records] == ["http_error"] * 5  # the tripping cell is kept
     assert "error rate 5/5" in caplog.text
+    assert outs[-1].row["sweep_stop_reason"].startswith("error rate 5/5 = 100% > stop_error_rate")
 
 
 def test_no_completed_request_at_saturation_ends_the_sweep(tmp_path):
@@ -151,6 +155,7 @@ def test_no_completed_request_at_saturation_ends_the_sweep(tmp_path):
     engine = FakeEngine(saturation_ok=0)
     outs = run_sweep(matrix, group.instances[0], engine)
     assert [o.row["cell_id"] for o in outs] == ["ext-0.w.sweep-sat-c16.r0"]
+    assert outs[0].row["sweep_stop_reason"] == "no request completed at saturation_concurrency 16"
 
 
 def test_gamma_sweep_cells_carry_the_burstiness(tmp_path):
@@ -240,3 +245,4 @@ def test_sweep_on_the_real_engine(tmp_path, llama_server, smollm2):
     assert [r["cell_id"] for r in rows[1:]] == [f"cpu-0.study.sweep-poisson{r:g}rps.r0" for r in rates]
     assert all(len(o.records) == 6 and {r.status for r in o.records} == {"ok"} for o in outs)
     assert all(r.completion_tokens == 8 for o in outs for r in o.records)
+    assert [r["sweep_stop_reason"] for r in rows] == [None] * 3  # every rate ran
