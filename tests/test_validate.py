@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tasks.records import REQUEST_SCHEMA, RequestRecord, records_to_arrow
-from warehouse.validate import validate_requests
+from warehouse.validate import FAILED_ROWS, PASSED, REFUSED, validate_requests
 
 PAIR = "expect_column_pair_values_a_to_be_greater_than_b"
 BETWEEN = "expect_column_values_to_be_between"
@@ -252,6 +252,23 @@ def test_bad_rows_fail_by_name(mutate, expectation, columns, condition, count, e
     assert saved["failures"][0]["expectation"] == expectation
     assert saved["failures"][0]["unexpected_count"] == count
 
+    # The verdict: a duplicated request_id is about the table (refused whole); every other case is
+    # about single rows, and exactly the failing rows are set apart, each with the expectation's name.
+    if expectation == UNIQUE:
+        assert report.outcome == REFUSED
+        assert report.rejected == {} and report.kept_rows == 0
+        assert "**The whole run is refused" in report.markdown()
+        assert saved["outcome"] == "refused" and saved["failures"][0]["row_level"] is False
+    else:
+        assert report.outcome == FAILED_ROWS
+        assert report.rejected == {rid: (failure.name,) for rid in example_ids}
+        assert report.kept_rows == len(records) - count
+        assert line.startswith(f"validation failed: {count} of {len(records)} request rows rejected, "
+                               f"{len(records) - count} kept: {failure.name}: ")
+        assert (saved["outcome"], saved["rejected_rows"], saved["kept_rows"]) == (
+            "failed_rows", count, len(records) - count)
+        assert saved["failures"][0]["row_level"] is True
+
 
 def test_examples_carry_values_and_several_failures_join_in_one_line():
     records = valid_records()
@@ -277,6 +294,76 @@ def test_examples_are_capped_at_three():
     (failure,) = report.failures
     assert failure.unexpected_count == len(records)
     assert len(failure.examples) == 3
+    # ... but every failing row is named for the load, not only the examples
+    assert sorted(report.rejected) == sorted(r.request_id for r in records)
+    assert report.outcome == FAILED_ROWS and report.kept_rows == 0
+
+
+def test_every_failing_row_is_named_with_every_expectation_it_failed():
+    """40 rows: 12 with max_tokens 0, 5 with an unknown status, row 3 with both, row 7 with chunks out of
+    order. The full lists come from GX (result_format COMPLETE), the examples stay at 3; the saved JSON
+    keeps GX's examples, not the full per-row lists."""
+    records = [ok_record(i) for i in range(40)]
+    zero, weird = range(0, 36, 3), (3, 11, 19, 27, 35)
+    for i in zero:
+        records[i].max_tokens = 0
+    for i in weird:
+        records[i].status = "exploded"
+    _chunks_not_monotone([None, records[7]])
+    report = validate_requests(records_to_arrow(records))
+
+    assert report.outcome == FAILED_ROWS
+    by_name = {f.name: f for f in report.failures}
+    between, in_set, ordered = (f"{BETWEEN}(max_tokens)", f"{IN_SET}(status)", f"{IN_SET}(chunk_times_ordered)")
+    assert set(by_name) == {between, in_set, ordered}
+    assert by_name[between].unexpected_count == 12 and len(by_name[between].examples) == 3
+    assert sorted(by_name[between].request_ids) == sorted(f"r-{i}" for i in zero)
+    expected = {f"r-{i}": [in_set] for i in weird}  # the suite checks status before max_tokens
+    for i in zero:
+        expected.setdefault(f"r-{i}", []).append(between)
+    expected["r-7"] = [ordered]
+    assert {k: list(v) for k, v in report.rejected.items()} == expected
+    assert report.rejected["r-3"] == (in_set, between)  # both, in the suite's order
+    assert report.rejected["r-27"] == (in_set, between)
+    assert report.kept_rows == 40 - len(expected)
+    assert report.summary_line().startswith(f"validation failed: {len(expected)} of 40 request rows rejected, "
+                                            f"{40 - len(expected)} kept: ")
+    text = report.markdown()
+    assert f"**{len(expected)} of 40 request rows rejected, {40 - len(expected)} kept.**" in text
+    assert "validation_status = 'failed_rows'" in text
+    assert f"| `{between}` | 12 |" in text and f"| `{in_set}` | 5 |" in text
+    saved = json.dumps(report.to_json())
+    assert '"unexpected_index_list"' not in saved and '"unexpected_list"' not in saved
+    assert '"partial_unexpected_index_list"' in saved  # GX's examples are kept
+
+
+def test_a_table_level_failure_refuses_the_run_even_beside_row_failures():
+    records = valid_records()
+    _dup_request_id(records)
+    _unknown_status(records)
+    report = validate_requests(records_to_arrow(records))
+    assert report.outcome == REFUSED
+    assert report.rejected == {} and report.kept_rows == 0
+    assert [f.name for f in report.refusing()] == [f"{UNIQUE}(request_id)"]
+    assert f"Not about single request rows: `{UNIQUE}(request_id)`" in report.markdown()
+    assert report.summary_line().startswith(f"validation failed: {UNIQUE}(request_id): 2 rows")
+
+
+def test_a_failing_row_without_request_id_refuses_the_run():
+    records = valid_records()
+    records[2].request_id = None
+    report = validate_requests(records_to_arrow(records))
+    (failure,) = report.failures
+    assert failure.name == f"{NOT_NULL}(request_id)"
+    assert not failure.row_level and report.outcome == REFUSED
+
+
+def test_passed_report_keeps_every_row():
+    report = validate_requests(records_to_arrow(valid_records()))
+    assert report.outcome == PASSED
+    assert report.rejected == {} and report.kept_rows == 7
+    saved = report.to_json()
+    assert (saved["outcome"], saved["kept_rows"], saved["rejected_rows"]) == ("passed", 7, 0)
 
 
 def test_wrongly_typed_column_is_reported_as_error_not_crash():
@@ -291,6 +378,7 @@ def test_wrongly_typed_column_is_reported_as_error_not_crash():
     assert failure.name == f"{BETWEEN}(max_tokens)"
     assert failure.error
     assert "error:" in report.summary_line()
+    assert report.outcome == REFUSED  # GX could not judge the rows: the whole run
 
 
 def test_missing_column_is_a_contract_error():
@@ -380,6 +468,18 @@ def test_run_still_checks_the_requests():
     (failure,) = report.failures
     assert failure.table == "requests"
     assert failure.name == f"{IN_SET}(status)"  # request failures keep their plain names
+    assert report.outcome == FAILED_ROWS and report.rejected == {"r-2": (failure.name,)}
+
+
+def test_a_bad_deployment_or_cell_refuses_the_run_even_with_row_failures():
+    for mutate_dep, mutate_cell in ((_dep_negative_startup, None), (None, _cell_unknown_load_kind)):
+        records, deployments, cells = valid_records(), good_deployments(), good_cells()
+        _unknown_status(records)
+        mutate_dep and mutate_dep(deployments)
+        mutate_cell and mutate_cell(cells)
+        report = validate_run(records_to_arrow(records), deployments, cells)
+        assert report.outcome == REFUSED and report.rejected == {}
+        assert [f.table for f in report.refusing()] == ["deployments" if mutate_dep else "cells"]
 
 
 def _dep_duplicate_key(ds):

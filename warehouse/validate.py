@@ -14,6 +14,20 @@ keep their plain names) and its examples are keyed by instance_id (deployments) 
 The two row suites mirror the tables' NOT NULL / CHECK / PRIMARY KEY constraints
 (warehouse/migrations), so a row the load would refuse is caught here, with a count and examples.
 
+The verdict (`ValidationReport.outcome`):
+- "passed": every expectation passed; every row is loaded.
+- "failed_rows": only row-level expectations of the requests suite failed, and GX named every
+  failing row: `rejected` maps each failing request_id to the names of the expectations it failed.
+  The load (warehouse/store.py) puts the other rows into `requests`, these into `rejected_requests`,
+  and marks the run `validation_status = 'failed_rows'`.
+- "refused": anything that cannot be pinned to single request rows refuses the whole run, as
+  before: the uniqueness of request_id (which copy would be the bad one?), a failing row without a
+  request_id, an expectation GX could not evaluate (an error), or any failure of the deployments or
+  cells suites (few rows, and a bad cell or deployment makes its requests meaningless).
+The requests suite runs with GX's result_format COMPLETE (every failing row's request_id, through
+`unexpected_index_column_names`); the full lists are dropped from the saved GX result (`to_json`),
+which keeps GX's first examples only: the rows themselves go to `rejected_requests`.
+
 How GX is used, and why so:
 - GX 1.x on a pandas frame (pyarrow -> pandas through Arrow, default mapping: see `_to_pandas`
   for why not nullable Int64); GX's SQL path on DuckDB is broken (DESIGN.md).
@@ -112,6 +126,13 @@ CELL_COLUMNS = (*CELL_NOT_NULL_COLUMNS, "concurrency", "rate_rps")
 # The column whose value names a failing row in a Failure's examples, per table.
 EXAMPLE_KEYS = {"requests": "request_id", "deployments": "instance_id", "cells": "cell_id"}
 
+# Requests-suite expectations whose failures are not about single rows: a duplicated request_id is a
+# fault of the table (both copies fail; neither is the one to drop), and refuses the whole run.
+TABLE_LEVEL_EXPECTATIONS = frozenset({"expect_column_values_to_be_unique"})
+
+# The gate's verdicts (ValidationReport.outcome); runs.validation_status takes the first two.
+PASSED, FAILED_ROWS, REFUSED = "passed", "failed_rows", "refused"
+
 MAX_EXAMPLES = 3
 
 
@@ -128,6 +149,13 @@ class Failure:
     kwargs: dict[str, Any] = field(default_factory=dict)  # the expectation's GX kwargs
     error: str | None = None  # GX raised while evaluating this expectation
     table: str = "requests"  # the table the rows belong to: requests, deployments or cells
+    # Every failing row's request_id, when the failure is row-level (requests suite, not a table-level
+    # expectation, no error, GX named each of the unexpected_count rows by a request_id); else ().
+    request_ids: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def row_level(self) -> bool:
+        return bool(self.request_ids)
 
     @property
     def name(self) -> str:
@@ -165,6 +193,7 @@ class Failure:
             "examples": [dict(e) for e in self.examples],
             "kwargs": self.kwargs,
             "error": self.error,
+            "row_level": self.row_level,
         }
 
 
@@ -180,6 +209,27 @@ class ValidationReport:
     # suite that ran (validate_run; a table without rows has no suite run).
     gx_result: dict[str, Any] = field(default_factory=dict, repr=False)
     table_rows: dict[str, int] = field(default_factory=dict)  # validate_run: rows per table
+    # outcome "failed_rows": request_id -> names of the expectations that row failed (Failure.name),
+    # in the order of the suite; empty otherwise.
+    rejected: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+
+    @property
+    def outcome(self) -> str:
+        """passed, failed_rows (the failing request rows are set apart) or refused (the whole run)."""
+        if self.success:
+            return PASSED
+        if self.failures and all(f.row_level for f in self.failures):
+            return FAILED_ROWS
+        return REFUSED
+
+    @property
+    def kept_rows(self) -> int:
+        """Request rows the load puts into `requests` (none when the run is refused)."""
+        return 0 if self.outcome == REFUSED else self.row_count - len(self.rejected)
+
+    def refusing(self) -> list[Failure]:
+        """The failures that refuse the whole run (not about single request rows)."""
+        return [f for f in self.failures if not f.row_level]
 
     def rows_text(self) -> str:
         """'160 rows', or with validate_run '160 rows of requests, 1 of deployments, 1 of cells'."""
@@ -194,7 +244,11 @@ class ValidationReport:
                 f"validation passed: {self.rows_text()}, "
                 f"{self.evaluated_expectations} expectations"
             )
-        return "validation failed: " + "; ".join(f.describe() for f in self.failures)
+        failures = "; ".join(f.describe() for f in self.failures)
+        if self.outcome == FAILED_ROWS:
+            return (f"validation failed: {len(self.rejected)} of {self.row_count} request rows rejected, "
+                    f"{self.kept_rows} kept: {failures}")
+        return "validation failed: " + failures
 
     def markdown(self) -> str:
         """The result for the Prefect UI (an artifact of the run)."""
@@ -202,15 +256,27 @@ class ValidationReport:
                f"{self.evaluated_expectations} expectations (Great Expectations {self.gx_version})"
         if self.success:
             return head
+        if self.outcome == FAILED_ROWS:
+            verdict = (f"**{len(self.rejected)} of {self.row_count} request rows rejected, {self.kept_rows} kept.** "
+                       "The kept rows are loaded into `requests`, the rejected ones into `rejected_requests`, "
+                       "and the run is marked `validation_status = 'failed_rows'` (left out of `v_nightly` "
+                       "and `v_comparison`).")
+        else:
+            names = ", ".join(f"`{f.name}`" for f in self.refusing())
+            verdict = (f"**The whole run is refused: nothing is loaded.** Not about single request rows: "
+                       f"{names}.")
         rows = "\n".join(f"| `{f.name}` | {f.unexpected_count} | {f.example_text() or f.error or ''} |"
                          for f in self.failures)
-        return f"{head}\n\n| expectation | failing rows | examples |\n|---|---:|---|\n{rows}"
+        return f"{head}\n\n{verdict}\n\n| expectation | failing rows | examples |\n|---|---:|---|\n{rows}"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "success": self.success,
+            "outcome": self.outcome,
             "summary": self.summary_line(),
             "row_count": self.row_count,
+            "kept_rows": self.kept_rows,
+            "rejected_rows": len(self.rejected),
             "table_rows": dict(self.table_rows),
             "evaluated_expectations": self.evaluated_expectations,
             "elapsed_s": self.elapsed_s,
@@ -229,14 +295,16 @@ def validate_requests(table: pa.Table) -> ValidationReport:
     result = _run_suite(
         gx, context, "requests", _to_pandas(_with_helper_columns(table)), _expectations(gxe, Column)
     )
+    failures = [_failure(r) for r in result.results if not r.success]
     return ValidationReport(
         success=bool(result.success),
-        failures=[_failure(r) for r in result.results if not r.success],
+        failures=failures,
         row_count=table.num_rows,
         evaluated_expectations=len(result.results),
         elapsed_s=round(time.perf_counter() - started, 4),
         gx_version=gx.__version__,
-        gx_result=result.to_json_dict(),
+        gx_result=_saved(result.to_json_dict()),
+        rejected=_rejected(failures),
     )
 
 
@@ -269,7 +337,7 @@ def validate_run(
         success = success and bool(result.success)
         failures += [_failure(r, table) for r in result.results if not r.success]
         evaluated += len(result.results)
-        gx_results[table] = result.to_json_dict()
+        gx_results[table] = _saved(result.to_json_dict())
     return ValidationReport(
         success=success,
         failures=failures,
@@ -279,7 +347,29 @@ def validate_run(
         gx_version=gx.__version__,
         gx_result=gx_results,
         table_rows={table: rows for table, rows, _, _ in suites},
+        rejected=_rejected(failures),
     )
+
+
+def _rejected(failures: list[Failure]) -> dict[str, tuple[str, ...]]:
+    """request_id -> names of the failures it is in, when every failure is row-level; else {}."""
+    if not failures or not all(f.row_level for f in failures):
+        return {}
+    names: dict[str, list[str]] = {}
+    for f in failures:
+        for request_id in f.request_ids:
+            names.setdefault(request_id, []).append(f.name)
+    return {request_id: tuple(n) for request_id, n in names.items()}
+
+
+def _saved(result: dict[str, Any]) -> dict[str, Any]:
+    """GX's JSON result without the full per-row lists of result_format COMPLETE (as many entries as
+    failing rows): what is saved with the run stays small; the examples (partial_*) stay."""
+    for r in result.get("results", []):
+        if isinstance(r.get("result"), dict):
+            for key in ("unexpected_list", "unexpected_index_list"):
+                r["result"].pop(key, None)
+    return result
 
 
 def _check_requests_columns(table: pa.Table) -> None:
@@ -310,12 +400,15 @@ def _run_suite(gx: Any, context: Any, table: str, frame: Any, expectations: list
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
     )
+    # requests: COMPLETE, so that GX names EVERY failing row (unexpected_index_list, by request_id),
+    # not only the first examples; without the query string that would repeat the same indices.
     return definition.run(
         batch_parameters={"dataframe": frame},
         result_format={
-            "result_format": "SUMMARY",
+            "result_format": "COMPLETE" if table == "requests" else "SUMMARY",
             "partial_unexpected_count": MAX_EXAMPLES,
             "unexpected_index_column_names": [EXAMPLE_KEYS[table]],
+            "return_unexpected_index_query": False,
         },
     )
 
@@ -519,16 +612,33 @@ def _failure(result: Any, table: str = "requests") -> Failure:
         {k: _plain(v) for k, v in row.items()}
         for row in (res.get("partial_unexpected_index_list") or [])[:MAX_EXAMPLES]
     )
+    unexpected_count = int(res.get("unexpected_count") or 0)
     return Failure(
         expectation=config.type,
         columns=columns,
-        unexpected_count=int(res.get("unexpected_count") or 0),
+        unexpected_count=unexpected_count,
         element_count=int(res.get("element_count") or 0),
         examples=examples,
         condition=condition_text,
         kwargs=_plain(kwargs),
         table=table,
+        request_ids=_row_ids(res, table, config.type, unexpected_count),
     )
+
+
+def _row_ids(res: dict, table: str, expectation: str, unexpected_count: int) -> tuple[str, ...]:
+    """The request_id of every failing row, or () when the failure cannot be pinned to rows: not the
+    requests suite, a table-level expectation, no full list (not COMPLETE), a list shorter than the
+    count, or a failing row without a request_id (nothing to name it by)."""
+    if table != "requests" or expectation in TABLE_LEVEL_EXPECTATIONS or unexpected_count == 0:
+        return ()
+    rows = res.get("unexpected_index_list")
+    if not isinstance(rows, list) or len(rows) != unexpected_count:
+        return ()
+    ids = [row.get("request_id") if isinstance(row, dict) else None for row in rows]
+    if not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+        return ()
+    return tuple(ids)
 
 
 def _exception_message(info: Any) -> str | None:
