@@ -1,7 +1,9 @@
 """Client capacity: can bakeoff's load generator outrun any single engine? (issue 3)
 
-Serves a static OpenAI-style SSE stream (CHUNKS content chunks + usage + [DONE]) from nginx on
-127.0.0.1, so the server is never the bottleneck, and measures, for bakeoff's client
+Serves an OpenAI-style SSE stream (CHUNKS content chunks + usage + [DONE]) on 127.0.0.1 two ways:
+as a static file from nginx (large writes: the server is never the bottleneck) and from
+benchmarks/chunked_sse_server.py (one HTTP chunk per event, each its own write, as engines send it:
+many more, smaller reads for the client). It measures, for bakeoff's client
 (tasks/loadgen.run_load, the real code path with records) and for a plain aiohttp client doing the
 same work (benchmarks/aiohttp_reference.py), in the same run:
   - content chunks parsed per second and requests per second, closed loop at each concurrency level;
@@ -59,7 +61,8 @@ http {{
 """
 
 
-def sse_body(chunks: int) -> bytes:
+def sse_events(chunks: int) -> list[bytes]:
+    """The SSE events of one response: a role chunk, `chunks` content chunks, finish, usage, [DONE]."""
     def event(obj: dict) -> bytes:
         return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
@@ -71,10 +74,57 @@ def sse_body(chunks: int) -> bytes:
     out.append(event({**base, "choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": chunks,
                                                         "total_tokens": 8 + chunks}}))
     out.append(b"data: [DONE]\n\n")
-    return b"".join(out)
+    return out
+
+
+def sse_body(chunks: int) -> bytes:
+    return b"".join(sse_events(chunks))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, what: str) -> None:
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit(f"{what} did not start")
+
+
+class ChunkedServer:
+    """benchmarks/chunked_sse_server.py in its own process: one chunk per event, as engines write."""
+
+    name = "chunk per event"
+
+    def __init__(self, chunks: int) -> None:
+        self.chunks = chunks
+
+    def __enter__(self) -> "ChunkedServer":
+        self.port = _free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.chunked_sse_server", "--port", str(self.port),
+                                      "--chunks", str(self.chunks)], cwd=ROOT)
+        _wait_for_port(self.port, self.proc, "benchmarks/chunked_sse_server.py")
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
 class Nginx:
+    name = "nginx static"
+
     def __init__(self, chunks: int) -> None:
         self.chunks = chunks
 
@@ -86,20 +136,12 @@ class Nginx:
         self.dir.chmod(0o755)  # nginx workers run as an unprivileged user when started as root
         (self.dir / "www/v1/chat").mkdir(parents=True)
         (self.dir / "www/v1/chat/completions").write_bytes(sse_body(self.chunks))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = _free_port()
         conf = self.dir / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port))
         self.proc = subprocess.Popen([binary, "-p", str(self.dir), "-c", str(conf)], stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.proc.kill()
-        sys.exit(f"nginx did not start; see {self.dir}/error.log")
+        _wait_for_port(self.port, self.proc, f"nginx (see {self.dir}/error.log)")
+        return self
 
     @property
     def url(self) -> str:
@@ -148,6 +190,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="open-loop length per rate")
     ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke check, noisier figures)")
     ap.add_argument("--clients", default="bakeoff,aiohttp")
+    ap.add_argument("--servers", default="nginx,chunked",
+                    help="closed-loop servers: nginx (static file, large writes), chunked (one chunk per event, "
+                         "as engines write; benchmarks/chunked_sse_server.py)")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1024 streams need more than 1024 fds
@@ -155,35 +200,42 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     rates = [float(x) for x in args.rates.split(",")]
     clients = args.clients.split(",")
+    servers = {"nginx": Nginx, "chunked": ChunkedServer}
     rows = []
-    with Nginx(args.chunks) as server:
-        for c in levels:
-            n = max(c, 32) if args.quick else max(4 * c, 200)
-            for name in clients:
-                gc.collect()
-                chunks, wall = CLIENTS[name][0](server.url, n, c)
-                rows.append({"client": name, "what": f"closed c={c}", "requests": n,
-                             "chunks_per_s": chunks / (wall / 1e9), "requests_per_s": n / (wall / 1e9)})
-                print(json.dumps(rows[-1]), file=sys.stderr)
+    for server_name in args.servers.split(","):
+        with servers[server_name](args.chunks) as server:
+            for c in levels:
+                n = max(c, 32) if args.quick else max(4 * c, 200)
+                for name in clients:
+                    gc.collect()
+                    chunks, wall = CLIENTS[name][0](server.url, n, c)
+                    rows.append({"client": name, "server": server.name, "what": f"closed c={c}", "requests": n,
+                                 "chunks_per_s": chunks / (wall / 1e9), "requests_per_s": n / (wall / 1e9)})
+                    print(json.dumps(rows[-1]), file=sys.stderr)
     with Nginx(args.open_chunks) as server:
         for rate in rates:
             n = int(rate * (args.seconds / 3 if args.quick else args.seconds))
             for name in clients:
                 gc.collect()
                 late = [x / 1e6 for x in CLIENTS[name][1](server.url, n, rate)]
-                rows.append({"client": name, "what": f"open {rate:g} req/s", "requests": n,
+                rows.append({"client": name, "server": server.name, "what": f"open {rate:g} req/s", "requests": n,
                              "lateness_p50_ms": quantile(late, 0.5), "lateness_p99_ms": quantile(late, 0.99)})
                 print(json.dumps(rows[-1]), file=sys.stderr)
 
-    print(f"\nnginx (1 worker) on loopback; {args.chunks} content chunks per response closed loop, {args.open_chunks} "
-          f"open loop; Python {sys.version.split()[0]}\n")
-    print("| load | client | requests | chunks/s | requests/s | send lateness p50 / p99 (ms) |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(f"\n{args.chunks} content chunks per response closed loop, {args.open_chunks} open loop; "
+          f"Python {sys.version.split()[0]}\n")
+    print("| server | load | client | requests | chunks/s | requests/s | vs reference | send lateness p50 / p99 (ms) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    reference = {(r["server"], r["what"]): r for r in rows if r["client"] == "aiohttp"}
     for r in rows:
+        ref = reference.get((r["server"], r["what"]))
         if "chunks_per_s" in r:
-            print(f"| {r['what']} | {r['client']} | {r['requests']} | {r['chunks_per_s']:,.0f} | {r['requests_per_s']:,.0f} | |")
+            ratio = f"{r['chunks_per_s'] / ref['chunks_per_s']:.0%}" if ref and r is not ref else ""
+            print(f"| {r['server']} | {r['what']} | {r['client']} | {r['requests']} | {r['chunks_per_s']:,.0f} | "
+                  f"{r['requests_per_s']:,.0f} | {ratio} | |")
         else:
-            print(f"| {r['what']} | {r['client']} | {r['requests']} | | | {r['lateness_p50_ms']:.2f} / {r['lateness_p99_ms']:.2f} |")
+            print(f"| {r['server']} | {r['what']} | {r['client']} | {r['requests']} | | | | "
+                  f"{r['lateness_p50_ms']:.2f} / {r['lateness_p99_ms']:.2f} |")
 
 
 if __name__ == "__main__":

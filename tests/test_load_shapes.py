@@ -64,33 +64,49 @@ def test_arrivals_are_seeded():
 
 
 class FakeClock:
-    """A clock whose sleeps overshoot by a fixed amount, or end at a fraction of what was asked."""
+    """A clock whose sleeps overshoot by a fixed amount, end at a fraction of what was asked, or
+    (granularity) end on the next multiple of it, as epoll's whole-ms timeouts make asyncio's do.
+    sleep(0), a yield to the loop, takes 1 µs."""
 
-    def __init__(self, error_ns: int = 0, fraction: float = 1.0) -> None:
-        self.now, self.error_ns, self.fraction, self.sleeps = 0, error_ns, fraction, 0
+    def __init__(self, error_ns: int = 0, fraction: float = 1.0, granularity_ns: int = 0) -> None:
+        self.now, self.error_ns, self.fraction, self.granularity_ns, self.sleeps = 0, error_ns, fraction, granularity_ns, 0
 
     def __call__(self) -> int:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps += 1
-        self.now += max(1, round(seconds * S * self.fraction) + self.error_ns)
+        if seconds == 0:
+            self.now += 1_000
+            return
+        asked = round(seconds * S * self.fraction)
+        if self.granularity_ns:
+            asked = -(-asked // self.granularity_ns) * self.granularity_ns
+        self.now += max(1, asked + self.error_ns)
 
 
-def pace(offsets: list[int], clock: FakeClock) -> list[int]:
+def pace(offsets: list[int], clock: FakeClock, **kw) -> list[int]:
     async def go() -> list[int]:
-        return [clock() - offsets[i] async for i in paced(offsets, 0, clock=clock, sleep=clock.sleep)]
+        return [clock() - offsets[i] async for i in paced(offsets, 0, clock=clock, sleep=clock.sleep, **kw)]
 
     return asyncio.run(go())
 
 
 def test_oversleeping_makes_each_send_late_by_the_same_amount_never_more():
     offsets = arrival_offsets_ns(500, LoadShape("constant", rate_rps=100.0), seed=0)
-    lateness = pace(offsets, FakeClock(error_ns=3_000_000))
+    lateness = pace(offsets, FakeClock(error_ns=3_000_000), spin_ns=0)
     # The first is due at once; every later one is 3 ms late, however many came before it: a pacer
     # that slept the gap after each send would be 3 ms later with every request (1.5 s by the last).
     assert lateness[0] == 0
     assert set(lateness[1:]) == {3_000_000}
+
+
+def test_the_last_millisecond_is_waited_out_by_yielding_not_by_a_coarse_timer():
+    offsets = [round(i * 10.3e6) for i in range(200)]  # due times that fall between whole ms
+    coarse = pace(offsets, FakeClock(granularity_ns=1_000_000), spin_ns=0)
+    fine = pace(offsets, FakeClock(granularity_ns=1_000_000))
+    assert max(coarse) > 500_000  # a 1 ms timer grid alone: up to 1 ms late
+    assert max(fine) <= 1_000 and min(fine) >= 0  # one yield at most
 
 
 def test_waking_early_never_sends_early():
