@@ -50,6 +50,7 @@ system-deps:
 	  ldconfig -p | grep -q libgomp.so.1 || missing="$$missing libgomp1"; \
 	  command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	  command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	  command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	      echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

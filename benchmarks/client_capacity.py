@@ -157,18 +157,23 @@ def specs(n: int) -> list[RequestSpec]:
     return [RequestSpec(f"p{i}", "hi", 256) for i in range(n)]
 
 
+def _check_ok(records) -> None:
+    bad = [r for r in records if r.status != "ok"]
+    if bad:
+        sys.exit(f"bakeoff client: {len(bad)} requests failed, e.g. {bad[0].error_class}: {bad[0].error_message}")
+
+
 def bakeoff_closed(url: str, n: int, concurrency: int) -> tuple[int, int]:
     target = Target(url, "bench", "bench", "bench", "d", "d-0", {})
     result = asyncio.run(run_load(target, specs(n), LoadShape("closed", concurrency=concurrency), run_id="b", cell_id="c"))
-    bad = [r for r in result.records if r.status != "ok"]
-    if bad:
-        sys.exit(f"bakeoff client: {len(bad)} requests failed, e.g. {bad[0].error_class}: {bad[0].error_message}")
+    _check_ok(result.records)
     return sum(len(r.chunk_times) for r in result.records), result.wall_ns
 
 
 def bakeoff_open(url: str, n: int, rate: float) -> list[int]:
     target = Target(url, "bench", "bench", "bench", "d", "d-0", {})
     result = asyncio.run(run_load(target, specs(n), LoadShape("constant", rate_rps=rate), run_id="b", cell_id="c"))
+    _check_ok(result.records)
     return [r.sent_at - r.scheduled_at for r in result.records]
 
 
@@ -179,7 +184,7 @@ CLIENTS = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--levels", default="1,64,256,1024", help="closed-loop concurrency levels")
     ap.add_argument("--rates", default="100,1000", help="open-loop request rates (req/s)")
@@ -193,7 +198,7 @@ def main() -> None:
     ap.add_argument("--servers", default="nginx,chunked",
                     help="closed-loop servers: nginx (static file, large writes), chunked (one chunk per event, "
                          "as engines write; benchmarks/chunked_sse_server.py)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1024 streams need more than 1024 fds
 
@@ -210,7 +215,7 @@ def main() -> None:
                     gc.collect()
                     chunks, wall = CLIENTS[name][0](server.url, n, c)
                     rows.append({"client": name, "server": server.name, "what": f"closed c={c}", "requests": n,
-                                 "chunks_per_s": chunks / (wall / 1e9), "requests_per_s": n / (wall / 1e9)})
+                                 "chunks": chunks, "chunks_per_s": chunks / (wall / 1e9), "requests_per_s": n / (wall / 1e9)})
                     print(json.dumps(rows[-1]), file=sys.stderr)
     with Nginx(args.open_chunks) as server:
         for rate in rates:
@@ -236,6 +241,7 @@ def main() -> None:
         else:
             print(f"| {r['server']} | {r['what']} | {r['client']} | {r['requests']} | | | | "
                   f"{r['lateness_p50_ms']:.2f} / {r['lateness_p99_ms']:.2f} |")
+    return rows
 
 
 if __name__ == "__main__":
