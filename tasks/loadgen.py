@@ -229,6 +229,8 @@ async def _one_request(
             rec.error_message = resp.body.decode("utf-8", "replace")[:500]
         elif rec.status != "ok":
             pass  # the line handler classified it (bad_stream)
+        elif rec.first_chunk_at is None:  # a 200 that is not an event stream (e.g. a whole JSON answer)
+            rec.status, rec.error_class = "bad_stream", "no_sse_events"
         elif not saw_done:
             rec.status, rec.error_class = "disconnected", "stream_ended_without_done"
         elif rec.first_token_at is None:

@@ -76,6 +76,7 @@ def test_missing_usage_is_null_never_guessed(server):
         ("mock-500", "http_error", "http_500"),
         ("mock-disconnect", "disconnected", None),
         ("mock-badjson", "bad_stream", "invalid_json"),
+        ("mock-json", "bad_stream", "no_sse_events"),
     ],
 )
 def test_failures_are_rows_not_crashes(server, model, status, error_class):
