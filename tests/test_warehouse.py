@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def counts(con, run_id="run-1") -> dict[str, int]:
     return {t: con.execute(f"SELECT count(*) FROM {t} WHERE run_id = ?", [run_id]).fetchone()[0]
-            for t in store.TABLES_IN_LOAD_ORDER}
+            for t in (*store.TABLES_IN_LOAD_ORDER, store.REJECTED)}
 
 
 def test_fresh_file_is_at_latest_schema_with_views(warehouse):
@@ -49,7 +49,7 @@ def test_loading_twice_leaves_the_same_rows(tmp_path, warehouse):
     snapshot = warehouse.execute("SELECT * FROM requests ORDER BY request_id").fetchall()
     second = store.load_run(warehouse, run_dir)
     assert first == second == {"runs": 1, "builds": 0, "deployments": 1, "cells": 1, "requests": 5, "gpu_samples": 0, "engine_metrics": 0,
-                               "host_samples": 2}
+                               "host_samples": 2, "rejected_requests": 0}
     assert warehouse.execute("SELECT * FROM requests ORDER BY request_id").fetchall() == snapshot
     assert counts(warehouse) == first
 
@@ -175,3 +175,131 @@ def test_bakeoff_load_gates_a_staged_run_through_validation(tmp_path, warehouse_
     result = subprocess.run([*cli, str(good_dir)], capture_output=True, text=True, timeout=180, env=env)
     assert result.returncode == 0, result.stderr
     assert "requests: 2" in result.stdout
+
+
+# ---------------------------------------------------------------- rows the validation gate rejects
+
+def _bad_rows_run(tmp_path, run_id="run-1"):
+    """8 requests of one cell, 4 of them bad in different ways; the real gate's verdict on them."""
+    from tasks.records import records_to_arrow
+    from warehouse.validate import validate_run
+
+    records = [record(i, run_id=run_id) for i in range(8)]
+    records[1].status = "weird"                     # a CHECK would refuse the whole run without the gate
+    records[3].chunk_times = records[3].chunk_times[::-1]   # only GX sees this (a helper column)
+    records[5].max_tokens = 0                       # CHECK too
+    records[6].status = "exploded"                  # two expectations on one row:
+    records[6].scheduled_at = -1                    # status and scheduled_at >= 0
+    cells, deployments = [cell_row(run_id=run_id)], [deployment_row(run_id)]
+    run_dir = stage(tmp_path, records, cells, run_row(run_id), deployments)
+    verdict = validate_run(records_to_arrow(records), deployments, cells)
+    return run_dir, verdict, records
+
+
+IN_SET = "expect_column_values_to_be_in_set"
+BETWEEN = "expect_column_values_to_be_between"
+
+
+def test_rows_failing_the_gate_go_to_rejected_requests_and_the_run_is_marked(tmp_path, warehouse):
+    import json
+
+    run_dir, verdict, records = _bad_rows_run(tmp_path)
+    assert verdict.outcome == "failed_rows", verdict.summary_line()
+
+    loaded = store.load_run(warehouse, run_dir, verdict)
+    assert loaded == {"runs": 1, "builds": 0, "deployments": 1, "cells": 1, "requests": 4, "gpu_samples": 0,
+                      "host_samples": 0, "engine_metrics": 0, "rejected_requests": 4}
+    kept = [r[0] for r in warehouse.execute("SELECT request_id FROM requests ORDER BY ALL").fetchall()]
+    assert kept == ["cell-a#0", "cell-a#2", "cell-a#4", "cell-a#7"]
+    rejected = dict(warehouse.execute(
+        "SELECT request_id, failed_expectations FROM rejected_requests WHERE run_id = 'run-1'").fetchall())
+    assert rejected == {
+        "cell-a#1": [f"{IN_SET}(status)"],
+        "cell-a#3": [f"{IN_SET}(chunk_times_ordered)"],
+        "cell-a#5": [f"{BETWEEN}(max_tokens)"],
+        "cell-a#6": [f"{IN_SET}(status)", f"{BETWEEN}(scheduled_at)"],
+    }
+    # the whole staged row, as staged (ns offsets), nothing lost
+    record_json = json.loads(warehouse.execute(
+        "SELECT record FROM rejected_requests WHERE request_id = 'cell-a#3'").fetchall()[0][0])
+    assert record_json["chunk_times"] == records[3].chunk_times
+    assert (record_json["run_id"], record_json["status"], record_json["prompt_id"]) == ("run-1", "ok", "p3")
+    assert record_json.keys() >= {"sent_at", "first_token_at", "cell_started_at", "finish_reason", "http_status"}
+    status, saved = warehouse.execute("SELECT validation_status, validation FROM runs").fetchall()[0]
+    assert status == "failed_rows"
+    saved = json.loads(saved)
+    assert (saved["outcome"], saved["kept_rows"], saved["rejected_rows"]) == ("failed_rows", 4, 4)
+
+    # loading again (same verdict) changes nothing
+    snapshot = {t: warehouse.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+                for t in ("runs", "requests", "rejected_requests", "cells")}
+    assert store.load_run(warehouse, run_dir, verdict) == loaded
+    assert {t: warehouse.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in snapshot} == snapshot
+
+
+def test_a_clean_reload_of_a_marked_run_clears_its_rejected_rows(tmp_path, warehouse):
+    """The rows of a run are replaced as a whole, rejected ones included: the run staged again with
+    good rows (e.g. fixed by hand) and a passing verdict leaves nothing rejected."""
+    from tasks.records import records_to_arrow
+    from warehouse.validate import validate_run
+
+    run_dir, verdict, _ = _bad_rows_run(tmp_path / "bad")
+    store.load_run(warehouse, run_dir, verdict)
+    other_dir, other_verdict, _ = _bad_rows_run(tmp_path / "other", run_id="run-2")
+    store.load_run(warehouse, other_dir, other_verdict)
+
+    good = [record(i) for i in range(8)]
+    good_dir = stage(tmp_path / "good", good, [cell_row()])
+    passed = validate_run(records_to_arrow(good), [deployment_row()], [cell_row()])
+    assert store.load_run(warehouse, good_dir, passed)["rejected_requests"] == 0
+    assert counts(warehouse)["requests"] == 8 and counts(warehouse)["rejected_requests"] == 0
+    assert warehouse.execute("SELECT run_id, validation_status FROM runs ORDER BY ALL").fetchall() == [
+        ("run-1", "passed"), ("run-2", "failed_rows")]
+    assert counts(warehouse, "run-2")["rejected_requests"] == 4  # another run's rows are untouched
+
+
+def test_a_refused_verdict_loads_nothing_and_keeps_the_previous_state(tmp_path, warehouse):
+    """A duplicated request_id is not about one row: the whole run is refused, as before."""
+    from tasks.records import records_to_arrow
+    from warehouse.validate import validate_run
+
+    store.load_run(warehouse, stage(tmp_path / "before", [record(i) for i in range(3)], [cell_row()]))
+    before = {t: warehouse.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in ("runs", "requests")}
+    records = [record(i) for i in range(5)]
+    records[4].request_id = records[0].request_id
+    records[2].status = "weird"  # a row-level failure beside it does not make the run loadable
+    run_dir = stage(tmp_path / "dup", records, [cell_row()])
+    verdict = validate_run(records_to_arrow(records), [deployment_row()], [cell_row()])
+    assert verdict.outcome == "refused"
+    with pytest.raises(store.WarehouseError, match="refused by the validation gate, nothing loaded") as err:
+        store.load_run(warehouse, run_dir, verdict)
+    assert "expect_column_values_to_be_unique(request_id)" in str(err.value) and "\n" not in str(err.value)
+    assert {t: warehouse.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in before} == before
+    assert counts(warehouse)["rejected_requests"] == 0
+
+
+def test_a_verdict_that_does_not_match_the_staged_rows_rolls_back(tmp_path, warehouse):
+    run_dir, verdict, _ = _bad_rows_run(tmp_path)
+    verdict.rejected["cell-a#99"] = ("expect_column_values_to_be_in_set(status)",)  # not in the file
+    with pytest.raises(store.WarehouseError, match="rejects 5 request rows, 4 of them are in the staged file"):
+        store.load_run(warehouse, run_dir, verdict)
+    assert warehouse.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+    assert counts(warehouse)["rejected_requests"] == 0
+
+
+def test_without_a_verdict_the_saved_validation_decides(tmp_path, warehouse):
+    """No verdict: a saved report that passed marks the run 'passed', none leaves NULL, and one that did
+    not pass is refused (only a verdict says which rows to set apart)."""
+    run_dir, verdict, _ = _bad_rows_run(tmp_path / "failed")
+    run = store.read_staged_run(run_dir)
+    (run_dir / "run.json").write_text(__import__("json").dumps({**run, "validation": verdict.to_json()}))
+    with pytest.raises(store.WarehouseError, match="saved validation did not pass; load it with `bakeoff load"):
+        store.load_run(warehouse, run_dir)
+    assert warehouse.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+
+    store.load_run(warehouse, stage(tmp_path / "none", [record(0)], [cell_row()]))
+    assert warehouse.execute("SELECT validation_status FROM runs").fetchall() == [(None,)]
+    passed = run_row()
+    passed["validation"] = {"success": True, "summary": "validation passed: 1 rows, 40 expectations"}
+    store.load_run(warehouse, stage(tmp_path / "passed", [record(0)], [cell_row()], passed))
+    assert warehouse.execute("SELECT validation_status FROM runs").fetchall() == [("passed",)]

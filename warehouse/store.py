@@ -4,6 +4,11 @@ A run is first staged as files under its run folder (run.json + Parquet per tabl
 load can be retried from disk without re-running the benchmark. Loading deletes the run's rows and
 inserts them again inside one transaction: loading twice leaves the same rows, and a crash mid-load
 leaves the previous state.
+
+The load takes the validation gate's verdict (warehouse/validate.py, a ValidationReport): with
+outcome "failed_rows", the rejected request rows go to `rejected_requests` (with the expectations
+they failed and the whole staged row as JSON) instead of `requests`, and the run is marked
+`runs.validation_status = 'failed_rows'`, in the same transaction. A refused run is not loaded.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -22,9 +28,16 @@ import pyarrow.parquet as pq
 from warehouse import chunks
 from warehouse.schema import migrate
 
+if TYPE_CHECKING:
+    from warehouse.validate import ValidationReport
+
 STAGED_ROW_GROUP = 128 * 1024
 TABLES_IN_LOAD_ORDER = ("runs", "builds", "deployments", "cells", "requests", "gpu_samples", "host_samples",
                         "engine_metrics")
+# Filled by the load from the validation verdict, not from a staged file of its own.
+REJECTED = "rejected_requests"
+VALIDATION_STATUSES = ("passed", "failed_rows")  # runs.validation_status; NULL: no verdict
+_REJECTED_FRAME = "_bakeoff_rejected_ids"  # a registered frame, never named like a table
 
 
 class WarehouseBusy(RuntimeError):
@@ -128,26 +141,53 @@ def read_staged_run(run_dir: Path) -> dict:
 # ---------------------------------------------------------------- loading
 
 
-def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> dict[str, int]:
+def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, verdict: ValidationReport | None = None) -> dict[str, int]:
     """Load one staged run in one transaction; replaces any earlier load of the same run_id.
-    Returns the number of rows loaded per table."""
+    Returns the number of rows loaded per table (rejected_requests included).
+
+    verdict: the validation gate's report on these staged rows (validate.validate_run). Its outcome
+    "passed" or "failed_rows" becomes runs.validation_status and its JSON runs.validation; with
+    "failed_rows" its rejected rows go to rejected_requests instead of requests. A refused verdict
+    loads nothing (WarehouseError). Without a verdict every staged row is loaded and runs.validation
+    is run.json's; the run is marked 'passed' when that saved report says it passed, NULL when there is
+    none, and a saved report that did not pass is refused: only a verdict says which rows to set apart
+    (`bakeoff load RUN_DIR` validates again and passes its verdict)."""
     # Rows of a run need no particular order in the table (every query groups or sorts), and letting
     # DuckDB insert out of order measured 30 % faster on a 1 M-request run; the setting is restored.
     previous = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
     con.execute("SET preserve_insertion_order = false")
     try:
-        return _load_run(con, run_dir)
+        return _load_run(con, run_dir, verdict)
     finally:
         con.execute(f"SET preserve_insertion_order = {'true' if previous else 'false'}")
 
 
-def _load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> dict[str, int]:
+def _verdict(run: dict, run_dir: Path, verdict: ValidationReport | None) -> tuple[dict | None, str | None, dict]:
+    """(validation JSON for runs.validation, runs.validation_status, rejected request_id -> expectations)."""
+    if verdict is not None:
+        if verdict.outcome not in VALIDATION_STATUSES:
+            raise WarehouseError(f"run {run['run_id']} was refused by the validation gate, nothing loaded: "
+                                 f"{verdict.summary_line()}")
+        return verdict.to_json(), verdict.outcome, dict(verdict.rejected)
+    saved = run.get("validation")
+    if saved is None:
+        return None, None, {}
+    if isinstance(saved, dict) and saved.get("success") is True:
+        return saved, "passed", {}
+    raise WarehouseError(f"run {run['run_id']}: its saved validation did not pass; load it with "
+                         f"`bakeoff load {run_dir}`, which validates it again and keeps the failing rows apart")
+
+
+def _load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, verdict: ValidationReport | None) -> dict[str, int]:
     staged = StagedRun(Path(run_dir))
     run = read_staged_run(staged.run_dir)
     run_id = run["run_id"]
+    validation, status, rejected = _verdict(run, staged.run_dir, verdict)
+    run = {**run, "validation": validation, "validation_status": status}
     counts: dict[str, int] = {}
     con.execute("BEGIN TRANSACTION")
     try:
+        con.execute(f"DELETE FROM {REJECTED} WHERE run_id = ?", [run_id])
         for table in reversed(TABLES_IN_LOAD_ORDER):
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         columns = [c for c in run if c in _table_columns(con, "runs")]
@@ -161,16 +201,18 @@ def _load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> dict[str, int]:
             if pq.read_metadata(path).num_rows == 0:
                 counts[table] = 0
                 continue
-            foreign = con.execute(
-                f"SELECT count(*) FROM read_parquet(?) WHERE run_id IS DISTINCT FROM ?", [str(path), run_id]
-            ).fetchall()[0][0]  # fetch all: DuckDB 2 refuses new work while a result is unfinished
-            if foreign:
-                raise WarehouseError(f"{path}: {foreign} rows belong to another run than {run_id}")
-            if table == "requests":
-                _insert_requests(con, path)
+            if table == "requests" and rejected:
+                _insert_requests_apart(con, path, run_id, rejected)
             else:
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(path)])
+                _check_run_id(con, path, run_id)
+                if table == "requests":
+                    _insert_requests(con, path)
+                else:
+                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(path)])
             counts[table] = con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]).fetchall()[0][0]
+        if rejected and pq.read_metadata(staged.table_file("requests")).num_rows == 0:
+            raise WarehouseError(f"run {run_id}: the verdict rejects {len(rejected)} request rows, the staged run has none")
+        counts[REJECTED] = con.execute(f"SELECT count(*) FROM {REJECTED} WHERE run_id = ?", [run_id]).fetchall()[0][0]
         con.execute("COMMIT")
     except duckdb.ConstraintException as exc:
         con.execute("ROLLBACK")
@@ -181,12 +223,44 @@ def _load_run(con: duckdb.DuckDBPyConnection, run_dir: Path) -> dict[str, int]:
     return counts
 
 
-def _insert_requests(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _check_run_id(con: duckdb.DuckDBPyConnection, path: Path, run_id: str, where: str = "") -> None:
+    foreign = con.execute(
+        f"SELECT count(*) FROM read_parquet(?) s WHERE s.run_id IS DISTINCT FROM ? {where}", [str(path), run_id]
+    ).fetchall()[0][0]  # fetch all: DuckDB 2 refuses new work while a result is unfinished
+    if foreign:
+        raise WarehouseError(f"{path}: {foreign} rows belong to another run than {run_id}")
+
+
+def _insert_requests_apart(con: duckdb.DuckDBPyConnection, path: Path, run_id: str,
+                           rejected: dict[str, tuple[str, ...]]) -> None:
+    """The rows the verdict rejects -> rejected_requests (run_id, request_id, the expectations they
+    failed, the whole staged row as JSON); the others -> requests, as _insert_requests does. A rejected
+    row keeps whatever run_id it had inside its JSON (a null run_id is one reason to reject it)."""
+    ids = pa.table({"request_id": pa.array(list(rejected), pa.string()),
+                    "failed_expectations": pa.array([list(v) for v in rejected.values()], pa.list_(pa.string()))})
+    con.register(_REJECTED_FRAME, ids)
+    try:
+        kept = f"AND s.request_id NOT IN (SELECT request_id FROM {_REJECTED_FRAME})"
+        _check_run_id(con, path, run_id, kept)
+        con.execute(
+            f"INSERT INTO {REJECTED} (run_id, request_id, failed_expectations, record) "
+            f"SELECT ?, s.request_id, r.failed_expectations, to_json(s) "
+            f"FROM read_parquet(?) s JOIN {_REJECTED_FRAME} r ON s.request_id = r.request_id", [run_id, str(path)])
+        found = con.execute(f"SELECT count(*) FROM {REJECTED} WHERE run_id = ?", [run_id]).fetchall()[0][0]
+        if found != len(rejected):
+            raise WarehouseError(f"{path}: the validation verdict rejects {len(rejected)} request rows, "
+                                 f"{found} of them are in the staged file (was it changed after validation?)")
+        _insert_requests(con, path, where=f"WHERE request_id NOT IN (SELECT request_id FROM {_REJECTED_FRAME})")
+    finally:
+        con.unregister(_REJECTED_FRAME)
+
+
+def _insert_requests(con: duckdb.DuckDBPyConnection, path: Path, where: str = "") -> None:
     """Staged requests (ns offsets) -> the stored form (µs gaps, warehouse/chunks.py), converted in the
     same statement that reads the Parquet: one parallel, streaming pass."""
     try:
         con.execute(f"INSERT INTO requests BY NAME SELECT * REPLACE ({chunks.STAGED_TO_STORED} AS chunk_times) "
-                    "FROM read_parquet(?)", [str(path)])
+                    f"FROM read_parquet(?) {where}", [str(path)])
     except duckdb.ConversionException as exc:
         raise WarehouseError(f"{path}: a chunk gap does not fit requests.chunk_times (INTEGER µs, at most 35 min): "
                              f"{str(exc).splitlines()[0]}") from None
