@@ -132,3 +132,48 @@ def test_readme_example_queries_run(nights):
     last = statements[-1].replace("RUN_ID", "night-1").replace("REQUEST_ID", "dep-v-0.w.c2.r0#0")
     offsets = nights.execute(last).fetchall()
     assert offsets == [("dep-v-0.w.c2.r0#0", [10.0, 20.0, 30.0])]
+
+
+def test_a_run_with_rejected_rows_is_flagged_in_v_cells_and_left_out_of_v_nightly_and_v_comparison(tmp_path, nights):
+    """Night 3 measured both engines at concurrency 2, and one vllm row failed the gate: its run is
+    loaded without that row and marked; v_cells shows the flag and the cell's rejected count, v_nightly
+    and v_comparison leave the night out (its percentiles lack a row)."""
+    from tasks.records import records_to_arrow
+    from warehouse.validate import validate_run
+
+    run_id = "night-3"
+    recs = [record(i, run_id=run_id, cell_id="dep-v-0.w.c2.r0", chunks_ms=(10, 20), tokens=2, deployment_id="dep-v",
+                   engine="vllm") for i in range(3)]
+    recs += [record(i, run_id=run_id, cell_id="dep-s-0.w.c2.r0", chunks_ms=(5, 25), tokens=2, deployment_id="dep-s",
+                    engine="sglang") for i in range(2)]
+    recs[1].chunk_times = [recs[1].chunk_times[1], recs[1].chunk_times[0]]  # out of order: rejected
+    cells = [cell_row("dep-v-0.w.c2.r0", run_id=run_id, deployment_id="dep-v", engine="vllm"),
+             cell_row("dep-s-0.w.c2.r0", run_id=run_id, deployment_id="dep-s", engine="sglang")]
+    deps = [deployment_row(run_id, "dep-v"), deployment_row(run_id, "dep-s")]
+    run = run_row(run_id, ttft_ms=25)
+    run["started_at"] = (T0 + timedelta(days=2)).isoformat()
+    verdict = validate_run(records_to_arrow(recs), deps, cells)
+    assert verdict.outcome == "failed_rows"
+    store.load_run(nights, stage(tmp_path, recs, cells, run, deps), verdict)
+
+    got = rows(nights, "SELECT run_id, cell_id, validation_status, requests, rejected FROM v_cells ORDER BY ALL")
+    assert [r for r in got if r["run_id"] == "night-3"] == [
+        {"run_id": "night-3", "cell_id": "dep-s-0.w.c2.r0", "validation_status": "failed_rows", "requests": 2,
+         "rejected": 0},
+        {"run_id": "night-3", "cell_id": "dep-v-0.w.c2.r0", "validation_status": "failed_rows", "requests": 2,
+         "rejected": 1},
+    ]
+    assert {(r["validation_status"], r["rejected"]) for r in got if r["run_id"] != "night-3"} == {(None, 0)}
+    assert {r["run_id"] for r in rows(nights, "SELECT run_id FROM v_nightly")} == {"night-1", "night-2"}
+    assert {r["run_id"] for r in rows(nights, "SELECT run_id FROM v_comparison")} == {"night-1"}
+    # the README's "which rows were rejected and why" query answers it
+    import re
+    from pathlib import Path
+
+    text = (Path(store.__file__).parent / "README.md").read_text()
+    query = re.search(r"-- Which rows the validation gate rejected.*?\n(SELECT.*?);", text, re.S).group(1)
+    assert nights.execute(query).fetchall() == [
+        ("night-3", "dep-v-0.w.c2.r0#1", "dep-v-0.w.c2.r0", "ok", ["expect_column_values_to_be_in_set(chunk_times_ordered)"])]
+    # the same night passing would be in both: the filter is the mark, not the data
+    nights.execute("UPDATE runs SET validation_status = 'passed' WHERE run_id = 'night-3'")
+    assert {r["run_id"] for r in rows(nights, "SELECT run_id FROM v_comparison")} == {"night-1", "night-3"}

@@ -15,6 +15,11 @@
 -- * A configuration is what a night measures again the next night: engine, model, deployment,
 --   instance, workload and load shape. Keys that may be NULL (concurrency of an open-loop cell, the
 --   rate of a closed one) are compared with IS NOT DISTINCT FROM.
+-- * Rows the validation gate rejected (rejected_requests, migration 0004) are in no metric: the
+--   metrics are over `requests`, which holds the kept rows only. v_cells shows the run's
+--   validation_status and each cell's rejected count; v_nightly (and so v_comparison) leaves out runs
+--   marked 'failed_rows': percentiles without the dropped rows would silently move night-over-night
+--   trends. NULL (no verdict recorded) is kept.
 
 CREATE OR REPLACE VIEW v_requests AS
 SELECT
@@ -75,13 +80,18 @@ SELECT
     p.ttft_ms_mean, p.ttft_q[1] AS ttft_ms_p50, p.ttft_q[2] AS ttft_ms_p90, p.ttft_q[3] AS ttft_ms_p95, p.ttft_q[4] AS ttft_ms_p99,
     p.tpot_ms_mean, p.tpot_q[1] AS tpot_ms_p50, p.tpot_q[2] AS tpot_ms_p90, p.tpot_q[3] AS tpot_ms_p95, p.tpot_q[4] AS tpot_ms_p99,
     p.e2e_ms_mean,  p.e2e_q[1]  AS e2e_ms_p50,  p.e2e_q[2]  AS e2e_ms_p90,  p.e2e_q[3]  AS e2e_ms_p95,  p.e2e_q[4]  AS e2e_ms_p99,
-    p.itl_q[1] AS itl_ms_p50, p.itl_q[2] AS itl_ms_p90, p.itl_q[3] AS itl_ms_p95, p.itl_q[4] AS itl_ms_p99
+    p.itl_q[1] AS itl_ms_p50, p.itl_q[2] AS itl_ms_p90, p.itl_q[3] AS itl_ms_p95, p.itl_q[4] AS itl_ms_p99,
+    ru.validation_status,                                     -- the run's: passed / failed_rows / NULL
+    coalesce(rj.rejected, 0)                                  AS rejected   -- this cell's rows in rejected_requests
 FROM cells c
 JOIN runs ru USING (run_id)
-LEFT JOIN per_cell p USING (run_id, cell_id);
+LEFT JOIN per_cell p USING (run_id, cell_id)
+LEFT JOIN (SELECT run_id, record ->> 'cell_id' AS cell_id, count(*) AS rejected
+           FROM rejected_requests GROUP BY ALL) rj USING (run_id, cell_id);
 
 -- One row per night (run) per configuration; repeats of a configuration are pooled: percentiles over
 -- all their ok requests, throughput = Σ tokens / Σ wall time, plus the spread across repeats.
+-- Runs marked validation_status = 'failed_rows' are left out (see the note at the top).
 CREATE OR REPLACE VIEW v_nightly AS
 WITH config AS (
     SELECT run_id, cell_id, wall_ns, engine, model, deployment_id, instance_id, workload_id,
@@ -139,7 +149,7 @@ SELECT
     p.e2e_ms_mean,  p.e2e_q[1]  AS e2e_ms_p50,  p.e2e_q[2]  AS e2e_ms_p90,  p.e2e_q[3]  AS e2e_ms_p95,  p.e2e_q[4]  AS e2e_ms_p99,
     p.itl_q[1] AS itl_ms_p50, p.itl_q[2] AS itl_ms_p90, p.itl_q[3] AS itl_ms_p95, p.itl_q[4] AS itl_ms_p99
 FROM repeats r
-JOIN runs ru USING (run_id)
+JOIN runs ru ON ru.run_id = r.run_id AND ru.validation_status IS DISTINCT FROM 'failed_rows'
 LEFT JOIN pooled p
   ON  p.run_id = r.run_id AND p.engine = r.engine AND p.model = r.model AND p.deployment_id = r.deployment_id
   AND p.instance_id = r.instance_id AND p.workload_id = r.workload_id
