@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--open-chunks", type=int, default=16,
                     help="content chunks per response, open loop (1000 req/s x 256 chunks is more than any one "
                          "Python process parses; the open loop measures sending)")
-    ap.add_argument("--seconds", type=float, default=3.0, help="open-loop length per rate")
+    ap.add_argument("--seconds", type=float, default=3.0, help="open-loop length per rate (at least 1,000 sends)")
     ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke check, noisier figures)")
     ap.add_argument("--clients", default="bakeoff,aiohttp")
     ap.add_argument("--servers", default="nginx,chunked",
@@ -219,7 +219,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     print(json.dumps(rows[-1]), file=sys.stderr)
     with Nginx(args.open_chunks) as server:
         for rate in rates:
+            # at least 1,000 sends (not in --quick), so that p99 is not just the few worst
             n = int(rate * (args.seconds / 3 if args.quick else args.seconds))
+            n = n if args.quick else max(n, 1000)
             for name in clients:
                 gc.collect()
                 late = [x / 1e6 for x in CLIENTS[name][1](server.url, n, rate)]
