@@ -36,8 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     matrix, _ = load_matrix(args.matrix)
     preflight(matrix, Path(args.matrix).resolve().parent)
     _prefect_defaults()
-    from flows.nightly import ValidationFailed, nightly
-    from flows.summary import print_summary
+    from flows.nightly import RowsRejected, ValidationFailed, nightly
 
     try:
         result = nightly(
@@ -45,13 +44,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             warehouse=args.warehouse or os.environ.get("BAKEOFF_WAREHOUSE"),
             runs_dir=args.runs_dir,
         )
+    except RowsRejected as exc:  # loaded and reported without the rejected rows; the night is not clean
+        _print_run(exc.result)
+        print(f"bakeoff: {exc}", file=sys.stderr)
+        return 1
     except ValidationFailed as exc:
         print(f"bakeoff: {exc}", file=sys.stderr)
         return 1
-    print_summary(result["summary"], result["deployments"])
-    print(f"\nrun {result['run_id']}: {result['rows'].get('requests', 0)} requests loaded into {result['warehouse']}")
-    print(f"report: {result['report']}")
+    _print_run(result)
     return 0
+
+
+def _print_run(result: dict) -> None:
+    from flows.summary import print_summary
+
+    print_summary(result["summary"], result["deployments"])
+    rejected = result["rows"].get("rejected_requests", 0)
+    print(f"\nrun {result['run_id']}: {result['rows'].get('requests', 0)} requests loaded into {result['warehouse']}"
+          + (f", {rejected} rejected (rejected_requests)" if rejected else ""))
+    print(f"report: {result['report']}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -98,20 +109,25 @@ def cmd_load(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     from warehouse import store
-    from warehouse.validate import validate_run
+    from warehouse.validate import FAILED_ROWS, REFUSED, validate_run
 
     staged = store.StagedRun(Path(args.run_dir))
     store.read_staged_run(staged.run_dir)  # a clear error when it is not a staged run
     # The same gate as the nightly flow: staged files may have been edited or come from elsewhere.
+    # Its fresh verdict is what the load uses (and stores), not the one saved in run.json.
     report = validate_run(pq.read_table(staged.table_file("requests")),
                           pq.read_table(staged.table_file("deployments")).to_pylist(),
                           pq.read_table(staged.table_file("cells")).to_pylist())
-    if not report.success:
+    if report.outcome == REFUSED:
         print(f"bakeoff: {report.summary_line()} (nothing loaded)", file=sys.stderr)
         return 1
     with store.opened(_warehouse_path(args)) as con:
-        counts = store.load_run(con, Path(args.run_dir))
+        counts = store.load_run(con, staged.run_dir, report)
     print(", ".join(f"{table}: {n}" for table, n in counts.items()))
+    if report.outcome == FAILED_ROWS:
+        print(f"bakeoff: {report.summary_line()} (loaded without them; run marked validation_status = "
+              "'failed_rows', rejected rows in rejected_requests)", file=sys.stderr)
+        return 1
     return 0
 
 

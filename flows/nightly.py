@@ -20,7 +20,7 @@ from tasks.records import records_to_arrow
 from tasks.runs import Collected, new_run, run_info
 from warehouse import store
 from warehouse.transforms import summarize_run
-from warehouse.validate import validate_run
+from warehouse.validate import FAILED_ROWS, REFUSED, ValidationReport, validate_run
 
 # The work modules log to "bakeoff.*"; PREFECT_LOGGING_EXTRA_LOGGERS=bakeoff gives that logger Prefect's
 # handlers (console + the run's log in the UI) but not a level, so progress needs INFO here.
@@ -29,6 +29,14 @@ logging.getLogger("bakeoff").setLevel(logging.INFO)
 
 class ValidationFailed(RuntimeError):
     """The raw records failed the validation gate; nothing was loaded."""
+
+
+class RowsRejected(ValidationFailed):
+    """Some request rows failed the validation gate: the run was loaded without them (they are in
+    rejected_requests) and marked failed_rows; the night ends failed. `result` is what the flow would
+    have returned (an attribute, so the exception pickles with it)."""
+
+    result: dict
 
 
 def _retry_if_flaky(task, task_run, state) -> bool:
@@ -51,9 +59,9 @@ report = task(render_report, name="render-report", cache_policy=NO_CACHE)
 
 
 @task(name="load-warehouse", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
-def load(warehouse_path: str, run_dir: Path) -> dict[str, int]:
+def load(warehouse_path: str, run_dir: Path, verdict: ValidationReport) -> dict[str, int]:
     with store.opened(warehouse_path) as con:
-        return store.load_run(con, run_dir)
+        return store.load_run(con, run_dir, verdict)
 
 
 @flow(name="bakeoff-nightly")
@@ -99,17 +107,25 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
                        got.builds, got.engine_metrics)
     create_markdown_artifact(key="bakeoff-validation", markdown=validation.markdown(),
                              description=f"validation gate of run {run_id}")
-    if not validation.success:
+    if validation.outcome == REFUSED:
         raise ValidationFailed(f"{validation.summary_line()} (nothing loaded; raw records kept in {run_dir})")
-    counts = load(warehouse, staged.run_dir)
+    counts = load(warehouse, staged.run_dir, validation)
 
     with store.opened(warehouse, read_only=True) as con:
         run_row, deployment_rows, summary, metrics = summarize(con, run_id)
     paths = report(summary, metrics, run_dir / "report", title=f"bakeoff: {matrix.name}", run_info=run_info(run_row))
     create_markdown_artifact(key="bakeoff-report", markdown=paths["markdown"].read_text(),
                              description=f"bakeoff run {run_id}")
-    return {"run_id": run_id, "run_dir": str(run_dir), "warehouse": warehouse, "rows": counts,
-            "report": str(paths["html"]), "summary": summary, "deployments": deployment_rows}
+    result = {"run_id": run_id, "run_dir": str(run_dir), "warehouse": warehouse, "rows": counts,
+              "report": str(paths["html"]), "summary": summary, "deployments": deployment_rows}
+    if validation.outcome == FAILED_ROWS:
+        # Loaded and reported, but the night is not clean: the flow run ends Failed, saying so.
+        rejected = RowsRejected(
+            f"{validation.summary_line()} (run loaded without them and marked validation_status = 'failed_rows'; "
+            f"rejected rows in rejected_requests; raw records kept in {run_dir})")
+        rejected.result = result
+        raise rejected
+    return result
 
 
 def _bench(matrix, cell, handle, handles, got: Collected, *, run_id: str, base_dir: Path, label: str) -> bench.CellOutcome:

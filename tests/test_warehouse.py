@@ -154,27 +154,45 @@ def test_read_only_open_of_a_missing_file(tmp_path):
 
 
 def test_bakeoff_load_gates_a_staged_run_through_validation(tmp_path, warehouse_path):
-    """`bakeoff load RUN_DIR`: a staged run with a bad row is refused whole, naming the expectation;
-    the good one loads."""
+    """`bakeoff load RUN_DIR`: a staged run with a bad row loads the rest, sets the bad row apart, marks
+    the run and exits 1 naming the expectation; a duplicated request_id refuses the whole run; a good run
+    loads and exits 0."""
     import os
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    bad = record(1, chunks_ms=(10, 30, 20))  # a chunk time that goes backwards: only GX sees this
-    bad_dir = stage(tmp_path / "bad", [record(0), bad], [cell_row()])
     cli = [sys.executable, "-m", "flows.cli", "load", "--warehouse", str(warehouse_path)]
-    result = subprocess.run([*cli, str(bad_dir)], capture_output=True, text=True, timeout=180, env=env)
+    dup = [record(i, run_id="run-dup") for i in range(3)]
+    dup[2].request_id = dup[0].request_id
+    dup_dir = stage(tmp_path / "dup", dup, [cell_row(run_id="run-dup")], run_row("run-dup"), [deployment_row("run-dup")])
+    result = subprocess.run([*cli, str(dup_dir)], capture_output=True, text=True, timeout=180, env=env)
     assert result.returncode == 1
-    assert "expect_column_values_to_be_in_set(chunk_times_ordered)" in result.stderr
-    assert "cell-a#1" in result.stderr and "nothing loaded" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "expect_column_values_to_be_unique(request_id): 2 rows" in result.stderr
+    assert "nothing loaded" in result.stderr and "Traceback" not in result.stderr
     if warehouse_path.exists():
         with store.opened(warehouse_path, read_only=True) as con:
-            assert con.execute("SELECT count(*) FROM requests").fetchone()[0] == 0
+            assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+
+    bad = record(1, chunks_ms=(10, 30, 20))  # a chunk time that goes backwards: only GX sees this
+    bad_dir = stage(tmp_path / "bad", [record(0), bad, record(2)], [cell_row()])
+    result = subprocess.run([*cli, str(bad_dir)], capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 1
+    err = result.stderr.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert err.startswith("bakeoff: validation failed: 1 of 3 request rows rejected, 2 kept: "
+                          "expect_column_values_to_be_in_set(chunk_times_ordered): 1 row, e.g. cell-a#1")
+    assert "marked validation_status = 'failed_rows'" in err
+    assert "requests: 2" in result.stdout and "rejected_requests: 1" in result.stdout
+    with store.opened(warehouse_path, read_only=True) as con:
+        assert counts(con)["requests"] == 2 and counts(con)["rejected_requests"] == 1
+        assert con.execute("SELECT validation_status FROM runs").fetchall() == [("failed_rows",)]
 
     good_dir = stage(tmp_path / "good", [record(0), record(1)], [cell_row()])
     result = subprocess.run([*cli, str(good_dir)], capture_output=True, text=True, timeout=180, env=env)
     assert result.returncode == 0, result.stderr
-    assert "requests: 2" in result.stdout
+    assert "requests: 2" in result.stdout and "rejected_requests: 0" in result.stdout
+    with store.opened(warehouse_path, read_only=True) as con:  # the same run_id, now clean
+        assert counts(con)["rejected_requests"] == 0
+        assert con.execute("SELECT validation_status FROM runs").fetchall() == [("passed",)]
 
 
 # ---------------------------------------------------------------- rows the validation gate rejects
