@@ -86,3 +86,22 @@ def test_bakeoff_export_cli_is_read_only(tmp_path, warehouse_path):
     finally:
         reader.close()
     assert hashlib.sha256(warehouse_path.read_bytes()).hexdigest() == digest
+
+
+def test_rejected_rows_are_exported_with_their_run(tmp_path, warehouse):
+    """rejected_requests has a run_id, so it is exported like every run table (JSON record included)."""
+    from tasks.records import records_to_arrow
+    from warehouse.validate import validate_run
+
+    records = [record(i) for i in range(3)]
+    records[1].status = "weird"
+    cells, deployments = [cell_row()], [deployment_row()]
+    verdict = validate_run(records_to_arrow(records), deployments, cells)
+    store.load_run(warehouse, stage(tmp_path, records, cells, run_row(), deployments), verdict)
+    out = tmp_path / "export"
+    counts = export_parquet(warehouse, out)
+    assert (counts["requests"], counts["rejected_requests"]) == (2, 1)
+    (row,) = duckdb.connect().execute(
+        f"SELECT run_id, request_id, failed_expectations, json_extract_string(record, '$.status') "
+        f"FROM read_parquet('{out}/rejected_requests/*/*.parquet', hive_partitioning = true)").fetchall()
+    assert row == ("run-1", "cell-a#1", ["expect_column_values_to_be_in_set(status)"], "weird")
