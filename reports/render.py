@@ -238,6 +238,29 @@ def _status_table(requests: pl.DataFrame, deployments: pl.DataFrame) -> Table:
     return Table.from_frame(frame, columns, caption="Requests by final status (from the per-request records).")
 
 
+def _notes_table(summary: pl.DataFrame) -> Table | None:
+    """The cells a reader must know about before trusting their figures: the client did not keep up
+    (its timings may be skewed), or a rate sweep stopped there (and why). None when there are none.
+    Both come from the `cells` table (client_kept_up, sweep_stop_reason); older runs lack them."""
+    notes: list[tuple[str, str, str]] = []
+    has = set(summary.columns)
+    for rec in summary.iter_rows(named=True):
+        texts = []
+        if "client_kept_up" in has and rec["client_kept_up"] is False:
+            late, lag = rec.get("send_lateness_p99_ms"), rec.get("loop_lag_p99_ms")
+            texts.append(f"the load generator did not keep up (p99 send lateness {fmt_value(late)} ms, p99 event-loop "
+                         f"lag {fmt_value(lag)} ms): its timings may be skewed")
+        if "sweep_stop_reason" in has and rec["sweep_stop_reason"]:
+            texts.append(f"the rate sweep stopped after this cell: {rec['sweep_stop_reason']}")
+        for text in texts:
+            notes.append((str(rec["deployment_id"]), str(rec["cell_id"]), text))
+    if not notes:
+        return None
+    columns = (Column("deployment_id", "Deployment", numeric=False), Column("cell_id", "Cell", numeric=False),
+               Column("note", "Note", numeric=False))
+    return Table(columns, tuple(notes), caption="Cells to read with care.")
+
+
 # --------------------------------------------------------------------------------------------
 # charts: always from small aggregates
 # --------------------------------------------------------------------------------------------
@@ -724,6 +747,7 @@ def render_report(
     with_run = summary["run_id"].n_unique() > 1
     overview = _overview_table(summary, deployments)
     status = _status_table(requests, deployments)
+    notes = _notes_table(summary)
     info_rows = tuple((str(k), str(v)) for k, v in run_info.items())
 
     sections: list[_DeploymentSection] = []
@@ -780,8 +804,8 @@ def render_report(
 
     html_path = out_dir / "report.html"
     md_path = out_dir / "report.md"
-    html_path.write_text(_render_html(title, info_rows, overview, status, sections, charts), encoding="utf-8")
-    md_path.write_text(_render_markdown(title, info_rows, overview, status, sections, bool(charts)), encoding="utf-8")
+    html_path.write_text(_render_html(title, info_rows, overview, status, notes, sections, charts), encoding="utf-8")
+    md_path.write_text(_render_markdown(title, info_rows, overview, status, notes, sections, bool(charts)), encoding="utf-8")
     return {"html": html_path, "markdown": md_path}
 
 
@@ -794,6 +818,7 @@ def _render_html(
     info_rows: tuple[tuple[str, str], ...],
     overview: Table,
     status: Table,
+    notes: Table | None,
     sections: list[_DeploymentSection],
     charts: list[_Chart],
 ) -> str:
@@ -812,6 +837,9 @@ def _render_html(
     body.append('<h2 id="overview">Overview</h2>')
     body.append(_html_table(overview))
     body.append(_html_table(status))
+    if notes is not None:
+        body.append('<h3 id="notes">Notes</h3>')
+        body.append(_html_table(notes))
 
     body.append('<h2 id="charts">Charts</h2>')
     if not charts:
@@ -873,6 +901,7 @@ def _render_markdown(
     info_rows: tuple[tuple[str, str], ...],
     overview: Table,
     status: Table,
+    notes: Table | None,
     sections: list[_DeploymentSection],
     has_charts: bool,
 ) -> str:
@@ -880,6 +909,8 @@ def _render_markdown(
     if info_rows:
         out += [_md_table(_kv_table(info_rows)), ""]
     out += ["## Overview", "", _md_table(overview), "", _md_table(status), ""]
+    if notes is not None:
+        out += ["### Notes", "", _md_table(notes), ""]
     if has_charts:
         out += ["_Charts (latency distribution, percentiles, throughput by output length) are in report.html._", ""]
     for s in sections:

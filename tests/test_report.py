@@ -489,3 +489,29 @@ def test_reports_does_not_import_flows_or_tasks():
     for path in root.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(from|import)\s+(flows|tasks)\b", text, re.M), path
+
+
+def test_cells_to_read_with_care_are_noted(frames, tmp_path):
+    summary, requests = frames
+    cells = summary["cell_id"].to_list()
+    slow, stopped = cells[1], cells[2]
+    summary = summary.with_columns(
+        client_kept_up=pl.when(pl.col("cell_id") == slow).then(False).otherwise(True),
+        send_lateness_p99_ms=pl.when(pl.col("cell_id") == slow).then(7.25).otherwise(0.5),
+        loop_lag_p99_ms=pl.lit(3.5),
+        sweep_stop_reason=pl.when(pl.col("cell_id") == stopped).then(pl.lit("error rate 5/5 = 100% > stop_error_rate 0.1")),
+    )
+    paths = render_report(summary, requests, tmp_path, title="t", run_info={})
+    md = paths["markdown"].read_text(encoding="utf-8")
+    notes = {(r[1], r[2]) for r in md_rows(section(md, "### Notes", "## Deployment"))} - {("Cell", "Note")}
+    assert len(notes) == 2
+    note = dict(notes)
+    assert "did not keep up" in note[slow] and "7.25 ms" in note[slow] and "3.50 ms" in note[slow]
+    assert note[stopped] == "the rate sweep stopped after this cell: error rate 5/5 = 100% > stop_error_rate 0.1"
+    page = paths["html"].read_text(encoding="utf-8")
+    assert 'id="notes"' in page and html.escape(note[stopped]) in page
+
+
+def test_no_notes_section_when_every_cell_is_clean(rendered):
+    _, page, md = rendered
+    assert "### Notes" not in md and 'id="notes"' not in page
