@@ -15,11 +15,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from tests.mock_faulty_server import MockFaultyServer
-from warehouse import store
+from warehouse import chunks, store
 
 pytestmark = pytest.mark.prefect
 
@@ -96,6 +97,8 @@ def test_a_night_with_bad_rows_is_loaded_without_them_marked_and_ends_failed(tmp
     result = exc.result
     assert result["rows"]["requests"] == 4 and result["rows"]["rejected_requests"] == 2
     assert Path(result["report"]).is_file() and "failed_rows" in Path(result["report"]).read_text()
+    # staged (and validated) in staged form 2: chunk times as µs gaps, marked in the file
+    assert chunks.is_us_gaps(pq.read_schema(Path(result["run_dir"]) / "requests.parquet"))
     with store.opened(warehouse, read_only=True) as con:
         assert con.execute("SELECT validation_status FROM runs").fetchall() == [("failed_rows",)]
         assert con.execute("SELECT count(*) FROM requests WHERE request_id IN (?, ?)",

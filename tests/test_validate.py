@@ -398,6 +398,89 @@ def test_markdown_for_the_prefect_artifact_lists_each_failure():
     assert validate_requests(records_to_arrow([record(0)])).markdown().startswith("**passed**: 1 rows")
 
 
+# --- the gate on staged form 2 (chunk_times as µs gaps: what the nightly flow stages and validates) ---
+
+from warehouse.chunks import to_staged  # noqa: E402
+from warehouse.validate import _with_helper_columns  # noqa: E402
+
+
+def _staged_helpers(sent, first, last, gaps):
+    """The helper columns of a hand-written staged-form-2 table (only the columns they read)."""
+    import pyarrow as pa
+
+    table = pa.table({
+        "sent_at": pa.array(sent, pa.int64()), "first_token_at": pa.array(first, pa.int64()),
+        "last_token_at": pa.array(last, pa.int64()), "chunk_times": pa.array(gaps, pa.list_(pa.int64())),
+    }).replace_schema_metadata({b"bakeoff.chunk_times": b"us_gaps"})
+    full = table
+    for name in ("run_id", "cell_id", "request_id", "prompt_id", "engine", "model", "deployment_id",
+                 "instance_id", "max_tokens", "cell_started_at", "scheduled_at", "first_chunk_at", "done_at",
+                 "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "status"):
+        full = full.append_column(name, pa.nulls(table.num_rows))
+    out = _with_helper_columns(full)
+    return (out.column("chunk_times_ordered").to_pylist(), out.column("chunk_times_in_token_window").to_pylist())
+
+
+def test_helper_columns_from_us_gaps_by_hand():
+    # offsets are rebuilt as sent_at // 1000 + running sum (µs) and compared with the token window // 1000
+    rows = [
+        # sent_at, first_token_at, last_token_at, gaps,                 ordered, in window
+        (100, 1_500, 4_999, [1, 1, 1, 1], True, True),           # sent 0 µs; chunks 1..4 µs; window [1, 4]
+        (100, 1_500, 4_500, [1, 1, 0, 2], True, True),           # equal offsets are fine
+        (100, 1_500, 4_500, [1, 2, -1, 2], False, True),         # a step back (offsets 1, 3, 2, 4)
+        (2_000, 1_000, 4_500, [-1, 1, 1], False, True),          # first chunk before sent_at: a negative first gap
+        (100, 1_500, 4_500, [1, 1, 1, 1, 1], True, False),       # a chunk at 5 µs, after last_token_at (4 µs)
+        (100, 2_000, 4_500, [1, 1, 1], True, False),             # a chunk at 1 µs, before first_token_at (2 µs)
+        (None, 7_000, 9_000, [7, 2], True, True),                # no sent_at: offsets from the cell start
+        (None, 7_000, 9_000, [8, 2], True, False),               # ... 10 µs is after 9 µs
+        (100, None, 4_500, [1, 1], True, False),                 # chunks while first_token_at is null
+        (100, 1_500, None, [1, 1], True, False),                 # ... or last_token_at
+        (100, 1_500, 4_500, [1, None, 1], False, False),         # a null gap: the offsets after it are unknown
+        (100, None, None, [], True, True),                       # no chunks
+        (100, None, None, None, True, True),                     # null list
+    ]
+    ordered, in_window = _staged_helpers(*(list(col) for col in list(zip(*rows))[:4]))
+    assert ordered == [r[4] for r in rows]
+    assert in_window == [r[5] for r in rows]
+
+
+def test_helper_columns_agree_between_the_two_forms_on_valid_rows():
+    table = records_to_arrow(valid_records())
+    memory, staged = _with_helper_columns(table), _with_helper_columns(to_staged(table))
+    assert memory.equals(staged)
+    assert all(memory.column("chunk_times_ordered").to_pylist())
+    assert all(memory.column("chunk_times_in_token_window").to_pylist())
+
+
+def _staged_chunk_before_window(rs):
+    # r-1: sent at 1,000,100 ns (1000 µs), first token at 1,001,500 (1001 µs): a chunk at 1000 µs is not
+    # before sent_at but is before the first token (a whole µs: the staged form's resolution)
+    rs[1].chunk_times = [rs[1].first_token_at - 1_000, *rs[1].chunk_times]
+
+
+def _staged_chunk_after_window(rs):
+    rs[0].chunk_times = [*rs[0].chunk_times, rs[0].last_token_at + 1_000]
+
+
+STAGED_CASES = {
+    "non-monotone chunk_times": (_chunks_not_monotone, "chunk_times_ordered", ["r-1"]),
+    "chunk after last_token_at": (_staged_chunk_after_window, "chunk_times_in_token_window", ["r-0"]),
+    "chunk before first_token_at": (_staged_chunk_before_window, "chunk_times_in_token_window", ["r-1"]),
+}
+
+
+@pytest.mark.parametrize("mutate, helper, example_ids", list(STAGED_CASES.values()), ids=list(STAGED_CASES))
+def test_bad_chunk_times_fail_by_name_in_staged_form(mutate, helper, example_ids):
+    assert validate_requests(to_staged(records_to_arrow(valid_records()))).success
+    records = valid_records()
+    mutate(records)
+    report = validate_requests(to_staged(records_to_arrow(records)))
+    (failure,) = report.failures
+    assert failure.name == f"{IN_SET}({helper})"
+    assert [e["request_id"] for e in failure.examples] == example_ids
+    assert report.outcome == FAILED_ROWS and report.rejected == {rid: (failure.name,) for rid in example_ids}
+
+
 # --- validate_run: the deployments and cells suites, and the combined report --------------------
 
 from tests.builders import cell_row, deployment_row  # noqa: E402

@@ -200,6 +200,7 @@ def test_bakeoff_load_gates_a_staged_run_through_validation(tmp_path, warehouse_
 def _bad_rows_run(tmp_path, run_id="run-1"):
     """8 requests of one cell, 4 of them bad in different ways; the real gate's verdict on them."""
     from tasks.records import records_to_arrow
+    from warehouse.chunks import to_staged
     from warehouse.validate import validate_run
 
     records = [record(i, run_id=run_id) for i in range(8)]
@@ -210,7 +211,7 @@ def _bad_rows_run(tmp_path, run_id="run-1"):
     records[6].scheduled_at = -1                    # status and scheduled_at >= 0
     cells, deployments = [cell_row(run_id=run_id)], [deployment_row(run_id)]
     run_dir = stage(tmp_path, records, cells, run_row(run_id), deployments)
-    verdict = validate_run(records_to_arrow(records), deployments, cells)
+    verdict = validate_run(to_staged(records_to_arrow(records)), deployments, cells)  # as the nightly flow does
     return run_dir, verdict, records
 
 
@@ -237,10 +238,11 @@ def test_rows_failing_the_gate_go_to_rejected_requests_and_the_run_is_marked(tmp
         "cell-a#5": [f"{BETWEEN}(max_tokens)"],
         "cell-a#6": [f"{IN_SET}(status)", f"{BETWEEN}(scheduled_at)"],
     }
-    # the whole staged row, as staged (ns offsets), nothing lost
+    # the whole staged row, as staged (staged form 2: µs gaps, here 30 ms then two steps back), nothing lost
     record_json = json.loads(warehouse.execute(
         "SELECT record FROM rejected_requests WHERE request_id = 'cell-a#3'").fetchall()[0][0])
-    assert record_json["chunk_times"] == records[3].chunk_times
+    assert records[3].chunk_times == [30_000_000, 20_000_000, 10_000_000] and records[3].sent_at == 0
+    assert record_json["chunk_times"] == [30_000, -10_000, -10_000]
     assert (record_json["run_id"], record_json["status"], record_json["prompt_id"]) == ("run-1", "ok", "p3")
     assert record_json.keys() >= {"sent_at", "first_token_at", "cell_started_at", "finish_reason", "http_status"}
     status, saved = warehouse.execute("SELECT validation_status, validation FROM runs").fetchall()[0]

@@ -1,35 +1,144 @@
-"""The stored form of chunk times, and the conversions to and from the staged form.
+"""The forms of chunk times: in memory, staged, stored; and the conversions between them.
 
-Staged (tasks/records.py, the Parquet a run leaves on disk): `chunk_times` = BIGINT ns offsets of every
-content chunk from the cell start. Stored (migration 0003): INTEGER µs gaps, the first one from
-`sent_at` (from the cell start when `sent_at` is NULL), each later one from the chunk before. Both
-offsets are floored to whole µs *before* differencing, so `sent_at // 1000 + running sum` returns each
-offset floored to µs, with no drift along the list.
+In memory (tasks/records.py, RequestRecord and `records_to_arrow`): `chunk_times` = int64 ns offsets
+of every content chunk from the cell start, as the client stamps them.
 
-The load converts inside DuckDB, in the same statement that reads the staged Parquet and inserts
-(`STAGED_TO_STORED`): DuckDB decodes the Parquet on every core and streams, where a pyarrow read plus a
-numpy conversion plus an Arrow insert measured about twice as long (numbers in the README). The lambda
-works on (offset, previous offset) pairs from list_zip rather than indexing the list per element,
-which measured about 1.3x faster. A gap over 2^31 µs (35 min) fails the cast, and the load with it.
+Stored (migration 0003): INTEGER µs gaps, the first one from `sent_at` (from the cell start when
+`sent_at` is NULL), each later one from the chunk before. Both offsets are floored to whole µs
+*before* differencing, so `sent_at // 1000 + running sum` returns each offset floored to µs, with no
+drift along the list.
+
+Staged (the requests.parquet a run leaves on disk), two forms, told apart by the Parquet (Arrow)
+schema metadata key `bakeoff.chunk_times`:
+- "us_gaps" (staged form 2, written by store.stage_run since issue 5): the stored gaps already, as
+  int64 (`STAGED_GAP_TYPE`). The conversion runs once, at staging time, in numpy over the flattened
+  list values and the list offsets (`to_staged`), and the load is a plain `INSERT ... SELECT *`: the
+  INSERT that converted inside DuckDB was 2.3 s of a 6.5 s load of 1 M requests, and the staged file
+  is half the size.
+- key absent: the old form, ns offsets as in memory (runs staged before staged form 2). They still
+  load (`bakeoff load RUN_DIR`): the load converts inside its INSERT (`STAGED_TO_STORED`).
+
+Why int64 gaps in the staged file, not int32 (benchmarks/warehouse_bench.py, the same 1 M-request run
+staged both ways and loaded in the same process, README's Performance section): the load casts to
+INTEGER either way and the figures did not differ beyond the noise; the files differ by a few per
+cent (zstd takes the high zero bytes). With int64, staging cannot fail: a gap that does not fit
+(over 2^31 µs, 35 min) stays in the staged file intact, and the load refuses the run with a clear
+message (`store._insert_requests`). An int32 staged file would have had to check every gap at
+staging time and fall back to something else to keep the night's records.
+
+Floor, not truncation: numpy's `//` floors. DuckDB's integer `//` truncates toward zero, so the old
+form's `STAGED_TO_STORED` differs from `to_staged` for negative offsets only, which no client stamps
+and the validation gate rejects (a timestamp < 0, or a chunk outside the token window).
 """
 
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 NS_PER_US = 1000
 
-# SQL expression over a staged row (columns chunk_times, sent_at) giving the stored chunk_times.
+# Parquet (Arrow) schema metadata marking the staged form of requests.chunk_times.
+FORM_KEY = b"bakeoff.chunk_times"
+US_GAPS = b"us_gaps"
+STAGED_GAP_TYPE = pa.int64()
+# Rows converted per step: bounds the numpy temporaries (store.STAGED_ROW_GROUP rows).
+_BATCH_ROWS = 128 * 1024
+
+# SQL expression over an old-form staged row (columns chunk_times, sent_at) giving the stored chunk_times.
 STAGED_TO_STORED = """CASE WHEN chunk_times IS NOT NULL THEN list_transform(
     list_zip(chunk_times, list_prepend(coalesce(sent_at, 0), chunk_times[:-1]), true),
     lambda pair: (pair[1] // 1000 - pair[2] // 1000)::INTEGER) END"""
+# The same as BIGINT gaps (staged form 2 of an old-form row; never fails on a large gap).
+STAGED_TO_GAPS = STAGED_TO_STORED.replace("::INTEGER", "::BIGINT")
+
+
+def is_us_gaps(schema: pa.Schema) -> bool:
+    """True when a staged requests table (or file schema) holds chunk_times as µs gaps (staged form 2)."""
+    return (schema.metadata or {}).get(FORM_KEY) == US_GAPS
+
+
+def offsets_to_gaps(lists: pa.Array, sent_at: pa.Array) -> pa.ListArray:
+    """ns offsets from the cell start (list<int64>) -> µs gaps (list<STAGED_GAP_TYPE>), one row each:
+    [first offset // 1000 - coalesce(sent_at, 0) // 1000, then offset // 1000 - previous offset // 1000].
+    A null list stays null, an empty one empty; a null offset gives a null gap, and so does the offset
+    after it (as STAGED_TO_STORED does). Vectorised over the flattened values and the list offsets."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    if isinstance(sent_at, pa.ChunkedArray):
+        sent_at = sent_at.combine_chunks()
+    n = len(lists)
+    lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = pc.list_flatten(lists)  # the values of non-null lists, in order (a slice's own values)
+    us = np.floor_divide(values.fill_null(0).to_numpy(zero_copy_only=False), NS_PER_US)
+    base = np.floor_divide(sent_at.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), NS_PER_US)
+    gaps = np.empty_like(us)
+    if us.size:
+        np.subtract(us[1:], us[:-1], out=gaps[1:])
+        starts = offsets[:-1][lengths > 0]
+        gaps[starts] = us[starts] - base[lengths > 0]
+    mask = None
+    if values.null_count:
+        missing = values.is_null().to_numpy(zero_copy_only=False)
+        mask = missing.copy()
+        mask[1:] |= missing[:-1]
+        mask[offsets[:-1][lengths > 0]] = missing[offsets[:-1][lengths > 0]]  # a list's first gap: own value only
+    gap_values = pa.array(gaps, type=pa.int64(), mask=mask).cast(STAGED_GAP_TYPE)
+    list_mask = lists.is_null() if lists.null_count else None
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), gap_values, mask=list_mask)
+
+
+def to_staged(requests: pa.Table) -> pa.Table:
+    """A requests table in memory (tasks/records.py: ns offsets) -> staged form 2 (µs gaps, marked in
+    the schema metadata). A table already in staged form 2 is returned as it is."""
+    if is_us_gaps(requests.schema):
+        return requests
+    field = requests.schema.field("chunk_times")
+    if not pa.types.is_list(field.type) or not pa.types.is_integer(field.type.value_type):
+        raise TypeError(f"requests.chunk_times is {field.type}, expected a list of int64 ns offsets")
+    pieces = [offsets_to_gaps(batch.column("chunk_times"), batch.column("sent_at"))
+              for batch in requests.select(["sent_at", "chunk_times"]).to_batches(max_chunksize=_BATCH_ROWS)]
+    gap_type = pa.list_(STAGED_GAP_TYPE)
+    column = pa.chunked_array(pieces, gap_type) if pieces else pa.chunked_array([], gap_type)
+    index = requests.schema.get_field_index("chunk_times")
+    staged = requests.set_column(index, pa.field("chunk_times", gap_type, nullable=field.nullable), column)
+    return staged.replace_schema_metadata({**(requests.schema.metadata or {}), FORM_KEY: US_GAPS})
+
+
+def gaps_to_offsets_us(lists: pa.Array, sent_at: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """µs gaps (staged form 2 or stored) -> each chunk's offset from the cell start in µs, rebuilt as
+    coalesce(sent_at, 0) // 1000 + the running sum of the list's gaps. Returns (offsets_us, gaps, parents,
+    gap_null) over the flattened values: parents[i] is the row of value i; a null gap counts as 0 in
+    the sums (gap_null says where)."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    if isinstance(sent_at, pa.ChunkedArray):
+        sent_at = sent_at.combine_chunks()
+    n = len(lists)
+    lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    parents = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    values = pc.list_flatten(lists)
+    gap_null = values.is_null().to_numpy(zero_copy_only=False)
+    gaps = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    running = np.cumsum(gaps)
+    # running sum within each list: subtract the total of the lists before it
+    before = np.zeros(n, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    has_before = ends - lengths > 0
+    before[has_before] = running[(ends - lengths)[has_before] - 1]
+    base = np.floor_divide(sent_at.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), NS_PER_US)
+    offsets_us = running - before[parents] + base[parents]
+    return offsets_us, gaps, parents, gap_null
 
 
 def to_stored(requests: pa.Table) -> pa.Table:
-    """A staged requests table (Arrow) with chunk_times in the stored form (for tools and tests; the
-    load runs the same expression inside its INSERT)."""
+    """An old-form staged requests table (Arrow, ns offsets) with chunk_times in the stored form
+    (INTEGER µs gaps), by the SQL expression an old-form load runs inside its INSERT (for tools and tests)."""
     con = duckdb.connect()
     try:
         staged_requests_arrow = requests  # noqa: F841 (read by DuckDB's replacement scan)
@@ -39,7 +148,7 @@ def to_stored(requests: pa.Table) -> pa.Table:
 
 
 def gaps_us_to_offsets_ns() -> pl.Expr:
-    """polars expression: stored µs gaps -> staged-form ns offsets (floored to µs), as `chunk_times`."""
+    """polars expression: stored µs gaps -> in-memory-form ns offsets (floored to µs), as `chunk_times`."""
     base_us = pl.col("sent_at").fill_null(0) // NS_PER_US
     return ((pl.col("chunk_times").cast(pl.List(pl.Int64)).list.eval(pl.element().cum_sum()) + base_us) * NS_PER_US).alias(
         "chunk_times")

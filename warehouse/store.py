@@ -108,14 +108,17 @@ def stage_run(run_dir: Path, run: dict, deployments: list[dict], cells: list[dic
               gpu_samples: list[dict] = (), host_samples: list[dict] = (), builds: list[dict] = (),
               engine_metrics: list[dict] = ()) -> StagedRun:
     """Write a run's rows under run_dir. Files are written then renamed, and run.json last, so a
-    half-written run never looks staged."""
+    half-written run never looks staged.
+
+    requests: in memory (tasks/records.py, ns offsets) or already in staged form 2; it is written in
+    staged form 2 (chunk_times as µs gaps, marked in the file's schema metadata: warehouse/chunks.py)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     staged = StagedRun(run_dir)
     tables = (("builds", builds), ("deployments", deployments), ("cells", cells), ("gpu_samples", gpu_samples),
               ("host_samples", host_samples), ("engine_metrics", engine_metrics))
     for table, rows in tables:
         _write_parquet(pa.Table.from_pylist(rows) if rows else pa.table({"run_id": pa.array([], pa.string())}), staged.table_file(table))
-    _write_parquet(requests, staged.table_file("requests"))
+    _write_parquet(chunks.to_staged(requests), staged.table_file("requests"))
     tmp = staged.run_file.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(run, indent=2, default=str))
     tmp.replace(staged.run_file)
@@ -242,10 +245,14 @@ def _insert_requests_apart(con: duckdb.DuckDBPyConnection, path: Path, run_id: s
     try:
         kept = f"AND s.request_id NOT IN (SELECT request_id FROM {_REJECTED_FRAME})"
         _check_run_id(con, path, run_id, kept)
+        # The record is the row in staged form 2 (µs gaps): an old-form file's row is converted (to
+        # BIGINT gaps, which cannot fail: a rejected row may hold anything).
+        staged = "read_parquet(?)" if _staged_as_gaps(path) else \
+            f"(SELECT * REPLACE ({chunks.STAGED_TO_GAPS} AS chunk_times) FROM read_parquet(?))"
         con.execute(
             f"INSERT INTO {REJECTED} (run_id, request_id, failed_expectations, record) "
             f"SELECT ?, s.request_id, r.failed_expectations, to_json(s) "
-            f"FROM read_parquet(?) s JOIN {_REJECTED_FRAME} r ON s.request_id = r.request_id", [run_id, str(path)])
+            f"FROM {staged} s JOIN {_REJECTED_FRAME} r ON s.request_id = r.request_id", [run_id, str(path)])
         found = con.execute(f"SELECT count(*) FROM {REJECTED} WHERE run_id = ?", [run_id]).fetchall()[0][0]
         if found != len(rejected):
             raise WarehouseError(f"{path}: the validation verdict rejects {len(rejected)} request rows, "
@@ -256,14 +263,20 @@ def _insert_requests_apart(con: duckdb.DuckDBPyConnection, path: Path, run_id: s
 
 
 def _insert_requests(con: duckdb.DuckDBPyConnection, path: Path, where: str = "") -> None:
-    """Staged requests (ns offsets) -> the stored form (µs gaps, warehouse/chunks.py), converted in the
-    same statement that reads the Parquet: one parallel, streaming pass."""
+    """Staged requests -> `requests`. Staged form 2 (µs gaps, warehouse/chunks.py) is the stored form
+    already: a plain INSERT, whose cast to INTEGER[] refuses a gap over 2^31 µs. An older staged run
+    (ns offsets, no form mark) is converted in the same statement that reads the Parquet."""
+    select = "*" if _staged_as_gaps(path) else f"* REPLACE ({chunks.STAGED_TO_STORED} AS chunk_times)"
     try:
-        con.execute(f"INSERT INTO requests BY NAME SELECT * REPLACE ({chunks.STAGED_TO_STORED} AS chunk_times) "
-                    f"FROM read_parquet(?) {where}", [str(path)])
+        con.execute(f"INSERT INTO requests BY NAME SELECT {select} FROM read_parquet(?) {where}", [str(path)])
     except duckdb.ConversionException as exc:
         raise WarehouseError(f"{path}: a chunk gap does not fit requests.chunk_times (INTEGER µs, at most 35 min): "
                              f"{str(exc).splitlines()[0]}") from None
+
+
+def _staged_as_gaps(path: Path) -> bool:
+    """Whether a staged requests file holds chunk_times as µs gaps (staged form 2) or ns offsets (older)."""
+    return chunks.is_us_gaps(pq.read_schema(path))
 
 
 def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:

@@ -53,6 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.records import STATUSES
+from warehouse import chunks
 
 # Columns of REQUEST_SCHEMA handed to GX (chunk_times goes in as the two helper columns below;
 # free-text columns carry nothing to validate).
@@ -484,26 +485,40 @@ def _cell_expectations(gxe: Any) -> list[Any]:
 def _with_helper_columns(table: pa.Table) -> pa.Table:
     """Select the validated columns and replace chunk_times by two boolean helper columns.
 
-    chunk_times_ordered: every offset >= the one before it (empty/null list: True).
-    chunk_times_in_token_window: every offset within [first_token_at, last_token_at]; a chunk
-    recorded while either bound is null, or a null offset, is False (empty/null list: True).
+    The table is in memory (ns offsets) or staged (form 2: µs gaps, marked in its schema metadata;
+    warehouse/chunks.py); an older staged run read back from disk is in the in-memory form.
+
+    chunk_times_ordered: every offset >= the one before it; as gaps, every gap >= 0, the first one
+    included, which also says that the first chunk is not before sent_at (µs resolution).
+    chunk_times_in_token_window: every offset within [first_token_at, last_token_at]; as gaps, the
+    offsets are rebuilt (sent_at // 1000 + running sum, µs) and compared with first_token_at // 1000 and
+    last_token_at // 1000. A chunk recorded while either bound is null, or a null offset or gap, is
+    False. Empty or null list: both True.
     """
     n = table.num_rows
-    lists = table.column("chunk_times").combine_chunks()
-    values = pc.list_flatten(lists)
-    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    value_null = values.is_null().to_numpy(zero_copy_only=False)
-    v = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-
-    unordered = np.zeros(n, dtype=bool)
-    if v.size > 1:
-        same_list = parents[1:] == parents[:-1]
-        step_back = same_list & (v[1:] < v[:-1])
-        unordered[parents[1:][step_back]] = True
-    unordered[parents[value_null]] = True
+    lists = table.column("chunk_times")
+    if chunks.is_us_gaps(table.schema):
+        v, gaps, parents, value_null = chunks.gaps_to_offsets_us(lists, table.column("sent_at"))
+        scale = chunks.NS_PER_US
+        unordered = np.zeros(n, dtype=bool)
+        unordered[parents[(gaps < 0) | value_null]] = True
+    else:
+        lists = lists.combine_chunks()
+        values = pc.list_flatten(lists)
+        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+        value_null = values.is_null().to_numpy(zero_copy_only=False)
+        v = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        scale = 1
+        unordered = np.zeros(n, dtype=bool)
+        if v.size > 1:
+            same_list = parents[1:] == parents[:-1]
+            step_back = same_list & (v[1:] < v[:-1])
+            unordered[parents[1:][step_back]] = True
+        unordered[parents[value_null]] = True
 
     lo, lo_null = _int_with_nulls(table.column("first_token_at"))
     hi, hi_null = _int_with_nulls(table.column("last_token_at"))
+    lo, hi = lo // scale, hi // scale
     outside = value_null | lo_null[parents] | hi_null[parents]
     outside |= (v < lo[parents]) | (v > hi[parents])
     out_of_window = np.zeros(n, dtype=bool)
