@@ -10,9 +10,12 @@ Targets (issue 5), on the 2-core development machine:
   the report's queries                                                           < 1 s each
 
 Every figure is the median of --repeats runs (other people share the machine: single runs are noisy).
-The naive paths, measured in the same run so the ratio is known:
-  load:      the pre-0003 storage (BIGINT[] ns offsets, one INSERT ... FROM read_parquet), and
-             row-by-row executemany INSERTs on --naive-rows rows, extrapolated to --rows;
+The naive paths and alternatives, measured in the same run so the ratio is known:
+  load:      the old staged form (ns offsets, converted to µs gaps inside the INSERT, as a run staged
+             before staged form 2 still loads); the same run staged as int64 gaps (the alternative to
+             the stager's int32 gaps, warehouse/chunks.py); the pre-0003 storage (BIGINT[] ns offsets,
+             one INSERT ... FROM read_parquet of the old staged form); row-by-row executemany INSERTs on
+             --naive-rows rows, extrapolated to --rows. The four loads take turns, repeat by repeat.
   summaries: fetch the per-request metrics into pandas and group there;
   ITL:       fetch one night's chunk lists into pandas, explode and group.
 The 10M-row warehouse is filled in SQL (not through the staged path, which the load figure covers):
@@ -34,13 +37,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tasks.records import REQUEST_SCHEMA  # noqa: E402
-from warehouse import schema, store  # noqa: E402
+from warehouse import chunks, schema, store  # noqa: E402
 
 TARGETS = {"load": 5.0, "v_cells": 10.0, "v_nightly": 10.0, "itl_night": 2.0, "report": 1.0}
 INSTANCES = (("vllm-0", "vllm", "vllm"), ("sglang-0", "sglang", "sglang"), ("llama-0", "llamacpp", "llamacpp"),
@@ -84,9 +88,14 @@ def timed(fn, repeats: int, setup=None) -> tuple[float, list[float], object]:
 # ------------------------------------------------------------------ data
 
 
-def make_staged_run(run_dir: Path, rows: int) -> None:
-    """A staged run (tasks/records.py contract: int64 ns offsets from the cell start) of `rows` requests
-    in cells of 285, each with 64-256 content chunks."""
+def make_staged_run(run_dir: Path, rows: int, old_form_dir: Path | None = None,
+                    int64_dir: Path | None = None) -> dict:
+    """A staged run of `rows` requests in cells of 285, each with 64-256 content chunks, written by the
+    stager's own writer (store.write_staged_requests: staged form 2, µs gaps). The in-memory table is
+    generated in the records' form (tasks/records.py: int64 ns offsets from the cell start).
+    old_form_dir: the same run also staged in the old form (ns offsets, no form mark); int64_dir: also
+    staged as int64 gaps. Returns the seconds of the staging conversion (chunks.to_staged) and of the
+    stager's write (the conversion included)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(config={"threads": CORES})
     con.execute(f"""
@@ -114,8 +123,27 @@ def make_staged_run(run_dir: Path, rows: int) -> None:
                  NULL::VARCHAR AS error_message, 200::INTEGER AS http_status, 'length' AS finish_reason
           FROM lists ORDER BY i
     """).to_arrow_table().cast(REQUEST_SCHEMA)
-    # written as the nightly flow writes it (store.stage_run's writer: zstd, its row-group size)
-    store._write_parquet(requests, run_dir / "requests.parquet")
+    timings = {}
+    chunks.to_staged(requests.slice(0, 10))  # pyarrow.compute's first call imports (about 1 s): not the conversion
+    t = time.perf_counter()
+    staged = chunks.to_staged(requests)
+    timings["to_staged_s"] = time.perf_counter() - t
+    del staged
+    # written as the nightly flow writes it (store.stage_run's writer: conversion, zstd, its row-group size)
+    t = time.perf_counter()
+    store.write_staged_requests(requests, run_dir / "requests.parquet")
+    timings["stage_write_s"] = time.perf_counter() - t
+    if old_form_dir is not None:  # as the stager wrote it before staged form 2
+        old_form_dir.mkdir(parents=True, exist_ok=True)
+        store._write_parquet(requests, old_form_dir / "requests.parquet")
+    if int64_dir is not None:
+        int64_dir.mkdir(parents=True, exist_ok=True)
+        staged = chunks.to_staged(requests)
+        i = staged.schema.get_field_index("chunk_times")
+        wide = staged.set_column(i, pa.field("chunk_times", pa.list_(pa.int64())),
+                                 staged.column("chunk_times").cast(pa.list_(pa.int64())))
+        store._write_parquet(wide.replace_schema_metadata(staged.schema.metadata), int64_dir / "requests.parquet")
+        del staged, wide
     del requests
     con.execute(f"""
         COPY (SELECT 'bench-load' AS run_id, 'cell-' || c AS cell_id, 'dep' AS deployment_id, 'dep-0' AS instance_id,
@@ -131,6 +159,11 @@ def make_staged_run(run_dir: Path, rows: int) -> None:
         "run_id": "bench-load", "matrix_name": "bench", "matrix_path": "bench.yaml", "matrix_sha256": "0" * 64,
         "started_at": "2026-01-01T02:00:00+00:00", "status": "completed"}))
     con.close()
+    for other in (old_form_dir, int64_dir):  # the same run beside its requests
+        for f in run_dir.iterdir():
+            if other is not None and f.name != "requests.parquet":
+                shutil.copy(f, other / f.name)
+    return timings
 
 
 def build_big_warehouse(path: Path, rows: int, nights: int) -> dict:
@@ -202,11 +235,15 @@ def build_big_warehouse(path: Path, rows: int, nights: int) -> dict:
 
 
 def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
-    run_dir = tmp / "staged"
+    run_dir, old_dir, int64_dir = tmp / "staged", tmp / "staged-old-form", tmp / "staged-int64"
     t = time.perf_counter()
-    make_staged_run(run_dir, rows)
+    staging = make_staged_run(run_dir, rows, old_dir, int64_dir)
     gen_s = time.perf_counter() - t
-    staged_mb = (run_dir / "requests.parquet").stat().st_size / 1e6
+    assert chunks.is_us_gaps(pq.read_schema(run_dir / "requests.parquet"))
+    assert not chunks.is_us_gaps(pq.read_schema(old_dir / "requests.parquet"))
+
+    def parquet_mb(d: Path) -> float:
+        return (d / "requests.parquet").stat().st_size / 1e6
 
     def fresh(name: str, target: int | None = None) -> duckdb.DuckDBPyConnection:
         path = tmp / f"{name}.duckdb"
@@ -220,22 +257,22 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
 
     sizes = {}
 
-    def ours(con):
-        # store.load_run as the nightly flow calls it: read, convert chunk lists, one transaction
-        counts = store.load_run(con, run_dir)
-        con.close()
-        return counts["requests"]
+    def loader(d: Path):
+        def load(con):
+            # store.load_run as the nightly flow calls it: read the staged run, one transaction
+            counts = store.load_run(con, d)
+            con.close()
+            return counts["requests"]
+        return load
 
     def old_storage(con):
-        # the load as it was before migration 0003: BIGINT[] ns offsets straight from the Parquet
+        # the load as it was before migration 0003: BIGINT[] ns offsets straight from the old-form Parquet
         con.execute("BEGIN")
-        con.execute("INSERT INTO requests BY NAME SELECT * FROM read_parquet(?)", [str(run_dir / "requests.parquet")])
+        con.execute("INSERT INTO requests BY NAME SELECT * FROM read_parquet(?)", [str(old_dir / "requests.parquet")])
         con.execute("COMMIT")
         con.close()
 
-    from warehouse.chunks import to_stored
-
-    sample = to_stored(pq.read_table(run_dir / "requests.parquet").slice(0, naive_rows))
+    sample = pq.read_table(run_dir / "requests.parquet").slice(0, naive_rows)  # staged form 2: the stored gaps
     names = sample.column_names
     sample_rows = [tuple(r[n] for n in names) for r in sample.to_pylist()]
 
@@ -253,19 +290,35 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
         con.close()
         return used
 
-    load_s, load_all, loaded = timed(ours, repeats, lambda: fresh("load"))
-    sizes["ours"] = settled_size("load")
-    old_s, old_all, _ = timed(old_storage, repeats, lambda: fresh("old", target=2))
-    sizes["old"] = settled_size("old")
+    # Interleaved, one repeat of each in turn, so that a busy spell of the shared machine spreads over all.
+    variants = {"ours": (loader(run_dir), lambda: fresh("load")),
+                "old_form": (loader(old_dir), lambda: fresh("old-form")),
+                "int64": (loader(int64_dir), lambda: fresh("int64")),
+                "old_storage": (old_storage, lambda: fresh("old", target=2))}
+    runs: dict[str, list[float]] = {k: [] for k in variants}
+    loaded = None
+    for _ in range(repeats):
+        for name, (fn, setup) in variants.items():
+            _, times, result = timed(fn, 1, setup)
+            runs[name] += times
+            loaded = result if name == "ours" else loaded
+    for name, db in (("ours", "load"), ("old_form", "old-form"), ("int64", "int64"), ("old_storage", "old")):
+        sizes[name] = settled_size(db)
     naive_s, _, _ = timed(row_by_row, 1, lambda: fresh("naive"))
     naive_extrapolated = naive_s / naive_rows * rows
+    med = {k: statistics.median(v) for k, v in runs.items()}
     return {
-        "rows": loaded, "staged_parquet_mb": round(staged_mb), "generate_s": round(gen_s, 1),
-        "load_s": load_s, "load_runs_s": load_all,
-        "old_storage_s": old_s, "old_storage_runs_s": old_all,
+        "rows": loaded, "staged_parquet_mb": round(parquet_mb(run_dir)), "generate_s": round(gen_s, 1),
+        "to_staged_s": staging["to_staged_s"], "stage_write_s": staging["stage_write_s"],
+        "load_s": med["ours"], "load_runs_s": runs["ours"],
+        "old_form_s": med["old_form"], "old_form_runs_s": runs["old_form"],
+        "old_form_parquet_mb": round(parquet_mb(old_dir)), "file_mb_old_form": round(sizes["old_form"] / 1e6),
+        "int64_s": med["int64"], "int64_runs_s": runs["int64"],
+        "int64_parquet_mb": round(parquet_mb(int64_dir)), "file_mb_int64": round(sizes["int64"] / 1e6),
+        "old_storage_s": med["old_storage"], "old_storage_runs_s": runs["old_storage"],
         "row_by_row_s_for_sample": naive_s, "row_by_row_rows": naive_rows,
         "row_by_row_extrapolated_s": naive_extrapolated,
-        "file_mb_ours": round(sizes["ours"] / 1e6), "file_mb_old_storage": round(sizes["old"] / 1e6),
+        "file_mb_ours": round(sizes["ours"] / 1e6), "file_mb_old_storage": round(sizes["old_storage"] / 1e6),
     }
 
 
@@ -370,8 +423,6 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-queries", action="store_true")
     args = ap.parse_args(argv)
 
-    import pyarrow as pa
-
     pa.set_cpu_count(CORES)
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="bakeoff-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -385,7 +436,8 @@ def main(argv=None) -> int:
             result["load"] = bench_load(tmp, args.rows, args.repeats, args.naive_rows)
             for f in tmp.glob("*.duckdb*"):
                 f.unlink()
-            shutil.rmtree(tmp / "staged", ignore_errors=True)
+            for d in ("staged", "staged-old-form", "staged-int64"):
+                shutil.rmtree(tmp / d, ignore_errors=True)
             print(json.dumps(result["load"], indent=1), flush=True)
         if not args.skip_queries:
             print(f"queries: building a warehouse of {args.summary_rows:,} requests over {args.nights} nights ...", flush=True)
@@ -411,11 +463,16 @@ def render(r: dict) -> str:
     if "load" in r:
         ld = r["load"]
         lines.append(
-            f"| load {ld['rows']:,} requests (staged Parquet {ld['staged_parquet_mb']} MB -> `store.load_run`), "
-            f"file {ld['file_mb_ours']} MB | {ld['load_s']:.2f} s | < {TARGETS['load']:g} s | "
+            f"| load {ld['rows']:,} requests (staged form 2, int32 µs gaps: Parquet {ld['staged_parquet_mb']} MB -> "
+            f"`store.load_run`), file {ld['file_mb_ours']} MB | {ld['load_s']:.2f} s | < {TARGETS['load']:g} s | "
+            f"old staged form (ns offsets converted in the INSERT, Parquet {ld['old_form_parquet_mb']} MB): "
+            f"{ld['old_form_s']:.2f} s ({ld['old_form_s'] / ld['load_s']:.1f}x); staged as int64 gaps "
+            f"(Parquet {ld['int64_parquet_mb']} MB): {ld['int64_s']:.2f} s; "
             f"pre-0003 storage (BIGINT[] ns): {ld['old_storage_s']:.2f} s, {ld['file_mb_old_storage']} MB "
             f"({ld['old_storage_s'] / ld['load_s']:.1f}x); row by row: {ld['row_by_row_extrapolated_s']:,.0f} s "
             f"extrapolated from {ld['row_by_row_rows']:,} rows ({ld['row_by_row_extrapolated_s'] / ld['load_s']:,.0f}x) |")
+        lines.append(f"| staging's conversion of those rows (ns offsets -> µs gaps, `chunks.to_staged`), once per run | "
+                     f"{ld['to_staged_s']:.2f} s | | the stager's whole write, conversion included: {ld['stage_write_s']:.1f} s |")
     if "queries" in r:
         b, qq = r["big"], r["queries"]
         size = f"{b['requests']:,} requests / {b['nights']} nights / {b['chunk_values'] / 1e9:.2f} G chunk values, {b['file_mb']:,} MB"

@@ -48,7 +48,8 @@ class RequestRecord:
     finish_reason: str | None = None
 
 
-# Arrow schema of a staged requests file (Parquet). The warehouse table mirrors it.
+# Arrow schema of the records in memory (`records_to_arrow`). The staged requests file (Parquet) has the
+# same columns with chunk_times as µs gaps (staged form 2, warehouse/chunks.py); the warehouse table mirrors that.
 REQUEST_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),

@@ -36,7 +36,7 @@ BY_HAND_GAPS = [[4_500, 11_999, 8_001], None, [], [7, 0], [0, 1, 0, 1]]
 def test_staging_converts_ns_offsets_to_us_gaps_by_hand():
     table = _by_hand_table()
     staged = to_staged(table)
-    assert staged.schema.field("chunk_times").type == pa.list_(pa.int64())
+    assert staged.schema.field("chunk_times").type == pa.list_(pa.int32())
     assert staged.schema.metadata == {b"bakeoff.chunk_times": b"us_gaps"}
     assert chunks.is_us_gaps(staged.schema) and not chunks.is_us_gaps(table.schema)
     assert staged.column("chunk_times").to_pylist() == BY_HAND_GAPS
@@ -65,6 +65,22 @@ def test_a_null_offset_gives_a_null_gap_and_so_does_the_next_one():
 def test_staging_refuses_a_chunk_times_column_that_is_not_integer_offsets():
     with pytest.raises(TypeError, match="expected a list of int64 ns offsets"):
         to_staged(pa.table({"sent_at": pa.array([0], pa.int64()), "chunk_times": pa.array([["x"]])}))
+
+
+def test_a_gap_outside_int32_stages_the_whole_run_as_int64_gaps(monkeypatch):
+    monkeypatch.setattr(chunks, "_BATCH_ROWS", 2)  # the big gap in the third batch: the first two widen too
+    offsets = [[1_000], [2_000, 3_000], None, [], [0, 2_147_483_648_000], [5_000]]
+    table = pa.table({"sent_at": pa.array([0] * 6, pa.int64()), "chunk_times": pa.array(offsets, NS)})
+    staged = to_staged(table)
+    assert staged.schema.field("chunk_times").type == pa.list_(pa.int64())
+    assert [c.type for c in staged.column("chunk_times").chunks] == [pa.list_(pa.int64())] * 3
+    assert staged.column("chunk_times").to_pylist() == [[1], [2, 1], None, [], [0, 2_147_483_648], [5]]
+    # the largest gap that fits stays int32; so does the smallest
+    fits = pa.table({"sent_at": pa.array([0, 2_147_483_648_000], pa.int64()),
+                     "chunk_times": pa.array([[2_147_483_647_999], [0]], NS)})
+    staged = to_staged(fits)
+    assert staged.schema.field("chunk_times").type == pa.list_(pa.int32())
+    assert staged.column("chunk_times").to_pylist() == [[2_147_483_647], [-2_147_483_648]]
 
 
 def test_no_drift_rebuilding_offsets_from_gaps_gives_each_offset_floored_to_the_microsecond():
@@ -100,7 +116,7 @@ def test_the_staged_file_carries_the_form(tmp_path):
     assert pq.read_metadata(path).metadata[b"bakeoff.chunk_times"] == b"us_gaps"  # Parquet key-value metadata
     staged = pq.read_table(path)
     assert chunks.is_us_gaps(staged.schema)
-    assert staged.schema.field("chunk_times").type == pa.list_(pa.int64())
+    assert staged.schema.field("chunk_times").type == pa.list_(pa.int32())
     assert staged.column("chunk_times").to_pylist() == [[4_500, 11_999, 8_001]]
 
 
@@ -172,5 +188,7 @@ def test_a_gap_too_large_for_int32_is_refused_with_a_clear_message_and_the_stage
     assert warehouse.execute("SELECT count(*) FROM runs").fetchall()[0][0] == 0
     assert warehouse.execute("SELECT current_setting('preserve_insertion_order')").fetchall() == [(True,)]
     assert (run_dir / "requests.parquet").read_bytes() == before
-    if form == "new":  # staging could not fail: the gap is in the file, whole
-        assert pq.read_table(run_dir / "requests.parquet").column("chunk_times").to_pylist() == [[10_000, 2_200_000_000]]
+    if form == "new":  # staging did not fail: the gap is in the file, whole (this run staged as int64 gaps)
+        staged = pq.read_table(run_dir / "requests.parquet")
+        assert staged.schema.field("chunk_times").type == pa.list_(pa.int64())
+        assert staged.column("chunk_times").to_pylist() == [[10_000, 2_200_000_000]]

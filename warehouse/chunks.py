@@ -9,22 +9,24 @@ Stored (migration 0003): INTEGER µs gaps, the first one from `sent_at` (from th
 drift along the list.
 
 Staged (the requests.parquet a run leaves on disk), two forms, told apart by the Parquet (Arrow)
-schema metadata key `bakeoff.chunk_times`:
+schema metadata key `bakeoff.chunk_times` (`FORM_KEY`):
 - "us_gaps" (staged form 2, written by store.stage_run since issue 5): the stored gaps already, as
-  int64 (`STAGED_GAP_TYPE`). The conversion runs once, at staging time, in numpy over the flattened
-  list values and the list offsets (`to_staged`), and the load is a plain `INSERT ... SELECT *`: the
-  INSERT that converted inside DuckDB was 2.3 s of a 6.5 s load of 1 M requests, and the staged file
-  is half the size.
+  int32 (int64 for a run that holds a gap that int32 cannot, see below). The conversion runs once, at
+  staging time, in numpy over the flattened list values and the list offsets (`to_staged`), and the
+  load is a plain `INSERT ... SELECT *`: the INSERT that converted inside DuckDB was 2.3 s of a 6.5 s
+  load of 1 M requests, and the staged file is half the size.
 - key absent: the old form, ns offsets as in memory (runs staged before staged form 2). They still
   load (`bakeoff load RUN_DIR`): the load converts inside its INSERT (`STAGED_TO_STORED`).
 
-Why int64 gaps in the staged file, not int32 (benchmarks/warehouse_bench.py, the same 1 M-request run
-staged both ways and loaded in the same process, README's Performance section): the load casts to
-INTEGER either way and the figures did not differ beyond the noise; the files differ by a few per
-cent (zstd takes the high zero bytes). With int64, staging cannot fail: a gap that does not fit
-(over 2^31 µs, 35 min) stays in the staged file intact, and the load refuses the run with a clear
-message (`store._insert_requests`). An int32 staged file would have had to check every gap at
-staging time and fall back to something else to keep the night's records.
+int32, not int64, in the staged file: measured on the same 1 M-request run staged both ways and loaded
+in the same process (benchmarks/warehouse_bench.py, README's Performance section), the int64 file
+loads about 0.5 s slower (4.3 s against 3.8 s, three runs each, every int32 run faster than every
+int64 run): DuckDB decodes twice the bytes and casts each value to the table's INTEGER. (zstd makes
+the two files about the same size.) int32 must not make staging fail, which would lose the night's
+records: `to_staged` checks the gaps as it converts, and a run with a gap outside int32 (over 2^31 µs,
+35 min; no real stream has one) is staged with int64 gaps instead, whole. Such a run cannot be stored:
+its load's cast to INTEGER refuses it with a clear message (`store._insert_requests`), and the staged
+file stays as it is. The loader reads either type; the form mark is the same.
 
 Floor, not truncation: numpy's `//` floors. DuckDB's integer `//` truncates toward zero, so the old
 form's `STAGED_TO_STORED` differs from `to_staged` for negative offsets only, which no client stamps
@@ -44,7 +46,7 @@ NS_PER_US = 1000
 # Parquet (Arrow) schema metadata marking the staged form of requests.chunk_times.
 FORM_KEY = b"bakeoff.chunk_times"
 US_GAPS = b"us_gaps"
-STAGED_GAP_TYPE = pa.int64()
+STAGED_GAP_TYPE = pa.int32()  # int64 for a run with a gap outside int32 (to_staged)
 # Rows converted per step: bounds the numpy temporaries (store.STAGED_ROW_GROUP rows).
 _BATCH_ROWS = 128 * 1024
 
@@ -62,7 +64,7 @@ def is_us_gaps(schema: pa.Schema) -> bool:
 
 
 def offsets_to_gaps(lists: pa.Array, sent_at: pa.Array) -> pa.ListArray:
-    """ns offsets from the cell start (list<int64>) -> µs gaps (list<STAGED_GAP_TYPE>), one row each:
+    """ns offsets from the cell start (list<int64>) -> µs gaps (list<int64>), one row each:
     [first offset // 1000 - coalesce(sent_at, 0) // 1000, then offset // 1000 - previous offset // 1000].
     A null list stays null, an empty one empty; a null offset gives a null gap, and so does the offset
     after it (as STAGED_TO_STORED does). Vectorised over the flattened values and the list offsets."""
@@ -75,8 +77,8 @@ def offsets_to_gaps(lists: pa.Array, sent_at: pa.Array) -> pa.ListArray:
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     values = pc.list_flatten(lists)  # the values of non-null lists, in order (a slice's own values)
-    us = np.floor_divide(values.fill_null(0).to_numpy(zero_copy_only=False), NS_PER_US)
-    base = np.floor_divide(sent_at.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), NS_PER_US)
+    us = np.floor_divide(_numpy(values), NS_PER_US)
+    base = np.floor_divide(_numpy(sent_at), NS_PER_US)
     gaps = np.empty_like(us)
     if us.size:
         np.subtract(us[1:], us[:-1], out=gaps[1:])
@@ -88,26 +90,37 @@ def offsets_to_gaps(lists: pa.Array, sent_at: pa.Array) -> pa.ListArray:
         mask = missing.copy()
         mask[1:] |= missing[:-1]
         mask[offsets[:-1][lengths > 0]] = missing[offsets[:-1][lengths > 0]]  # a list's first gap: own value only
-    gap_values = pa.array(gaps, type=pa.int64(), mask=mask).cast(STAGED_GAP_TYPE)
+    gap_values = pa.array(gaps, type=pa.int64(), mask=mask)
     list_mask = lists.is_null() if lists.null_count else None
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), gap_values, mask=list_mask)
 
 
 def to_staged(requests: pa.Table) -> pa.Table:
     """A requests table in memory (tasks/records.py: ns offsets) -> staged form 2 (µs gaps, marked in
-    the schema metadata). A table already in staged form 2 is returned as it is."""
+    the schema metadata): list<int32> gaps, or list<int64> when a gap does not fit int32 (never
+    fails on a value). A table already in staged form 2 is returned as it is."""
     if is_us_gaps(requests.schema):
         return requests
     field = requests.schema.field("chunk_times")
     if not pa.types.is_list(field.type) or not pa.types.is_integer(field.type.value_type):
         raise TypeError(f"requests.chunk_times is {field.type}, expected a list of int64 ns offsets")
-    pieces = [offsets_to_gaps(batch.column("chunk_times"), batch.column("sent_at"))
-              for batch in requests.select(["sent_at", "chunk_times"]).to_batches(max_chunksize=_BATCH_ROWS)]
-    gap_type = pa.list_(STAGED_GAP_TYPE)
+    narrow, wide = pa.list_(STAGED_GAP_TYPE), pa.list_(pa.int64())
+    gap_type, pieces = narrow, []
+    for batch in requests.select(["sent_at", "chunk_times"]).to_batches(max_chunksize=_BATCH_ROWS):
+        gaps = offsets_to_gaps(batch.column("chunk_times"), batch.column("sent_at"))
+        if gap_type == narrow and not _fits(gaps.values, STAGED_GAP_TYPE):
+            gap_type, pieces = wide, [p.cast(wide) for p in pieces]
+        pieces.append(gaps.cast(gap_type))
     column = pa.chunked_array(pieces, gap_type) if pieces else pa.chunked_array([], gap_type)
     index = requests.schema.get_field_index("chunk_times")
     staged = requests.set_column(index, pa.field("chunk_times", gap_type, nullable=field.nullable), column)
     return staged.replace_schema_metadata({**(requests.schema.metadata or {}), FORM_KEY: US_GAPS})
+
+
+def _fits(values: pa.Array, type_: pa.DataType) -> bool:
+    info = np.iinfo(type_.to_pandas_dtype())
+    low, high = pc.min_max(values).values()
+    return low.as_py() is None or (info.min <= low.as_py() and high.as_py() <= info.max)
 
 
 def gaps_to_offsets_us(lists: pa.Array, sent_at: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -124,16 +137,23 @@ def gaps_to_offsets_us(lists: pa.Array, sent_at: pa.Array) -> tuple[np.ndarray, 
     parents = np.repeat(np.arange(n, dtype=np.int64), lengths)
     values = pc.list_flatten(lists)
     gap_null = values.is_null().to_numpy(zero_copy_only=False)
-    gaps = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    gaps = _numpy(values)
     running = np.cumsum(gaps)
     # running sum within each list: subtract the total of the lists before it
     before = np.zeros(n, dtype=np.int64)
     ends = np.cumsum(lengths)
     has_before = ends - lengths > 0
     before[has_before] = running[(ends - lengths)[has_before] - 1]
-    base = np.floor_divide(sent_at.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), NS_PER_US)
+    base = np.floor_divide(_numpy(sent_at), NS_PER_US)
     offsets_us = running - before[parents] + base[parents]
     return offsets_us, gaps, parents, gap_null
+
+
+def _numpy(values: pa.Array) -> np.ndarray:
+    """int64 numpy view of an integer Arrow array, nulls as 0 (no copy when there is no null)."""
+    if values.null_count:
+        values = values.fill_null(0)
+    return values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
 def to_stored(requests: pa.Table) -> pa.Table:

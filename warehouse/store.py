@@ -118,11 +118,16 @@ def stage_run(run_dir: Path, run: dict, deployments: list[dict], cells: list[dic
               ("host_samples", host_samples), ("engine_metrics", engine_metrics))
     for table, rows in tables:
         _write_parquet(pa.Table.from_pylist(rows) if rows else pa.table({"run_id": pa.array([], pa.string())}), staged.table_file(table))
-    _write_parquet(chunks.to_staged(requests), staged.table_file("requests"))
+    write_staged_requests(requests, staged.table_file("requests"))
     tmp = staged.run_file.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(run, indent=2, default=str))
     tmp.replace(staged.run_file)
     return staged
+
+
+def write_staged_requests(requests: pa.Table, path: Path) -> None:
+    """The stager's writer of requests.parquet: staged form 2 (chunk_times as µs gaps, marked)."""
+    _write_parquet(chunks.to_staged(requests), path)
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:

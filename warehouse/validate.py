@@ -1,6 +1,6 @@
 """The validation gate: a run's rows are checked by Great Expectations before loading.
 
-`validate_requests(table)` takes the staged requests table (tasks.records.REQUEST_SCHEMA), runs ONE
+`validate_requests(table)` takes the requests table (tasks.records.REQUEST_SCHEMA's columns), runs ONE
 expectation suite over it in ONE Great Expectations validation run, and returns a small
 `ValidationReport`: pass/fail, one `Failure` per failed expectation (GX expectation type, columns,
 failing row count, up to 3 example request_ids with their values), a one-line summary for logs and
@@ -38,7 +38,10 @@ How GX is used, and why so:
   `condition_parser` is deprecated since GX 1.9 and warns.
 - GX has no expectation over list columns, so the `chunk_times` checks are computed here in
   pyarrow/numpy as boolean helper columns (`chunk_times_ordered`, `chunk_times_in_token_window`)
-  which GX then expects to be True: GX stays the judge, the helpers only flatten the lists.
+  which GX then expects to be True: GX stays the judge, the helpers only flatten the lists. They
+  read either form of chunk_times (warehouse/chunks.py): staged form 2, µs gaps (what the nightly
+  flow stages and validates, and what `bakeoff load` reads back), or ns offsets (the records in
+  memory, and runs staged before staged form 2).
 """
 
 from __future__ import annotations
