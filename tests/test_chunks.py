@@ -167,7 +167,8 @@ def test_bakeoff_load_of_an_old_form_run_with_a_rejected_row(tmp_path, warehouse
     records = _records()
     records[1].chunk_times = [2_500_000, 9_001_100, 2_500_000]  # goes backwards: rejected
     run_dir = _stage_old_form(tmp_path, records)
-    verdict = validate_run(pq.read_table(run_dir / "requests.parquet"), pq.read_table(run_dir / "deployments.parquet").to_pylist(),
+    verdict = validate_run(pq.read_table(run_dir / "requests.parquet"),
+                           pq.read_table(run_dir / "deployments.parquet").to_pylist(),
                            pq.read_table(run_dir / "cells.parquet").to_pylist())
     assert verdict.rejected == {"cell-a#1": ("expect_column_values_to_be_in_set(chunk_times_ordered)",)}
     assert store.load_run(warehouse, run_dir, verdict)["rejected_requests"] == 1

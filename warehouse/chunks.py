@@ -20,13 +20,14 @@ schema metadata key `bakeoff.chunk_times` (`FORM_KEY`):
 
 int32, not int64, in the staged file: measured on the same 1 M-request run staged both ways and loaded
 in the same process (benchmarks/warehouse_bench.py, README's Performance section), the int64 file
-loads about 0.5 s slower (4.3 s against 3.8 s, three runs each, every int32 run faster than every
-int64 run): DuckDB decodes twice the bytes and casts each value to the table's INTEGER. (zstd makes
-the two files about the same size.) int32 must not make staging fail, which would lose the night's
-records: `to_staged` checks the gaps as it converts, and a run with a gap outside int32 (over 2^31 µs,
-35 min; no real stream has one) is staged with int64 gaps instead, whole. Such a run cannot be stored:
-its load's cast to INTEGER refuses it with a clear message (`store._insert_requests`), and the staged
-file stays as it is. The loader reads either type; the form mark is the same.
+loads about 0.5 s slower (4.24 s against 3.68 s, medians of 3; every int32 run faster than every
+int64 run, in two benchmark runs), presumably decoding twice the bytes and casting each value to the
+table's INTEGER (zstd makes the two files about the same size: 370 and 387 MB). int32 must not make
+staging fail, which would lose the night's records: `to_staged` checks the gaps as it converts, and
+a run with a gap outside int32 (over 2^31 µs, 35 min; no real stream has one) is staged with int64
+gaps instead, whole. Such a run cannot be stored: its load's cast to INTEGER refuses it with a clear
+message (`store._insert_requests`), and the staged file stays as it is. The loader reads either
+type; the form mark is the same.
 
 Floor, not truncation: numpy's `//` floors. DuckDB's integer `//` truncates toward zero, so the old
 form's `STAGED_TO_STORED` differs from `to_staged` for negative offsets only, which no client stamps
