@@ -98,20 +98,13 @@ def _wait_for_port(port: int, proc: subprocess.Popen, what: str) -> None:
     sys.exit(f"{what} did not start")
 
 
-class ChunkedServer:
-    """benchmarks/chunked_sse_server.py in its own process: one chunk per event, as engines write."""
+class _Server:
+    """A streaming server on 127.0.0.1:port in a subprocess, serving `chunks` content chunks per response."""
 
-    name = "chunk per event"
+    name = ""
 
     def __init__(self, chunks: int) -> None:
         self.chunks = chunks
-
-    def __enter__(self) -> "ChunkedServer":
-        self.port = _free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.chunked_sse_server", "--port", str(self.port),
-                                      "--chunks", str(self.chunks)], cwd=ROOT)
-        _wait_for_port(self.port, self.proc, "benchmarks/chunked_sse_server.py")
-        return self
 
     @property
     def url(self) -> str:
@@ -122,11 +115,23 @@ class ChunkedServer:
         self.proc.wait(10)
 
 
-class Nginx:
-    name = "nginx static"
+class ChunkedServer(_Server):
+    """benchmarks/chunked_sse_server.py in its own process: one chunk per event, as engines write."""
 
-    def __init__(self, chunks: int) -> None:
-        self.chunks = chunks
+    name = "chunk per event"
+
+    def __enter__(self) -> "ChunkedServer":
+        self.port = _free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.chunked_sse_server", "--port", str(self.port),
+                                      "--chunks", str(self.chunks)], cwd=ROOT)
+        _wait_for_port(self.port, self.proc, "benchmarks/chunked_sse_server.py")
+        return self
+
+
+class Nginx(_Server):
+    """nginx (1 worker) serving the stream as a static file: large writes."""
+
+    name = "nginx static"
 
     def __enter__(self) -> "Nginx":
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -143,13 +148,8 @@ class Nginx:
         _wait_for_port(self.port, self.proc, f"nginx (see {self.dir}/error.log)")
         return self
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        super().__exit__(*exc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -64,17 +64,23 @@ def is_us_gaps(schema: pa.Schema) -> bool:
     return (schema.metadata or {}).get(FORM_KEY) == US_GAPS
 
 
+def _lists_and_lengths(lists: pa.Array, sent_at: pa.Array) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """(lists, sent_at, each list's length with null lists as 0), as single arrays."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    if isinstance(sent_at, pa.ChunkedArray):
+        sent_at = sent_at.combine_chunks()
+    lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return lists, sent_at, lengths
+
+
 def offsets_to_gaps(lists: pa.Array, sent_at: pa.Array) -> pa.ListArray:
     """ns offsets from the cell start (list<int64>) -> µs gaps (list<int64>), one row each:
     [first offset // 1000 - coalesce(sent_at, 0) // 1000, then offset // 1000 - previous offset // 1000].
     A null list stays null, an empty one empty; a null offset gives a null gap, and so does the offset
     after it (as STAGED_TO_STORED does). Vectorised over the flattened values and the list offsets."""
-    if isinstance(lists, pa.ChunkedArray):
-        lists = lists.combine_chunks()
-    if isinstance(sent_at, pa.ChunkedArray):
-        sent_at = sent_at.combine_chunks()
+    lists, sent_at, lengths = _lists_and_lengths(lists, sent_at)
     n = len(lists)
-    lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     values = pc.list_flatten(lists)  # the values of non-null lists, in order (a slice's own values)
@@ -129,12 +135,8 @@ def gaps_to_offsets_us(lists: pa.Array, sent_at: pa.Array) -> tuple[np.ndarray, 
     coalesce(sent_at, 0) // 1000 + the running sum of the list's gaps. Returns (offsets_us, gaps, parents,
     gap_null) over the flattened values: parents[i] is the row of value i; a null gap counts as 0 in
     the sums (gap_null says where)."""
-    if isinstance(lists, pa.ChunkedArray):
-        lists = lists.combine_chunks()
-    if isinstance(sent_at, pa.ChunkedArray):
-        sent_at = sent_at.combine_chunks()
+    lists, sent_at, lengths = _lists_and_lengths(lists, sent_at)
     n = len(lists)
-    lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     parents = np.repeat(np.arange(n, dtype=np.int64), lengths)
     values = pc.list_flatten(lists)
     gap_null = values.is_null().to_numpy(zero_copy_only=False)
