@@ -1,8 +1,9 @@
 """Shared fixtures: a fresh warehouse per test, the real CPU engine, one Prefect test server.
 
-Tests that need something this machine may lack (the built llama-server, Chromium) skip with the
-reason; CI sets BAKEOFF_REQUIRE_ENGINE=1 / BAKEOFF_REQUIRE_BROWSER=1, which turns those skips into
-failures, since CI installs both.
+Tests that need something this machine may lack (the built llama-server, Chromium, Docker and its
+bridge network, nginx, a GPU and torch) skip with the reason; the BAKEOFF_REQUIRE_* variables turn
+those skips into failures where the thing is known to be there (.ci/run sets them for CI; the GPU
+machine sets BAKEOFF_REQUIRE_GPU=1).
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def require(env_var: str, reason: str) -> None:
     if os.environ.get(env_var) == "1":
         pytest.fail(f"{reason} (and {env_var}=1 says it must be available here)")
     pytest.skip(reason)
+
+
+def import_or_require(module: str, env_var: str, reason: str):
+    """The module, or require(env_var, reason) when it cannot be imported."""
+    try:
+        return __import__(module)
+    except ImportError as exc:
+        require(env_var, f"{reason} ({exc})")
 
 
 @pytest.fixture

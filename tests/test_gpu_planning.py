@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "configs" / "rtx5090-seed.yaml"
 
 
+from tests.conftest import import_or_require
 from tests.gpu import requires_gpu
 
 pytestmark = requires_gpu
@@ -40,7 +41,7 @@ def test_plan_reads_the_real_card(capsys):
 
 
 def test_sglang_share_follows_the_memory_free_now():
-    torch = pytest.importorskip("torch", reason="torch stands in for an engine already on the card")
+    torch = import_or_require("torch", "BAKEOFF_REQUIRE_GPU", "torch stands in for an engine already on the card")
     from tasks.deploy import _memory_args
     from tasks.matrix import load_matrix, plan
     from tasks.planner import plan_group

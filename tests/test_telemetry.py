@@ -14,6 +14,7 @@ import pytest
 from tasks import telemetry
 
 
+from tests.conftest import import_or_require
 from tests.gpu import NO_GPU
 from tests.gpu import requires_gpu as gpu
 
@@ -55,7 +56,7 @@ def test_gpu_info_reads_the_card():
 
 @gpu
 def test_gpu_samples_see_an_allocation_and_work():
-    torch = pytest.importorskip("torch", reason="torch is needed to put load on the GPU")
+    torch = import_or_require("torch", "BAKEOFF_REQUIRE_GPU", "torch is needed to put load on the GPU")
     baseline = telemetry.gpu_info(0).memory_used_bytes
     with telemetry.Sampler("r", "c", gpu_index=0, interval_s=0.1) as s:
         block = torch.empty(4 << 30, dtype=torch.uint8, device="cuda")  # 4 GiB
