@@ -435,6 +435,12 @@ def _latency_quantile_chart(summary: pl.DataFrame, deployments: list[str]) -> al
     )
 
 
+def _spread(column: str) -> list[pl.Expr]:
+    """mean, min, max and count of a column: one bar with its min-max rule in the throughput chart."""
+    c = pl.col(column)
+    return [c.mean().alias("mean"), c.min().alias("min"), c.max().alias("max"), pl.len().alias("n")]
+
+
 def _throughput_chart(
     summary: pl.DataFrame, requests: pl.DataFrame, deployments: list[str]
 ) -> tuple[alt.TopLevelMixin | None, bool]:
@@ -455,12 +461,7 @@ def _throughput_chart(
             (pl.col("status") == "ok") & pl.col("tokens_per_s").is_not_null() & pl.col("max_tokens").is_not_null()
         )
         .group_by("deployment_id", "concurrency", "max_tokens")
-        .agg(
-            pl.col("tokens_per_s").mean().alias("mean"),
-            pl.col("tokens_per_s").min().alias("min"),
-            pl.col("tokens_per_s").max().alias("max"),
-            pl.len().alias("n"),
-        )
+        .agg(*_spread("tokens_per_s"))
     )
     single = (
         requests.filter(pl.col("max_tokens").is_not_null())
@@ -472,12 +473,7 @@ def _throughput_chart(
         summary.join(single, on=cell_keys, how="inner")
         .filter(pl.col("output_throughput_tps").is_not_null())
         .group_by("deployment_id", "concurrency", "max_tokens")
-        .agg(
-            pl.col("output_throughput_tps").mean().alias("mean"),
-            pl.col("output_throughput_tps").min().alias("min"),
-            pl.col("output_throughput_tps").max().alias("max"),
-            pl.len().alias("n"),
-        )
+        .agg(*_spread("output_throughput_tps"))
     )
     if per_request.height == 0 and per_cell.height == 0:
         return None, False

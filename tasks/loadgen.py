@@ -188,11 +188,9 @@ async def _one_request(
             return DONE
         try:
             event = json.loads(payload)
-        except ValueError:  # invalid JSON or invalid UTF-8
-            rec.status, rec.error_class = "bad_stream", "invalid_json"
-            rec.error_message = payload[:200].decode("utf-8", "replace")
-            return ABORT
-        if not isinstance(event, dict):
+            if not isinstance(event, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:  # invalid JSON, invalid UTF-8, or not an object
             rec.status, rec.error_class = "bad_stream", "invalid_json"
             rec.error_message = payload[:200].decode("utf-8", "replace")
             return ABORT

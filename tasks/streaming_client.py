@@ -72,7 +72,6 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = True
         self.line_buf = b""
         self.error_body = b""
-        self.done_ns: int | None = None
         self.finished = False  # the request's waiter has its result
         self.aborted = False  # the handler gave up on the stream: stop parsing, close
         self.body_over = False
@@ -114,13 +113,12 @@ class _Connection(asyncio.Protocol):
         if self.waiter is None or self.finished:
             return
         if self.framing == "close" and self.status and exc is None:
-            self._end_of_body(time.monotonic_ns())
-        elif not self.got_bytes:
-            self._fail(StreamError("RemoteProtocolError" if exc is None else "ReadError",
-                                   "server disconnected without sending a response" + (f": {exc}" if exc else "")))
-        else:
-            self._fail(StreamError("RemoteProtocolError" if exc is None else "ReadError",
-                                   "peer closed connection without sending complete message body" + (f": {exc}" if exc else "")))
+            self._end_of_body(time.monotonic_ns())  # a read-until-close body ends here
+            return
+        what = ("peer closed connection without sending complete message body" if self.got_bytes
+                else "server disconnected without sending a response")
+        self._fail(StreamError("RemoteProtocolError" if exc is None else "ReadError",
+                               what + (f": {exc}" if exc else "")))
 
     # parsing
 
@@ -252,9 +250,9 @@ class _Connection(asyncio.Protocol):
         if not self.finished:
             self._finish(t)
         self._cancel_timer()
-        waiter_gone = self.waiter
+        in_use = self.waiter is not None  # None: the request was cancelled or failed meanwhile
         self.waiter = None
-        if self.keep_alive and not self.lost and waiter_gone is not None:
+        if self.keep_alive and not self.lost and in_use:
             self.pool._release(self)
         else:
             self.transport.close()
@@ -262,7 +260,6 @@ class _Connection(asyncio.Protocol):
     def _finish(self, t: int) -> None:
         """The request has its answer (the body may still be draining)."""
         self.finished = True
-        self.done_ns = t
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(StreamResponse(self.status, self.error_body, t))
 
