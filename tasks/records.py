@@ -1,4 +1,9 @@
-"""The raw request record: one row per request, nothing derived, as DESIGN.md's contract says.
+"""The row contracts of the tables a night writes: `RequestRecord` (one row per request, nothing
+derived, as the raw record contract says), `DeploymentRow` and `CellRow`. They are the one place the
+columns are named: the validation gate derives its column lists from them, and
+tests/test_row_contracts.py holds them equal to the live warehouse schema (names, types, nullability).
+
+RequestRecord:
 
 Timestamps are integer nanoseconds of `time.monotonic_ns()` relative to the start of the cell
 (`cell_started_ns`), so they are exact, comparable within a cell, and never jump with the wall clock.
@@ -11,8 +16,11 @@ guess from `max_tokens`.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -87,3 +95,121 @@ def records_to_arrow(records: list[RequestRecord]) -> pa.Table:
     """Column-wise conversion (no per-row dicts): the shape the stager and the validator use."""
     columns = {name: [getattr(r, name) for r in records] for name in REQUEST_SCHEMA.names}
     return pa.table(columns, schema=REQUEST_SCHEMA)
+
+
+# ---------------------------------------------------------------- deployments and cells rows
+
+# Python annotation -> (Arrow type for staging, DuckDB type of the column). A `| None` annotation is a
+# nullable column; anything else is NOT NULL.
+_TYPES: dict[Any, tuple[pa.DataType, str]] = {
+    str: (pa.string(), "VARCHAR"),
+    int: (pa.int64(), "BIGINT"),
+    float: (pa.float64(), "DOUBLE"),
+    bool: (pa.bool_(), "BOOLEAN"),
+    datetime: (pa.timestamp("us", tz="UTC"), "TIMESTAMP WITH TIME ZONE"),
+    list[str]: (pa.list_(pa.string()), "VARCHAR[]"),
+}
+# Columns stored narrower than BIGINT (the Arrow type stays int64: DuckDB casts on insert).
+_INTEGER_COLUMNS = {"start_order", "concurrency", "repeat", "requests_planned", "warmup_requests", "max_concurrency"}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    arrow_type: pa.DataType
+    duckdb_type: str
+    nullable: bool
+
+
+def columns(row_type: type) -> tuple[Column, ...]:
+    """The columns of a row dataclass, in field order, read from its annotations."""
+    hints = typing.get_type_hints(row_type)
+    out = []
+    for f in dataclasses.fields(row_type):
+        hint, nullable = hints[f.name], False
+        if isinstance(hint, types.UnionType) and type(None) in hint.__args__:
+            (hint,) = [a for a in hint.__args__ if a is not type(None)]
+            nullable = True
+        arrow_type, duckdb_type = _TYPES[hint]
+        if f.name in _INTEGER_COLUMNS:
+            duckdb_type = "INTEGER"
+        out.append(Column(f.name, arrow_type, duckdb_type, nullable))
+    return tuple(out)
+
+
+def not_null_columns(row_type: type) -> tuple[str, ...]:
+    return tuple(c.name for c in columns(row_type) if not c.nullable)
+
+
+def arrow_schema(row_type: type) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in columns(row_type)])
+
+
+def rows_to_arrow(rows: list[Any], row_type: type) -> pa.Table:
+    """Rows (dataclass instances) as an Arrow table with the contract's types, also when empty."""
+    names = [f.name for f in dataclasses.fields(row_type)]
+    return pa.table({n: [getattr(r, n) for r in rows] for n in names}, schema=arrow_schema(row_type))
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRow:
+    """One row of `deployments`: one engine instance of a deployment group, started or not. Frozen:
+    an update (a crash seen after a cell) is a new row, `dataclasses.replace(row, ...)`, that the
+    caller keeps in place of the old one, so no copy can silently lose it."""
+
+    run_id: str
+    instance_id: str
+    deployment_id: str
+    start_order: int
+    engine: str  # the matrix's engine name
+    engine_kind: str  # llamacpp | vllm | sglang | external
+    model: str
+    launcher: str  # process | docker | none
+    started: bool
+    engine_version: str | None = None
+    model_path: str | None = None
+    flags: list[str] | None = None  # the engine's command line (never its environment: secrets)
+    memory_share: float | None = None
+    failure_class: str | None = None  # set whenever the instance did not start or did not last
+    failure_message: str | None = None
+    log_excerpt: str | None = None
+    startup_s: float | None = None
+    measured_memory_bytes: int | None = None
+    memory_flag: str | None = None  # the engine's own flag as the planner set it
+    predicted_budget_bytes: int | None = None
+    predicted_kv_bytes: int | None = None
+    predicted_fit: bool | None = None
+    prediction_note: str | None = None
+    image: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CellRow:
+    """One row of `cells`: one bench cell (a workload at a load shape on one instance)."""
+
+    run_id: str
+    cell_id: str
+    deployment_id: str
+    instance_id: str
+    engine: str
+    model: str
+    workload_id: str
+    repeat: int
+    requests_planned: int
+    warmup_requests: int
+    started_at: datetime
+    wall_ns: int
+    load_kind: str  # closed | open
+    arrival: str  # closed | poisson | gamma | constant
+    concurrency: int | None = None  # closed loop
+    rate_rps: float | None = None  # open loop
+    burstiness: float | None = None
+    max_concurrency: int | None = None
+    duration_limit_s: float | None = None
+    # The client's own overhead (tasks/loadgen.py); None for an interrupted cell.
+    send_lateness_p50_ms: float | None = None
+    send_lateness_p99_ms: float | None = None
+    loop_lag_p99_ms: float | None = None
+    loop_lag_max_ms: float | None = None
+    client_kept_up: bool | None = None
+    sweep_stop_reason: str | None = None  # on the cell after which a rate sweep's stop rule ended it

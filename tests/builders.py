@@ -35,7 +35,7 @@ def cell_row(cell_id="cell-a", *, run_id="run-1", wall_ms=100.0, deployment_id="
     return {
         "run_id": run_id, "cell_id": cell_id, "deployment_id": deployment_id, "instance_id": f"{deployment_id}-0",
         "engine": kw.get("engine", "llamacpp"), "model": kw.get("model", "m"), "workload_id": "w",
-        "load_kind": "closed", "concurrency": concurrency, "repeat": 0, "requests_planned": kw.get("planned", 0),
+        "load_kind": "closed", "arrival": "closed", "concurrency": concurrency, "repeat": 0, "requests_planned": kw.get("planned", 0),
         "warmup_requests": 0, "started_at": T0, "wall_ns": int(wall_ms * MS),
     }
 
