@@ -13,6 +13,7 @@ they failed and the whole staged row as JSON) instead of `requests`, and the run
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.records import CellRow, DeploymentRow, rows_to_arrow
 from warehouse import chunks
 from warehouse.schema import migrate
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from warehouse.validate import ValidationReport
 
 STAGED_ROW_GROUP = 128 * 1024
+ROW_TYPES = {"deployments": DeploymentRow, "cells": CellRow}
 TABLES_IN_LOAD_ORDER = ("runs", "builds", "deployments", "cells", "requests", "gpu_samples", "host_samples",
                         "engine_metrics")
 # Filled by the load from the validation verdict, not from a staged file of its own.
@@ -117,12 +120,21 @@ def stage_run(run_dir: Path, run: dict, deployments: list[dict], cells: list[dic
     tables = (("builds", builds), ("deployments", deployments), ("cells", cells), ("gpu_samples", gpu_samples),
               ("host_samples", host_samples), ("engine_metrics", engine_metrics))
     for table, rows in tables:
-        _write_parquet(pa.Table.from_pylist(rows) if rows else pa.table({"run_id": pa.array([], pa.string())}), staged.table_file(table))
+        _write_parquet(_rows_table(table, rows), staged.table_file(table))
     write_staged_requests(requests, staged.table_file("requests"))
     tmp = staged.run_file.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(run, indent=2, default=str))
     tmp.replace(staged.run_file)
     return staged
+
+
+def _rows_table(table: str, rows: list) -> pa.Table:
+    """Rows as Arrow: the contract's dataclasses (tasks/records.py) with their own types, even when
+    there are none; dict rows (the telemetry tables) as they are."""
+    row_type = ROW_TYPES.get(table)
+    if row_type is not None and all(dataclasses.is_dataclass(r) for r in rows):
+        return rows_to_arrow(list(rows), row_type)
+    return pa.Table.from_pylist(list(rows)) if rows else pa.table({"run_id": pa.array([], pa.string())})
 
 
 def write_staged_requests(requests: pa.Table, path: Path) -> None:

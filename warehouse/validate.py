@@ -541,6 +541,11 @@ def _int_with_nulls(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return values, nulls
 
 
+def _get(row: Any, column: str) -> Any:
+    """A column of a row: a row dataclass (tasks/records.py) or a dict (a staged file read back)."""
+    return row.get(column) if isinstance(row, dict) else getattr(row, column, None)
+
+
 def _rows_to_pandas(rows: list[dict], columns: tuple[str, ...]):
     """The flow's rows (dicts) -> pandas through Arrow, only `columns`; a key missing from a dict
     is a null. A column Arrow cannot type (mixed values, e.g. 0.5 and "half") is kept as a pandas
@@ -548,7 +553,7 @@ def _rows_to_pandas(rows: list[dict], columns: tuple[str, ...]):
     of the conversion raising."""
     import pandas as pd
 
-    picked = [{c: row.get(c) for c in columns} for row in rows]
+    picked = [{c: _get(row, c) for c in columns} for row in rows]
     try:
         return _to_pandas(pa.Table.from_pylist(picked))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
