@@ -16,15 +16,33 @@ VENV_STAMP   := $(VENV)/.bakeoff-synced
 MATRIX       ?= configs/cpu-smoke.yaml
 PYTEST_ARGS  ?=
 
-.PHONY: demo test setup llama-server system-deps services clean
+# The fast tests: no engine, Docker, browser or Prefect server (markers in pyproject.toml).
+UNIT_MARKERS := not engine and not docker and not browser and not prefect
 
-demo: setup llama-server
+.PHONY: help demo test unit lint fmt setup llama-server system-deps services clean
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+demo: setup llama-server  ## run the nightly flow once on MATRIX (default configs/cpu-smoke.yaml)
 	$(VENV)/bin/bakeoff run $(MATRIX)
 
-test: setup llama-server system-deps services
+test: setup llama-server system-deps services  ## the whole test suite, what CI runs (installs what it needs)
 	BAKEOFF_LLAMA_SERVER=$(LLAMA_SERVER) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-setup: $(VENV_STAMP)
+unit: setup  ## the fast tests only (no engine, Docker, browser or Prefect server)
+	$(VENV)/bin/python -m pytest -m "$(UNIT_MARKERS)" $(PYTEST_ARGS)
+
+lint: setup  ## ruff (lint + format check) and mypy, as CI runs them
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: setup  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+setup: $(VENV_STAMP)  ## the virtual environment from uv.lock
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -38,13 +56,13 @@ $(VENV_STAMP): pyproject.toml uv.lock | $(UV)
 	touch $@
 
 # The CPU engine, built once per llama.cpp version and cached outside the checkout.
-llama-server: $(LLAMA_SERVER)
+llama-server: $(LLAMA_SERVER)  ## build the CPU engine once per version (cached in ~/.cache/bakeoff)
 $(LLAMA_SERVER):
 	docker/build-llama-server.sh $(dir $(LLAMA_SERVER)) $(LLAMA_CPP_PYTHON_VERSION)
 
 # What the tests need from Debian: Chromium for the report's browser test, libgomp1 for llama-server,
 # a Docker engine and debootstrap for the container tests (no registry: the base image is made here).
-system-deps:
+system-deps:  ## the Debian packages the tests need (as root)
 	@missing=""; \
 	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	  ldconfig -p | grep -q libgomp.so.1 || missing="$$missing libgomp1"; \
@@ -59,10 +77,10 @@ system-deps:
 
 # A Docker engine for the container tests, where one can run (root, docker.io installed); the
 # tests that need it skip with the reason elsewhere.
-services:
+services:  ## start a Docker engine and make the local base image (as root)
 	@if [ "$$(id -u)" = 0 ] && command -v dockerd >/dev/null; then \
 	  docker/start-dockerd.sh && docker/make-base-image.sh; \
 	else echo "services: no Docker engine started (needs root and docker.io); docker tests will skip"; fi
 
-clean:
+clean:  ## remove the environment and the local runs
 	rm -rf $(VENV) $(TOOLS) .bakeoff .pytest_cache
