@@ -1,15 +1,35 @@
-"""Small builders of raw rows for tests: hand-written timings, so expected metrics can be computed by hand."""
+"""Test helpers: builders of raw rows with hand-written timings (so expected metrics can be computed by
+hand), and `require`, the skip that CI turns into a failure."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import os
+from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from tasks.records import RequestRecord, records_to_arrow
 from warehouse import store
 
+
+def require(env_var: str, reason: str) -> None:
+    """Skip with the reason, or fail where CI says the thing is installed."""
+    if os.environ.get(env_var) == "1":
+        pytest.fail(f"{reason} (and {env_var}=1 says it must be available here)")
+    pytest.skip(reason)
+
+
+def import_or_require(module: str, env_var: str, reason: str):
+    """The module, or require(env_var, reason) when it cannot be imported."""
+    try:
+        return __import__(module)
+    except ImportError as exc:
+        require(env_var, f"{reason} ({exc})")
+
+
 MS = 1_000_000  # ns
-T0 = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 
 
 def record(i: int, *, run_id="run-1", cell_id="cell-a", sent_ms=0.0, chunks_ms=(10, 20, 30), tokens=3,

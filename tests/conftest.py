@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import require
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Prefect settings must be in the environment before prefect is first imported.
@@ -23,21 +25,6 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "bakeoff")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # Plain functions log to "bakeoff.*" outside flow runs in unit tests; that is expected there.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-
-
-def require(env_var: str, reason: str) -> None:
-    """Skip with the reason, or fail where CI says the thing is installed."""
-    if os.environ.get(env_var) == "1":
-        pytest.fail(f"{reason} (and {env_var}=1 says it must be available here)")
-    pytest.skip(reason)
-
-
-def import_or_require(module: str, env_var: str, reason: str):
-    """The module, or require(env_var, reason) when it cannot be imported."""
-    try:
-        return __import__(module)
-    except ImportError as exc:
-        require(env_var, f"{reason} ({exc})")
 
 
 @pytest.fixture
@@ -79,11 +66,18 @@ def smollm2() -> Path:
 def prefect_server(tmp_path_factory):
     """One real Prefect API server for the whole session, with its own PREFECT_HOME."""
     home = tmp_path_factory.mktemp("prefect-home")
+    previous = os.environ.get("PREFECT_HOME")
     os.environ["PREFECT_HOME"] = str(home)
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+    try:
+        with prefect_test_harness(server_startup_timeout=180):
+            yield
+    finally:  # the session's home is gone after the tests; leave the environment as it was
+        if previous is None:
+            os.environ.pop("PREFECT_HOME", None)
+        else:
+            os.environ["PREFECT_HOME"] = previous
 
 
 @pytest.fixture(scope="session")

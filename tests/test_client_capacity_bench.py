@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.conftest import require
+from tests.builders import require
 
 
 def test_benchmark_runs_at_a_tiny_size():

@@ -11,7 +11,7 @@ import yaml
 
 from tasks import images
 from tasks.launchers.docker import LABEL, OWNER_HOST, OWNER_PID, remove_leftovers
-from tests.conftest import require
+from tests.builders import require
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.docker

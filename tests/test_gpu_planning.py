@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "configs" / "rtx5090-seed.yaml"
 
 
-from tests.conftest import import_or_require
+from tests.builders import import_or_require
 from tests.gpu import requires_gpu
 
 pytestmark = requires_gpu

@@ -12,18 +12,25 @@ import time
 import pytest
 
 from tasks import telemetry
-
-
-from tests.conftest import import_or_require
+from tests.builders import import_or_require
 from tests.gpu import NO_GPU
 from tests.gpu import requires_gpu as gpu
 
 
+def wait_for_samples(rows: list, n: int, *, work: bool = False, cap_s: float = 60.0) -> None:
+    """Until the sampler has taken n samples (a busy machine samples late, not never); `cap_s` only
+    ends a sampler that is broken."""
+    end = time.monotonic() + cap_s
+    while len(rows) < n and time.monotonic() < end:
+        if work:
+            sum(i * i for i in range(10_000))  # some CPU work to see
+        else:
+            time.sleep(0.01)
+
+
 def test_host_samples_on_any_machine():
     with telemetry.Sampler("r", "c", gpu_index=None, pids={"self": os.getpid()}, interval_s=0.05) as s:
-        end = time.monotonic() + 0.3
-        while time.monotonic() < end:
-            sum(i * i for i in range(10_000))  # some CPU work to see
+        wait_for_samples(s.host_rows, 4, work=True)
     assert len(s.host_rows) >= 4
     for row in s.host_rows:
         assert row["instance_id"] == "self"
@@ -38,7 +45,7 @@ def test_no_gpu_is_a_clear_reason_not_a_crash():
     with pytest.raises(telemetry.NvmlUnavailable, match="no GPU telemetry|not importable|does not exist"):
         telemetry.gpu_info(0)
     with telemetry.Sampler("r", "c", gpu_index=0, interval_s=0.05) as s:
-        time.sleep(0.12)
+        wait_for_samples(s.host_rows, 2)
     assert s.gpu_rows == [] and s.gpu_unavailable
     assert s.host_rows
 
