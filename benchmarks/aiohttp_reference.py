@@ -13,8 +13,13 @@ import time
 
 import aiohttp
 
-BODY = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 256, "stream": True,
-        "stream_options": {"include_usage": True}}
+BODY = {
+    "model": "bench",
+    "messages": [{"role": "user", "content": "hi"}],
+    "max_tokens": 256,
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
 
 
 async def _one(session: aiohttp.ClientSession, url: str) -> int:

@@ -63,16 +63,28 @@ http {{
 
 def sse_events(chunks: int) -> list[bytes]:
     """The SSE events of one response: a role chunk, `chunks` content chunks, finish, usage, [DONE]."""
+
     def event(obj: dict) -> bytes:
         return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": "bench"}
-    out = [event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})]
-    out += [event({**base, "choices": [{"index": 0, "delta": {"content": f" tok{i}"}, "finish_reason": None}]})
-            for i in range(chunks)]
+    out = [
+        event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+    ]
+    out += [
+        event({**base, "choices": [{"index": 0, "delta": {"content": f" tok{i}"}, "finish_reason": None}]})
+        for i in range(chunks)
+    ]
     out.append(event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}))
-    out.append(event({**base, "choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": chunks,
-                                                        "total_tokens": 8 + chunks}}))
+    out.append(
+        event(
+            {
+                **base,
+                "choices": [],
+                "usage": {"prompt_tokens": 8, "completion_tokens": chunks, "total_tokens": 8 + chunks},
+            }
+        )
+    )
     out.append(b"data: [DONE]\n\n")
     return out
 
@@ -120,10 +132,20 @@ class ChunkedServer(_Server):
 
     name = "chunk per event"
 
-    def __enter__(self) -> "ChunkedServer":
+    def __enter__(self) -> ChunkedServer:
         self.port = _free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.chunked_sse_server", "--port", str(self.port),
-                                      "--chunks", str(self.chunks)], cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.chunked_sse_server",
+                "--port",
+                str(self.port),
+                "--chunks",
+                str(self.chunks),
+            ],
+            cwd=ROOT,
+        )
         _wait_for_port(self.port, self.proc, "benchmarks/chunked_sse_server.py")
         return self
 
@@ -133,7 +155,7 @@ class Nginx(_Server):
 
     name = "nginx static"
 
-    def __enter__(self) -> "Nginx":
+    def __enter__(self) -> Nginx:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(binary).exists():
             sys.exit("nginx is not installed (apt-get install -y nginx)")
@@ -165,7 +187,9 @@ def _check_ok(records) -> None:
 
 def bakeoff_closed(url: str, n: int, concurrency: int) -> tuple[int, int]:
     target = Target(url, "bench", "bench", "bench", "d", "d-0", {})
-    result = asyncio.run(run_load(target, specs(n), LoadShape("closed", concurrency=concurrency), run_id="b", cell_id="c"))
+    result = asyncio.run(
+        run_load(target, specs(n), LoadShape("closed", concurrency=concurrency), run_id="b", cell_id="c")
+    )
     _check_ok(result.records)
     return sum(len(r.chunk_times) for r in result.records), result.wall_ns
 
@@ -179,8 +203,10 @@ def bakeoff_open(url: str, n: int, rate: float) -> list[int]:
 
 CLIENTS = {
     "bakeoff": (bakeoff_closed, bakeoff_open),
-    "aiohttp": (lambda url, *a: asyncio.run(aiohttp_reference.closed_loop(url + "/v1/chat/completions", *a)),
-                lambda url, *a: asyncio.run(aiohttp_reference.open_loop(url + "/v1/chat/completions", *a))),
+    "aiohttp": (
+        lambda url, *a: asyncio.run(aiohttp_reference.closed_loop(url + "/v1/chat/completions", *a)),
+        lambda url, *a: asyncio.run(aiohttp_reference.open_loop(url + "/v1/chat/completions", *a)),
+    ),
 }
 
 
@@ -189,17 +215,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--levels", default="1,64,256,1024", help="closed-loop concurrency levels")
     ap.add_argument("--rates", default="100,1000", help="open-loop request rates (req/s)")
     ap.add_argument("--chunks", type=int, default=256, help="content chunks per response, closed loop")
-    ap.add_argument("--open-chunks", type=int, default=16,
-                    help="content chunks per response, open loop (1000 req/s x 256 chunks is more than any one "
-                         "Python process parses; the open loop measures sending)")
+    ap.add_argument(
+        "--open-chunks",
+        type=int,
+        default=16,
+        help="content chunks per response, open loop (1000 req/s x 256 chunks is more than any one "
+        "Python process parses; the open loop measures sending)",
+    )
     ap.add_argument("--seconds", type=float, default=3.0, help="open-loop length per rate (at least 1,000 sends)")
     ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke check, noisier figures)")
     ap.add_argument("--clients", default="bakeoff,aiohttp")
-    ap.add_argument("--servers", default="nginx,chunked",
-                    help="closed-loop servers: nginx (static file, large writes), chunked (one chunk per event, "
-                         "as engines write; benchmarks/chunked_sse_server.py)")
+    ap.add_argument(
+        "--servers",
+        default="nginx,chunked",
+        help="closed-loop servers: nginx (static file, large writes), chunked (one chunk per event, "
+        "as engines write; benchmarks/chunked_sse_server.py)",
+    )
     args = ap.parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1024 streams need more than 1024 fds
 
     levels = [int(x) for x in args.levels.split(",")]
@@ -214,8 +247,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for name in clients:
                     gc.collect()
                     chunks, wall = CLIENTS[name][0](server.url, n, c)
-                    rows.append({"client": name, "server": server.name, "what": f"closed c={c}", "requests": n,
-                                 "chunks": chunks, "chunks_per_s": chunks / (wall / 1e9), "requests_per_s": n / (wall / 1e9)})
+                    rows.append(
+                        {
+                            "client": name,
+                            "server": server.name,
+                            "what": f"closed c={c}",
+                            "requests": n,
+                            "chunks": chunks,
+                            "chunks_per_s": chunks / (wall / 1e9),
+                            "requests_per_s": n / (wall / 1e9),
+                        }
+                    )
                     print(json.dumps(rows[-1]), file=sys.stderr)
     with Nginx(args.open_chunks) as server:
         for rate in rates:
@@ -225,12 +267,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for name in clients:
                 gc.collect()
                 late = [x / 1e6 for x in CLIENTS[name][1](server.url, n, rate)]
-                rows.append({"client": name, "server": server.name, "what": f"open {rate:g} req/s", "requests": n,
-                             "lateness_p50_ms": quantile(late, 0.5), "lateness_p99_ms": quantile(late, 0.99)})
+                rows.append(
+                    {
+                        "client": name,
+                        "server": server.name,
+                        "what": f"open {rate:g} req/s",
+                        "requests": n,
+                        "lateness_p50_ms": quantile(late, 0.5),
+                        "lateness_p99_ms": quantile(late, 0.99),
+                    }
+                )
                 print(json.dumps(rows[-1]), file=sys.stderr)
 
-    print(f"\n{args.chunks} content chunks per response closed loop, {args.open_chunks} open loop; "
-          f"Python {sys.version.split()[0]}\n")
+    print(
+        f"\n{args.chunks} content chunks per response closed loop, {args.open_chunks} open loop; "
+        f"Python {sys.version.split()[0]}\n"
+    )
     print("| server | load | client | requests | chunks/s | requests/s | vs reference | send lateness p50 / p99 (ms) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     reference = {(r["server"], r["what"]): r for r in rows if r["client"] == "aiohttp"}
@@ -238,11 +290,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ref = reference.get((r["server"], r["what"]))
         if "chunks_per_s" in r:
             ratio = f"{r['chunks_per_s'] / ref['chunks_per_s']:.0%}" if ref and r is not ref else ""
-            print(f"| {r['server']} | {r['what']} | {r['client']} | {r['requests']} | {r['chunks_per_s']:,.0f} | "
-                  f"{r['requests_per_s']:,.0f} | {ratio} | |")
+            print(
+                f"| {r['server']} | {r['what']} | {r['client']} | {r['requests']} | {r['chunks_per_s']:,.0f} | "
+                f"{r['requests_per_s']:,.0f} | {ratio} | |"
+            )
         else:
-            print(f"| {r['server']} | {r['what']} | {r['client']} | {r['requests']} | | | | "
-                  f"{r['lateness_p50_ms']:.2f} / {r['lateness_p99_ms']:.2f} |")
+            print(
+                f"| {r['server']} | {r['what']} | {r['client']} | {r['requests']} | | | | "
+                f"{r['lateness_p50_ms']:.2f} / {r['lateness_p99_ms']:.2f} |"
+            )
     return rows
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
@@ -33,8 +33,9 @@ def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
     return samples
 
 
-def scrape(base_url: str, path: str | None, *, run_id: str, cell_id: str, instance_id: str, phase: str,
-           timeout_s: float = 5.0) -> list[dict]:
+def scrape(
+    base_url: str, path: str | None, *, run_id: str, cell_id: str, instance_id: str, phase: str, timeout_s: float = 5.0
+) -> list[dict]:
     """Rows for the engine_metrics table; none (not an error) when the engine serves no metrics."""
     if not path:
         return []
@@ -44,9 +45,17 @@ def scrape(base_url: str, path: str | None, *, run_id: str, cell_id: str, instan
         return []
     if response.status_code != 200:
         return []
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     return [
-        {"run_id": run_id, "cell_id": cell_id, "instance_id": instance_id, "phase": phase, "scraped_at": at,
-         "metric": name, "labels": json.dumps(labels, sort_keys=True) if labels else None, "value": value}
+        {
+            "run_id": run_id,
+            "cell_id": cell_id,
+            "instance_id": instance_id,
+            "phase": phase,
+            "scraped_at": at,
+            "metric": name,
+            "labels": json.dumps(labels, sort_keys=True) if labels else None,
+            "value": value,
+        }
         for name, labels, value in parse_prometheus(response.text)
     ]

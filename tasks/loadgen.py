@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tasks.matrix import LoadShape
 from tasks.records import RequestRecord
@@ -109,8 +109,14 @@ def arrival_offsets_ns(n: int, shape: LoadShape, seed: int) -> list[int]:
 PACE_SPIN_NS = 1_100_000
 
 
-async def paced(offsets_ns: list[int], t0: int, *, clock: Callable[[], int] = time.monotonic_ns,
-                sleep: Callable[[float], Awaitable] = asyncio.sleep, spin_ns: int = PACE_SPIN_NS) -> AsyncIterator[int]:
+async def paced(
+    offsets_ns: list[int],
+    t0: int,
+    *,
+    clock: Callable[[], int] = time.monotonic_ns,
+    sleep: Callable[[float], Awaitable] = asyncio.sleep,
+    spin_ns: int = PACE_SPIN_NS,
+) -> AsyncIterator[int]:
     """Yields i when request i is due (t0 + offsets_ns[i]), never early. Each wait is computed
     from the absolute due time, so an oversleep makes that one send late and not the rest."""
     for i, offset in enumerate(offsets_ns):
@@ -133,7 +139,7 @@ class _LagTicker:
             await asyncio.sleep(_TICK_S)
             self.lags_ns.append(max(0, time.monotonic_ns() - t - period))
 
-    def __enter__(self) -> "_LagTicker":
+    def __enter__(self) -> _LagTicker:
         self._task = asyncio.get_running_loop().create_task(self._run())
         return self
 
@@ -267,11 +273,13 @@ async def run_load(
     async with StreamingClient(target.base_url, read_timeout=request_timeout_s) as client:
         # Warmup: sent and awaited, never recorded (first requests pay for caches and allocation).
         if warmup:
-            scratch = [_new_record(target, run_id, "warmup", i, s, datetime.now(timezone.utc), 0) for i, s in enumerate(warmup)]
+            scratch = [_new_record(target, run_id, "warmup", i, s, datetime.now(UTC), 0) for i, s in enumerate(warmup)]
             t_w = time.monotonic_ns()
-            await asyncio.gather(*(_one_request(client, target, s, r, t_w, temperature) for s, r in zip(warmup, scratch)))
+            await asyncio.gather(
+                *(_one_request(client, target, s, r, t_w, temperature) for s, r in zip(warmup, scratch, strict=True))
+            )
 
-        started_at = datetime.now(timezone.utc)
+        started_at = datetime.now(UTC)
         t0 = time.monotonic_ns()
         deadline = t0 + int(duration_s * 1e9) if duration_s else None
         records = [_new_record(target, run_id, cell_id, i, s, started_at, 0) for i, s in enumerate(requests)]
@@ -296,10 +304,14 @@ async def run_load(
                 await _open_loop(send, offsets, shape.max_concurrency, records, t0, deadline)
         wall_ns = time.monotonic_ns() - t0
     sent = [r for r in records if r.sent_at is not None]
-    return CellResult(records=sent, started_at=started_at, wall_ns=wall_ns, overhead=_overhead(lateness, ticker.lags_ns))
+    return CellResult(
+        records=sent, started_at=started_at, wall_ns=wall_ns, overhead=_overhead(lateness, ticker.lags_ns)
+    )
 
 
-async def _closed_loop(send, n: int, concurrency: int, records: list[RequestRecord], t0: int, deadline: int | None) -> None:
+async def _closed_loop(
+    send, n: int, concurrency: int, records: list[RequestRecord], t0: int, deadline: int | None
+) -> None:
     next_i = 0
 
     async def worker() -> None:
@@ -316,8 +328,9 @@ async def _closed_loop(send, n: int, concurrency: int, records: list[RequestReco
     await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
 
 
-async def _open_loop(send, offsets: list[int], cap: int | None, records: list[RequestRecord], t0: int,
-                     deadline: int | None) -> None:
+async def _open_loop(
+    send, offsets: list[int], cap: int | None, records: list[RequestRecord], t0: int, deadline: int | None
+) -> None:
     slots = asyncio.Semaphore(cap) if cap else None
     tasks: set[asyncio.Task] = set()
 
@@ -350,7 +363,9 @@ async def run_closed_loop(target: Target, requests: list[RequestSpec], *, concur
     return await run_load(target, requests, LoadShape("closed", concurrency=concurrency), **kw)
 
 
-def _new_record(target: Target, run_id: str, cell_id: str, i: int, spec: RequestSpec, started_at: datetime, scheduled: int) -> RequestRecord:
+def _new_record(
+    target: Target, run_id: str, cell_id: str, i: int, spec: RequestSpec, started_at: datetime, scheduled: int
+) -> RequestRecord:
     return RequestRecord(
         run_id=run_id,
         cell_id=cell_id,

@@ -54,7 +54,7 @@ class StreamResponse:
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection; serves one request at a time."""
 
-    def __init__(self, pool: "StreamingClient") -> None:
+    def __init__(self, pool: StreamingClient) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.lost = False  # the peer closed, or the connection broke
@@ -115,10 +115,14 @@ class _Connection(asyncio.Protocol):
         if self.framing == "close" and self.status and exc is None:
             self._end_of_body(time.monotonic_ns())  # a read-until-close body ends here
             return
-        what = ("peer closed connection without sending complete message body" if self.got_bytes
-                else "server disconnected without sending a response")
-        self._fail(StreamError("RemoteProtocolError" if exc is None else "ReadError",
-                               what + (f": {exc}" if exc else "")))
+        what = (
+            "peer closed connection without sending complete message body"
+            if self.got_bytes
+            else "server disconnected without sending a response"
+        )
+        self._fail(
+            StreamError("RemoteProtocolError" if exc is None else "ReadError", what + (f": {exc}" if exc else ""))
+        )
 
     # parsing
 
@@ -132,7 +136,7 @@ class _Connection(asyncio.Protocol):
                 self.pending = data
                 return None
             lines = data[:end].decode("latin-1").split("\r\n")
-            data = data[end + 4:]
+            data = data[end + 4 :]
             parts = lines[0].split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
                 raise StreamError("RemoteProtocolError", f"not an HTTP/1.x response: {lines[0][:80]!r}")
@@ -154,7 +158,9 @@ class _Connection(asyncio.Protocol):
                 try:
                     self.framing, self.remaining = "length", int(headers["content-length"])
                 except ValueError:
-                    raise StreamError("RemoteProtocolError", f"bad Content-Length: {headers['content-length']!r}") from None
+                    raise StreamError(
+                        "RemoteProtocolError", f"bad Content-Length: {headers['content-length']!r}"
+                    ) from None
             elif status in (204, 304):
                 self.framing, self.remaining = "length", 0
             else:
@@ -182,7 +188,7 @@ class _Connection(asyncio.Protocol):
             step = self.chunk_step
             if step == "data":
                 take = min(self.remaining, n - pos)
-                self._content(data[pos:pos + take], t)
+                self._content(data[pos : pos + take], t)
                 pos += take
                 self.remaining -= take
                 if self.aborted:
@@ -192,7 +198,7 @@ class _Connection(asyncio.Protocol):
             elif step == "crlf":
                 if n - pos < 2:
                     break
-                if data[pos:pos + 2] != b"\r\n":
+                if data[pos : pos + 2] != b"\r\n":
                     raise StreamError("RemoteProtocolError", "chunk not followed by CRLF")
                 pos += 2
                 self.chunk_step = "size"
@@ -317,8 +323,15 @@ class StreamingClient:
     connection closed before any response byte is sent once more on a fresh one (the server
     closed it between requests: the request never reached it)."""
 
-    def __init__(self, base_url: str, *, connect_timeout: float = 10.0, read_timeout: float = 300.0,
-                 ssl_context: ssl.SSLContext | None = None, max_idle: int = 4096) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 300.0,
+        ssl_context: ssl.SSLContext | None = None,
+        max_idle: int = 4096,
+    ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) base URL: {base_url!r}")
@@ -327,8 +340,10 @@ class StreamingClient:
         self.prefix = url.path.rstrip("/")
         self.ssl = (ssl_context or ssl.create_default_context()) if url.scheme == "https" else None
         host_header = url.netloc.rsplit("@", 1)[-1]
-        self._head_fmt = ("POST {path} HTTP/1.1\r\nHost: " + host_header + "\r\nUser-Agent: bakeoff\r\n"
-                          "Accept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {n}\r\n\r\n")
+        self._head_fmt = (
+            "POST {path} HTTP/1.1\r\nHost: " + host_header + "\r\nUser-Agent: bakeoff\r\n"
+            "Accept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {n}\r\n\r\n"
+        )
         self.connect_timeout, self.read_timeout, self.max_idle = connect_timeout, read_timeout, max_idle
         self.loop = asyncio.get_running_loop()
         self._idle: list[_Connection] = []
@@ -363,10 +378,14 @@ class StreamingClient:
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(lambda: _Connection(self), self.host, self.port, ssl=self.ssl),
-                self.connect_timeout)
-        except asyncio.TimeoutError:
-            raise StreamError("ConnectTimeout", f"no connection to {self.host}:{self.port} within {self.connect_timeout:g} s",
-                              timeout=True) from None
+                self.connect_timeout,
+            )
+        except TimeoutError:
+            raise StreamError(
+                "ConnectTimeout",
+                f"no connection to {self.host}:{self.port} within {self.connect_timeout:g} s",
+                timeout=True,
+            ) from None
         except OSError as exc:
             raise StreamError("ConnectError", f"{self.host}:{self.port}: {exc.strerror or exc}") from None
         self._all.add(conn)
@@ -389,7 +408,7 @@ class StreamingClient:
         self._all.clear()
         await asyncio.sleep(0)  # let the transports run their close callbacks
 
-    async def __aenter__(self) -> "StreamingClient":
+    async def __aenter__(self) -> StreamingClient:
         return self
 
     async def __aexit__(self, *exc) -> None:

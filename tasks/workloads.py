@@ -98,8 +98,11 @@ def shared_prefix_requests(workload: Workload, *, seed: int) -> list[RequestSpec
     specs = []
     for i in range(workload.num_requests):
         g = i % workload.groups
-        specs.append(RequestSpec(f"g{g}-q{i // workload.groups}", _words(rng, question_len), workload.output_tokens,
-                                 system=prefixes[g]))
+        specs.append(
+            RequestSpec(
+                f"g{g}-q{i // workload.groups}", _words(rng, question_len), workload.output_tokens, system=prefixes[g]
+            )
+        )
     return specs
 
 

@@ -14,8 +14,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import polars as pl
@@ -26,11 +26,11 @@ DEFAULT_CONFIDENCE = 0.95
 _BATCH_CELLS = 8_000_000
 
 # Regression test defaults (warehouse/README.md, "Statistics", states the same).
-REGRESSION_WINDOW = 7          # nights of history the latest night is compared with
-REGRESSION_MIN_HISTORY = 3     # fewer earlier nights: no verdict
-REGRESSION_Z = 3.0             # robust z-score beyond which a move is not noise
+REGRESSION_WINDOW = 7  # nights of history the latest night is compared with
+REGRESSION_MIN_HISTORY = 3  # fewer earlier nights: no verdict
+REGRESSION_Z = 3.0  # robust z-score beyond which a move is not noise
 REGRESSION_MIN_RELATIVE = 0.02  # and at least 2 % of the history's median (a dead-flat history has MAD 0)
-MAD_TO_SIGMA = 1.4826          # MAD x 1.4826 estimates the standard deviation of normal noise
+MAD_TO_SIGMA = 1.4826  # MAD x 1.4826 estimates the standard deviation of normal noise
 
 # Metrics of v_nightly where a larger value is better; every other metric is a latency (smaller is better).
 HIGHER_IS_BETTER = ("output_throughput_tps", "request_throughput_rps", "goodput_rps", "ok")
@@ -69,7 +69,7 @@ def _resampled(values: np.ndarray, fn, n_resamples: int, rng: np.random.Generato
     for start in range(0, n_resamples, batch):  # a loop per batch of resamples, not per resample
         size = min(batch, n_resamples - start)
         idx = rng.integers(0, n, size=(size, n))
-        out[start:start + size] = fn(values[idx])
+        out[start : start + size] = fn(values[idx])
     return out
 
 
@@ -78,8 +78,14 @@ def _clean(values) -> np.ndarray:
     return a[~np.isnan(a)]
 
 
-def bootstrap_ci(values, stat: str | float = "median", *, n_resamples: int = DEFAULT_RESAMPLES,
-                 confidence: float = DEFAULT_CONFIDENCE, seed: int | Sequence[int] = 0) -> Interval:
+def bootstrap_ci(
+    values,
+    stat: str | float = "median",
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int | Sequence[int] = 0,
+) -> Interval:
     """Percentile-bootstrap interval of a statistic of one sample (NaN/None dropped)."""
     x = _clean(values)
     if len(x) == 0:
@@ -92,8 +98,15 @@ def bootstrap_ci(values, stat: str | float = "median", *, n_resamples: int = DEF
     return Interval(float(fn(x[None, :])[0]), float(low), float(high), len(x))
 
 
-def bootstrap_ratio_ci(a, b, stat: str | float = "median", *, n_resamples: int = DEFAULT_RESAMPLES,
-                       confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> Interval:
+def bootstrap_ratio_ci(
+    a,
+    b,
+    stat: str | float = "median",
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> Interval:
     """Interval of stat(a) / stat(b), a and b resampled independently (e.g. TTFTs of two engines)."""
     xa, xb = _clean(a), _clean(b)
     if len(xa) == 0 or len(xb) == 0:
@@ -110,16 +123,23 @@ def bootstrap_ratio_ci(a, b, stat: str | float = "median", *, n_resamples: int =
     return Interval(estimate, float(low), float(high), min(len(xa), len(xb)))
 
 
-def grouped_ci(frame: pl.DataFrame, by: Sequence[str], value: str, stats: Sequence[str | float] = ("median", 0.95),
-               *, n_resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
-               seed: int = 0) -> pl.DataFrame:
+def grouped_ci(
+    frame: pl.DataFrame,
+    by: Sequence[str],
+    value: str,
+    stats: Sequence[str | float] = ("median", 0.95),
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> pl.DataFrame:
     """One row per group (sorted by key): n, and for each stat `{value}_{name}_estimate`, `_ci_low`,
     `_ci_high`. Group i draws from its own generator seeded with (seed, i): reruns give the same numbers."""
     rows = []
     groups = frame.select(*by, value).drop_nulls(value).partition_by(list(by), as_dict=True, maintain_order=True)
     for i, key in enumerate(sorted(groups, key=lambda k: tuple((v is None, v) for v in k))):
         values = groups[key][value].to_numpy()
-        row = dict(zip(by, key))
+        row = dict(zip(by, key, strict=True))
         row["n"] = len(values)
         for stat in stats:
             name = _stat_name(stat)
@@ -158,14 +178,34 @@ def stability(frame: pl.DataFrame, by: Sequence[str], value: str) -> pl.DataFram
 
 
 # v_nightly's configuration columns: what identifies "the same thing measured again" night after night.
-CONFIG_COLUMNS = ("engine", "model", "deployment_id", "instance_id", "workload_id", "load_kind", "arrival",
-                  "concurrency", "rate_rps", "burstiness", "max_concurrency", "duration_limit_s")
+CONFIG_COLUMNS = (
+    "engine",
+    "model",
+    "deployment_id",
+    "instance_id",
+    "workload_id",
+    "load_kind",
+    "arrival",
+    "concurrency",
+    "rate_rps",
+    "burstiness",
+    "max_concurrency",
+    "duration_limit_s",
+)
 
 
-def detect_regressions(nightly: pl.DataFrame, metric: str, *, by: Sequence[str] | None = None,
-                       order: str = "night", higher_is_better: bool | None = None,
-                       window: int = REGRESSION_WINDOW, min_history: int = REGRESSION_MIN_HISTORY,
-                       z_threshold: float = REGRESSION_Z, min_relative: float = REGRESSION_MIN_RELATIVE) -> pl.DataFrame:
+def detect_regressions(
+    nightly: pl.DataFrame,
+    metric: str,
+    *,
+    by: Sequence[str] | None = None,
+    order: str = "night",
+    higher_is_better: bool | None = None,
+    window: int = REGRESSION_WINDOW,
+    min_history: int = REGRESSION_MIN_HISTORY,
+    z_threshold: float = REGRESSION_Z,
+    min_relative: float = REGRESSION_MIN_RELATIVE,
+) -> pl.DataFrame:
     """Flag each night whose metric moved beyond the configuration's recent noise.
 
     The test, per configuration (`by`, default CONFIG_COLUMNS present in the frame), for every night:
@@ -201,14 +241,16 @@ def detect_regressions(nightly: pl.DataFrame, metric: str, *, by: Sequence[str] 
         enough = (count >= min_history) & ~np.isnan(values)
         beyond = enough & (np.abs(z) > z_threshold) & (np.abs(delta) > min_relative * np.abs(centre))
         worse = delta < 0 if higher_is_better else delta > 0
-        parts.append(part.with_columns(
-            baseline=pl.Series(np.where(enough, centre, np.nan)).fill_nan(None),
-            noise=pl.Series(np.where(enough, noise, np.nan)).fill_nan(None),
-            z=pl.Series(np.where(enough, z, np.nan)).fill_nan(None),
-            change=pl.Series(np.where(enough, change, np.nan)).fill_nan(None),
-            regressed=pl.when(pl.Series(enough)).then(pl.Series(beyond & worse)),
-            improved=pl.when(pl.Series(enough)).then(pl.Series(beyond & ~worse)),
-        ))
+        parts.append(
+            part.with_columns(
+                baseline=pl.Series(np.where(enough, centre, np.nan)).fill_nan(None),
+                noise=pl.Series(np.where(enough, noise, np.nan)).fill_nan(None),
+                z=pl.Series(np.where(enough, z, np.nan)).fill_nan(None),
+                change=pl.Series(np.where(enough, change, np.nan)).fill_nan(None),
+                regressed=pl.when(pl.Series(enough)).then(pl.Series(beyond & worse)),
+                improved=pl.when(pl.Series(enough)).then(pl.Series(beyond & ~worse)),
+            )
+        )
     return pl.concat(parts) if parts else nightly
 
 
@@ -220,43 +262,82 @@ def nightly_regressions(con, metric: str, *, nights: int = 60, **kw) -> pl.DataF
     filter on `night` is applied after every night has been summarised."""
     ids = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT ?", [nights]).fetchall()]
     cols = ", ".join(["run_id", "night", *CONFIG_COLUMNS, metric])
-    frame = pl.from_arrow(con.sql(
-        f"SELECT {cols} FROM v_nightly WHERE run_id BETWEEN ? AND ? AND run_id = ANY(?::VARCHAR[])",
-        params=[min(ids, default=""), max(ids, default=""), ids]).to_arrow_table())
+    frame = pl.from_arrow(
+        con.sql(
+            f"SELECT {cols} FROM v_nightly WHERE run_id BETWEEN ? AND ? AND run_id = ANY(?::VARCHAR[])",
+            params=[min(ids, default=""), max(ids, default=""), ids],
+        ).to_arrow_table()
+    )
     return detect_regressions(frame, metric, **kw)
 
 
-LOAD_SHAPE_COLUMNS = ("model", "workload_id", "load_kind", "arrival", "concurrency", "rate_rps", "burstiness",
-                      "max_concurrency", "duration_limit_s")
+LOAD_SHAPE_COLUMNS = (
+    "model",
+    "workload_id",
+    "load_kind",
+    "arrival",
+    "concurrency",
+    "rate_rps",
+    "burstiness",
+    "max_concurrency",
+    "duration_limit_s",
+)
 PER_REQUEST_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "tokens_per_s")
 
 
-def comparison_ci(con, run_id: str, metric: str = "ttft_ms", stat: str | float = "median", *,
-                  n_resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
-                  seed: int = 0) -> pl.DataFrame:
+def comparison_ci(
+    con,
+    run_id: str,
+    metric: str = "ttft_ms",
+    stat: str | float = "median",
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> pl.DataFrame:
     """v_comparison's ratios with intervals: for each pair of instances of one run on the same model,
     workload and load shape (v_comparison's pairing, both orders), stat(a's metric) / stat(b's) over
     their ok requests, with a percentile-bootstrap interval (`bootstrap_ratio_ci`)."""
     if metric not in PER_REQUEST_METRICS:
         raise ValueError(f"metric must be one of {PER_REQUEST_METRICS}, got {metric!r}")
     shape = ", ".join(f"c.{k}" for k in LOAD_SHAPE_COLUMNS)
-    requests = pl.from_arrow(con.sql(
-        f"SELECT q.engine, q.deployment_id, q.instance_id, {shape}, q.{metric} AS value "
-        "FROM v_requests q JOIN cells c USING (run_id, cell_id) WHERE q.run_id = ? AND q.status = 'ok'",
-        params=[run_id]).to_arrow_table())
+    requests = pl.from_arrow(
+        con.sql(
+            f"SELECT q.engine, q.deployment_id, q.instance_id, {shape}, q.{metric} AS value "
+            "FROM v_requests q JOIN cells c USING (run_id, cell_id) WHERE q.run_id = ? AND q.status = 'ok'",
+            params=[run_id],
+        ).to_arrow_table()
+    )
     rows = []
     name = _stat_name(stat)
-    for i, (key, group) in enumerate(sorted(requests.partition_by(list(LOAD_SHAPE_COLUMNS), as_dict=True).items(),
-                                            key=lambda kv: tuple((v is None, v) for v in kv[0]))):
+    for i, (key, group) in enumerate(
+        sorted(
+            requests.partition_by(list(LOAD_SHAPE_COLUMNS), as_dict=True).items(),
+            key=lambda kv: tuple((v is None, v) for v in kv[0]),
+        )
+    ):
         by_instance = sorted(group.partition_by("deployment_id", "instance_id", as_dict=True).items())
         for (dep_a, inst_a), a in by_instance:
             for (dep_b, inst_b), b in by_instance:
                 if (dep_a, inst_a) == (dep_b, inst_b):
                     continue
-                ci = bootstrap_ratio_ci(a["value"], b["value"], stat, n_resamples=n_resamples,
-                                        confidence=confidence, seed=[seed, i])
-                rows.append({**dict(zip(LOAD_SHAPE_COLUMNS, key)), "engine_a": a["engine"][0], "engine_b": b["engine"][0],
-                             "deployment_a": dep_a, "deployment_b": dep_b, "instance_a": inst_a, "instance_b": inst_b,
-                             "n_a": a.height, "n_b": b.height,
-                             f"{metric}_{name}_ratio": ci.estimate, "ci_low": ci.low, "ci_high": ci.high})
+                ci = bootstrap_ratio_ci(
+                    a["value"], b["value"], stat, n_resamples=n_resamples, confidence=confidence, seed=[seed, i]
+                )
+                rows.append(
+                    {
+                        **dict(zip(LOAD_SHAPE_COLUMNS, key, strict=True)),
+                        "engine_a": a["engine"][0],
+                        "engine_b": b["engine"][0],
+                        "deployment_a": dep_a,
+                        "deployment_b": dep_b,
+                        "instance_a": inst_a,
+                        "instance_b": inst_b,
+                        "n_a": a.height,
+                        "n_b": b.height,
+                        f"{metric}_{name}_ratio": ci.estimate,
+                        "ci_low": ci.low,
+                        "ci_high": ci.high,
+                    }
+                )
     return pl.DataFrame(rows)
