@@ -13,10 +13,11 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 ID = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
@@ -25,7 +26,7 @@ class MatrixError(ValueError):
     """A matrix file that cannot be used; the message is one line naming file, field and rule."""
 
 
-def _unique(what: str, ids: list, noun: str = "ids") -> None:
+def _unique(what: str, ids: list[Any], noun: str = "ids") -> None:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise ValueError(f"{what}: {noun} must be unique, repeated: {dupes}")
@@ -262,7 +263,7 @@ class Matrix(_Strict):
 
     @field_validator("engines", "models")
     @classmethod
-    def _keys_are_ids(cls, value: dict) -> dict:
+    def _keys_are_ids(cls, value: dict[str, Any]) -> dict[str, Any]:
         for key in value:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", key):
                 raise ValueError(f"name {key!r} must be letters, digits, '.', '_' or '-'")
@@ -285,7 +286,7 @@ class Matrix(_Strict):
         return self
 
 
-def _describe(err: dict) -> str:
+def _describe(err: ErrorDetails) -> str:
     path = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
@@ -299,7 +300,7 @@ def _describe(err: dict) -> str:
     return f"{path}: {msg}"
 
 
-def load_matrix(path: str | os.PathLike) -> tuple[Matrix, str]:
+def load_matrix(path: str | os.PathLike[str]) -> tuple[Matrix, str]:
     """Parse and validate a matrix file; returns it with the sha256 of its bytes."""
     path = Path(path)
     try:
@@ -364,7 +365,7 @@ class LoadShape:
 
 
 def load_shapes(load: Load) -> list[LoadShape]:
-    closed = [LoadShape("closed", concurrency=c) for c in load.concurrency]
+    closed = [LoadShape("closed", concurrency=c) for c in load.concurrency or ()]
     burstiness = (load.burstiness or 1.0) if load.arrival == "gamma" else None
     open_ = [LoadShape(load.arrival, rate_rps=r, burstiness=burstiness, max_concurrency=load.max_concurrency)
              for r in load.rates]
