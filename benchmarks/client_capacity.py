@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run as a script: the project's packages are imported below, hence E402
 
 from benchmarks import aiohttp_reference  # noqa: E402
 from tasks.loadgen import Target, quantile, run_load  # noqa: E402

@@ -86,15 +86,15 @@ def arrival_offsets_ns(n: int, shape: LoadShape, seed: int) -> list[int]:
     1/rate and the coefficient of variation 1/sqrt(k); constant: exactly 1/rate."""
     rate = shape.rate_rps
     rng = random.Random(f"{seed}/arrivals")
-    if shape.arrival == "poisson":
-        gap = lambda: rng.expovariate(rate)  # noqa: E731
-    elif shape.arrival == "gamma":
-        k = shape.burstiness or 1.0
-        gap = lambda: rng.gammavariate(k, 1.0 / (rate * k))  # noqa: E731
-    elif shape.arrival == "constant":
-        gap = lambda: 1.0 / rate  # noqa: E731
-    else:
+    k = shape.burstiness or 1.0
+    gaps: dict[str, Callable[[], float]] = {
+        "poisson": lambda: rng.expovariate(rate),
+        "gamma": lambda: rng.gammavariate(k, 1.0 / (rate * k)),
+        "constant": lambda: 1.0 / rate,
+    }
+    if shape.arrival not in gaps:
         raise ValueError(f"not an open-loop arrival process: {shape.arrival!r}")
+    gap = gaps[shape.arrival]
     offsets, t = [], 0.0
     for _ in range(n):
         offsets.append(round(t * 1e9))
@@ -147,13 +147,16 @@ class _LagTicker:
         self._task.cancel()
 
 
+def _ms(ns: float | None) -> float | None:
+    return None if ns is None else ns / 1e6
+
+
 def _overhead(lateness_ns: list[int], lags_ns: list[int]) -> ClientOverhead:
-    ms = lambda v: None if v is None else v / 1e6  # noqa: E731
     return ClientOverhead(
-        send_lateness_p50_ms=ms(quantile(lateness_ns, 0.50)),
-        send_lateness_p99_ms=ms(quantile(lateness_ns, 0.99)),
-        loop_lag_p99_ms=ms(quantile(lags_ns, 0.99)),
-        loop_lag_max_ms=ms(max(lags_ns)) if lags_ns else None,
+        send_lateness_p50_ms=_ms(quantile(lateness_ns, 0.50)),
+        send_lateness_p99_ms=_ms(quantile(lateness_ns, 0.99)),
+        loop_lag_p99_ms=_ms(quantile(lags_ns, 0.99)),
+        loop_lag_max_ms=_ms(max(lags_ns)) if lags_ns else None,
     )
 
 
