@@ -47,10 +47,10 @@ LATEST = len(migrations())
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version' AND table_schema = 'main'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]  # fetchall: DuckDB 2 refuses the next query while a result is unfinished
     if not exists:
         return 0
-    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
 
 
 def check_not_newer(con: duckdb.DuckDBPyConnection) -> int:
