@@ -1,56 +1,60 @@
 """`bakeoff`: run the nightly flow once, re-render a report, load a staged run, query the warehouse.
 
-Bad input (matrix file, SQL, paths) is one line on stderr and exit code 2, never a traceback.
-Prefect is imported only by `run`, so `sql` and `report` start fast.
+Any BakeoffError (tasks/errors.py) is one line on stderr, `bakeoff: MESSAGE`, and its exit code
+(2 bad input, 75 busy, 1 a failed night), never a traceback; so is a usage error (exit 2).
+Prefect is imported only by `run`, so `sql` and `report` start fast. The commands hand their work
+to library functions; this module parses, prints and maps errors.
 """
 
-from __future__ import annotations
-
-import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tasks.errors import BadInput, BakeoffError
 
 DEFAULT_MATRIX = "configs/cpu-smoke.yaml"
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = BadInput.exit_code
+
+app = typer.Typer(name="bakeoff", help="Nightly bake-off of LLM serving engines.", add_completion=False,
+                  pretty_exceptions_enable=False)
+
+WarehouseOpt = Annotated[Optional[str], typer.Option("--warehouse", help="DuckDB file (default: $BAKEOFF_WAREHOUSE "
+                                                      "or .bakeoff/bakeoff.duckdb)")]
 
 
-def _prefect_defaults() -> None:
-    # Set before prefect is imported: quiet, offline, patient ephemeral server, and our loggers
-    # forwarded to the Prefect run log (that is where the UI shows progress).
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "bakeoff")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+def _warehouse_path(warehouse: str | None) -> str:
+    return warehouse or os.environ.get("BAKEOFF_WAREHOUSE") or ".bakeoff/bakeoff.duckdb"
 
 
-def _warehouse_path(args: argparse.Namespace) -> str:
-    return args.warehouse or os.environ.get("BAKEOFF_WAREHOUSE") or ".bakeoff/bakeoff.duckdb"
-
-
-def cmd_run(args: argparse.Namespace) -> int:
+@app.command("run")
+def cmd_run(
+    matrix: Annotated[str, typer.Argument(help=f"matrix file (default {DEFAULT_MATRIX})")] = DEFAULT_MATRIX,
+    warehouse: Annotated[Optional[str], typer.Option(
+        help="DuckDB file (default: the matrix's `warehouse`, or $BAKEOFF_WAREHOUSE)")] = None,
+    runs_dir: Annotated[Optional[str], typer.Option(help="where run folders go (default: the matrix's `runs_dir`)")] = None,
+) -> int:
+    """Run the nightly flow once on a matrix file."""
+    from flows.environment import prefect_defaults
+    from tasks import progress
     from tasks.deploy import preflight
-    from tasks.matrix import load_matrix
+    from tasks.matrix import load_matrix, plan
 
     # Fail fast (exit 2, one line) before Prefect starts its server or any engine starts.
-    matrix, _ = load_matrix(args.matrix)
-    preflight(matrix, Path(args.matrix).resolve().parent)
-    _prefect_defaults()
-    from flows.nightly import RowsRejected, ValidationFailed, nightly
+    loaded, _ = load_matrix(matrix)
+    preflight(loaded, Path(matrix).resolve().parent)
+    prefect_defaults()
+    from flows.nightly import RowsRejected, nightly
 
-    try:
-        result = nightly(
-            matrix_path=args.matrix,
-            warehouse=args.warehouse or os.environ.get("BAKEOFF_WAREHOUSE"),
-            runs_dir=args.runs_dir,
-        )
-    except RowsRejected as exc:  # loaded and reported without the rejected rows; the night is not clean
-        _print_run(exc.result)
-        print(f"bakeoff: {exc}", file=sys.stderr)
-        return 1
-    except ValidationFailed as exc:
-        print(f"bakeoff: {exc}", file=sys.stderr)
-        return 1
+    with progress.terminal_display(cells=sum(len(g.cells) for g in plan(loaded))):
+        try:
+            result = nightly(matrix_path=matrix, warehouse=warehouse or os.environ.get("BAKEOFF_WAREHOUSE"),
+                             runs_dir=runs_dir)
+        except RowsRejected as exc:  # loaded and reported without the rejected rows; the night is not clean
+            _print_run(exc.result)
+            raise
     _print_run(result)
     return 0
 
@@ -65,33 +69,72 @@ def _print_run(result: dict) -> None:
     print(f"report: {result['report']}")
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+@app.command("plan")
+def cmd_plan(matrix: Annotated[str, typer.Argument()] = DEFAULT_MATRIX) -> int:
+    """Print deployment groups, start order, flags and predicted memory; start nothing."""
+    from tasks.matrix import load_matrix
+    from tasks.planner import plan_text, planning_card
+
+    loaded, _ = load_matrix(matrix)
+    print("\n".join(plan_text(loaded, planning_card(loaded), matrix_name=matrix)))
+    return 0
+
+
+@app.command("compose")
+def cmd_compose(
+    matrix: Annotated[str, typer.Argument()],
+    deployment: Annotated[str, typer.Argument(help="deployment id")],
+    out: Annotated[Optional[str], typer.Option(help="file to write (default: print)")] = None,
+) -> int:
+    """Write the docker-compose file of one deployment group."""
+    from tasks.compose import compose_file
+    from tasks.matrix import load_matrix
+
+    loaded, _ = load_matrix(matrix)
+    text = compose_file(loaded, deployment, Path(matrix).resolve().parent)
+    if out:
+        Path(out).write_text(text)
+        print(out)
+    else:
+        print(text, end="")
+    return 0
+
+
+@app.command("report")
+def cmd_report(
+    run: Annotated[Optional[str], typer.Option(help="run id (default: the latest run)")] = None,
+    out: Annotated[Optional[str], typer.Option(help="output folder (default .bakeoff/reports/RUN_ID)")] = None,
+    warehouse: WarehouseOpt = None,
+) -> int:
+    """Re-render a run's report from the warehouse."""
     from reports.render import render_report
+    from tasks.runs import run_info
     from warehouse import store
     from warehouse.transforms import summarize_run
 
-    with store.opened(_warehouse_path(args), read_only=True) as con:
-        run_id = args.run or _latest_run(con)
-        try:
-            run, _deployments, summary, metrics = summarize_run(con, run_id)
-        except KeyError:
-            raise BadInput(f"--run: no run {run_id!r} in the warehouse (see `bakeoff sql \"select run_id from runs\"`)")
-    out = Path(args.out or Path(".bakeoff/reports") / run_id)
-    from tasks.runs import run_info
-
-    paths = render_report(summary, metrics, out, title=f"bakeoff: {run['matrix_name']}", run_info=run_info(run))
+    with store.opened(_warehouse_path(warehouse), read_only=True) as con:
+        run_id = run or _latest_run(con)
+        run_row, _deployments, summary, metrics = summarize_run(con, run_id)  # NoSuchRun: exit 2
+    paths = render_report(summary, metrics, Path(out or Path(".bakeoff/reports") / run_id),
+                          title=f"bakeoff: {run_row['matrix_name']}", run_info=run_info(run_row))
     print(paths["html"])
     return 0
 
 
-def cmd_sql(args: argparse.Namespace) -> int:
+@app.command("sql")
+def cmd_sql(
+    query: Annotated[str, typer.Argument()],
+    warehouse: WarehouseOpt = None,
+    max_rows: Annotated[int, typer.Option(help="rows to print at most")] = 50,
+) -> int:
+    """Run a SQL query on the warehouse (read-only) and print the result."""
     import duckdb
 
     from warehouse import store
 
-    with store.opened(_warehouse_path(args), read_only=True) as con:
+    with store.opened(_warehouse_path(warehouse), read_only=True) as con:
         try:
-            relation = con.sql(args.query)
+            relation = con.sql(query)
             if relation is None:  # a statement without a result
                 return 0
             import polars as pl
@@ -99,19 +142,21 @@ def cmd_sql(args: argparse.Namespace) -> int:
             frame = pl.from_arrow(relation.to_arrow_table())
         except duckdb.Error as exc:
             raise BadInput(f"sql: {str(exc).splitlines()[0]}")
-    with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60,
+    with pl.Config(tbl_rows=max_rows, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60,
                    tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print(frame)
     return 0
 
 
-def cmd_load(args: argparse.Namespace) -> int:
+@app.command("load")
+def cmd_load(run_dir: Annotated[str, typer.Argument()], warehouse: WarehouseOpt = None) -> int:
+    """Load a staged run folder into the warehouse (retry a failed load)."""
     import pyarrow.parquet as pq
 
     from warehouse import store
     from warehouse.validate import FAILED_ROWS, REFUSED, validate_run
 
-    staged = store.StagedRun(Path(args.run_dir))
+    staged = store.StagedRun(Path(run_dir))
     store.read_staged_run(staged.run_dir)  # a clear error when it is not a staged run
     # The same gate as the nightly flow: staged files may have been edited or come from elsewhere.
     # Its fresh verdict is what the load uses (and stores), not the one saved in run.json.
@@ -121,7 +166,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     if report.outcome == REFUSED:
         print(f"bakeoff: {report.summary_line()} (nothing loaded)", file=sys.stderr)
         return 1
-    with store.opened(_warehouse_path(args)) as con:
+    with store.opened(_warehouse_path(warehouse)) as con:
         counts = store.load_run(con, staged.run_dir, report)
     print(", ".join(f"{table}: {n}" for table, n in counts.items()))
     if report.outcome == FAILED_ROWS:
@@ -131,75 +176,20 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+@app.command("export")
+def cmd_export(
+    out: Annotated[str, typer.Argument(help="output folder: OUT/TABLE/run_id=RUN/*.parquet")],
+    run: Annotated[Optional[list[str]], typer.Option(help="export only this run (repeatable; default: every run)")] = None,
+    warehouse: WarehouseOpt = None,
+) -> int:
+    """Write the warehouse's tables as Parquet partitioned by run (read-only)."""
     from warehouse import store
     from warehouse.export import export_parquet
 
-    with store.opened(_warehouse_path(args), read_only=True) as con:
-        try:
-            counts = export_parquet(con, args.out, runs=args.run or None)
-        except KeyError as exc:
-            raise BadInput(f"--run: no run {exc.args[0]} in the warehouse (see `bakeoff sql \"select run_id from runs\"`)")
+    with store.opened(_warehouse_path(warehouse), read_only=True) as con:
+        counts = export_parquet(con, out, runs=run or None)  # NoSuchRun: exit 2
     print(", ".join(f"{table}: {n}" for table, n in counts.items()))
-    print(f"exported to {args.out} (TABLE/run_id=RUN/*.parquet)")
-    return 0
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    """Print the deployment groups, start order, flags and predicted memory; start nothing."""
-    from tasks import telemetry
-    from tasks.engines import adapter_for
-    from tasks.matrix import load_matrix, plan
-    from tasks.planner import GIB, plan_group
-
-    matrix, _ = load_matrix(args.matrix)
-    total = free = None
-    source = f"matrix gpu.memory_total_mib = {matrix.gpu.memory_total_mib}" if matrix.gpu and matrix.gpu.memory_total_mib else "unknown"
-    try:
-        card = telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0)
-        total, free = card.memory_total_bytes, card.memory_free_bytes
-        source = f"this machine's {card.name} (NVML: {total / GIB:.1f} GiB total, {free / GIB:.1f} GiB free now)"
-    except telemetry.NvmlUnavailable:
-        pass
-    print(f"matrix {args.matrix}: {len(matrix.deployments)} deployment groups; GPU memory: {source}")
-    not_fitting = 0
-    for group in plan(matrix):
-        plans = plan_group(matrix, group, total_bytes=total, free_bytes=free)
-        verdicts = {p.fits for p in plans}
-        verdict = "does NOT fit" if False in verdicts else ("fits" if verdicts == {True} else "cannot tell")
-        not_fitting += False in verdicts
-        print(f"\n{group.deployment_id}: {len(plans)} instance(s), {len(group.cells)} bench cell(s): {verdict}")
-        by_id = {p.instance_id: p for p in group.instances}
-        for mp in plans:
-            planned = by_id[mp.instance_id]
-            engine = matrix.engines[planned.engine_name]
-            gib = lambda b: "?" if b is None else f"{b / GIB:.2f}"  # noqa: E731
-            mark = {True: "ok  ", False: "FAIL", None: "?   "}[mp.fits]
-            print(f"  {mp.start_order + 1}. [{mark}] {mp.instance_id}: {engine.kind} {engine.version} / {planned.model_name}"
-                  f"  budget {gib(mp.budget_bytes)} GiB, weights {gib(mp.weights_bytes)} GiB, KV {gib(mp.kv_bytes)} GiB,"
-                  f" free before {gib(mp.free_before_bytes)} GiB")
-            print(f"     {mp.reason}")
-            if engine.kind in ("vllm", "sglang"):  # the command line a GPU engine will get
-                model = matrix.models[planned.model_name]
-                spec = adapter_for(engine.kind).launch_spec(
-                    engine, planned.spec, model.path, model.served_name or planned.model_name,
-                    planned.spec.port or 8000, memory_args=mp.flag_args())
-                print(f"     {engine.image or engine.kind} {' '.join(spec.argv)}")
-    print(f"\n{not_fitting} group(s) predicted not to fit.")
-    return 0
-
-
-def cmd_compose(args: argparse.Namespace) -> int:
-    from tasks.compose import compose_file
-    from tasks.matrix import load_matrix
-
-    matrix, _ = load_matrix(args.matrix)
-    text = compose_file(matrix, args.deployment, Path(args.matrix).resolve().parent)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(args.out)
-    else:
-        print(text, end="")
+    print(f"exported to {out} (TABLE/run_id=RUN/*.parquet)")
     return 0
 
 
@@ -210,71 +200,31 @@ def _latest_run(con) -> str:
     return row[0]
 
 
-class BadInput(Exception):
-    pass
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bakeoff", description="Nightly bake-off of LLM serving engines.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("run", help="run the nightly flow once on a matrix file")
-    p.add_argument("matrix", nargs="?", default=DEFAULT_MATRIX, help=f"matrix file (default {DEFAULT_MATRIX})")
-    p.add_argument("--warehouse", help="DuckDB file (default: the matrix's `warehouse`, or $BAKEOFF_WAREHOUSE)")
-    p.add_argument("--runs-dir", help="where run folders go (default: the matrix's `runs_dir`)")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("plan", help="print deployment groups, start order, flags and predicted memory; start nothing")
-    p.add_argument("matrix", nargs="?", default=DEFAULT_MATRIX)
-    p.set_defaults(func=cmd_plan)
-
-    p = sub.add_parser("compose", help="write the docker-compose file of one deployment group")
-    p.add_argument("matrix")
-    p.add_argument("deployment", help="deployment id")
-    p.add_argument("--out", help="file to write (default: print)")
-    p.set_defaults(func=cmd_compose)
-
-    p = sub.add_parser("report", help="re-render a run's report from the warehouse")
-    p.add_argument("--run", help="run id (default: the latest run)")
-    p.add_argument("--out", help="output folder (default .bakeoff/reports/RUN_ID)")
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("sql", help="run a SQL query on the warehouse (read-only) and print the result")
-    p.add_argument("query")
-    p.add_argument("--warehouse")
-    p.add_argument("--max-rows", type=int, default=50)
-    p.set_defaults(func=cmd_sql)
-
-    p = sub.add_parser("load", help="load a staged run folder into the warehouse (retry a failed load)")
-    p.add_argument("run_dir")
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_load)
-
-    p = sub.add_parser("export", help="write the warehouse's tables as Parquet partitioned by run (read-only)")
-    p.add_argument("out", help="output folder: OUT/TABLE/run_id=RUN/*.parquet")
-    p.add_argument("--run", action="append", help="export only this run (repeatable; default: every run)")
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_export)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from tasks.matrix import MatrixError
-    from warehouse.store import WarehouseBusy, WarehouseError
-
+    """The console script; returns the exit code (tests call it with argv)."""
+    command = typer.main.get_command(app)
     try:
-        return args.func(args)
-    except (MatrixError, BadInput, WarehouseError) as exc:
+        code = command.main(args=argv, prog_name="bakeoff", standalone_mode=False)
+    except typer.TyperException as exc:  # typer's click errors; a usage error has a context
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print(f"bakeoff: {exc.format_message()}{hint}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Abort:
+        return _interrupted()
+    except BakeoffError as exc:
         print(f"bakeoff: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except WarehouseBusy as exc:
-        print(f"bakeoff: {exc}", file=sys.stderr)
-        return 75  # EX_TEMPFAIL: try again later
+        return exc.exit_code
     except KeyboardInterrupt:
-        print("bakeoff: interrupted; engines were stopped", file=sys.stderr)
-        return 130
+        return _interrupted()
+    if code == 130:  # typer turns Ctrl-C into Exit(130)
+        return _interrupted()
+    return code if isinstance(code, int) else 0
+
+
+def _interrupted() -> int:
+    print("bakeoff: interrupted; engines were stopped", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from reports.render import render_report
 from tasks import bench, deploy, images
+from tasks.errors import NightFailed
 from tasks.matrix import load_matrix, plan
 from tasks.records import records_to_arrow
 from tasks.runs import Collected, new_run, run_info
@@ -27,7 +28,7 @@ from warehouse.validate import FAILED_ROWS, REFUSED, ValidationReport, validate_
 logging.getLogger("bakeoff").setLevel(logging.INFO)
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(NightFailed, RuntimeError):
     """The raw records failed the validation gate; nothing was loaded."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dataclasses import dataclass, field
 
+from tasks import progress
 from tasks.loadgen import KEPT_UP_P99_MS, Target, quantile, run_load
 from tasks.matrix import Cell, LoadShape, Matrix, PlannedInstance, Sweep
 from tasks.records import RequestRecord
@@ -23,12 +24,14 @@ log = logging.getLogger("bakeoff.bench")
 
 
 class _Progress:
-    """Logs requests done/total every `every_s` seconds and at the end, not on every request."""
+    """Logs requests done/total every `every_s` seconds and at the end, not on every request; every
+    call goes to the terminal display (tasks/progress.py), if one is shown."""
 
     def __init__(self, label: str, every_s: float = 5.0) -> None:
         self.label, self.every_s, self.last = label, every_s, time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
+        progress.requests(self.label, done, total)
         now = time.monotonic()
         if done == total or now - self.last >= self.every_s:
             self.last = now

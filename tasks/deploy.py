@@ -16,7 +16,7 @@ from tasks import telemetry
 from tasks.engine_metrics import scrape
 from tasks.engines import LaunchSpec, adapter_for
 from tasks.images import docker_client, image_spec
-from tasks.launchers.docker import DockerInstance
+from tasks.launchers.docker import DockerApiError, DockerInstance
 from tasks.launchers.process import DeploymentFailed, ProcessInstance, free_port, log_tail
 from tasks.loadgen import Target
 from tasks.matrix import Cell, Group, Matrix, MatrixError, Model, PlannedInstance, plan
@@ -69,8 +69,14 @@ class InstanceHandle:
     def check_alive(self) -> bool:
         """After a cell: an engine that died under load is recorded as crashed_mid_run (its requests
         are already rows with their own failure status)."""
-        if self.process is None or self.process.is_running():
-            return True
+        try:
+            if self.process is None or self.process.is_running():
+                return True
+        except DockerApiError as exc:  # the daemon did not answer: a different outcome from an exit
+            if self.row.get("failure_class") is None:
+                self.row.update(failure_class="docker_api_error", failure_message=f"Docker API: {exc}"[:1000])
+            log.error("%s: cannot tell whether the engine runs: Docker API: %s", self.row["instance_id"], exc)
+            return False
         if self.row.get("failure_class") is None:
             excerpt = log_tail(self.process.log_path) if isinstance(self.process, ProcessInstance) else ""
             if isinstance(self.process, DockerInstance):
@@ -278,7 +284,8 @@ def _row(matrix: Matrix, planned: PlannedInstance, start_order: int, run_id: str
 
 def preflight(matrix: Matrix, base_dir: Path) -> None:
     """Check everything the night needs that a user can get wrong, before anything starts: model
-    files, prompt sets, engine binaries. Raises MatrixError (one line) on the first problem."""
+    files, prompt sets, engine binaries, the Docker daemon. Raises MatrixError or DockerUnavailable (one
+    line) on the first problem."""
     from tasks.workloads import build_requests
 
     for workload in matrix.workloads:
@@ -303,4 +310,6 @@ def preflight(matrix: Matrix, base_dir: Path) -> None:
             else:
                 model_path = resolve_model_path(model, base_dir)
             adapter.launch_spec(engine, planned.spec, model_path, "preflight", planned.spec.port or 1)
+    if any(e.launcher == "docker" or e.build for e in matrix.engines.values()):
+        docker_client()  # DockerUnavailable (one line) now, not after the night has begun
 

@@ -19,6 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks import progress
+from tasks.errors import BadInput
+
 log = logging.getLogger("bakeoff.images")
 
 # Errors worth another try: the network or a registry had a bad moment.
@@ -36,6 +39,10 @@ class ImageSpec:
     dockerfile: Path
     args: dict[str, str] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)  # name in the build context -> path here
+
+
+class DockerUnavailable(BadInput, RuntimeError):
+    """No Docker daemon answers: the user's setup lacks what the matrix asks for (exit 2, one line)."""
 
 
 class BuildFailed(RuntimeError):
@@ -116,12 +123,14 @@ def _build_once(client, spec: ImageSpec, tag: str, log_path: Path) -> str | None
                         logf.write(text if text.endswith("\n") else text + "\n")
                         if text.strip():
                             log.info("build %s | %s", spec.name, text.rstrip()[:300])
+                            progress.build_line(spec.name, text)
                     if "error" in chunk:
                         error = str(chunk.get("error"))
                         logf.write(f"ERROR: {error}\n")
             except Exception as exc:  # the daemon refused the build (bad context, API error)
                 error = f"{type(exc).__name__}: {exc}"
                 logf.write(f"ERROR: {error}\n")
+        progress.build_done(spec.name)
         return error
 
 
@@ -196,5 +205,5 @@ def docker_client():
         client.ping()
         return client
     except Exception as exc:
-        raise RuntimeError(f"no Docker engine reachable ({os.environ.get('DOCKER_HOST', 'unix socket')}): "
+        raise DockerUnavailable(f"no Docker engine reachable ({os.environ.get('DOCKER_HOST', 'unix socket')}): "
                            f"{str(exc).splitlines()[0][:200]}; start one (docker/start-dockerd.sh)") from None

@@ -19,10 +19,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from tasks.errors import BadInput
+
 ID = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
-class MatrixError(ValueError):
+class MatrixError(BadInput, ValueError):
     """A matrix file that cannot be used; the message is one line naming file, field and rule."""
 
 
@@ -282,13 +284,35 @@ class Matrix(_Strict):
         if sweep and sweep.workload is not None and sweep.workload not in [w.id for w in self.workloads]:
             raise ValueError(f"load.sweep.workload: {sweep.workload!r} is not one of workloads: {[w.id for w in self.workloads]}")
         _unique("deployments", [d.id for d in self.deployments])
+        self._instance_ids_unique()
         _unique("workloads", [w.id for w in self.workloads])
         return self
 
 
+<<<<<<< HEAD
 def _describe(err: ErrorDetails) -> str:
+=======
+    def _instance_ids_unique(self) -> None:
+        """Instance ids (explicit, or the generated `<deployment>-<index>`) name rows, cells and
+        handles across the whole night: two alike would overwrite each other."""
+        seen: dict[str, str] = {}
+        for d_i, dep in enumerate(self.deployments):
+            for i_i, inst in enumerate(dep.instances):
+                iid, where = inst.id or f"{dep.id}-{i_i}", f"deployments.{d_i}.instances.{i_i}"
+                if iid in seen:
+                    field = f"{where}.id" if inst.id else where
+                    what = "id" if inst.id else "generated id"
+                    raise ValueError(f"{field}: instance {what} {iid!r} is already the id of {seen[iid]}; "
+                                     "instance ids must be unique across all deployments")
+                seen[iid] = f"{where}" + ("" if inst.id else f" (generated: {dep.id}-{i_i})")
+
+
+def _describe(err: dict) -> str:
+>>>>>>> cli
     path = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
+    if not err["loc"] and err["type"] == "value_error":
+        return msg  # a Matrix-wide rule: its message starts with the field path itself
     if err["type"] == "extra_forbidden":
         return f"{path}: unknown field (check its spelling against the matrix reference in README)"
     if err["type"] == "missing":

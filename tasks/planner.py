@@ -177,3 +177,53 @@ def sglang_fraction_for(share: float, total_bytes: int, free_bytes: int) -> floa
     """The --mem-fraction-static that gives an instance `share` of the total memory, given the memory
     free when it starts. Used at launch time with NVML's live free memory."""
     return round(share * total_bytes / free_bytes, 4)
+
+
+def plan_text(matrix: Matrix, card=None, *, matrix_name: str = "") -> list[str]:
+    """`bakeoff plan`'s lines: each group's verdict, instances in start order with budget, weights,
+    KV cache and why, and a GPU engine's command line. card: the real GPU (telemetry.GpuInfo) or None
+    to plan against the matrix's `gpu.memory_total_mib`. Starts nothing."""
+    from tasks.engines import adapter_for
+    from tasks.matrix import plan
+
+    total = free = None
+    source = f"matrix gpu.memory_total_mib = {matrix.gpu.memory_total_mib}" if matrix.gpu and matrix.gpu.memory_total_mib else "unknown"
+    if card is not None:
+        total, free = card.memory_total_bytes, card.memory_free_bytes
+        source = f"this machine's {card.name} (NVML: {total / GIB:.1f} GiB total, {free / GIB:.1f} GiB free now)"
+    lines = [f"matrix {matrix_name}: {len(matrix.deployments)} deployment groups; GPU memory: {source}"]
+    not_fitting = 0
+    gib = lambda b: "?" if b is None else f"{b / GIB:.2f}"  # noqa: E731
+    for group in plan(matrix):
+        plans = plan_group(matrix, group, total_bytes=total, free_bytes=free)
+        verdicts = {p.fits for p in plans}
+        verdict = "does NOT fit" if False in verdicts else ("fits" if verdicts == {True} else "cannot tell")
+        not_fitting += False in verdicts
+        lines += ["", f"{group.deployment_id}: {len(plans)} instance(s), {len(group.cells)} bench cell(s): {verdict}"]
+        by_id = {p.instance_id: p for p in group.instances}
+        for mp in plans:
+            planned = by_id[mp.instance_id]
+            engine = matrix.engines[planned.engine_name]
+            mark = {True: "ok  ", False: "FAIL", None: "?   "}[mp.fits]
+            lines.append(f"  {mp.start_order + 1}. [{mark}] {mp.instance_id}: {engine.kind} {engine.version} / {planned.model_name}"
+                         f"  budget {gib(mp.budget_bytes)} GiB, weights {gib(mp.weights_bytes)} GiB, KV {gib(mp.kv_bytes)} GiB,"
+                         f" free before {gib(mp.free_before_bytes)} GiB")
+            lines.append(f"     {mp.reason}")
+            if engine.kind in ("vllm", "sglang"):  # the command line a GPU engine will get
+                model = matrix.models[planned.model_name]
+                spec = adapter_for(engine.kind).launch_spec(
+                    engine, planned.spec, model.path, model.served_name or planned.model_name,
+                    planned.spec.port or 8000, memory_args=mp.flag_args())
+                lines.append(f"     {engine.image or engine.kind} {' '.join(spec.argv)}")
+    lines += ["", f"{not_fitting} group(s) predicted not to fit."]
+    return lines
+
+
+def planning_card(matrix: Matrix):
+    """This machine's GPU (telemetry.GpuInfo) to plan against, or None where NVML has none."""
+    from tasks import telemetry
+
+    try:
+        return telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0)
+    except telemetry.NvmlUnavailable:
+        return None

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from flows.environment import prefect_defaults
 from tests.builders import require
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Prefect settings must be in the environment before prefect is first imported.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "bakeoff")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# Prefect settings must be in the environment before prefect is first imported (the CLI's own
+# defaults; a 2-core machine running tests in parallel needs a longer server start).
+prefect_defaults(startup_timeout_s=180)
 # Plain functions log to "bakeoff.*" outside flow runs in unit tests; that is expected there.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 

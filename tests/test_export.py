@@ -61,7 +61,7 @@ def test_re_exporting_a_run_replaces_only_its_partition(tmp_path, warehouse):
     assert not stale.exists()
     assert {p: p.stat().st_mtime_ns for p in (out / "requests" / "run_id=run-b").iterdir()} == b_files
     assert _read(out, "requests") == _table(warehouse, "requests")
-    with pytest.raises(KeyError, match="run-zz"):
+    with pytest.raises(store.NoSuchRun, match="no run run-zz in the warehouse"):
         export_parquet(warehouse, out, runs=["run-zz"])
 
 

@@ -7,7 +7,6 @@ before it -- here a process holding GPU memory stands in for them."""
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -28,10 +27,10 @@ pytestmark = requires_gpu
 
 
 def test_plan_reads_the_real_card(capsys):
-    from flows.cli import cmd_plan
+    from flows.cli import main
 
     card = telemetry.gpu_info(0)
-    assert cmd_plan(argparse.Namespace(matrix=str(SEED))) == 0
+    assert main(["plan", str(SEED)]) == 0
     out = capsys.readouterr().out
     assert f"this machine's {card.name}" in out
     # vLLM's budget is a share of the card's own total, whatever the matrix's gpu section says.

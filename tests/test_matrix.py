@@ -61,6 +61,16 @@ def test_plan_is_the_product_of_instances_workloads_levels_repeats(tmp_path):
         (lambda d: d["engines"].update({"bad name!": d["engines"]["llamacpp-cpu"]}), "name 'bad name!' must be letters"),
         (lambda d: d["engines"]["llamacpp-cpu"].update(kind="external"), "url: required for an external engine"),
         (lambda d: d["deployments"].append(d["deployments"][0]), "deployments: ids must be unique"),
+        (lambda d: d["deployments"][0]["instances"].extend([dict(d["deployments"][0]["instances"][0], id="twin")] * 2),
+         "deployments.0.instances.2.id: instance id 'twin' is already the id of deployments.0.instances.1;"),
+        (lambda d: [d["deployments"][0]["instances"][0].update(id="twin"),
+                    d["deployments"].append({"id": "other", "instances": [dict(d["deployments"][0]["instances"][0])]})],
+         "deployments.1.instances.0.id: instance id 'twin' is already the id of deployments.0.instances.0;"),
+        (lambda d: d["deployments"][0]["instances"].append(dict(d["deployments"][0]["instances"][0], id="llamacpp-smollm2-0")),
+         "deployments.0.instances.1.id: instance id 'llamacpp-smollm2-0' is already the id of deployments.0.instances.0 "
+         "(generated: llamacpp-smollm2-0)"),
+        (lambda d: [d["deployments"][0]["instances"].insert(0, dict(d["deployments"][0]["instances"][0], id="llamacpp-smollm2-1"))],
+         "deployments.0.instances.1: instance generated id 'llamacpp-smollm2-1' is already the id of deployments.0.instances.0;"),
     ],
 )
 def test_bad_field_names_file_field_and_rule(tmp_path, mutate, expected):

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from tests.builders import cell_row, deployment_row, host_sample, record, run_row, stage
-from warehouse import store
+from warehouse import schema, store
 from warehouse.schema import LATEST, current_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,8 +39,10 @@ def test_newer_schema_is_refused(warehouse_path):
     con = store.connect(warehouse_path)
     con.execute("INSERT INTO schema_version (version) VALUES (?)", [LATEST + 1])
     con.close()
-    with pytest.raises(RuntimeError, match="newer than this bakeoff knows"):
+    with pytest.raises(schema.SchemaTooNew, match="newer than this bakeoff knows"):
         store.connect(warehouse_path)
+    with pytest.raises(schema.SchemaTooNew, match="upgrade bakeoff"):  # readers too: they would misread it
+        store.connect(warehouse_path, read_only=True)
 
 
 def test_loading_twice_leaves_the_same_rows(tmp_path, warehouse):

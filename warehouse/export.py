@@ -23,6 +23,7 @@ from typing import Sequence
 import duckdb
 
 from warehouse.schema import current_version
+from warehouse.store import NoSuchRun
 
 
 def run_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -41,7 +42,7 @@ def export_parquet(con: duckdb.DuckDBPyConnection, out_dir: str | Path, runs: Se
     if runs is not None:
         missing = sorted(set(runs) - known)
         if missing:
-            raise KeyError(", ".join(missing))
+            raise NoSuchRun(missing)
     where, params = ("WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", [list(runs)]) if runs is not None else ("", [])
     counts: dict[str, int] = {}
     for table in run_tables(con):

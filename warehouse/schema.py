@@ -13,8 +13,19 @@ from pathlib import Path
 
 import duckdb
 
+from tasks.errors import BadInput, BrokenInstall
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 VIEWS_SQL = Path(__file__).parent / "sql" / "views.sql"
+
+
+class SchemaTooNew(BadInput):
+    """The warehouse was written by a newer bakeoff: the user's bakeoff is too old (exit 2)."""
+
+
+class BadMigrations(BrokenInstall):
+    """warehouse/migrations/ is not NNNN_name.sql numbered 1..N: bakeoff's own package is broken, not
+    the user's input, so exit 1 (reinstall), not 2."""
 
 
 def migrations() -> list[tuple[int, Path]]:
@@ -22,11 +33,11 @@ def migrations() -> list[tuple[int, Path]]:
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         m = re.fullmatch(r"(\d{4})_[a-z0-9_]+\.sql", path.name)
         if not m:
-            raise RuntimeError(f"{path}: migration files are named NNNN_name.sql")
+            raise BadMigrations(f"{path}: migration files are named NNNN_name.sql")
         found.append((int(m.group(1)), path))
     numbers = [n for n, _ in found]
     if numbers != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"{MIGRATIONS_DIR}: migrations must be numbered 1..N without gaps, found {numbers}")
+        raise BadMigrations(f"{MIGRATIONS_DIR}: migrations must be numbered 1..N without gaps, found {numbers}")
     return found
 
 
@@ -36,10 +47,19 @@ LATEST = len(migrations())
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version' AND table_schema = 'main'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]  # fetchall: DuckDB 2 refuses the next query while a result is unfinished
     if not exists:
         return 0
-    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
+
+
+def check_not_newer(con: duckdb.DuckDBPyConnection) -> int:
+    """The warehouse's schema version; SchemaTooNew when a newer bakeoff wrote it."""
+    version = current_version(con)
+    if version > LATEST:
+        raise SchemaTooNew(f"the warehouse has schema version {version}, newer than this bakeoff knows ({LATEST}); "
+                           "upgrade bakeoff")
+    return version
 
 
 def migrate(con: duckdb.DuckDBPyConnection, *, target: int = LATEST) -> int:
@@ -47,9 +67,7 @@ def migrate(con: duckdb.DuckDBPyConnection, *, target: int = LATEST) -> int:
     con.execute(
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
     )
-    version = current_version(con)
-    if version > LATEST:
-        raise RuntimeError(f"the warehouse has schema version {version}, newer than this bakeoff knows ({LATEST}); upgrade bakeoff")
+    version = check_not_newer(con)
     for number, path in migrations()[version:target]:
         con.execute("BEGIN TRANSACTION")
         try:

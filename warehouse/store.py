@@ -26,9 +26,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.errors import BadInput, Busy
 from tasks.records import CellRow, DeploymentRow, rows_to_arrow
 from warehouse import chunks
-from warehouse.schema import migrate
+from warehouse.schema import check_not_newer, migrate
 
 if TYPE_CHECKING:
     from warehouse.validate import ValidationReport
@@ -43,12 +44,22 @@ VALIDATION_STATUSES = ("passed", "failed_rows")  # runs.validation_status; NULL:
 _REJECTED_FRAME = "_bakeoff_rejected_ids"  # a registered frame, never named like a table
 
 
-class WarehouseBusy(RuntimeError):
+class WarehouseBusy(Busy, RuntimeError):
     """Another process holds the warehouse for writing."""
 
 
-class WarehouseError(RuntimeError):
+class WarehouseError(BadInput, RuntimeError):
     """A warehouse that cannot be opened or a run that cannot be loaded (one-line message)."""
+
+
+class NoSuchRun(WarehouseError):
+    """A run id the warehouse does not hold (bad input: the user named it)."""
+
+    def __init__(self, run_ids: list[str] | str) -> None:
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        super().__init__(f"no run {', '.join(ids)} in the warehouse "
+                         "(see `bakeoff sql \"select run_id from runs\"`)")
+        self.run_ids = ids
 
 
 def _busy_message(path: Path, exc: Exception) -> str:
@@ -78,8 +89,14 @@ def connect(path: str | os.PathLike, *, read_only: bool = False) -> duckdb.DuckD
         if "lock" in str(exc).lower():
             raise WarehouseBusy(_busy_message(path, exc)) from None
         raise WarehouseError(f"warehouse {path}: {str(exc).splitlines()[0]}") from None
-    if not read_only:
-        migrate(con)
+    try:
+        if read_only:
+            check_not_newer(con)  # a reader of a newer schema would misread it
+        else:
+            migrate(con)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 

@@ -10,6 +10,7 @@ import duckdb
 import polars as pl
 
 from warehouse.chunks import gaps_us_to_offsets_ns
+from warehouse.store import NoSuchRun
 
 NS_PER_MS = 1e6
 METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")
@@ -87,7 +88,7 @@ def load_run_frames(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[dict, 
     cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
     rows = cur.fetchall()  # fetch all: DuckDB 2 refuses new queries while a result is unfinished
     if not rows:
-        raise KeyError(run_id)
+        raise NoSuchRun(run_id)
     run = dict(zip([d[0] for d in cur.description], rows[0]))
 
     def frame(table: str) -> pl.DataFrame:

@@ -28,6 +28,10 @@ OWNER_HOST, OWNER_PID = "bakeoff.owner_host", "bakeoff.owner_pid"
 _LIVE: set["DockerInstance"] = set()
 
 
+class DockerApiError(RuntimeError):
+    """The Docker daemon did not answer a question about a container (its message says why)."""
+
+
 @dataclass(eq=False)
 class DockerInstance:
     client: object  # docker.DockerClient
@@ -118,11 +122,18 @@ class DockerInstance:
             return None
 
     def is_running(self) -> bool:
+        """Whether the container runs; a removed or exited one does not. Raises DockerApiError when
+        the daemon does not say (gone, timed out): not knowing is not "the engine exited"."""
+        import docker.errors
+
         try:
             self.container.reload()
-            return self.container.status == "running"
-        except Exception:
+        except docker.errors.NotFound:
             return False
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            raise DockerApiError(f"{type(exc).__name__}: {text[0][:300] if text else 'no message'}") from exc
+        return self.container.status == "running"
 
     def rss_bytes(self) -> int | None:
         try:
