@@ -289,9 +289,6 @@ class Matrix(_Strict):
         return self
 
 
-<<<<<<< HEAD
-def _describe(err: ErrorDetails) -> str:
-=======
     def _instance_ids_unique(self) -> None:
         """Instance ids (explicit, or the generated `<deployment>-<index>`) name rows, cells and
         handles across the whole night: two alike would overwrite each other."""
@@ -307,8 +304,7 @@ def _describe(err: ErrorDetails) -> str:
                 seen[iid] = f"{where}" + ("" if inst.id else f" (generated: {dep.id}-{i_i})")
 
 
-def _describe(err: dict) -> str:
->>>>>>> cli
+def _describe(err: ErrorDetails) -> str:
     path = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
     if not err["loc"] and err["type"] == "value_error":
