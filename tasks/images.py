@@ -68,13 +68,17 @@ def image_tag(spec: ImageSpec) -> str:
     return f"{spec.name}:{content_hash(spec)[:16]}"
 
 
-def build_image(client, spec: ImageSpec, *, run_id: str, log_dir: Path, retries: int = 3,
-                backoff_s: float = 5.0) -> dict:
+def build_image(
+    client, spec: ImageSpec, *, run_id: str, log_dir: Path, retries: int = 3, backoff_s: float = 5.0
+) -> dict:
     """Build (or find) the image; returns its `builds` row. Raises BuildFailed with the row."""
     missing = [str(p) for p in [spec.dockerfile, *spec.files.values()] if not Path(p).is_file()]
     if missing:
-        raise BuildFailed("missing_input", f"{spec.name}: {', '.join(missing)} not found",
-                          _row(run_id, spec, "", "failed", 0, 0.0, error_class="missing_input"))
+        raise BuildFailed(
+            "missing_input",
+            f"{spec.name}: {', '.join(missing)} not found",
+            _row(run_id, spec, "", "failed", 0, 0.0, error_class="missing_input"),
+        )
     digest = content_hash(spec)
     tag = f"{spec.name}:{digest[:16]}"
     log_path = log_dir / f"build-{spec.name.replace('/', '_')}-{digest[:16]}.log"
@@ -89,17 +93,42 @@ def build_image(client, spec: ImageSpec, *, run_id: str, log_dir: Path, retries:
         if error is None:
             seconds = time.monotonic() - t0
             log.info("image %s: built in %.0f s (log %s)", tag, seconds, log_path)
-            return _row(run_id, spec, tag, "built", attempt, seconds, digest=digest,
-                        image_id=client.images.get(tag).id, log_path=log_path)
+            return _row(
+                run_id,
+                spec,
+                tag,
+                "built",
+                attempt,
+                seconds,
+                digest=digest,
+                image_id=client.images.get(tag).id,
+                log_path=log_path,
+            )
         transient = bool(TRANSIENT.search(error) or TRANSIENT.search(_tail(log_path)))
         if not transient or attempt == retries:
             error_class = "transient_exhausted" if transient else "build_error"
-            row = _row(run_id, spec, tag, "failed", attempt, time.monotonic() - t0, digest=digest,
-                       error_class=error_class, error_message=error[:1000], log_path=log_path)
+            row = _row(
+                run_id,
+                spec,
+                tag,
+                "failed",
+                attempt,
+                time.monotonic() - t0,
+                digest=digest,
+                error_class=error_class,
+                error_message=error[:1000],
+                log_path=log_path,
+            )
             raise BuildFailed(error_class, f"{tag}: {error.strip().splitlines()[-1] if error.strip() else error}", row)
         wait = backoff_s * 2 ** (attempt - 1)
-        log.warning("image %s: transient failure (%s); retry %d/%d in %.0f s", tag, error.strip()[:200],
-                    attempt, retries - 1, wait)
+        log.warning(
+            "image %s: transient failure (%s); retry %d/%d in %.0f s",
+            tag,
+            error.strip()[:200],
+            attempt,
+            retries - 1,
+            wait,
+        )
         time.sleep(wait)
     raise AssertionError("unreachable")
 
@@ -115,8 +144,15 @@ def _build_once(client, spec: ImageSpec, tag: str, log_path: Path) -> str | None
             logf.write(f"# docker build -t {tag} {' '.join(f'--build-arg {k}={v}' for k, v in spec.args.items())}\n")
             try:
                 # network_mode host: the machines here have no bridge network (dockerd --bridge=none).
-                stream = client.api.build(path=ctx, tag=tag, buildargs=dict(spec.args), network_mode="host",
-                                          rm=True, forcerm=True, decode=True)
+                stream = client.api.build(
+                    path=ctx,
+                    tag=tag,
+                    buildargs=dict(spec.args),
+                    network_mode="host",
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                )
                 for chunk in stream:
                     text = chunk.get("stream") or chunk.get("status") or ""
                     if text:
@@ -151,18 +187,38 @@ def _tail(path: Path, n: int = 4000) -> str:
         return ""
 
 
-def _row(run_id: str, spec: ImageSpec, tag: str, status: str, attempts: int, seconds: float, *, digest: str = "",
-         image_id: str | None = None, error_class: str | None = None, error_message: str | None = None,
-         log_path: Path | None = None) -> dict:
+def _row(
+    run_id: str,
+    spec: ImageSpec,
+    tag: str,
+    status: str,
+    attempts: int,
+    seconds: float,
+    *,
+    digest: str = "",
+    image_id: str | None = None,
+    error_class: str | None = None,
+    error_message: str | None = None,
+    log_path: Path | None = None,
+) -> dict:
     return {
-        "run_id": run_id, "image": tag or spec.name, "dockerfile": str(spec.dockerfile), "content_hash": digest,
-        "status": status, "attempts": attempts, "seconds": round(seconds, 3), "image_id": image_id,
-        "error_class": error_class, "error_message": error_message, "log_path": str(log_path) if log_path else None,
+        "run_id": run_id,
+        "image": tag or spec.name,
+        "dockerfile": str(spec.dockerfile),
+        "content_hash": digest,
+        "status": status,
+        "attempts": attempts,
+        "seconds": round(seconds, 3),
+        "image_id": image_id,
+        "error_class": error_class,
+        "error_message": error_message,
+        "log_path": str(log_path) if log_path else None,
     }
 
 
 def image_spec(build, base_dir: Path) -> ImageSpec:
     """A matrix `build` section as an ImageSpec; paths relative to the matrix file, $VARS and ~ expanded."""
+
     def here(path: str) -> Path:
         p = Path(os.path.expandvars(path)).expanduser()
         return p if p.is_absolute() else base_dir / p
@@ -205,5 +261,7 @@ def docker_client():
         client.ping()
         return client
     except Exception as exc:
-        raise DockerUnavailable(f"no Docker engine reachable ({os.environ.get('DOCKER_HOST', 'unix socket')}): "
-                           f"{str(exc).splitlines()[0][:200]}; start one (docker/start-dockerd.sh)") from None
+        raise DockerUnavailable(
+            f"no Docker engine reachable ({os.environ.get('DOCKER_HOST', 'unix socket')}): "
+            f"{str(exc).splitlines()[0][:200]}; start one (docker/start-dockerd.sh)"
+        ) from None

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Protocol, TextIO
+from typing import Protocol, TextIO
 
 
 class Display(Protocol):
@@ -59,9 +60,15 @@ class RichDisplay:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=Console(file=file or sys.stdout), transient=False)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(file=file or sys.stdout),
+            transient=False,
+        )
         self.cells = cells
         self.night = self.progress.add_task("cells", total=cells)
         self._lock = threading.Lock()
@@ -69,7 +76,7 @@ class RichDisplay:
         self._counted: set[str] = set()
         self._builds: dict[str, int] = {}
 
-    def __enter__(self) -> "RichDisplay":
+    def __enter__(self) -> RichDisplay:
         self.progress.start()
         return self
 

@@ -104,8 +104,9 @@ def base_image(docker_client) -> str:
     import subprocess
 
     name = "bakeoff/debian-base:bookworm"
-    result = subprocess.run([str(ROOT / "docker" / "make-base-image.sh"), name], capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(
+        [str(ROOT / "docker" / "make-base-image.sh"), name], capture_output=True, text=True, timeout=900
+    )
     if result.returncode != 0:
         require("BAKEOFF_REQUIRE_DOCKER", f"cannot make the base image: {result.stderr.strip()[-300:]}")
     return name

@@ -28,8 +28,9 @@ def one_line(capsys) -> tuple[str, str]:
 
 
 def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BAKEOFF), *args], cwd=cwd, capture_output=True, text=True, timeout=180,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [str(BAKEOFF), *args], cwd=cwd, capture_output=True, text=True, timeout=180, env={**os.environ, **env}
+    )
 
 
 def test_a_warehouse_of_a_newer_bakeoff_says_upgrade(warehouse_path, capsys):
@@ -38,7 +39,9 @@ def test_a_warehouse_of_a_newer_bakeoff_says_upgrade(warehouse_path, capsys):
     con.close()
     assert main(["sql", "select 1", "--warehouse", str(warehouse_path)]) == 2
     _, err = one_line(capsys)
-    assert f"schema version {schema.LATEST + 1}, newer than this bakeoff knows ({schema.LATEST}); upgrade bakeoff" in err
+    assert (
+        f"schema version {schema.LATEST + 1}, newer than this bakeoff knows ({schema.LATEST}); upgrade bakeoff" in err
+    )
 
 
 def test_a_badly_named_migration_is_a_broken_install(tmp_path, monkeypatch, capsys):
@@ -69,7 +72,10 @@ def test_duplicate_instance_ids_are_refused_by_plan(tmp_path, capsys):
     path.write_text(yaml.safe_dump(data))
     assert main(["plan", str(path)]) == 2
     _, err = one_line(capsys)
-    assert f"{path}: deployments.1.instances.0.id: instance id 'twin' is already the id of deployments.0.instances.0" in err
+    assert (
+        f"{path}: deployments.1.instances.0.id: instance id 'twin' is already the id of deployments.0.instances.0"
+        in err
+    )
 
 
 def test_unreachable_docker_daemon_is_one_line_before_the_night(tmp_path):
@@ -87,15 +93,21 @@ def test_unreachable_docker_daemon_is_one_line_before_the_night(tmp_path):
 def test_a_docker_api_error_is_not_a_crash(tmp_path):
     """The daemon gone (a real client on a socket nobody serves): docker_api_error, not crashed_mid_run."""
     import docker
-
     from tasks.deploy import InstanceHandle
     from tasks.engines import adapter_for
     from tasks.engines.base import LaunchSpec
     from tasks.launchers.docker import DockerApiError, DockerInstance
 
     client = docker.DockerClient(base_url="unix:///nonexistent.sock", version="1.41", timeout=5)
-    instance = DockerInstance(client, adapter_for("llamacpp"), LaunchSpec(argv=["x"], env={}, port=1), "img", "c",
-                              tmp_path / "c.log", container=client.containers.prepare_model({"Id": "0" * 64}))
+    instance = DockerInstance(
+        client,
+        adapter_for("llamacpp"),
+        LaunchSpec(argv=["x"], env={}, port=1),
+        "img",
+        "c",
+        tmp_path / "c.log",
+        container=client.containers.prepare_model({"Id": "0" * 64}),
+    )
     with pytest.raises(DockerApiError, match="ConnectionError"):
         instance.is_running()
     handle = InstanceHandle(row={"instance_id": "i", "failure_class": None}, process=instance)
@@ -104,12 +116,15 @@ def test_a_docker_api_error_is_not_a_crash(tmp_path):
     assert handle.row["failure_message"].startswith("Docker API: ConnectionError")
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["plan", "--bogus"], "bakeoff: No such option: --bogus (see `bakeoff plan --help`)"),
-    (["sql"], "bakeoff: Missing argument 'query'. (see `bakeoff sql --help`)"),
-    (["sql", "select 1", "--max-rows", "many"], "bakeoff: Invalid value for '--max-rows'"),
-    ([], "bakeoff: Missing command."),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["plan", "--bogus"], "bakeoff: No such option: --bogus (see `bakeoff plan --help`)"),
+        (["sql"], "bakeoff: Missing argument 'query'. (see `bakeoff sql --help`)"),
+        (["sql", "select 1", "--max-rows", "many"], "bakeoff: Invalid value for '--max-rows'"),
+        ([], "bakeoff: Missing command."),
+    ],
+)
 def test_usage_errors_are_one_line_exit_2(argv, expected, capsys):
     assert main(argv) == 2
     _, err = one_line(capsys)
@@ -130,9 +145,11 @@ def test_help_lists_the_commands_and_their_options(tmp_path):
 
 def test_sql_does_not_import_prefect(warehouse_path):
     store.connect(warehouse_path).close()
-    code = ("import sys; from flows.cli import main; "
-            f"rc = main(['sql', 'select 41 + 1 as n', '--warehouse', {str(warehouse_path)!r}]); "
-            "main(['sql', '--help']); print('prefect' in sys.modules, 'great_expectations' in sys.modules, rc)")
+    code = (
+        "import sys; from flows.cli import main; "
+        f"rc = main(['sql', 'select 41 + 1 as n', '--warehouse', {str(warehouse_path)!r}]); "
+        "main(['sql', '--help']); print('prefect' in sys.modules, 'great_expectations' in sys.modules, rc)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "42" in result.stdout

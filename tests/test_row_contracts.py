@@ -20,7 +20,9 @@ NOT_WRITTEN = {"cells": {"load_kind_v1"}}
 def live_columns(con, table: str) -> dict[str, tuple[str, bool]]:
     rows = con.execute(
         "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns "
-        "WHERE table_name = ? AND table_schema = 'main' ORDER BY ordinal_position", [table]).fetchall()
+        "WHERE table_name = ? AND table_schema = 'main' ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
     return {name: (data_type, nullable) for name, data_type, nullable in rows if name not in NOT_WRITTEN.get(table, ())}
 
 
@@ -33,8 +35,13 @@ def test_row_dataclass_matches_the_table(warehouse, table, row_type):
 def test_request_record_matches_the_requests_table(warehouse):
     """RequestRecord holds chunk_times as ns offsets in memory; the table stores µs gaps (INTEGER[],
     warehouse/chunks.py). Every other column is the same name, type and nullability."""
-    duckdb_types = {"string": "VARCHAR", "int32": "INTEGER", "int64": "BIGINT",
-                    "timestamp[us, tz=UTC]": "TIMESTAMP WITH TIME ZONE", "list<item: int64>": "BIGINT[]"}
+    duckdb_types = {
+        "string": "VARCHAR",
+        "int32": "INTEGER",
+        "int64": "BIGINT",
+        "timestamp[us, tz=UTC]": "TIMESTAMP WITH TIME ZONE",
+        "list<item: int64>": "BIGINT[]",
+    }
     live = live_columns(warehouse, "requests")
     assert set(live) == {f.name for f in dataclasses.fields(RequestRecord)}
     assert live.pop("chunk_times") == ("INTEGER[]", True)
@@ -49,5 +56,13 @@ def test_request_record_matches_the_requests_table(warehouse):
 
 def test_a_row_missing_a_required_field_cannot_be_made():
     with pytest.raises(TypeError, match="started"):
-        DeploymentRow(run_id="r", instance_id="i", deployment_id="d", start_order=0, engine="e", engine_kind="llamacpp",
-                      model="m", launcher="process")  # type: ignore[call-arg]
+        DeploymentRow(
+            run_id="r",
+            instance_id="i",
+            deployment_id="d",
+            start_order=0,
+            engine="e",
+            engine_kind="llamacpp",
+            model="m",
+            launcher="process",
+        )  # type: ignore[call-arg]

@@ -42,7 +42,7 @@ def test_host_samples_on_any_machine():
 
 @pytest.mark.skipif(NO_GPU is None, reason="this machine has a GPU")
 def test_no_gpu_is_a_clear_reason_not_a_crash():
-    with pytest.raises(telemetry.NvmlUnavailable, match="no GPU telemetry|not importable|does not exist"):
+    with pytest.raises(telemetry.NvmlUnavailable, match=r"no GPU telemetry|not importable|does not exist"):
         telemetry.gpu_info(0)
     with telemetry.Sampler("r", "c", gpu_index=0, interval_s=0.05) as s:
         wait_for_samples(s.host_rows, 2)
@@ -81,6 +81,17 @@ def test_gpu_samples_see_an_allocation_and_work():
     assert max(used) - baseline >= int(3.5 * (1 << 30)), (baseline, max(used), peak_seen)
     assert max(r["gpu_util_pct"] or 0 for r in s.gpu_rows) >= 50
     assert all(r["memory_total_bytes"] == s.gpu_rows[0]["memory_total_bytes"] for r in s.gpu_rows)
-    print("GPU_FACTS", telemetry.gpu_info(0), "baseline_used", baseline, "peak_used", max(used),
-          "max_util", max(r["gpu_util_pct"] or 0 for r in s.gpu_rows),
-          "max_power_w", max(r["power_w"] or 0 for r in s.gpu_rows), "samples", len(s.gpu_rows))
+    print(
+        "GPU_FACTS",
+        telemetry.gpu_info(0),
+        "baseline_used",
+        baseline,
+        "peak_used",
+        max(used),
+        "max_util",
+        max(r["gpu_util_pct"] or 0 for r in s.gpu_rows),
+        "max_power_w",
+        max(r["power_w"] or 0 for r in s.gpu_rows),
+        "samples",
+        len(s.gpu_rows),
+    )

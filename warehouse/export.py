@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
 
 import duckdb
 
@@ -28,13 +28,19 @@ from warehouse.store import NoSuchRun
 
 def run_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Base tables with a run_id column, in name order (new tables of later migrations included)."""
-    return [r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.columns WHERE table_schema = 'main' AND column_name = 'run_id' "
-        "AND table_name IN (SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE') "
-        "ORDER BY table_name").fetchall()]
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = 'main' AND column_name = 'run_id' "
+            "AND table_name IN (SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE') "
+            "ORDER BY table_name"
+        ).fetchall()
+    ]
 
 
-def export_parquet(con: duckdb.DuckDBPyConnection, out_dir: str | Path, runs: Sequence[str] | None = None) -> dict[str, int]:
+def export_parquet(
+    con: duckdb.DuckDBPyConnection, out_dir: str | Path, runs: Sequence[str] | None = None
+) -> dict[str, int]:
     """Write every run table (or only `runs`' rows) under out_dir; returns rows written per table."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +59,9 @@ def export_parquet(con: duckdb.DuckDBPyConnection, out_dir: str | Path, runs: Se
         if n:
             con.execute(
                 f"COPY (SELECT * FROM {table} {where}) TO '{_sql_path(scratch)}' "
-                "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (run_id))", params).fetchall()
+                "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (run_id))",
+                params,
+            ).fetchall()
             target = out / table
             target.mkdir(exist_ok=True)
             for part in sorted(scratch.iterdir()):
@@ -63,7 +71,7 @@ def export_parquet(con: duckdb.DuckDBPyConnection, out_dir: str | Path, runs: Se
                 part.rename(final)
         shutil.rmtree(scratch, ignore_errors=True)
     manifest = {
-        "exported_at": datetime.now(timezone.utc).isoformat(),
+        "exported_at": datetime.now(UTC).isoformat(),
         "schema_version": current_version(con),
         "exported_runs": sorted(runs) if runs is not None else sorted(known),
         "rows": counts,

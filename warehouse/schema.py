@@ -57,8 +57,9 @@ def check_not_newer(con: duckdb.DuckDBPyConnection) -> int:
     """The warehouse's schema version; SchemaTooNew when a newer bakeoff wrote it."""
     version = current_version(con)
     if version > LATEST:
-        raise SchemaTooNew(f"the warehouse has schema version {version}, newer than this bakeoff knows ({LATEST}); "
-                           "upgrade bakeoff")
+        raise SchemaTooNew(
+            f"the warehouse has schema version {version}, newer than this bakeoff knows ({LATEST}); upgrade bakeoff"
+        )
     return version
 
 
