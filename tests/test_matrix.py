@@ -22,16 +22,24 @@ def write(tmp_path: Path, data) -> Path:
 
 
 def smoke_data() -> dict:
-    return yaml.safe_load(SMOKE.read_text())
+    """The shipped default cut to one group of one instance whose id is generated (`<group>-0`): the
+    base the bad-input cases below mutate."""
+    data = yaml.safe_load(SMOKE.read_text())
+    instance = {k: v for k, v in data["deployments"][0]["instances"][0].items() if k != "id"}
+    data["deployments"] = [{"id": "llamacpp-smollm2", "instances": [instance]}]
+    return data
 
 
-def test_cpu_smoke_plans_the_study_shape():
+def test_cpu_smoke_compares_slots_and_a_colocated_pair():
+    """The embedded default gives the report a comparison (1 vs 4 slots), a co-located group of two
+    instances on the same cores, and the study's output lengths."""
     matrix, sha = load_matrix(SMOKE)
     groups = plan(matrix)
     assert len(sha) == 64
-    assert [g.deployment_id for g in groups] == ["llamacpp-smollm2"]
-    (cell,) = groups[0].cells
-    assert cell.concurrency == 4
+    assert [g.deployment_id for g in groups] == ["p4", "p1", "p4-pair"]
+    assert [[p.spec.parallel for p in g.instances] for g in groups] == [[4], [1], [4, 4]]
+    assert {c.concurrency for g in groups for c in g.cells} == {4}
+    assert len({p.instance_id for g in groups for p in g.instances}) == 4
     assert matrix.workloads[0].output_lengths == [32, 64, 128, 256]
 
 
