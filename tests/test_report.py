@@ -273,7 +273,11 @@ def test_returns_paths_of_written_files(rendered, tmp_path):
     assert set(paths) == {"html", "markdown"}
     assert paths["html"].name == "report.html" and paths["markdown"].name == "report.md"
     assert paths["html"].parent == paths["markdown"].parent
-    assert page.startswith("<!DOCTYPE html>") and len(md) > 500
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    # both files hold the report, not a stub: every deployment's heading and the definitions
+    for dep_id, *_ in DEPLOYMENTS:
+        assert f">Deployment {dep_id}</h2>" in page and f"## Deployment {dep_id}" in md
+    assert md.count("## ") >= 2 + len(DEPLOYMENTS) and "## Metric definitions" in md
 
 
 def test_html_is_offline(rendered):
@@ -424,12 +428,15 @@ def test_text_is_escaped(tmp_path):
     page = paths["html"].read_text(encoding="utf-8")
     assert "<img src=x" not in page and "<b>x</b>" not in page
     assert "<script>alert" not in page
-    assert html.escape(evil) in page and "a &amp; b" in page
+    assert "a &amp; b" in page
+    cells = {c for t in parse_html(page).tables for r in t for c in r}
+    assert evil in cells and "</script><b>x</b>" in cells  # escaped, so they read back as the same text
     # inside the chart specs the deployment name cannot close the script element
     assert page.count("</script>") == 2
     md = paths["markdown"].read_text(encoding="utf-8")
     assert "\\|dep" in md  # pipes escaped in Markdown table cells
-    assert any(r[0] == evil for r in md_rows(md))
+    assert "<img" not in md and "<b>x</b>" not in md  # no raw HTML: GitHub and Prefect render it
+    assert any(r[0] == evil.replace("<", "&lt;") for r in md_rows(md))
 
 
 def test_null_heavy_and_empty_inputs_do_not_crash(tmp_path):
