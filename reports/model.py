@@ -52,7 +52,7 @@ SHAPE_COLUMNS = ("model", "workload_id", "load_kind", "arrival", "concurrency", 
 CONFIG_COLUMNS = ("deployment_id", "instance_id", "engine", *SHAPE_COLUMNS)
 LOG_EXCERPT_CHARS = 400  # the tail of an engine log: where its error is
 TAIL_SHARE = 0.05  # the slowest 5% of a configuration's requests
-TAIL_MIN_REQUESTS = 20  # fewer requests: no tail to speak of
+TAIL_MIN_REQUESTS = 40  # the slowest 5% must be 2 requests at least for "what they have in common"
 _ORDER = ("run_id", "deployment_id", "workload_id", "concurrency", "repeat", "cell_id")
 
 
@@ -155,11 +155,22 @@ class ReportModel:
 
 def _cell_key_columns(with_run: bool) -> list[Column]:
     cols = [Column("run_id", "Run", numeric=False)] if with_run else []
-    return [*cols, Column("workload_id", "Workload", numeric=False), Column("concurrency", "Conc."), Column("repeat", "Rep.")]
+    return [*cols, Column("workload_id", "Workload", numeric=False), Column("concurrency", "Conc."),
+            Column("repeat", "Rep.")]
 
 
 def _throughput_columns(with_run: bool) -> list[Column]:
-    return [*_cell_key_columns(with_run), Column("requests", "Requests"), Column("ok", "OK"), Column("failed", "Failed"), Column("wall_s", "Wall s"), Column("output_tokens", "Output tokens"), Column("output_throughput_tps", "Output tok/s"), Column("request_throughput_rps", "Req/s"), Column("goodput_rps", "Goodput req/s")]
+    return [
+        *_cell_key_columns(with_run),
+        Column("requests", "Requests"),
+        Column("ok", "OK"),
+        Column("failed", "Failed"),
+        Column("wall_s", "Wall s"),
+        Column("output_tokens", "Output tokens"),
+        Column("output_throughput_tps", "Output tok/s"),
+        Column("request_throughput_rps", "Req/s"),
+        Column("goodput_rps", "Goodput req/s"),
+    ]
 
 
 def _latency_columns(with_run: bool) -> list[Column]:
@@ -434,7 +445,8 @@ def _requests_frame(con, run_id: str) -> pl.DataFrame:
                (r.done_at - r.sent_at) / 1e6 AS done_ms, c.client_kept_up,
                (row_number() OVER (PARTITION BY q.cell_id ORDER BY r.scheduled_at, q.request_id) - 1)
                    / greatest(count(*) OVER (PARTITION BY q.cell_id) - 1, 1) AS position
-        FROM v_requests q JOIN requests r USING (run_id, request_id) JOIN cells c USING (run_id, cell_id)
+        FROM v_requests q JOIN requests r USING (run_id, request_id)
+        JOIN cells c ON c.run_id = q.run_id AND c.cell_id = q.cell_id
         WHERE q.run_id = ?""", [run_id])
 
 
@@ -469,10 +481,10 @@ def _configurations(con, run_id: str, requests: pl.DataFrame, names: dict) -> li
 
 COMPARED_METRIC = "per-request output tokens/s (mean)"
 COMPARISON_COLUMNS = (
-    Column("shape", "Model · workload · load", numeric=False), Column("a", "Better", numeric=False),
-    Column("b", "Than", numeric=False), Column("ratio_text", "Ratio", numeric=False),
+    Column("shape", "Model · workload · load", numeric=False), Column("a", "A", numeric=False),
+    Column("b", "B", numeric=False), Column("ratio_text", "A / B", numeric=False),
     Column("interval_text", "95% interval", numeric=False), Column("n_text", "Requests (a / b)", numeric=False),
-    Column("cell_ratio_text", "Cell output tok/s ratio", numeric=False), Column("verdict", "Verdict", numeric=False),
+    Column("cell_ratio_text", "Cell output tok/s A / B", numeric=False), Column("verdict", "Verdict", numeric=False),
 )
 
 
@@ -587,15 +599,18 @@ def tail_explanation(frame: pl.DataFrame, name: str) -> TailExplanation | None:
     """The slowest 5% of one configuration's requests (by time to done; errors included), explained by
     the rules of `_tail_findings`, or the statement that the data cannot explain them."""
     frame = frame.with_columns(pl.coalesce("e2e_ms", "done_ms").alias("_t")).filter(pl.col("_t").is_not_null())
-    if frame.height < TAIL_MIN_REQUESTS:
+    if frame.height == 0:
         return None
+    if frame.height < TAIL_MIN_REQUESTS:
+        return TailExplanation(name, f"{name}: too few requests ({frame.height}) to say what the slowest 5% have in "
+                                     f"common; that takes {TAIL_MIN_REQUESTS}.", False)
     k = max(1, math.ceil(TAIL_SHARE * frame.height))
     ranked = frame.sort("_t", descending=True, nulls_last=True)
     tail, rest = ranked.head(k), ranked.tail(frame.height - k)
     ok = frame.filter(pl.col("status") == "ok")["e2e_ms"]
     p50 = ok.quantile(0.5, "linear") if ok.len() else None
     p95 = ok.quantile(0.95, "linear") if ok.len() else None
-    lead = (f"The slowest 5% of {name} ({k} of {frame.height} requests, from {fmt_value(float(tail['_t'].min()))} ms; "
+    lead = (f"{name}: the slowest 5% ({k} of {frame.height} requests, from {fmt_value(float(tail['_t'].min()))} ms; "
             f"E2E P50 {fmt_value(p50)} ms, P95 {fmt_value(p95)} ms)")
     found = _tail_findings(tail, rest)
     if found:
@@ -621,7 +636,7 @@ def stability(requests: pl.DataFrame, configs: list[dict]) -> Stability:
         rows.append({**c, **stats.get(key, {"n": 0})})
         mine = requests.filter(pl.all_horizontal(
             [pl.col(k).is_null() if c[k] is None else pl.col(k) == c[k] for k in by]))
-        t = tail_explanation(mine, f"{c['name']} ({c['shape']})")
+        t = tail_explanation(mine, f"{c['name']} on {c['shape']}")
         if t is not None:
             tails.append(t)
     return Stability(Table.from_records(rows, STABILITY_COLUMNS, caption=(
