@@ -387,7 +387,8 @@ FEASIBILITY_COLUMNS = (
     Column("memory_text", "Memory share", numeric=False), Column("memory_flag", "Engine memory flag", numeric=False),
     Column("started_text", "Started", numeric=False), Column("failure_class", "Failure class", numeric=False),
     Column("failure_text", "Failure / log excerpt", numeric=False), Column("startup_s", "Startup s"),
-    Column("predicted_text", "Predicted memory", numeric=False), Column("measured_text", "Measured memory", numeric=False),
+    Column("predicted_text", "Predicted memory", numeric=False),
+    Column("measured_text", "Measured memory", numeric=False),
 )
 
 
@@ -429,7 +430,9 @@ def feasibility(con, run_id: str) -> tuple[FeasibilityGroup, ...]:
                 lines = (_excerpt(first.get("log_excerpt")) or "").splitlines()
                 why_text = lines[-1] if lines else None
             verdict = (f"did not start whole: {first['instance_id']} (start order {first['start_order']}) "
-                       f"{how} first: {first.get('failure_class') or 'unknown'}" + (f": {why_text}" if why_text else ""))
+                       f"{how} first: {first.get('failure_class') or 'unknown'}")
+            if why_text:
+                verdict += f": {why_text}"
         placement = "alone" if len(rows) == 1 else f"co-located ({len(rows)} instances)"
         out.append(FeasibilityGroup(dep_id, placement, whole, verdict, Table.from_records(
             recs, FEASIBILITY_COLUMNS, caption=f"Deployment group {dep_id}, {placement}: {verdict}.")))
@@ -475,7 +478,8 @@ def _configurations(con, run_id: str, requests: pl.DataFrame, names: dict) -> li
     for c in cells:
         r = by_key.get(tuple(c[k] for k in CONFIG_COLUMNS), {})
         out.append({**c, "tps_mean": r.get("tps_mean"), "tps_max": r.get("tps_max"),
-                    "name": names.get((c["deployment_id"], c["instance_id"]), c["instance_id"]), "shape": shape_text(c)})
+                    "name": names.get((c["deployment_id"], c["instance_id"]), c["instance_id"]),
+                    "shape": shape_text(c)})
     return sorted(out, key=lambda c: (c["shape"], c["name"]))
 
 
@@ -488,7 +492,8 @@ COMPARISON_COLUMNS = (
 )
 
 
-def verdict_sentence(a: str, b: str, ratio: float, low: float, high: float, metric: str = COMPARED_METRIC) -> tuple[str | None, str]:
+def verdict_sentence(a: str, b: str, ratio: float, low: float, high: float,
+                     metric: str = COMPARED_METRIC) -> tuple[str | None, str]:
     """(winner or None, the sentence a person would say). An interval that includes 1 names no winner."""
     if any(math.isnan(x) for x in (ratio, low, high)):
         return None, f"not enough data to compare {a} and {b} on {metric}"

@@ -644,7 +644,8 @@ def test_feasibility_names_the_first_failed_instance(known_report):
     assert "### duo · co-located (3 instances)" in part and "### fast · alone" in part
     assert "**started whole (1 instance)**" in part
     verdict = next(line for line in part.splitlines() if line.startswith("**did not start whole"))
-    assert verdict.startswith("**did not start whole: duo-b (start order 1) did not start first: oom: CUDA out of memory")
+    assert verdict.startswith("**did not start whole: duo-b (start order 1) did not start first: oom: "
+                              "CUDA out of memory")
     rows = {r[0]: r for r in md_rows(part)}
     assert rows["duo-b"][6:9] == ("no", "oom", "CUDA out of memory &lt;script>alert('x')&lt;/script> — loading model "
                                   "&lt;script>alert('x')&lt;/script> OOM at layer 3")
@@ -685,5 +686,5 @@ def test_stability_and_the_tail_explained(known_report):
     tails = {line.split(" on ", 1)[0][2:]: line for line in part.splitlines() if line.startswith("- ")}
     assert "the slowest 5% (2 of 40 requests, from 600.0 ms" in tails["tailed"]
     assert "they generated longer outputs (median 60 tokens, the others 10)." in tails["tailed"]
-    assert "too few requests (20)" in tails["fast"]
-    assert tails["steady"].split(": ", 2)[2].startswith("the data cannot explain them.")  # one slowest request has nothing "in common"
+    assert "too few requests (20)" in tails["fast"]  # one slowest request has nothing "in common"
+    assert tails["steady"].split(": ", 2)[2].startswith("the data cannot explain them.")
