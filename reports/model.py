@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import polars as pl
@@ -50,6 +50,7 @@ METRIC_DEFINITIONS: tuple[tuple[str, str], ...] = (
 SHAPE_COLUMNS = ("model", "workload_id", "load_kind", "arrival", "concurrency", "rate_rps", "burstiness",
                  "max_concurrency", "duration_limit_s")
 CONFIG_COLUMNS = ("deployment_id", "instance_id", "engine", *SHAPE_COLUMNS)
+HEADER_ON_TOP = ("run_id", "matrix_name", "started_at", "status", "validation")
 LOG_EXCERPT_CHARS = 400  # the tail of an engine log: where its error is
 TAIL_SHARE = 0.05  # the slowest 5% of a configuration's requests
 TAIL_MIN_REQUESTS = 40  # the slowest 5% must be 2 requests at least for "what they have in common"
@@ -132,7 +133,6 @@ class ReportModel:
     throughput: Throughput | None = None
     stability: Stability | None = None
     definitions: tuple[tuple[str, str], ...] = METRIC_DEFINITIONS
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def toc(self) -> list[tuple[str, str]]:
@@ -435,7 +435,7 @@ def feasibility(con, run_id: str) -> tuple[FeasibilityGroup, ...]:
                 verdict += f": {why_text}"
         placement = "alone" if len(rows) == 1 else f"co-located ({len(rows)} instances)"
         out.append(FeasibilityGroup(dep_id, placement, whole, verdict, Table.from_records(
-            recs, FEASIBILITY_COLUMNS, caption=f"Deployment group {dep_id}, {placement}: {verdict}.")))
+            recs, FEASIBILITY_COLUMNS, caption="One row per instance, in start order.")))
     return tuple(out)
 
 
@@ -654,7 +654,9 @@ def build_model(con, run_id: str, *, title: str | None = None) -> ReportModel:
     from warehouse.transforms import summarize_run
 
     run, _deps, summary, metrics = summarize_run(con, run_id)  # KeyError: no such run
-    base = model_from_frames(summary, metrics, title=title or f"bakeoff: {run['matrix_name']}", header=run_info(run))
+    # the header names the run; the Environment section holds the rest of the runs row
+    header = {k: v for k, v in run_info(run).items() if k in HEADER_ON_TOP}
+    base = model_from_frames(summary, metrics, title=title or f"bakeoff: {run['matrix_name']}", header=header)
     deps = _records(con, "SELECT * FROM deployments WHERE run_id = ? ORDER BY start_order, instance_id", [run_id])
     names = _names(con, run_id)
     requests = _requests_frame(con, run_id)
