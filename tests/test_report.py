@@ -273,7 +273,11 @@ def test_returns_paths_of_written_files(rendered, tmp_path):
     assert set(paths) == {"html", "markdown"}
     assert paths["html"].name == "report.html" and paths["markdown"].name == "report.md"
     assert paths["html"].parent == paths["markdown"].parent
-    assert page.startswith("<!DOCTYPE html>") and len(md) > 500
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    # both files hold the report, not a stub: every deployment's heading and the definitions
+    for dep_id, *_ in DEPLOYMENTS:
+        assert f">Deployment {dep_id}</h2>" in page and f"## Deployment {dep_id}" in md
+    assert md.count("## ") >= 2 + len(DEPLOYMENTS) and "## Metric definitions" in md
 
 
 def test_html_is_offline(rendered):
@@ -424,12 +428,15 @@ def test_text_is_escaped(tmp_path):
     page = paths["html"].read_text(encoding="utf-8")
     assert "<img src=x" not in page and "<b>x</b>" not in page
     assert "<script>alert" not in page
-    assert html.escape(evil) in page and "a &amp; b" in page
+    assert "a &amp; b" in page
+    cells = {c for t in parse_html(page).tables for r in t for c in r}
+    assert evil in cells and "</script><b>x</b>" in cells  # escaped, so they read back as the same text
     # inside the chart specs the deployment name cannot close the script element
     assert page.count("</script>") == 2
     md = paths["markdown"].read_text(encoding="utf-8")
     assert "\\|dep" in md  # pipes escaped in Markdown table cells
-    assert any(r[0] == evil for r in md_rows(md))
+    assert "<img" not in md and "<b>x</b>" not in md  # no raw HTML: GitHub and Prefect render it
+    assert any(r[0] == evil.replace("<", "&lt;") for r in md_rows(md))
 
 
 def test_null_heavy_and_empty_inputs_do_not_crash(tmp_path):
@@ -515,3 +522,169 @@ def test_cells_to_read_with_care_are_noted(frames, tmp_path):
 def test_no_notes_section_when_every_cell_is_clean(rendered):
     _, page, md = rendered
     assert "### Notes" not in md and 'id="notes"' not in page
+
+
+# ------------------------------------------------------------------ the report from the warehouse
+# Known rows go through the real path: builders.stage -> store.load_run -> reports.render_run, which
+# reads only the warehouse. Expected figures are worked out here from the rows as written.
+
+EVIL = "<script>alert('x')</script>"
+FAST_MS = [95.0, 100.0, 105.0, 110.0] * 5  # 20 requests of 10 tokens each
+SLOW_MS = [2 * d for d in FAST_MS]
+SAME_MS = list(reversed(FAST_MS))  # the same speeds in another order: no difference from "fast"
+STEADY_MS = [100.0] * 19 + [130.0, 130.0] + [100.0] * 19  # a tail in mid-cell, like the rest in every other way
+
+
+def _cell_requests(dep: str, durations_ms, *, tokens=10, model="m", start=0, cell=None):
+    from tests.builders import record
+
+    cell = cell or f"{dep}/c"
+    out = []
+    for i, dur in enumerate(durations_ms):
+        toks = tokens[i] if isinstance(tokens, list) else tokens
+        chunks = [dur * (k + 1) / toks for k in range(toks)]
+        out.append(record(start + i, run_id="run-1", cell_id=cell, deployment_id=dep, model=model, tokens=toks,
+                          max_tokens=max(toks, 8), sent_ms=0.0, chunks_ms=chunks))
+    return out
+
+
+def _stage_known_run(tmp_path, warehouse, *, slow_ms=SLOW_MS):
+    from tests.builders import cell_row, deployment_row, run_row, stage
+    from warehouse import store
+
+    tail_tokens = [10] * 40
+    tail_tokens[20] = tail_tokens[31] = 60  # the two slowest: six times the output
+    tail_ms = [100.0 * t / 10 for t in tail_tokens]
+    records = (_cell_requests("fast", FAST_MS) + _cell_requests("slow", slow_ms)
+               + _cell_requests("same", SAME_MS) + _cell_requests("tailed", tail_ms, tokens=tail_tokens, model="m2")
+               + _cell_requests("steady", STEADY_MS, model="m3"))
+    cells = [cell_row("fast/c", deployment_id="fast", wall_ms=1000.0),
+             cell_row("slow/c", deployment_id="slow", wall_ms=2000.0),
+             cell_row("same/c", deployment_id="same", wall_ms=1000.0),
+             cell_row("tailed/c", deployment_id="tailed", wall_ms=5000.0, model="m2"),
+             cell_row("steady/c", deployment_id="steady", wall_ms=2000.0, model="m3")]
+    deps = [deployment_row(deployment_id=d) for d in ("fast", "slow", "same", "tailed", "steady")]
+    duo = [  # a co-located group: b starts second and fails first; a, started third, fails too
+        {**deployment_row(deployment_id="duo"), "instance_id": "duo-c", "start_order": 0,
+         "memory_share": 0.45, "memory_flag": "--mem-fraction-static 0.45"},
+        {**deployment_row(deployment_id="duo", started=False, failure_class="oom"), "instance_id": "duo-b",
+         "start_order": 1, "memory_share": 0.45, "memory_flag": "--mem-fraction-static 0.45",
+         "failure_message": "CUDA out of memory " + EVIL, "log_excerpt": "loading model\n" + EVIL + "\nOOM at layer 3"},
+        {**deployment_row(deployment_id="duo", started=False, failure_class="timeout"), "instance_id": "duo-a",
+         "start_order": 2, "failure_message": "no health in 60 s"},
+    ]
+    run = {**run_row(ttft_ms=50.0), "host": "bench-01 " + EVIL, "gpu_name": "RTX 5090", "gpu_driver": "575.1",
+           "git_sha": "abc123", "bakeoff_version": "0.1.0"}
+    keys = {k: None for d in deps + duo for k in d}  # Arrow takes a dict table's columns from its first row
+    store.load_run(warehouse, stage(tmp_path, records, cells, run, [{**keys, **d} for d in deps + duo]))
+
+
+@pytest.fixture
+def known_report(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_known_run(tmp_path, warehouse)
+    paths = render_run(warehouse, "run-1", tmp_path / "report")
+    return paths["html"].read_text(encoding="utf-8"), paths["markdown"].read_text(encoding="utf-8")
+
+
+def _mean_tps(durations_ms, tokens=10):
+    return sum(tokens / (d / 1000) for d in durations_ms) / len(durations_ms)
+
+
+def test_winner_with_ratio_and_interval(known_report):
+    page, md = known_report
+    ratio = _mean_tps(FAST_MS) / _mean_tps(SLOW_MS)  # 2.00: every slow request took twice as long
+    verdicts = [line.replace("\\", "") for line in md.splitlines()  # Markdown's escapes of [ and ] dropped
+                if line.startswith("- m · w · closed, concurrency 2: ")]
+    fast_slow = [v for v in verdicts if "fast is" in v and " slow [" in v]
+    assert len(fast_slow) == 1, verdicts
+    got = re.search(r"fast is ([0-9.]+)× slow \[([0-9.]+)–([0-9.]+)\] on per-request output tokens/s \(mean\)",
+                    fast_slow[0])
+    assert got, fast_slow
+    assert got.group(1) == f"{ratio:.2f}"
+    assert 1.0 < float(got.group(2)) <= ratio <= float(got.group(3))
+    assert "same is" in " ".join(verdicts) and " slow [" in " ".join(verdicts)  # "same" beats "slow" too
+    # the cell figure beside it: 200 tok/s over 100 tok/s
+    row = next(r for r in md_rows(md) if r[:3] == ("m · w · closed, concurrency 2", "fast", "slow"))
+    assert row[6] == "2.00×"
+    assert "fast is" in html.unescape(page) and "no measurable difference" in page
+
+
+def test_no_measurable_difference_names_no_winner(known_report):
+    _, md = known_report
+    verdicts = [line for line in md.splitlines() if line.startswith("- m · w")]
+    pair = [v for v in verdicts if "fast" in v and "same" in v]
+    assert len(pair) == 1 and "no measurable difference between" in pair[0] and "includes 1" in pair[0]
+    assert " is " not in pair[0].split(":", 1)[1]  # no winner is named
+
+
+def test_winner_flips_when_the_data_flips(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_known_run(tmp_path, warehouse, slow_ms=[d / 2 for d in FAST_MS])  # "slow" is now twice as fast
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    assert re.search(r"slow is 2\.00× fast \\\[", md) and not re.search(r"fast is [0-9.]+× slow", md)
+
+
+def test_configuration_throughput_figures(known_report):
+    _, md = known_report
+    rows = {r[0]: r for r in md_rows(section(md, "## Throughput", "### Who wins")) if len(r) == 9}
+    # cell: 200 tokens / 1 s; per request: mean and max of 10 tokens / duration; req/s 20 / 1 s
+    assert rows["fast"][4:] == (expected_fmt(200.0), expected_fmt(_mean_tps(FAST_MS)),
+                                expected_fmt(10 / 0.095), expected_fmt(20.0), rows["fast"][8])
+    assert rows["slow"][4] == expected_fmt(100.0) and rows["slow"][7] == expected_fmt(10.0)
+    # goodput: SLO TTFT <= 50 ms; a request's first token comes at duration / 10 (<= 22 ms): all meet it
+    assert rows["fast"][8] == expected_fmt(20.0) and rows["tailed"][8] == expected_fmt(40 / 5.0)
+
+
+def test_feasibility_names_the_first_failed_instance(known_report):
+    page, md = known_report
+    part = section(md, "## Feasibility", "## Throughput")
+    assert "### duo · co-located (3 instances)" in part and "### fast · alone" in part
+    assert "**started whole (1 instance)**" in part
+    verdict = next(line for line in part.splitlines() if line.startswith("**did not start whole"))
+    assert verdict.startswith("**did not start whole: duo-b (start order 1) did not start first: oom: "
+                              "CUDA out of memory")
+    rows = {r[0]: r for r in md_rows(part)}
+    assert rows["duo-b"][6:9] == ("no", "oom", "CUDA out of memory &lt;script>alert('x')&lt;/script> — loading model "
+                                  "&lt;script>alert('x')&lt;/script> OOM at layer 3")
+    assert rows["duo-b"][4:6] == ("45%", "--mem-fraction-static 0.45") and rows["duo-c"][6] == "yes"
+    assert rows["duo-a"][7] == "timeout"
+    html_rows = {r[0]: r for r in parse_html(section(page, 'id="feasibility"', 'id="throughput"')).tables[0]}
+    assert html_rows["duo-c"][6] == "yes"
+    cells = {c for t in parse_html(page).tables for r in t for c in r}
+    assert "CUDA out of memory " + EVIL + " — loading model\n" + EVIL + "\nOOM at layer 3" in cells
+
+
+def test_warehouse_strings_are_escaped(known_report):
+    page, md = known_report
+    assert EVIL not in page and EVIL not in md
+    assert "<script>alert" not in page and "<script" not in md
+    assert page.count("<script") == 2  # the bundle and the embedding, nothing from the data
+    assert html.escape(EVIL, quote=False) in page.replace("&#39;", "'")
+
+
+def test_environment_section(known_report):
+    _, md = known_report
+    rows = dict(r for r in md_rows(section(md, "## Environment", "## Feasibility")) if len(r) == 2)
+    assert rows["GPU"] == "RTX 5090, driver 575.1" and rows["git sha"] == "abc123"
+    assert rows["Engine llamacpp"] == "llamacpp 0.3.36" and rows["SLOs"] == "TTFT ≤ 50 ms"
+    assert rows["Validation"] == "no verdict recorded" and rows["Matrix"] == "test (m.yaml)"
+    assert rows["Host"] == "bench-01 &lt;script>alert('x')&lt;/script>"
+
+
+def test_stability_and_the_tail_explained(known_report):
+    _, md = known_report
+    part = section(md, "## Stability", "## Overview")
+    rows = {r[0]: r for r in md_rows(part) if len(r) == 14}
+    # E2E = last_token_at - sent_at = the duration; fast: min 95, max 110
+    assert rows["fast"][7:9] == (expected_fmt(95.0), expected_fmt(110.0))
+    mean = sum(FAST_MS) / 20
+    sd = math.sqrt(sum((d - mean) ** 2 for d in FAST_MS) / 19)
+    assert rows["fast"][10] == expected_fmt(sd / mean)
+    tails = {line.split(" on ", 1)[0][2:]: line for line in part.splitlines() if line.startswith("- ")}
+    assert "the slowest 5% (2 of 40 requests, from 600.0 ms" in tails["tailed"]
+    assert "they generated longer outputs (median 60 tokens, the others 10)." in tails["tailed"]
+    assert "too few requests (20)" in tails["fast"]  # one slowest request has nothing "in common"
+    assert tails["steady"].split(": ", 2)[2].startswith("the data cannot explain them.")

@@ -130,3 +130,21 @@ def test_report_renders_in_headless_chromium(chromium, tmp_path):
     keep = os.environ.get("BAKEOFF_REPORT_SCREENSHOT")
     if keep:  # to look at it: BAKEOFF_REPORT_SCREENSHOT=/tmp/report.png pytest -m browser
         shutil.copyfile(shot, keep)
+
+
+def test_warehouse_report_renders_in_headless_chromium(chromium, tmp_path, warehouse):
+    """The full report (render_run, every section) from staged and loaded rows: it loads, every chart draws."""
+    from reports import render_run
+    from tests.test_report import _stage_known_run
+
+    _stage_known_run(tmp_path, warehouse)
+    url = render_run(warehouse, "run-1", tmp_path / "report")["html"].resolve().as_uri()
+    dom = _run_chromium(chromium, tmp_path / "profile-dom", "--dump-dom", url).stdout
+    visible = re.sub(r"<script\b.*?</script>", "", dom, flags=re.S | re.I)
+    assert "Metric definitions" in visible and 'id="feasibility"' in visible and 'id="stability"' in visible
+    assert "Chart failed to render" not in visible and "embedded Vega JavaScript did not load" not in visible
+    parser = _ChartDom(set(CHART_IDS.values()))
+    parser.feed(dom)
+    assert parser.error_nodes == 0 and parser.found, "no chart on the page"
+    for div_id, seen in parser.found.items():
+        assert "svg" in seen["tags"] and "marks" in seen["classes"], f"{div_id}: nothing drawn"

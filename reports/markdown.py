@@ -1,0 +1,82 @@
+"""The Markdown report, from the same model as the HTML. Every string is escaped here: table cells
+for pipes and line breaks, running text for Markdown's markup characters and raw HTML."""
+
+from __future__ import annotations
+
+import re
+
+from reports.model import ReportModel
+from reports.tables import MISSING, Table, kv_table
+
+
+def md_cell(text: str) -> str:
+    """A table cell: backslashes and pipes escaped, line breaks flattened, and no raw HTML (< as an
+    entity: GitHub and Prefect's artifact view render inline HTML in cells)."""
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return text.replace("<", "&lt;")
+
+
+def md_inline(text: str) -> str:
+    """Running text (a heading, a paragraph, a list item): Markdown's markup characters escaped."""
+    text = re.sub(r"([\\`*_{}\[\]>#|&])", r"\\\1", text.replace("\r", " ").replace("\n", " "))
+    return text.replace("<", "&lt;")  # an entity: no renderer reads it as the start of a tag
+
+
+def md_table(table: Table) -> str:
+    lines = []
+    if table.caption:
+        lines += [f"_{md_inline(table.caption)}_", ""]
+    lines.append("| " + " | ".join(md_cell(c.header) for c in table.columns) + " |")
+    lines.append("|" + "|".join("---:" if c.numeric else ":---" for c in table.columns) + "|")
+    for row in table.rows:
+        lines.append("| " + " | ".join(md_cell(v) for v in row) + " |")
+    if not table.rows:
+        lines.append("| " + " | ".join(["no rows"] + [""] * (len(table.columns) - 1)) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(m: ReportModel) -> str:
+    out: list[str] = [f"# {md_inline(m.title)}", ""]
+    if m.header:
+        out += [md_table(kv_table(m.header)), ""]
+    if m.environment is not None:
+        out += ["## Environment", "", md_table(m.environment), ""]
+    if m.feasibility is not None:
+        out += ["## Feasibility", ""]
+        for g in m.feasibility:
+            out += [f"### {md_inline(g.deployment_id)} · {md_inline(g.placement)}", "",
+                    f"**{md_inline(g.verdict)}**", "", md_table(g.instances), ""]
+        if not m.feasibility:
+            out += ["No deployments recorded.", ""]
+    if m.throughput is not None:
+        out += ["## Throughput", "", md_table(m.throughput.configurations), "", "### Who wins", ""]
+        if m.throughput.comparisons:
+            out += [f"- {md_inline(c.shape)}: {md_inline(c.verdict)}" for c in m.throughput.comparisons]
+            out += ["", md_table(m.throughput.comparison_table), ""]
+        else:
+            out += ["No comparable pair: no two configurations ran the same model, workload and load shape.", ""]
+    if m.stability is not None:
+        out += ["## Stability", "", md_table(m.stability.table), "", "### The tail, explained", ""]
+        out += [f"- {md_inline(t.sentence)}" for t in m.stability.tails] or ["No configuration has enough requests."]
+        out += [""]
+    out += ["## Overview", "", md_table(m.overview), "", md_table(m.status), ""]
+    if m.notes is not None:
+        out += ["### Notes", "", md_table(m.notes), ""]
+    if m.charts:
+        out += ["_Charts (latency distribution, percentiles, throughput by output length) are in report.html._", ""]
+    for s in m.deployments:
+        out += [
+            f"## Deployment {md_inline(s.deployment_id)}", "",
+            f"engine: {md_inline(s.engines or MISSING)} · model: {md_inline(s.models or MISSING)}", "",
+            "### Throughput", "", md_table(s.throughput), "",
+            "### Latency", "", md_table(s.latency), "",
+        ]
+    out += ["## Metric definitions", ""]
+    out += [f"- **{md_inline(name)}**: `{d}`" for name, d in m.definitions]
+    out += [
+        "",
+        "Latencies are in milliseconds. “—” means not defined or not measured "
+        "(e.g. no successful request, or no SLO set for goodput).",
+        "",
+    ]
+    return "\n".join(out)
