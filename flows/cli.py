@@ -9,7 +9,7 @@ to library functions; this module parses, prints and maps errors.
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,7 +21,7 @@ EXIT_BAD_INPUT = BadInput.exit_code
 app = typer.Typer(name="bakeoff", help="Nightly bake-off of LLM serving engines.", add_completion=False,
                   pretty_exceptions_enable=False)
 
-WarehouseOpt = Annotated[Optional[str], typer.Option("--warehouse", help="DuckDB file (default: $BAKEOFF_WAREHOUSE "
+WarehouseOpt = Annotated[str | None, typer.Option("--warehouse", help="DuckDB file (default: $BAKEOFF_WAREHOUSE "
                                                       "or .bakeoff/bakeoff.duckdb)")]
 
 
@@ -32,9 +32,9 @@ def _warehouse_path(warehouse: str | None) -> str:
 @app.command("run")
 def cmd_run(
     matrix: Annotated[str, typer.Argument(help=f"matrix file (default {DEFAULT_MATRIX})")] = DEFAULT_MATRIX,
-    warehouse: Annotated[Optional[str], typer.Option(
+    warehouse: Annotated[str | None, typer.Option(
         help="DuckDB file (default: the matrix's `warehouse`, or $BAKEOFF_WAREHOUSE)")] = None,
-    runs_dir: Annotated[Optional[str], typer.Option(help="where run folders go (default: the matrix's `runs_dir`)")] = None,
+    runs_dir: Annotated[str | None, typer.Option(help="where run folders go (default: the matrix's `runs_dir`)")] = None,
 ) -> int:
     """Run the nightly flow once on a matrix file."""
     from flows.environment import prefect_defaults
@@ -84,7 +84,7 @@ def cmd_plan(matrix: Annotated[str, typer.Argument()] = DEFAULT_MATRIX) -> int:
 def cmd_compose(
     matrix: Annotated[str, typer.Argument()],
     deployment: Annotated[str, typer.Argument(help="deployment id")],
-    out: Annotated[Optional[str], typer.Option(help="file to write (default: print)")] = None,
+    out: Annotated[str | None, typer.Option(help="file to write (default: print)")] = None,
 ) -> int:
     """Write the docker-compose file of one deployment group."""
     from tasks.compose import compose_file
@@ -102,21 +102,17 @@ def cmd_compose(
 
 @app.command("report")
 def cmd_report(
-    run: Annotated[Optional[str], typer.Option(help="run id (default: the latest run)")] = None,
-    out: Annotated[Optional[str], typer.Option(help="output folder (default .bakeoff/reports/RUN_ID)")] = None,
+    run: Annotated[str | None, typer.Option(help="run id (default: the latest run)")] = None,
+    out: Annotated[str | None, typer.Option(help="output folder (default .bakeoff/reports/RUN_ID)")] = None,
     warehouse: WarehouseOpt = None,
 ) -> int:
     """Re-render a run's report from the warehouse."""
-    from reports.render import render_report
-    from tasks.runs import run_info
+    from reports import render_run
     from warehouse import store
-    from warehouse.transforms import summarize_run
 
     with store.opened(_warehouse_path(warehouse), read_only=True) as con:
         run_id = run or _latest_run(con)
-        run_row, _deployments, summary, metrics = summarize_run(con, run_id)  # NoSuchRun: exit 2
-    paths = render_report(summary, metrics, Path(out or Path(".bakeoff/reports") / run_id),
-                          title=f"bakeoff: {run_row['matrix_name']}", run_info=run_info(run_row))
+        paths = render_run(con, run_id, Path(out or Path(".bakeoff/reports") / run_id))  # NoSuchRun: exit 2
     print(paths["html"])
     return 0
 
@@ -179,7 +175,7 @@ def cmd_load(run_dir: Annotated[str, typer.Argument()], warehouse: WarehouseOpt 
 @app.command("export")
 def cmd_export(
     out: Annotated[str, typer.Argument(help="output folder: OUT/TABLE/run_id=RUN/*.parquet")],
-    run: Annotated[Optional[list[str]], typer.Option(help="export only this run (repeatable; default: every run)")] = None,
+    run: Annotated[list[str] | None, typer.Option(help="export only this run (repeatable; default: every run)")] = None,
     warehouse: WarehouseOpt = None,
 ) -> int:
     """Write the warehouse's tables as Parquet partitioned by run (read-only)."""

@@ -6,19 +6,19 @@ import logging
 import signal
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from reports.render import render_report
+from reports import render_run
 from tasks import bench, deploy, images
 from tasks.errors import NightFailed
 from tasks.matrix import load_matrix, plan
 from tasks.records import records_to_arrow
-from tasks.runs import Collected, new_run, run_info
+from tasks.runs import Collected, new_run
 from warehouse import chunks, store
 from warehouse.transforms import summarize_run
 from warehouse.validate import FAILED_ROWS, REFUSED, ValidationReport, validate_run
@@ -56,7 +56,7 @@ run_cell = task(bench.run_cell, name="bench-cell", cache_policy=NO_CACHE)
 validate = task(validate_run, name="validate", cache_policy=NO_CACHE)
 stage = task(store.stage_run, name="stage-raw-records", cache_policy=NO_CACHE)
 summarize = task(summarize_run, name="summarize", cache_policy=NO_CACHE)
-report = task(render_report, name="render-report", cache_policy=NO_CACHE)
+report = task(render_run, name="render-report", cache_policy=NO_CACHE)
 
 
 @task(name="load-warehouse", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
@@ -100,7 +100,7 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
         run["status"] = "completed" if all(d["started"] and not d["failure_class"] for d in got.deployments) else "partial"
     finally:
         # Whatever happened, what was measured is staged on disk (a crash leaves status "failed").
-        run["finished_at"] = datetime.now(timezone.utc).isoformat()
+        run["finished_at"] = datetime.now(UTC).isoformat()
         # Staged form 2 (chunk times as µs gaps, warehouse/chunks.py), converted once: the gate judges the
         # rows as they are staged and loaded, as `bakeoff load RUN_DIR` does from the file.
         requests_table = chunks.to_staged(records_to_arrow(got.records))
@@ -115,8 +115,8 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
     counts = load(warehouse, staged.run_dir, validation)
 
     with store.opened(warehouse, read_only=True) as con:
-        run_row, deployment_rows, summary, metrics = summarize(con, run_id)
-    paths = report(summary, metrics, run_dir / "report", title=f"bakeoff: {matrix.name}", run_info=run_info(run_row))
+        _run_row, deployment_rows, summary, _metrics = summarize(con, run_id)
+        paths = report(con, run_id, run_dir / "report")
     create_markdown_artifact(key="bakeoff-report", markdown=paths["markdown"].read_text(),
                              description=f"bakeoff run {run_id}")
     result = {"run_id": run_id, "run_dir": str(run_dir), "warehouse": warehouse, "rows": counts,

@@ -31,7 +31,7 @@ def write_report(model: ReportModel, out_dir: Path) -> dict[str, Path]:
 
 
 def render_run(con, run_id: str, out_dir: Path, *, title: str | None = None) -> dict[str, Path]:
-    """One run's full report, from the warehouse (read-only). Raises KeyError for an unknown run."""
+    """One run's full report, from the warehouse (read-only). Raises warehouse.store.NoSuchRun for an unknown run."""
     return write_report(build_model(con, run_id, title=title), out_dir)
 
 

@@ -653,7 +653,7 @@ def build_model(con, run_id: str, *, title: str | None = None) -> ReportModel:
     """Every section of one run's report, from the warehouse (read-only queries)."""
     from warehouse.transforms import summarize_run
 
-    run, _deps, summary, metrics = summarize_run(con, run_id)  # KeyError: no such run
+    run, _deps, summary, metrics = summarize_run(con, run_id)  # NoSuchRun
     # the header names the run; the Environment section holds the rest of the runs row
     header = {k: v for k, v in run_info(run).items() if k in HEADER_ON_TOP}
     base = model_from_frames(summary, metrics, title=title or f"bakeoff: {run['matrix_name']}", header=header)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import getpass
-import json
 import platform
 import secrets
 import socket
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks import telemetry
@@ -17,7 +16,7 @@ from tasks.matrix import Matrix
 
 
 def new_run(matrix: Matrix, matrix_path: str, matrix_sha: str) -> dict:
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     try:
         gpu = telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0)
     except telemetry.NvmlUnavailable:
@@ -40,30 +39,6 @@ def new_run(matrix: Matrix, matrix_path: str, matrix_sha: str) -> dict:
         "slo_e2e_ms": matrix.slo.e2e_ms,
         "validation": None,
     }
-
-
-def run_info(run: dict) -> dict:
-    """The report header: what ran, when, where, from which code."""
-    keys = ("run_id", "matrix_name", "matrix_path", "started_at", "finished_at", "status", "host", "gpu_name",
-            "git_sha", "bakeoff_version")
-    info = {k: str(run.get(k)) for k in keys if run.get(k) is not None}
-    if run.get("validation_status") is not None:
-        info["validation"] = _validation_text(run)
-    return info
-
-
-def _validation_text(run: dict) -> str:
-    """The validation verdict for the report header (runs.validation_status, counts from runs.validation)."""
-    status = run["validation_status"]
-    if status != "failed_rows":
-        return str(status)
-    saved = run.get("validation")
-    if isinstance(saved, str):
-        saved = json.loads(saved)
-    saved = saved if isinstance(saved, dict) else {}
-    return (f"failed_rows: {saved.get('rejected_rows', '?')} of {saved.get('row_count', '?')} request rows rejected by "
-            "the validation gate and left out of every figure here (table rejected_requests); the run is marked "
-            "and is not in v_nightly / v_comparison")
 
 
 @dataclass

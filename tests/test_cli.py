@@ -73,7 +73,7 @@ def test_duplicate_instance_ids_are_refused_by_plan(tmp_path, capsys):
     assert main(["plan", str(path)]) == 2
     _, err = one_line(capsys)
     assert (
-        f"{path}: deployments.1.instances.0.id: instance id 'twin' is already the id of deployments.0.instances.0"
+        f"{path}: deployments.3.instances.0.id: instance id 'twin' is already the id of deployments.0.instances.0"
         in err
     )
 
