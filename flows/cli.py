@@ -76,7 +76,7 @@ def cmd_plan(matrix: Annotated[str, typer.Argument()] = DEFAULT_MATRIX) -> int:
     from tasks.planner import plan_text, planning_card
 
     loaded, _ = load_matrix(matrix)
-    print("\n".join(plan_text(loaded, planning_card(loaded), matrix_name=matrix)))
+    print("\n".join(plan_text(loaded, planning_card(loaded), matrix_name=matrix, base_dir=Path(matrix).resolve().parent)))
     return 0
 
 

@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from reports import render_run
-from tasks import bench, deploy, images
+from tasks import bench, deploy, images, night
 from tasks.errors import NightFailed
 from tasks.matrix import load_matrix, plan
 from tasks.records import records_to_arrow
@@ -53,6 +53,7 @@ start_instance = task(
     retry_condition_fn=_retry_if_flaky, cache_policy=NO_CACHE,
 )
 run_cell = task(bench.run_cell, name="bench-cell", cache_policy=NO_CACHE)
+bench_group = task(night.bench_group, name="bench-group", cache_policy=NO_CACHE)
 validate = task(validate_run, name="validate", cache_policy=NO_CACHE)
 stage = task(store.stage_run, name="stage-raw-records", cache_policy=NO_CACHE)
 summarize = task(summarize_run, name="summarize", cache_policy=NO_CACHE)
@@ -77,27 +78,14 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
         tags, got.builds = build_images(matrix, run_id=run_id, log_dir=run_dir / "logs", base_dir=base_dir)
         groups = plan(matrix)
         for g_i, group in enumerate(groups, 1):
-            handles, rows = deploy.deploy_group(matrix, group, run_id=run_id, run_dir=run_dir, base_dir=base_dir,
-                                                images=tags, start=start_instance)
-            got.deployments += rows
-            where = f"group {g_i}/{len(groups)} {group.deployment_id}"
             try:
-                for c_i, cell in enumerate(group.cells, 1):
-                    handle = handles.get(cell.instance_id)
-                    if handle is None or not handle.check_alive():
-                        continue  # did not start, or died in an earlier cell: its deployments row says so
-                    _bench(matrix, cell, handle, handles, got, run_id=run_id, base_dir=base_dir,
-                           label=f"{where}, cell {c_i}/{len(group.cells)} {cell.cell_id}")
-                for planned in group.instances if matrix.load.sweep else ():
-                    handle = handles.get(planned.instance_id)
-                    if handle is not None and handle.check_alive():
-                        bench.run_sweep(matrix, planned, lambda cell: _bench(
-                            matrix, cell, handle, handles, got, run_id=run_id, base_dir=base_dir,
-                            label=f"{where}, sweep {cell.cell_id}"))
-            finally:
-                for handle in reversed(list(handles.values())):
-                    handle.stop()  # always, even when a cell raised
-        run["status"] = "completed" if all(d["started"] and not d["failure_class"] for d in got.deployments) else "partial"
+                got.merge(bench_group(matrix, group, run_id=run_id, run_dir=run_dir, base_dir=base_dir, images=tags,
+                                      where=f"group {g_i}/{len(groups)} {group.deployment_id}",
+                                      start=start_instance, run_cell=run_cell))
+            except night.GroupStopped as stopped:
+                got.merge(stopped.collected)  # keep what the group measured, then stop as asked
+                raise stopped.cause from None
+        run["status"] = "completed" if all(d.started and not d.failure_class for d in got.deployments) else "partial"
     finally:
         # Whatever happened, what was measured is staged on disk (a crash leaves status "failed").
         run["finished_at"] = datetime.now(UTC).isoformat()
@@ -129,21 +117,6 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
         rejected.result = result
         raise rejected
     return result
-
-
-def _bench(matrix, cell, handle, handles, got: Collected, *, run_id: str, base_dir: Path, label: str) -> bench.CellOutcome:
-    """One cell on a live instance, with the engine's metrics scraped around it; collected into `got`."""
-    got.engine_metrics += handle.scrape_metrics(run_id, cell.cell_id, "before")
-    try:
-        outcome = run_cell(matrix, cell, handle.target, deploy.request_extras_for(matrix, cell), run_id=run_id,
-                           base_dir=base_dir, engine_pids=deploy.engine_pids(handles), label=label)
-    except bench.CellInterrupted as stopped:
-        got.add_cell(stopped.outcome)  # keep what the cell measured, then stop the night as asked
-        raise stopped.cause from None
-    got.add_cell(outcome)
-    got.engine_metrics += handle.scrape_metrics(run_id, cell.cell_id, "after")
-    handle.check_alive()
-    return outcome
 
 
 def _teardown_on_sigterm() -> None:

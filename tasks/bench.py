@@ -78,9 +78,8 @@ def run_cell(
     target = dataclasses.replace(target, extra_body=extra_body)
     how = f"concurrency {shape.concurrency}" if shape.kind == "closed" else f"{shape.label} (open loop)"
     log.info("%s: %d requests at %s (%d warmup)", label, len(specs), how, len(warmup))
-    gpu_index = matrix.gpu.index if matrix.gpu else 0
     begun: dict = {}
-    with Sampler(run_id, cell.cell_id, gpu_index=gpu_index, pids=engine_pids) as sampler:
+    with Sampler(run_id, cell.cell_id, gpu_index=matrix.gpu_index, pids=engine_pids) as sampler:
         try:
             result = asyncio.run(run_load(
                 target,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from tasks.deploy import container_model
 from tasks.engines import adapter_for
+from tasks.launch import display_port, instance_launch
 from tasks.matrix import Matrix, MatrixError, plan
 from tasks.planner import plan_group
 
@@ -24,25 +24,23 @@ def compose_file(matrix: Matrix, deployment_id: str, base_dir: Path) -> str:
         engine = matrix.engines[planned.engine_name]
         if engine.kind == "external":
             continue
-        model = matrix.models[planned.model_name]
-        model_arg, volumes = container_model(model, base_dir)
-        port = planned.spec.port or 8000 + offset
-        spec = adapter_for(engine.kind).launch_spec(engine, planned.spec, model_arg, model.served_name or planned.model_name,
-                                                    port, memory_args=memory[planned.instance_id].flag_args())
+        port = display_port(planned, offset)
+        # As a container whatever the night's launcher: compose runs images.
+        launch = instance_launch(matrix, planned, base_dir=base_dir, port=port, launcher="docker",
+                                 memory_args=memory[planned.instance_id].flag_args())
         service = {
-            "image": engine.image or (engine.build.name if engine.build else None),
-            "command": spec.argv,
+            "image": launch.image,
+            "command": launch.spec.argv,
             "network_mode": "host",
-            "volumes": [f"{src}:{v['bind']}:{v['mode']}" for src, v in volumes.items()],
+            "volumes": [f"{src}:{v['bind']}:{v['mode']}" for src, v in launch.volumes.items()],
             "labels": {"bakeoff.deployment": deployment_id, "bakeoff.instance": planned.instance_id},
             "healthcheck": {"test": ["CMD-SHELL", f"curl -fs http://127.0.0.1:{port}{adapter_for(engine.kind).health_path} || exit 1"],
                             "interval": "10s", "retries": 60},
         }
-        if engine.kind in ("vllm", "sglang") and engine.use_gpu is not False:
+        if launch.gpu_index is not None:
             service["ipc"] = "host"
-            gpu = str(matrix.gpu.index if matrix.gpu else 0)
             service["deploy"] = {"resources": {"reservations": {"devices": [
-                {"driver": "nvidia", "device_ids": [gpu], "capabilities": ["gpu"]}]}}}
+                {"driver": "nvidia", "device_ids": [str(launch.gpu_index)], "capabilities": ["gpu"]}]}}}
         if engine.secret_env:
             service["environment"] = {name: f"${{{name}}}" for name in engine.secret_env}  # names, never values
         if previous:  # one after another, each after the previous one is healthy

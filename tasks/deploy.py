@@ -6,21 +6,23 @@ Returns a row for the `deployments` table whatever happens; a failed start is a 
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import logging
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tasks import telemetry
 from tasks.engine_metrics import scrape
-from tasks.engines import LaunchSpec, adapter_for
+from tasks.engines import adapter_for
 from tasks.images import docker_client, image_spec
+from tasks.launch import instance_launch
 from tasks.launchers.docker import DockerApiError, DockerInstance
 from tasks.launchers.process import DeploymentFailed, ProcessInstance, free_port, log_tail
 from tasks.loadgen import Target
-from tasks.matrix import Cell, Group, Matrix, MatrixError, Model, PlannedInstance, plan
+from tasks.matrix import Group, Matrix, MatrixError, PlannedInstance, Workload, plan
 from tasks.planner import MemoryPlan, plan_group, sglang_fraction_for
+from tasks.records import DeploymentRow
 
 log = logging.getLogger("bakeoff.deploy")
 
@@ -29,38 +31,28 @@ log = logging.getLogger("bakeoff.deploy")
 RETRYABLE_FAILURES = {"health_timeout", "exited_at_start"}
 
 
-def resolve_model_path(model: Model, base_dir: Path) -> Path:
-    """A path relative to the matrix file, or pkg:MODULE/FILE for a model shipped in a Python package."""
-    if model.path.startswith("pkg:"):
-        module, _, filename = model.path[4:].partition("/")
-        spec = importlib.util.find_spec(module) if module else None
-        if spec is None or spec.origin is None:
-            raise MatrixError(f"models.path: package {module!r} of {model.path!r} is not installed")
-        path = Path(spec.origin).parent / filename
-    else:
-        path = Path(model.path).expanduser()
-        if not path.is_absolute():
-            path = base_dir / path
-    if not path.is_file():
-        raise MatrixError(f"models.path: {model.path!r} resolves to {path}, which does not exist")
-    return path
-
-
 @dataclass
 class InstanceHandle:
-    """A started instance: its warehouse row and how to reach and stop it."""
+    """A started instance: its warehouse row and how to reach and stop it. The handle owns its row:
+    an update (a crash seen after a cell) replaces it, and the group's rows are read from the handles
+    at the end of the group (DeployedGroup.rows), so no copy can miss it."""
 
-    row: dict
+    row: DeploymentRow
     target: Target | None = None
     process: ProcessInstance | DockerInstance | None = None
     metrics_path: str | None = None  # the engine's Prometheus endpoint, if it has one
+    engine_kind: str = "external"
 
     @property
     def started(self) -> bool:
-        return bool(self.row["started"])
+        return self.row.started
 
     def pid(self) -> int | None:
         return self.process.pid() if self.process is not None else None
+
+    def request_extras(self, workload: Workload) -> dict:
+        """The engine-specific fields every request of `workload` carries (e.g. ignore_eos)."""
+        return adapter_for(self.engine_kind).request_extras(workload)
 
     def scrape_metrics(self, run_id: str, cell_id: str, phase: str) -> list[dict]:
         return scrape(self.target.base_url, self.metrics_path, run_id=run_id, cell_id=cell_id,
@@ -68,24 +60,25 @@ class InstanceHandle:
 
     def check_alive(self) -> bool:
         """After a cell: an engine that died under load is recorded as crashed_mid_run (its requests
-        are already rows with their own failure status)."""
+        are already rows with their own failure status); one the Docker daemon cannot tell about, as
+        docker_api_error. The first failure seen is the one kept."""
         try:
             if self.process is None or self.process.is_running():
                 return True
         except DockerApiError as exc:  # the daemon did not answer: a different outcome from an exit
-            if self.row.get("failure_class") is None:
-                self.row.update(failure_class="docker_api_error", failure_message=f"Docker API: {exc}"[:1000])
-            log.error("%s: cannot tell whether the engine runs: Docker API: %s", self.row["instance_id"], exc)
+            log.error("%s: cannot tell whether the engine runs: Docker API: %s", self.row.instance_id, exc)
+            self._failed("docker_api_error", f"Docker API: {exc}"[:1000])
             return False
-        if self.row.get("failure_class") is None:
-            excerpt = log_tail(self.process.log_path) if isinstance(self.process, ProcessInstance) else ""
-            if isinstance(self.process, DockerInstance):
-                self.process.save_log()
-                excerpt = log_tail(self.process.log_path)
-            self.row.update(failure_class="crashed_mid_run", failure_message="the engine exited during the benchmark",
-                            log_excerpt=excerpt[-4000:])
-            log.error("%s: the engine exited during the benchmark", self.row["instance_id"])
+        if isinstance(self.process, DockerInstance):
+            self.process.save_log()
+        log.error("%s: the engine exited during the benchmark", self.row.instance_id)
+        self._failed("crashed_mid_run", "the engine exited during the benchmark", log_tail(self.process.log_path)[-4000:])
         return False
+
+    def _failed(self, failure_class: str, message: str, excerpt: str | None = None) -> None:
+        if self.row.failure_class is None:
+            self.row = dataclasses.replace(self.row, failure_class=failure_class, failure_message=message,
+                                           log_excerpt=excerpt)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -102,53 +95,41 @@ def launch_instance(
     images: engine name -> the image tag the build step produced. memory: the planner's plan for
     this instance (its flag is re-computed from the live free memory for SGLang shares)."""
     engine = matrix.engines[planned.engine_name]
-    model = matrix.models[planned.model_name]
     adapter = adapter_for(engine.kind)
-    served_name = model.served_name or planned.model_name
     row = _row(matrix, planned, start_order, run_id, memory)
-
     if engine.kind == "external":
-        row.update(started=True, launcher="none", startup_s=0.0)
-        return InstanceHandle(row=row, target=_target(planned, served_name, engine.url.rstrip("/")),
-                              metrics_path=adapter.metrics_path)
+        row = dataclasses.replace(row, started=True, launcher="none", startup_s=0.0)
+        model = matrix.models[planned.model_name]
+        return InstanceHandle(row=row, target=_target(planned, model.served_name or planned.model_name,
+                                                      engine.url.rstrip("/")),
+                              metrics_path=adapter.metrics_path, engine_kind=engine.kind)
 
-    port = planned.spec.port or free_port()
-    memory_args = _memory_args(matrix, planned, memory)
+    launch = instance_launch(matrix, planned, base_dir=base_dir, port=planned.spec.port or free_port(),
+                             memory_args=_memory_args(matrix, planned, memory), images=images)
     log_path = run_dir / "logs" / f"{planned.instance_id}.log"
-    if engine.launcher == "docker":
-        model_arg, volumes = container_model(model, base_dir)
-        spec = adapter.launch_spec(engine, planned.spec, model_arg, served_name, port, memory_args=memory_args)
-        spec = LaunchSpec(argv=spec.argv, env={**spec.env, **_secrets(engine)}, port=spec.port)
-        image = (images or {}).get(planned.engine_name) or engine.image
-        if not image:
-            raise MatrixError(f"engines.{planned.engine_name}: a docker engine needs `image` or `build`")
-        wants_gpu = engine.use_gpu if engine.use_gpu is not None else engine.kind in ("vllm", "sglang")
-        gpu = (matrix.gpu.index if matrix.gpu else 0) if wants_gpu else None
+    instance: ProcessInstance | DockerInstance
+    if launch.launcher == "docker":
         instance = DockerInstance(
-            docker_client(), adapter, spec, image, name=f"bakeoff-{run_id}-{planned.instance_id}"[:120],
+            docker_client(), adapter, launch.spec, launch.image, name=f"bakeoff-{run_id}-{planned.instance_id}"[:120],
             log_path=log_path, labels={"bakeoff.run_id": run_id, "bakeoff.instance_id": planned.instance_id},
-            gpu_index=gpu, volumes=volumes, network=engine.network,
+            gpu_index=launch.gpu_index, volumes=launch.volumes, network=engine.network,
         )
-        row.update(image=image, model_path=str(model_arg))
     else:
-        model_path = resolve_model_path(model, base_dir)
-        spec = adapter.launch_spec(engine, planned.spec, model_path, served_name, port, memory_args=memory_args)
-        spec = LaunchSpec(argv=spec.argv, env={**spec.env, **_secrets(engine)}, port=spec.port)
-        instance = ProcessInstance(adapter, spec, log_path)
-        row.update(model_path=str(model_path))
+        instance = ProcessInstance(adapter, launch.spec, log_path)
     # Flags are stored; environment values never are (they may hold secrets).
-    row.update(flags=spec.argv[1:] if engine.launcher == "process" else spec.argv,
-               memory_flag=" ".join(memory_args) or None)
+    row = dataclasses.replace(row, image=launch.image or row.image, model_path=launch.model_arg, flags=launch.flags,
+                              memory_flag=" ".join(launch.memory_args) or None)
     instance.start()
     try:
         startup_s = instance.wait_healthy(engine.startup_timeout_s)
     except DeploymentFailed:
         instance.stop()
         raise
-    row.update(started=True, startup_s=startup_s, measured_memory_bytes=_measured_memory(matrix, instance, engine.kind))
+    row = dataclasses.replace(row, started=True, startup_s=startup_s,
+                              measured_memory_bytes=_measured_memory(launch.gpu_index, instance))
     log.info("%s is healthy at %s after %.1f s", planned.instance_id, instance.base_url, startup_s)
-    return InstanceHandle(row=row, target=_target(planned, served_name, instance.base_url), process=instance,
-                          metrics_path=adapter.metrics_path)
+    return InstanceHandle(row=row, target=_target(planned, launch.served_name, instance.base_url), process=instance,
+                          metrics_path=adapter.metrics_path, engine_kind=engine.kind)
 
 
 def _target(planned: PlannedInstance, served_name: str, base_url: str) -> Target:
@@ -161,90 +142,73 @@ def _memory_args(matrix: Matrix, planned: PlannedInstance, memory: MemoryPlan | 
     previous instances are up, so this is exact where the plan was a prediction)."""
     if memory is None or memory.flag is None:
         return []
-    if memory.engine_kind == "sglang" and planned.spec.memory_share is not None:
-        try:
-            card = telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0)
-        except telemetry.NvmlUnavailable:
+    if adapter_for(memory.engine_kind).memory_fraction_of == "free_at_start" and planned.spec.memory_share is not None:
+        card = telemetry.card_or_none(matrix.gpu_index)
+        if card is None:
             return memory.flag_args()
         value = sglang_fraction_for(planned.spec.memory_share, card.memory_total_bytes, card.memory_free_bytes)
         return [memory.flag, f"{value:.4f}".rstrip("0")]
     return memory.flag_args()
 
 
-def _measured_memory(matrix: Matrix, instance, kind: str) -> int | None:
-    """GPU engines: the card's used memory after the instance came up (NVML); CPU: the process RSS."""
-    if kind in ("vllm", "sglang"):
-        try:
-            return telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0).memory_used_bytes
-        except telemetry.NvmlUnavailable:
-            return None
+def _measured_memory(gpu_index: int | None, instance: ProcessInstance | DockerInstance) -> int | None:
+    """An instance with the GPU: the card's used memory after it came up (NVML); else its RSS."""
+    if gpu_index is not None:
+        card = telemetry.card_or_none(gpu_index)
+        return card.memory_used_bytes if card else None
     return instance.rss_bytes()
 
 
-def container_model(model: Model, base_dir: Path) -> tuple[str, dict]:
-    """A model file on this machine is mounted read-only at /models; a hub id is read from the
-    mounted Hugging Face cache (nothing is downloaded by bakeoff itself)."""
-    try:
-        path = resolve_model_path(model, base_dir)
-    except MatrixError:
-        if model.path.startswith("pkg:") or model.path.startswith((".", "/")):
-            raise
-        hf_home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
-        return model.path, {str(hf_home): {"bind": "/root/.cache/huggingface", "mode": "rw"}}
-    return f"/models/{path.name}", {str(path.parent): {"bind": "/models", "mode": "ro"}}
+@dataclass
+class DeployedGroup:
+    """A deployment group as started: the handles of the instances that came up, and every
+    instance's deployments row. `rows()` is read when the group is over (its handles' rows then carry
+    what check_alive found)."""
 
+    handles: dict[str, InstanceHandle]  # instance id -> started instance
+    order: list[str]  # instance ids in start order
+    failed: dict[str, DeploymentRow]  # instance id -> the row of one that did not start
 
-def _secrets(engine) -> dict[str, str]:
-    """Secrets by env var name only: the value goes to the engine, never into a row or a log."""
-    return {name: os.environ[name] for name in engine.secret_env if name in os.environ}
+    def rows(self) -> list[DeploymentRow]:
+        return [self.handles[i].row if i in self.handles else self.failed[i] for i in self.order]
+
+    def stop(self) -> None:
+        """Stop every started instance, the last started first; always safe to call again."""
+        for handle in reversed(list(self.handles.values())):
+            handle.stop()
 
 
 def deploy_group(matrix: Matrix, group: Group, *, run_id: str, run_dir: Path, base_dir: Path,
-                 images: dict[str, str], start=None) -> tuple[dict[str, InstanceHandle], list[dict]]:
+                 images: dict[str, str], start: Callable[..., InstanceHandle] | None = None) -> DeployedGroup:
     """Start a group's instances one at a time in the planner's order, each after the previous one is
-    healthy. Returns the handles of those that started and a deployments row for every instance.
+    healthy; one that does not start is a row with its failure, and the next is started all the same.
     `start` is how to launch one (the flow passes its Prefect task, with retries)."""
     start = start or launch_instance
-    total = free = None
-    try:  # plan against the real card when there is one
-        card = telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0)
-        total, free = card.memory_total_bytes, card.memory_free_bytes
-    except telemetry.NvmlUnavailable:
-        pass
-    memory = {m.instance_id: m for m in plan_group(matrix, group, total_bytes=total, free_bytes=free)}
-    handles: dict[str, InstanceHandle] = {}
-    rows: list[dict] = []
+    card = telemetry.card_or_none(matrix.gpu_index)  # plan against the real card when there is one
+    memory = {m.instance_id: m for m in plan_group(matrix, group, total_bytes=card and card.memory_total_bytes,
+                                                   free_bytes=card and card.memory_free_bytes)}
+    deployed = DeployedGroup(handles={}, order=[], failed={})
     for position, planned in enumerate(sorted(group.instances, key=lambda p: memory[p.instance_id].start_order)):
         mem = memory[planned.instance_id]
+        deployed.order.append(planned.instance_id)
         try:
             if matrix.engines[planned.engine_name].build is not None and planned.engine_name not in images:
                 raise DeploymentFailed("image_build_failed", f"the image of engine {planned.engine_name} did not build")
-            handle = start(matrix, planned, start_order=position, run_id=run_id, run_dir=run_dir,
-                           base_dir=base_dir, images=images, memory=mem)
+            deployed.handles[planned.instance_id] = start(matrix, planned, start_order=position, run_id=run_id,
+                                                          run_dir=run_dir, base_dir=base_dir, images=images, memory=mem)
         except Exception as exc:  # a failed start is a result: record it, go on with the night
-            rows.append(failed_row(matrix, planned, start_order=position, run_id=run_id, exc=exc, memory=mem))
-            continue
-        handles[planned.instance_id] = handle
-        rows.append(handle.row)
-    return handles, rows
+            deployed.failed[planned.instance_id] = failed_row(matrix, planned, start_order=position, run_id=run_id,
+                                                              exc=exc, memory=mem)
+    return deployed
 
 
 def failed_row(matrix: Matrix, planned: PlannedInstance, *, start_order: int, run_id: str, exc: Exception,
-               memory: MemoryPlan | None = None) -> dict:
+               memory: MemoryPlan | None = None) -> DeploymentRow:
     row = _row(matrix, planned, start_order, run_id, memory)
     if isinstance(exc, DeploymentFailed):
-        row.update(failure_class=exc.failure_class, failure_message=str(exc), log_excerpt=exc.log_excerpt[-4000:])
-    else:
-        row.update(failure_class="launch_error", failure_message=f"{type(exc).__name__}: {exc}"[:1000])
-    return row
-
-
-def request_extras_for(matrix: Matrix, cell: Cell) -> dict:
-    """The engine-specific request fields of a cell (its instance's engine, its workload)."""
-    planned = next(p for g in plan(matrix) for p in g.instances if p.instance_id == cell.instance_id)
-    engine = matrix.engines[planned.engine_name]
-    workload = next(w for w in matrix.workloads if w.id == cell.workload_id)
-    return adapter_for(engine.kind).request_extras(workload)
+        return dataclasses.replace(row, failure_class=exc.failure_class, failure_message=str(exc),
+                                   log_excerpt=exc.log_excerpt[-4000:])
+    return dataclasses.replace(row, failure_class="launch_error", failure_message=f"{type(exc).__name__}: {exc}"[:1000])
 
 
 def engine_pids(handles: dict[str, InstanceHandle]) -> dict[str, int]:
@@ -252,34 +216,28 @@ def engine_pids(handles: dict[str, InstanceHandle]) -> dict[str, int]:
     return {i: pid for i, h in handles.items() if (pid := h.pid())}
 
 
-def _row(matrix: Matrix, planned: PlannedInstance, start_order: int, run_id: str, memory: MemoryPlan | None = None) -> dict:
+def _row(matrix: Matrix, planned: PlannedInstance, start_order: int, run_id: str,
+         memory: MemoryPlan | None = None) -> DeploymentRow:
     engine = matrix.engines[planned.engine_name]
-    return {
-        "memory_flag": " ".join(memory.flag_args()) if memory else None,
-        "predicted_budget_bytes": memory.budget_bytes if memory else None,
-        "predicted_kv_bytes": memory.kv_bytes if memory else None,
-        "predicted_fit": memory.fits if memory else None,
-        "prediction_note": memory.reason if memory else None,
-        "image": engine.image,
-        "run_id": run_id,
-        "instance_id": planned.instance_id,
-        "deployment_id": planned.deployment_id,
-        "start_order": start_order,
-        "engine": planned.engine_name,
-        "engine_kind": engine.kind,
-        "engine_version": engine.version,
-        "model": planned.model_name,
-        "model_path": None,
-        "launcher": engine.launcher,
-        "flags": None,
-        "memory_share": planned.spec.memory_share,
-        "started": False,
-        "failure_class": None,
-        "failure_message": None,
-        "log_excerpt": None,
-        "startup_s": None,
-        "measured_memory_bytes": None,
-    }
+    return DeploymentRow(
+        run_id=run_id,
+        instance_id=planned.instance_id,
+        deployment_id=planned.deployment_id,
+        start_order=start_order,
+        engine=planned.engine_name,
+        engine_kind=engine.kind,
+        engine_version=engine.version,
+        model=planned.model_name,
+        launcher=engine.launcher,
+        started=False,
+        memory_share=planned.spec.memory_share,
+        memory_flag=" ".join(memory.flag_args()) if memory else None,
+        predicted_budget_bytes=memory.budget_bytes if memory else None,
+        predicted_kv_bytes=memory.kv_bytes if memory else None,
+        predicted_fit=memory.fits if memory else None,
+        prediction_note=memory.reason if memory else None,
+        image=engine.image,
+    )
 
 
 def preflight(matrix: Matrix, base_dir: Path) -> None:
@@ -300,16 +258,7 @@ def preflight(matrix: Matrix, base_dir: Path) -> None:
                     raise MatrixError(f"engines.{name}.build: {path} does not exist")
     for group in plan(matrix):
         for planned in group.instances:
-            engine = matrix.engines[planned.engine_name]
-            adapter = adapter_for(engine.kind)
-            if engine.kind == "external":
-                continue
-            model = matrix.models[planned.model_name]
-            if engine.launcher == "docker":
-                model_path, _ = container_model(model, base_dir)
-            else:
-                model_path = resolve_model_path(model, base_dir)
-            adapter.launch_spec(engine, planned.spec, model_path, "preflight", planned.spec.port or 1)
+            if matrix.engines[planned.engine_name].kind != "external":
+                instance_launch(matrix, planned, base_dir=base_dir, port=planned.spec.port or 1)  # MatrixError
     if any(e.launcher == "docker" or e.build for e in matrix.engines.values()):
         docker_client()  # DockerUnavailable (one line) now, not after the night has begun
-

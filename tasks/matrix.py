@@ -54,7 +54,8 @@ class Engine(_Strict):
     binary: str | None = None
     image: str | None = None
     build: Build | None = None  # build the image instead of using `image`
-    # Give containers the GPU (matrix `gpu.index`). Default: yes for vllm/sglang, no for llamacpp.
+    # Give instances the GPU (matrix `gpu.index`): containers get it as a device, a local process as
+    # CUDA_VISIBLE_DEVICES. Default: the adapter's (yes for vllm/sglang, no for llamacpp).
     use_gpu: bool | None = None
     # Container networking: the host's network (the default; all CI and these machines have), or a
     # bridge network with the instance's port published on 127.0.0.1.
@@ -262,6 +263,11 @@ class Matrix(_Strict):
     repeats: int = Field(default=1, ge=1, le=100)
     slo: Slo = Slo()
     gpu: Gpu | None = None
+
+    @property
+    def gpu_index(self) -> int:
+        """The GPU the night uses (`gpu.index`; the first one when the matrix names none)."""
+        return self.gpu.index if self.gpu else 0
 
     @field_validator("engines", "models")
     @classmethod

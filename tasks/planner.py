@@ -18,17 +18,14 @@ keeps some memory back; both are estimates stated in the matrix (`gpu`), shown i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from tasks.engines import adapter_for
 from tasks.matrix import Group, Matrix, Model, PlannedInstance
 
 MIB = 1 << 20
 GIB = 1 << 30
 
-# Engine kind -> its memory flag and what the flag's value is a fraction of.
-MEMORY_FLAGS = {
-    "vllm": ("--gpu-memory-utilization", "total"),
-    "sglang": ("--mem-fraction-static", "free_at_start"),
-}
 # The most an SGLang fraction may be set to: its own default tops out near 0.88-0.9, and the rest
 # is needed for activations and CUDA graphs.
 SGLANG_MAX_FRACTION = 0.9
@@ -116,10 +113,12 @@ def _plan_instance(planned: PlannedInstance, kind: str, model: Model, order: int
     base = dict(instance_id=planned.instance_id, engine_kind=kind, start_order=order, free_before_bytes=free,
                 weights_bytes=weights, kv_min_bytes=kv_min)
 
-    if kind not in MEMORY_FLAGS:
+    # The adapter's flag and what its value is a fraction of (tasks/engines: the engines own them).
+    adapter = adapter_for(kind)
+    flag, of_what = adapter.memory_flag, adapter.memory_fraction_of
+    if flag is None:
         return MemoryPlan(**base, flag=None, flag_value=None, budget_bytes=None, kv_bytes=None, fits=None,
                           reason=f"{kind} has no GPU memory flag")
-    flag, of_what = MEMORY_FLAGS[kind]
     if spec.memory_share is None and spec.memory_flag is None:
         return MemoryPlan(**base, flag=None, flag_value=None, budget_bytes=None, kv_bytes=None, fits=None,
                           reason=f"no memory_share or memory_flag: {kind} uses its default")
@@ -146,7 +145,7 @@ def _plan_instance(planned: PlannedInstance, kind: str, model: Model, order: int
             return MemoryPlan(**base, flag=flag, flag_value=value, budget_bytes=budget, kv_bytes=None, fits=False,
                               reason=f"{how}: above {SGLANG_MAX_FRACTION}, not enough free memory left for this share")
 
-    if kind == "vllm" and budget > free:
+    if of_what == "total" and budget > free:  # vLLM checks the whole share against free memory at start
         return MemoryPlan(**base, flag=flag, flag_value=value, budget_bytes=budget, kv_bytes=None, fits=False,
                           reason=f"{how}: vLLM needs {budget / GIB:.1f} GiB free at start, "
                                  f"predicted free {free / GIB:.1f} GiB (free memory on device ... is less than desired)")
@@ -179,11 +178,12 @@ def sglang_fraction_for(share: float, total_bytes: int, free_bytes: int) -> floa
     return round(share * total_bytes / free_bytes, 4)
 
 
-def plan_text(matrix: Matrix, card=None, *, matrix_name: str = "") -> list[str]:
+def plan_text(matrix: Matrix, card=None, *, matrix_name: str = "", base_dir: Path = Path(".")) -> list[str]:
     """`bakeoff plan`'s lines: each group's verdict, instances in start order with budget, weights,
     KV cache and why, and a GPU engine's command line. card: the real GPU (telemetry.GpuInfo) or None
-    to plan against the matrix's `gpu.memory_total_mib`. Starts nothing."""
-    from tasks.engines import adapter_for
+    to plan against the matrix's `gpu.memory_total_mib`. base_dir: the matrix file's folder (model
+    paths are relative to it). Starts nothing."""
+    from tasks.launch import display_port, instance_launch
     from tasks.matrix import plan
 
     total = free = None
@@ -193,7 +193,6 @@ def plan_text(matrix: Matrix, card=None, *, matrix_name: str = "") -> list[str]:
         source = f"this machine's {card.name} (NVML: {total / GIB:.1f} GiB total, {free / GIB:.1f} GiB free now)"
     lines = [f"matrix {matrix_name}: {len(matrix.deployments)} deployment groups; GPU memory: {source}"]
     not_fitting = 0
-    gib = lambda b: "?" if b is None else f"{b / GIB:.2f}"  # noqa: E731
     for group in plan(matrix):
         plans = plan_group(matrix, group, total_bytes=total, free_bytes=free)
         verdicts = {p.fits for p in plans}
@@ -206,24 +205,23 @@ def plan_text(matrix: Matrix, card=None, *, matrix_name: str = "") -> list[str]:
             engine = matrix.engines[planned.engine_name]
             mark = {True: "ok  ", False: "FAIL", None: "?   "}[mp.fits]
             lines.append(f"  {mp.start_order + 1}. [{mark}] {mp.instance_id}: {engine.kind} {engine.version} / {planned.model_name}"
-                         f"  budget {gib(mp.budget_bytes)} GiB, weights {gib(mp.weights_bytes)} GiB, KV {gib(mp.kv_bytes)} GiB,"
-                         f" free before {gib(mp.free_before_bytes)} GiB")
+                         f"  budget {_gib(mp.budget_bytes)} GiB, weights {_gib(mp.weights_bytes)} GiB, KV {_gib(mp.kv_bytes)} GiB,"
+                         f" free before {_gib(mp.free_before_bytes)} GiB")
             lines.append(f"     {mp.reason}")
-            if engine.kind in ("vllm", "sglang"):  # the command line a GPU engine will get
-                model = matrix.models[planned.model_name]
-                spec = adapter_for(engine.kind).launch_spec(
-                    engine, planned.spec, model.path, model.served_name or planned.model_name,
-                    planned.spec.port or 8000, memory_args=mp.flag_args())
-                lines.append(f"     {engine.image or engine.kind} {' '.join(spec.argv)}")
+            if adapter_for(engine.kind).memory_flag is not None:  # the command line a GPU engine will get
+                launch = instance_launch(matrix, planned, base_dir=base_dir, port=display_port(planned, mp.start_order),
+                                         memory_args=mp.flag_args())
+                lines.append(f"     {launch.image or engine.kind} {' '.join(launch.spec.argv)}")
     lines += ["", f"{not_fitting} group(s) predicted not to fit."]
     return lines
+
+
+def _gib(n: int | None) -> str:
+    return "?" if n is None else f"{n / GIB:.2f}"
 
 
 def planning_card(matrix: Matrix):
     """This machine's GPU (telemetry.GpuInfo) to plan against, or None where NVML has none."""
     from tasks import telemetry
 
-    try:
-        return telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0)
-    except telemetry.NvmlUnavailable:
-        return None
+    return telemetry.card_or_none(matrix.gpu_index)

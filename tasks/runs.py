@@ -13,14 +13,12 @@ from pathlib import Path
 
 from tasks import telemetry
 from tasks.matrix import Matrix
+from tasks.records import CellRow, DeploymentRow, RequestRecord
 
 
 def new_run(matrix: Matrix, matrix_path: str, matrix_sha: str) -> dict:
     started = datetime.now(UTC)
-    try:
-        gpu = telemetry.gpu_info(matrix.gpu.index if matrix.gpu else 0)
-    except telemetry.NvmlUnavailable:
-        gpu = None  # a CPU box: the run simply has no GPU
+    gpu = telemetry.card_or_none(matrix.gpu_index)  # a CPU box: the run simply has no GPU
     return {
         "run_id": f"{started:%Y%m%dT%H%M%SZ}-{matrix.name}-{secrets.token_hex(2)}",
         "matrix_name": matrix.name,
@@ -43,11 +41,11 @@ def new_run(matrix: Matrix, matrix_path: str, matrix_sha: str) -> dict:
 
 @dataclass
 class Collected:
-    """Everything a night gathers before it is staged: rows per table, raw records."""
+    """Everything a night (or one of its groups) gathers before it is staged: rows per table, raw records."""
 
-    deployments: list[dict] = field(default_factory=list)
-    cells: list[dict] = field(default_factory=list)
-    records: list = field(default_factory=list)
+    deployments: list[DeploymentRow] = field(default_factory=list)
+    cells: list[CellRow] = field(default_factory=list)
+    records: list[RequestRecord] = field(default_factory=list)
     gpu_samples: list[dict] = field(default_factory=list)
     host_samples: list[dict] = field(default_factory=list)
     builds: list[dict] = field(default_factory=list)
@@ -58,6 +56,10 @@ class Collected:
         self.records.extend(outcome.records)
         self.gpu_samples.extend(outcome.gpu_samples)
         self.host_samples.extend(outcome.host_samples)
+
+    def merge(self, other: Collected) -> None:
+        for name in ("deployments", "cells", "records", "gpu_samples", "host_samples", "builds", "engine_metrics"):
+            getattr(self, name).extend(getattr(other, name))
 
 
 def git_sha() -> str | None:

@@ -107,7 +107,16 @@ def _cpu_times() -> tuple[int, int]:
     return sum(fields), idle
 
 
-def _rss_bytes(pid: int) -> int | None:
+def card_or_none(index: int) -> GpuInfo | None:
+    """The card at `index`, or None on a machine without NVML (a CPU box simply has no GPU)."""
+    try:
+        return gpu_info(index)
+    except NvmlUnavailable:
+        return None
+
+
+def rss_bytes(pid: int) -> int | None:
+    """A process's resident memory (/proc/PID/status VmRSS), None when it is gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -179,7 +188,7 @@ class Sampler:
                 "run_id": self.run_id, "cell_id": self.cell_id, "sampled_at": at, "instance_id": instance_id,
                 "cpu_util_pct": 100.0 * (d_total - d_idle) / d_total if d_total > 0 else None,
                 "load1": load1,
-                "engine_rss_bytes": _rss_bytes(pid) if pid else None,
+                "engine_rss_bytes": rss_bytes(pid) if pid else None,
             })
 
 

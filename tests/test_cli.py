@@ -97,6 +97,7 @@ def test_a_docker_api_error_is_not_a_crash(tmp_path):
     from tasks.engines import adapter_for
     from tasks.engines.base import LaunchSpec
     from tasks.launchers.docker import DockerApiError, DockerInstance
+    from tasks.records import DeploymentRow
 
     client = docker.DockerClient(base_url="unix:///nonexistent.sock", version="1.41", timeout=5)
     instance = DockerInstance(
@@ -110,10 +111,12 @@ def test_a_docker_api_error_is_not_a_crash(tmp_path):
     )
     with pytest.raises(DockerApiError, match="ConnectionError"):
         instance.is_running()
-    handle = InstanceHandle(row={"instance_id": "i", "failure_class": None}, process=instance)
+    row = DeploymentRow(run_id="r", instance_id="i", deployment_id="d", start_order=0, engine="e",
+                        engine_kind="llamacpp", model="m", launcher="docker", started=True)
+    handle = InstanceHandle(row=row, process=instance)
     assert handle.check_alive() is False
-    assert handle.row["failure_class"] == "docker_api_error"
-    assert handle.row["failure_message"].startswith("Docker API: ConnectionError")
+    assert handle.row.failure_class == "docker_api_error"
+    assert handle.row.failure_message.startswith("Docker API: ConnectionError")
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.engines import adapter_for
+from tasks.launch import instance_launch
 from tasks.engines import sglang as sglang_adapter
 from tasks.engines import vllm as vllm_adapter
 from tasks.matrix import load_matrix, plan
@@ -40,11 +40,9 @@ def command_lines():
                 engine = matrix.engines[planned.engine_name]
                 if engine.kind not in ("vllm", "sglang"):
                     continue
-                model = matrix.models[planned.model_name]
-                spec = adapter_for(engine.kind).launch_spec(
-                    engine, planned.spec, model.path, model.served_name or planned.model_name, 8000,
-                    memory_args=memory[planned.instance_id].flag_args())
-                yield config.name, planned.instance_id, engine.kind, engine.version, spec.argv
+                launch = instance_launch(matrix, planned, base_dir=config.parent, port=8000,
+                                         memory_args=memory[planned.instance_id].flag_args())
+                yield config.name, planned.instance_id, engine.kind, engine.version, launch.spec.argv
 
 
 CASES = list(command_lines())

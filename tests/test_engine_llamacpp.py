@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tasks.records import records_to_arrow
 from tests.builders import cpu_engine_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,8 +148,8 @@ def test_an_engine_that_dies_under_load_is_recorded_as_crashed(tmp_path, llama_s
         os.kill(handle.pid(), signal.SIGKILL)
         handle.process.proc.wait(timeout=10)
         assert handle.check_alive() is False
-        assert handle.row["failure_class"] == "crashed_mid_run"
-        assert "llama" in handle.row["log_excerpt"].lower()
+        assert handle.row.failure_class == "crashed_mid_run"
+        assert "llama" in handle.row.log_excerpt.lower()
     finally:
         handle.stop()
 
@@ -193,3 +194,42 @@ def test_a_cancelled_night_keeps_what_it_measured(tmp_path, llama_server, smollm
     assert all(r["done_at"] is not None for r in requests)
     cells = pq.read_table(run_dir / "cells.parquet").to_pylist()
     assert len(cells) == 1 and cells[0]["client_kept_up"] is None  # unknown for an interrupted cell
+
+
+def test_a_crash_seen_after_a_cell_reaches_the_staged_deployments_row(tmp_path, llama_server, smollm2):
+    """bench_group on the real engine, SIGKILLed right after its first cell: the group's row says
+    crashed_mid_run (the handle's updated row, not a shared dict), the second cell is not run, and the
+    staged deployments file carries the crash."""
+    import signal
+
+    import pyarrow.parquet as pq
+
+    from tasks import bench
+    from tasks.matrix import load_matrix, plan
+    from tasks.night import bench_group
+    from warehouse import store
+
+    path = small_matrix(tmp_path, llama_server, smollm2)
+    data = yaml.safe_load(path.read_text())
+    data["load"]["concurrency"] = [1, 2]
+    path.write_text(yaml.safe_dump(data))
+    matrix, _ = load_matrix(path)
+    (group,) = plan(matrix)
+
+    def run_then_kill(*args, engine_pids, **kw):
+        outcome = bench.run_cell(*args, engine_pids=engine_pids, **kw)
+        for pid in engine_pids.values():
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        return outcome
+
+    got = bench_group(matrix, group, run_id="r", run_dir=tmp_path / "run", base_dir=tmp_path, images={},
+                      where="group 1/1", run_cell=run_then_kill)
+    assert [c["cell_id"] if isinstance(c, dict) else c.cell_id for c in got.cells] == [group.cells[0].cell_id]
+    (row,) = got.deployments
+    assert row.started and row.failure_class == "crashed_mid_run"
+    run = {"run_id": "r", "matrix_name": "m", "matrix_path": str(path), "matrix_sha256": "0" * 64,
+           "started_at": "2026-12-02T00:00:00+00:00", "status": "partial"}
+    staged = store.stage_run(tmp_path / "staged", run, got.deployments, got.cells, records_to_arrow(got.records))
+    (staged_row,) = pq.read_table(staged.table_file("deployments")).to_pylist()
+    assert staged_row["failure_class"] == "crashed_mid_run" and staged_row["started"] is True

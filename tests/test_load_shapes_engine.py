@@ -49,7 +49,7 @@ def run(engine, cell_id: str):
     matrix, group, planned, handle, tmp = engine
     cell = next(c for c in group.cells if c.cell_id == cell_id)
     workload = next(w for w in matrix.workloads if w.id == cell.workload_id)
-    return cell, run_cell(matrix, cell, handle.target, deploy.request_extras_for(matrix, cell),
+    return cell, run_cell(matrix, cell, handle.target, handle.request_extras(workload),
                           run_id="run-1", base_dir=tmp, label=cell_id)
 
 

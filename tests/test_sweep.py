@@ -230,7 +230,7 @@ def test_sweep_on_the_real_engine(tmp_path, llama_server, smollm2):
                                     base_dir=tmp_path)
     try:
         outs = run_sweep(matrix, planned, lambda cell: run_cell(
-            matrix, cell, handle.target, deploy.request_extras_for(matrix, cell), run_id="run-1", base_dir=tmp_path,
+            matrix, cell, handle.target, handle.request_extras(matrix.workloads[0]), run_id="run-1", base_dir=tmp_path,
             label=cell.cell_id))
     finally:
         handle.stop()

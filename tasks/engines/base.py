@@ -25,7 +25,15 @@ class EngineAdapter:
     # (failure class, regex over the server log), first match wins; quoted from the engine's source.
     failure_patterns: ClassVar[list[tuple[str, str]]] = []
 
-    memory_flag: ClassVar[str | None] = None  # the engine's GPU memory flag, set by the planner
+    # The engine's GPU memory flag, set by the planner (tasks/planner.py), and what its value is a
+    # fraction of: "total" memory (vLLM) or the memory "free_at_start" (SGLang).
+    memory_flag: ClassVar[str | None] = None
+    memory_fraction_of: ClassVar[str | None] = None
+    gpu_by_default: ClassVar[bool] = False  # whether an instance gets the GPU unless `use_gpu` says
+
+    def uses_gpu(self, engine: Engine) -> bool:
+        """Whether an instance of this engine gets the matrix's GPU (`engines.*.use_gpu` decides when set)."""
+        return self.gpu_by_default if engine.use_gpu is None else engine.use_gpu
 
     def launch_spec(self, engine: Engine, inst: Instance, model_path: Path | str, served_name: str, port: int,
                     memory_args: list[str] = ()) -> LaunchSpec:

@@ -30,6 +30,8 @@ class SglangAdapter(EngineAdapter):
     metrics_path = "/metrics"  # served with --enable-metrics
     failure_patterns = GPU_FAILURE_PATTERNS
     memory_flag = "--mem-fraction-static"
+    memory_fraction_of = "free_at_start"
+    gpu_by_default = True
 
     def launch_spec(self, engine: Engine, inst: Instance, model_path: Path | str, served_name: str, port: int,
                     memory_args: list[str] = ()) -> LaunchSpec:

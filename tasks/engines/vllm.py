@@ -21,6 +21,8 @@ class VllmAdapter(EngineAdapter):
     metrics_path = "/metrics"
     failure_patterns = GPU_FAILURE_PATTERNS
     memory_flag = "--gpu-memory-utilization"
+    memory_fraction_of = "total"
+    gpu_by_default = True
 
     def launch_spec(self, engine: Engine, inst: Instance, model_path: Path | str, served_name: str, port: int,
                     memory_args: list[str] = ()) -> LaunchSpec:

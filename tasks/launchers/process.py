@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from tasks.engines import EngineAdapter, LaunchSpec
+from tasks.telemetry import rss_bytes
 
 log = logging.getLogger("bakeoff.launcher")
 
@@ -101,15 +102,7 @@ class ProcessInstance:
                 time.sleep(0.25)
 
     def rss_bytes(self) -> int | None:
-        if self.proc is None:
-            return None
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
+        return rss_bytes(self.proc.pid) if self.proc is not None else None
 
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None

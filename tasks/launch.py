@@ -1,0 +1,119 @@
+"""An instance's launch: the one place its command line, model argument, volumes, image, GPU and
+environment are decided, from (matrix, planned instance, memory flag, port).
+
+Every caller builds it here: the night's launcher (tasks/deploy.py), the preflight check,
+`bakeoff compose` (tasks/compose.py) and `bakeoff plan` (tasks/planner.py), so what a user copies is
+what a night runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tasks.engines import LaunchSpec, adapter_for
+from tasks.matrix import Matrix, MatrixError, Model, PlannedInstance
+
+# The port an instance is shown with where nothing is started (`bakeoff compose`, `bakeoff plan`):
+# its own `port`, else this + its position in the group. A night picks a free port instead.
+DISPLAY_PORT = 8000
+
+
+def display_port(planned: PlannedInstance, position: int = 0) -> int:
+    return planned.spec.port or DISPLAY_PORT + position
+
+
+def resolve_model_path(model: Model, base_dir: Path) -> Path:
+    """A path relative to the matrix file, or pkg:MODULE/FILE for a model shipped in a Python package."""
+    if model.path.startswith("pkg:"):
+        module, _, filename = model.path[4:].partition("/")
+        spec = importlib.util.find_spec(module) if module else None
+        if spec is None or spec.origin is None:
+            raise MatrixError(f"models.path: package {module!r} of {model.path!r} is not installed")
+        path = Path(spec.origin).parent / filename
+    else:
+        path = Path(model.path).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+    if not path.is_file():
+        raise MatrixError(f"models.path: {model.path!r} resolves to {path}, which does not exist")
+    return path
+
+
+def container_model(model: Model, base_dir: Path) -> tuple[str, dict[str, dict[str, str]]]:
+    """A model file on this machine is mounted read-only at /models; a hub id is read from the
+    mounted Hugging Face cache (nothing is downloaded by bakeoff itself)."""
+    try:
+        path = resolve_model_path(model, base_dir)
+    except MatrixError:
+        if model.path.startswith("pkg:") or model.path.startswith((".", "/")):
+            raise
+        hf_home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+        return model.path, {str(hf_home): {"bind": "/root/.cache/huggingface", "mode": "rw"}}
+    return f"/models/{path.name}", {str(path.parent): {"bind": "/models", "mode": "ro"}}
+
+
+@dataclass(frozen=True)
+class InstanceLaunch:
+    spec: LaunchSpec  # argv, env (secrets included: never store it), port
+    launcher: str  # process | docker
+    model_arg: str  # the model as the engine is told it (a path here, /models/..., or a hub id)
+    served_name: str
+    memory_args: tuple[str, ...]
+    gpu_index: int | None  # the GPU it is given; None: none
+    image: str | None = None  # docker: the image to run
+    volumes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def flags(self) -> list[str]:
+        """The command line as stored in `deployments.flags`: without the binary of a process."""
+        return list(self.spec.argv[1:] if self.launcher == "process" else self.spec.argv)
+
+
+def instance_launch(
+    matrix: Matrix,
+    planned: PlannedInstance,
+    *,
+    base_dir: Path,
+    port: int,
+    memory_args: Sequence[str] = (),
+    images: dict[str, str] | None = None,
+    launcher: str | None = None,
+) -> InstanceLaunch:
+    """The launch of one instance. memory_args: the planner's memory flag (tasks/planner.py), as the
+    caller holds it; images: engine name -> the tag the night's build produced; launcher: instead of
+    the engine's own (`bakeoff compose` writes containers whatever a night runs). Raises MatrixError
+    (one line) for what the user can fix: a missing model file, an unbuilt binary, no image."""
+    engine = matrix.engines[planned.engine_name]
+    if launcher is not None and launcher != engine.launcher:
+        engine = engine.model_copy(update={"launcher": launcher})
+    model = matrix.models[planned.model_name]
+    adapter = adapter_for(engine.kind)
+    served_name = model.served_name or planned.model_name
+    gpu = matrix.gpu_index if adapter.uses_gpu(engine) else None
+    secrets = {name: os.environ[name] for name in engine.secret_env if name in os.environ}
+    image, volumes = None, {}
+    if engine.launcher == "docker":
+        model_arg, volumes = container_model(model, base_dir)
+        image = (images or {}).get(planned.engine_name) or engine.image or (engine.build.name if engine.build else None)
+        if not image:
+            raise MatrixError(f"engines.{planned.engine_name}: a docker engine needs `image` or `build`")
+    else:
+        model_arg = str(resolve_model_path(model, base_dir))
+    spec = adapter.launch_spec(engine, planned.spec, model_arg, served_name, port, memory_args=list(memory_args))
+    env = {**spec.env, **secrets}
+    if gpu is not None and engine.launcher == "process":
+        env.setdefault("CUDA_VISIBLE_DEVICES", str(gpu))  # a local GPU build sees only its card
+    return InstanceLaunch(
+        spec=LaunchSpec(argv=spec.argv, env=env, port=spec.port),
+        launcher=engine.launcher,
+        model_arg=model_arg,
+        served_name=served_name,
+        memory_args=tuple(memory_args),
+        gpu_index=gpu,
+        image=image,
+        volumes=volumes,
+    )

@@ -1,0 +1,77 @@
+"""One launch per instance (tasks/launch.py): what `bakeoff compose` and `bakeoff plan` show is what a
+night starts, and the GPU rule is the adapter's, the same for every caller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.compose import compose_file
+from tasks.launch import display_port, instance_launch
+from tasks.matrix import load_matrix, plan
+from tasks.planner import plan_group, plan_text
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "configs" / "rtx5090-seed.yaml"
+
+
+def gpu_matrix(tmp_path: Path, engines: dict) -> Path:
+    data = {
+        "name": "gpu-rule",
+        "gpu": {"index": 3, "memory_total_mib": 81559},
+        "engines": engines,
+        "models": {"m": {"path": "org/model"}},
+        "deployments": [{"id": "all", "instances": [{"id": name, "engine": name, "model": "m"} for name in engines]}],
+        "workloads": [{"id": "w", "output_lengths": [8]}],
+    }
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(("kind", "use_gpu", "gets_gpu"), [
+    ("llamacpp", None, False), ("llamacpp", True, True),
+    ("vllm", None, True), ("vllm", False, False),
+    ("sglang", None, True), ("sglang", False, False),
+])
+def test_compose_and_a_night_give_the_gpu_by_the_same_rule(tmp_path, kind, use_gpu, gets_gpu):
+    engine = {"kind": kind, "launcher": "docker", "image": f"img/{kind}", "version": "1"}
+    if use_gpu is not None:
+        engine["use_gpu"] = use_gpu
+    path = gpu_matrix(tmp_path, {"e": engine})
+    matrix, _ = load_matrix(path)
+    (group,) = plan(matrix)
+    (planned,) = group.instances
+    launch = instance_launch(matrix, planned, base_dir=tmp_path, port=8000)
+    assert launch.gpu_index == (3 if gets_gpu else None)
+    service = yaml.safe_load(compose_file(matrix, "all", tmp_path))["services"]["e"]
+    devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    assert [d["device_ids"] for d in devices] == ([["3"]] if gets_gpu else [])
+
+
+def test_compose_and_plan_print_the_command_line_a_night_runs():
+    matrix, _ = load_matrix(SEED)
+    lines = "\n".join(plan_text(matrix, base_dir=SEED.parent))
+    for group in plan(matrix):
+        memory = {m.instance_id: m for m in plan_group(matrix, group)}
+        services = yaml.safe_load(compose_file(matrix, group.deployment_id, SEED.parent))["services"]
+        for planned in group.instances:
+            mp = memory[planned.instance_id]
+            night = instance_launch(matrix, planned, base_dir=SEED.parent, port=display_port(planned, mp.start_order),
+                                    memory_args=mp.flag_args())
+            assert services[planned.instance_id]["command"] == night.spec.argv
+            assert f"{night.image} {' '.join(night.spec.argv)}" in lines
+
+
+def test_a_process_on_the_gpu_sees_only_its_card(tmp_path):
+    path = gpu_matrix(tmp_path, {"e": {"kind": "llamacpp", "version": "1", "use_gpu": True, "binary": "/bin/true"}})
+    matrix, _ = load_matrix(path)
+    (planned,) = plan(matrix)[0].instances
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    matrix.models["m"].path = str(model)
+    launch = instance_launch(matrix, planned, base_dir=tmp_path, port=8000)
+    assert launch.spec.env["CUDA_VISIBLE_DEVICES"] == "3"
+    assert launch.flags == launch.spec.argv[1:] and launch.spec.argv[0] == "/bin/true"
