@@ -26,27 +26,48 @@ def compose_file(matrix: Matrix, deployment_id: str, base_dir: Path) -> str:
             continue
         port = display_port(planned, offset)
         # As a container whatever the night's launcher: compose runs images.
-        launch = instance_launch(matrix, planned, base_dir=base_dir, port=port, launcher="docker",
-                                 memory_args=memory[planned.instance_id].flag_args())
+        launch = instance_launch(
+            matrix,
+            planned,
+            base_dir=base_dir,
+            port=port,
+            launcher="docker",
+            memory_args=memory[planned.instance_id].flag_args(),
+        )
         service = {
             "image": launch.image,
             "command": launch.spec.argv,
             "network_mode": "host",
             "volumes": [f"{src}:{v['bind']}:{v['mode']}" for src, v in launch.volumes.items()],
             "labels": {"bakeoff.deployment": deployment_id, "bakeoff.instance": planned.instance_id},
-            "healthcheck": {"test": ["CMD-SHELL", f"curl -fs http://127.0.0.1:{port}{adapter_for(engine.kind).health_path} || exit 1"],
-                            "interval": "10s", "retries": 60},
+            "healthcheck": {
+                "test": [
+                    "CMD-SHELL",
+                    f"curl -fs http://127.0.0.1:{port}{adapter_for(engine.kind).health_path} || exit 1",
+                ],
+                "interval": "10s",
+                "retries": 60,
+            },
         }
         if launch.gpu_index is not None:
             service["ipc"] = "host"
-            service["deploy"] = {"resources": {"reservations": {"devices": [
-                {"driver": "nvidia", "device_ids": [str(launch.gpu_index)], "capabilities": ["gpu"]}]}}}
+            service["deploy"] = {
+                "resources": {
+                    "reservations": {
+                        "devices": [
+                            {"driver": "nvidia", "device_ids": [str(launch.gpu_index)], "capabilities": ["gpu"]}
+                        ]
+                    }
+                }
+            }
         if engine.secret_env:
             service["environment"] = {name: f"${{{name}}}" for name in engine.secret_env}  # names, never values
         if previous:  # one after another, each after the previous one is healthy
             service["depends_on"] = {previous: {"condition": "service_healthy"}}
         services[planned.instance_id] = service
         previous = planned.instance_id
-    header = (f"# bakeoff compose {deployment_id} (matrix {matrix.name}): instances start one after another,\n"
-              f"# each after the previous is healthy; memory flags as the planner set them.\n")
+    header = (
+        f"# bakeoff compose {deployment_id} (matrix {matrix.name}): instances start one after another,\n"
+        f"# each after the previous is healthy; memory flags as the planner set them.\n"
+    )
     return header + yaml.safe_dump({"services": services}, sort_keys=False, width=120)

@@ -55,8 +55,14 @@ class InstanceHandle:
         return adapter_for(self.engine_kind).request_extras(workload)
 
     def scrape_metrics(self, run_id: str, cell_id: str, phase: str) -> list[dict]:
-        return scrape(self.target.base_url, self.metrics_path, run_id=run_id, cell_id=cell_id,
-                      instance_id=self.target.instance_id, phase=phase)
+        return scrape(
+            self.target.base_url,
+            self.metrics_path,
+            run_id=run_id,
+            cell_id=cell_id,
+            instance_id=self.target.instance_id,
+            phase=phase,
+        )
 
     def check_alive(self) -> bool:
         """After a cell: an engine that died under load is recorded as crashed_mid_run (its requests
@@ -72,13 +78,16 @@ class InstanceHandle:
         if isinstance(self.process, DockerInstance):
             self.process.save_log()
         log.error("%s: the engine exited during the benchmark", self.row.instance_id)
-        self._failed("crashed_mid_run", "the engine exited during the benchmark", log_tail(self.process.log_path)[-4000:])
+        self._failed(
+            "crashed_mid_run", "the engine exited during the benchmark", log_tail(self.process.log_path)[-4000:]
+        )
         return False
 
     def _failed(self, failure_class: str, message: str, excerpt: str | None = None) -> None:
         if self.row.failure_class is None:
-            self.row = dataclasses.replace(self.row, failure_class=failure_class, failure_message=message,
-                                           log_excerpt=excerpt)
+            self.row = dataclasses.replace(
+                self.row, failure_class=failure_class, failure_message=message, log_excerpt=excerpt
+            )
 
     def stop(self) -> None:
         if self.process is not None:
@@ -86,8 +95,15 @@ class InstanceHandle:
 
 
 def launch_instance(
-    matrix: Matrix, planned: PlannedInstance, *, start_order: int, run_id: str, run_dir: Path, base_dir: Path,
-    images: dict[str, str] | None = None, memory: MemoryPlan | None = None,
+    matrix: Matrix,
+    planned: PlannedInstance,
+    *,
+    start_order: int,
+    run_id: str,
+    run_dir: Path,
+    base_dir: Path,
+    images: dict[str, str] | None = None,
+    memory: MemoryPlan | None = None,
 ) -> InstanceHandle:
     """Start one instance and wait until it is healthy. Raises DeploymentFailed (after stopping what
     it started) so a caller with retries can try again; `failed_row` turns the last failure into a row.
@@ -100,41 +116,75 @@ def launch_instance(
     if engine.kind == "external":
         row = dataclasses.replace(row, started=True, launcher="none", startup_s=0.0)
         model = matrix.models[planned.model_name]
-        return InstanceHandle(row=row, target=_target(planned, model.served_name or planned.model_name,
-                                                      engine.url.rstrip("/")),
-                              metrics_path=adapter.metrics_path, engine_kind=engine.kind)
+        return InstanceHandle(
+            row=row,
+            target=_target(planned, model.served_name or planned.model_name, engine.url.rstrip("/")),
+            metrics_path=adapter.metrics_path,
+            engine_kind=engine.kind,
+        )
 
-    launch = instance_launch(matrix, planned, base_dir=base_dir, port=planned.spec.port or free_port(),
-                             memory_args=_memory_args(matrix, planned, memory), images=images)
+    launch = instance_launch(
+        matrix,
+        planned,
+        base_dir=base_dir,
+        port=planned.spec.port or free_port(),
+        memory_args=_memory_args(matrix, planned, memory),
+        images=images,
+    )
     log_path = run_dir / "logs" / f"{planned.instance_id}.log"
     instance: ProcessInstance | DockerInstance
     if launch.launcher == "docker":
         instance = DockerInstance(
-            docker_client(), adapter, launch.spec, launch.image, name=f"bakeoff-{run_id}-{planned.instance_id}"[:120],
-            log_path=log_path, labels={"bakeoff.run_id": run_id, "bakeoff.instance_id": planned.instance_id},
-            gpu_index=launch.gpu_index, volumes=launch.volumes, network=engine.network,
+            docker_client(),
+            adapter,
+            launch.spec,
+            launch.image,
+            name=f"bakeoff-{run_id}-{planned.instance_id}"[:120],
+            log_path=log_path,
+            labels={"bakeoff.run_id": run_id, "bakeoff.instance_id": planned.instance_id},
+            gpu_index=launch.gpu_index,
+            volumes=launch.volumes,
+            network=engine.network,
         )
     else:
         instance = ProcessInstance(adapter, launch.spec, log_path)
     # Flags are stored; environment values never are (they may hold secrets).
-    row = dataclasses.replace(row, image=launch.image or row.image, model_path=launch.model_arg, flags=launch.flags,
-                              memory_flag=" ".join(launch.memory_args) or None)
+    row = dataclasses.replace(
+        row,
+        image=launch.image or row.image,
+        model_path=launch.model_arg,
+        flags=launch.flags,
+        memory_flag=" ".join(launch.memory_args) or None,
+    )
     instance.start()
     try:
         startup_s = instance.wait_healthy(engine.startup_timeout_s)
     except DeploymentFailed:
         instance.stop()
         raise
-    row = dataclasses.replace(row, started=True, startup_s=startup_s,
-                              measured_memory_bytes=_measured_memory(launch.gpu_index, instance))
+    row = dataclasses.replace(
+        row, started=True, startup_s=startup_s, measured_memory_bytes=_measured_memory(launch.gpu_index, instance)
+    )
     log.info("%s is healthy at %s after %.1f s", planned.instance_id, instance.base_url, startup_s)
-    return InstanceHandle(row=row, target=_target(planned, launch.served_name, instance.base_url), process=instance,
-                          metrics_path=adapter.metrics_path, engine_kind=engine.kind)
+    return InstanceHandle(
+        row=row,
+        target=_target(planned, launch.served_name, instance.base_url),
+        process=instance,
+        metrics_path=adapter.metrics_path,
+        engine_kind=engine.kind,
+    )
 
 
 def _target(planned: PlannedInstance, served_name: str, base_url: str) -> Target:
-    return Target(base_url=base_url, served_model=served_name, engine=planned.engine_name, model=planned.model_name,
-                  deployment_id=planned.deployment_id, instance_id=planned.instance_id, extra_body={})
+    return Target(
+        base_url=base_url,
+        served_model=served_name,
+        engine=planned.engine_name,
+        model=planned.model_name,
+        deployment_id=planned.deployment_id,
+        instance_id=planned.instance_id,
+        extra_body={},
+    )
 
 
 def _memory_args(matrix: Matrix, planned: PlannedInstance, memory: MemoryPlan | None) -> list[str]:
@@ -178,15 +228,27 @@ class DeployedGroup:
             handle.stop()
 
 
-def deploy_group(matrix: Matrix, group: Group, *, run_id: str, run_dir: Path, base_dir: Path,
-                 images: dict[str, str], start: Callable[..., InstanceHandle] | None = None) -> DeployedGroup:
+def deploy_group(
+    matrix: Matrix,
+    group: Group,
+    *,
+    run_id: str,
+    run_dir: Path,
+    base_dir: Path,
+    images: dict[str, str],
+    start: Callable[..., InstanceHandle] | None = None,
+) -> DeployedGroup:
     """Start a group's instances one at a time in the planner's order, each after the previous one is
     healthy; one that does not start is a row with its failure, and the next is started all the same.
     `start` is how to launch one (the flow passes its Prefect task, with retries)."""
     start = start or launch_instance
     card = telemetry.card_or_none(matrix.gpu_index)  # plan against the real card when there is one
-    memory = {m.instance_id: m for m in plan_group(matrix, group, total_bytes=card and card.memory_total_bytes,
-                                                   free_bytes=card and card.memory_free_bytes)}
+    memory = {
+        m.instance_id: m
+        for m in plan_group(
+            matrix, group, total_bytes=card and card.memory_total_bytes, free_bytes=card and card.memory_free_bytes
+        )
+    }
     deployed = DeployedGroup(handles={}, order=[], failed={})
     for position, planned in enumerate(sorted(group.instances, key=lambda p: memory[p.instance_id].start_order)):
         mem = memory[planned.instance_id]
@@ -194,20 +256,37 @@ def deploy_group(matrix: Matrix, group: Group, *, run_id: str, run_dir: Path, ba
         try:
             if matrix.engines[planned.engine_name].build is not None and planned.engine_name not in images:
                 raise DeploymentFailed("image_build_failed", f"the image of engine {planned.engine_name} did not build")
-            deployed.handles[planned.instance_id] = start(matrix, planned, start_order=position, run_id=run_id,
-                                                          run_dir=run_dir, base_dir=base_dir, images=images, memory=mem)
+            deployed.handles[planned.instance_id] = start(
+                matrix,
+                planned,
+                start_order=position,
+                run_id=run_id,
+                run_dir=run_dir,
+                base_dir=base_dir,
+                images=images,
+                memory=mem,
+            )
         except Exception as exc:  # a failed start is a result: record it, go on with the night
-            deployed.failed[planned.instance_id] = failed_row(matrix, planned, start_order=position, run_id=run_id,
-                                                              exc=exc, memory=mem)
+            deployed.failed[planned.instance_id] = failed_row(
+                matrix, planned, start_order=position, run_id=run_id, exc=exc, memory=mem
+            )
     return deployed
 
 
-def failed_row(matrix: Matrix, planned: PlannedInstance, *, start_order: int, run_id: str, exc: Exception,
-               memory: MemoryPlan | None = None) -> DeploymentRow:
+def failed_row(
+    matrix: Matrix,
+    planned: PlannedInstance,
+    *,
+    start_order: int,
+    run_id: str,
+    exc: Exception,
+    memory: MemoryPlan | None = None,
+) -> DeploymentRow:
     row = _row(matrix, planned, start_order, run_id, memory)
     if isinstance(exc, DeploymentFailed):
-        return dataclasses.replace(row, failure_class=exc.failure_class, failure_message=str(exc),
-                                   log_excerpt=exc.log_excerpt[-4000:])
+        return dataclasses.replace(
+            row, failure_class=exc.failure_class, failure_message=str(exc), log_excerpt=exc.log_excerpt[-4000:]
+        )
     return dataclasses.replace(row, failure_class="launch_error", failure_message=f"{type(exc).__name__}: {exc}"[:1000])
 
 
@@ -216,8 +295,9 @@ def engine_pids(handles: dict[str, InstanceHandle]) -> dict[str, int]:
     return {i: pid for i, h in handles.items() if (pid := h.pid())}
 
 
-def _row(matrix: Matrix, planned: PlannedInstance, start_order: int, run_id: str,
-         memory: MemoryPlan | None = None) -> DeploymentRow:
+def _row(
+    matrix: Matrix, planned: PlannedInstance, start_order: int, run_id: str, memory: MemoryPlan | None = None
+) -> DeploymentRow:
     engine = matrix.engines[planned.engine_name]
     return DeploymentRow(
         run_id=run_id,

@@ -73,7 +73,7 @@ class Engine(_Strict):
     startup_timeout_s: float = Field(default=120.0, gt=0)
 
     @model_validator(mode="after")
-    def _engine_is_reachable(self) -> "Engine":
+    def _engine_is_reachable(self) -> Engine:
         if self.kind == "external" and not self.url:
             raise ValueError("url: required for an external engine (the server's base URL)")
         return self
@@ -109,9 +109,8 @@ class Instance(_Strict):
     port: int | None = Field(default=None, ge=1, le=65535)
     args: list[str] = []
 
-
     @model_validator(mode="after")
-    def _one_memory_setting(self) -> "Instance":
+    def _one_memory_setting(self) -> Instance:
         if self.memory_share is not None and self.memory_flag is not None:
             raise ValueError("memory_share and memory_flag: give one, not both")
         return self
@@ -131,9 +130,7 @@ class Workload(_Strict):
     # kind prompts: a built-in prompt set name (tasks/data/prompts_<name>.yaml) or a path to such a file.
     prompts: str = "study"
     limit_prompts: int | None = Field(default=None, ge=1)
-    output_lengths: list[Annotated[int, Field(gt=0, le=32768)]] = Field(
-        default=[32, 64, 128, 256], min_length=1
-    )
+    output_lengths: list[Annotated[int, Field(gt=0, le=32768)]] = Field(default=[32, 64, 128, 256], min_length=1)
     # kinds shared_prefix and random. Lengths are in words of a fixed vocabulary, about one token each
     # for BPE tokenizers; the server's usage.prompt_tokens in each row is the measured truth.
     num_requests: int = Field(default=64, ge=1, le=1_000_000)
@@ -149,7 +146,7 @@ class Workload(_Strict):
     temperature: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
-    def _fields_fit_the_kind(self) -> "Workload":
+    def _fields_fit_the_kind(self) -> Workload:
         only = {
             "prompts": {"prompts", "limit_prompts", "output_lengths"},
             "shared_prefix": {"num_requests", "input_tokens", "output_tokens", "groups", "shared_fraction"},
@@ -188,9 +185,11 @@ class Sweep(_Strict):
     stop_ttft_p99_ms: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Sweep":
+    def _consistent(self) -> Sweep:
         if self.low_fraction >= self.high_fraction:
-            raise ValueError(f"low_fraction: must be below high_fraction ({self.low_fraction:g} >= {self.high_fraction:g})")
+            raise ValueError(
+                f"low_fraction: must be below high_fraction ({self.low_fraction:g} >= {self.high_fraction:g})"
+            )
         if self.burstiness is not None and self.arrival != "gamma":
             raise ValueError(f"burstiness: only used with arrival gamma (sweep arrival is {self.arrival})")
         return self
@@ -219,7 +218,7 @@ class Load(_Strict):
     sweep: Sweep | None = None
 
     @model_validator(mode="after")
-    def _levels(self) -> "Load":
+    def _levels(self) -> Load:
         if self.concurrency is None:
             self.concurrency = [] if self.rates or self.sweep else [4]
         if not self.concurrency and not self.rates and not self.sweep:
@@ -278,7 +277,7 @@ class Matrix(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _references_resolve(self) -> "Matrix":
+    def _references_resolve(self) -> Matrix:
         for d_i, dep in enumerate(self.deployments):
             for i_i, inst in enumerate(dep.instances):
                 where = f"deployments.{d_i}.instances.{i_i}"
@@ -288,12 +287,13 @@ class Matrix(_Strict):
                     raise ValueError(f"{where}.model: {inst.model!r} is not one of models: {sorted(self.models)}")
         sweep = self.load.sweep
         if sweep and sweep.workload is not None and sweep.workload not in [w.id for w in self.workloads]:
-            raise ValueError(f"load.sweep.workload: {sweep.workload!r} is not one of workloads: {[w.id for w in self.workloads]}")
+            raise ValueError(
+                f"load.sweep.workload: {sweep.workload!r} is not one of workloads: {[w.id for w in self.workloads]}"
+            )
         _unique("deployments", [d.id for d in self.deployments])
         self._instance_ids_unique()
         _unique("workloads", [w.id for w in self.workloads])
         return self
-
 
     def _instance_ids_unique(self) -> None:
         """Instance ids (explicit, or the generated `<deployment>-<index>`) name rows, cells and
@@ -305,8 +305,10 @@ class Matrix(_Strict):
                 if iid in seen:
                     field = f"{where}.id" if inst.id else where
                     what = "id" if inst.id else "generated id"
-                    raise ValueError(f"{field}: instance {what} {iid!r} is already the id of {seen[iid]}; "
-                                     "instance ids must be unique across all deployments")
+                    raise ValueError(
+                        f"{field}: instance {what} {iid!r} is already the id of {seen[iid]}; "
+                        "instance ids must be unique across all deployments"
+                    )
                 seen[iid] = f"{where}" + ("" if inst.id else f" (generated: {dep.id}-{i_i})")
 
 
@@ -393,8 +395,10 @@ class LoadShape:
 def load_shapes(load: Load) -> list[LoadShape]:
     closed = [LoadShape("closed", concurrency=c) for c in load.concurrency or ()]
     burstiness = (load.burstiness or 1.0) if load.arrival == "gamma" else None
-    open_ = [LoadShape(load.arrival, rate_rps=r, burstiness=burstiness, max_concurrency=load.max_concurrency)
-             for r in load.rates]
+    open_ = [
+        LoadShape(load.arrival, rate_rps=r, burstiness=burstiness, max_concurrency=load.max_concurrency)
+        for r in load.rates
+    ]
     return closed + open_
 
 

@@ -43,23 +43,40 @@ class _Group:
         not collected here: the caller keeps it (a sweep returns its cells with their stop reason)."""
         workload = next(w for w in self.matrix.workloads if w.id == cell.workload_id)
         self.got.engine_metrics += handle.scrape_metrics(self.run_id, cell.cell_id, "before")
-        outcome = self.run_cell(self.matrix, cell, handle.target, handle.request_extras(workload), run_id=self.run_id,
-                                base_dir=self.base_dir, engine_pids=deploy.engine_pids(self.deployed.handles),
-                                label=label)
+        outcome = self.run_cell(
+            self.matrix,
+            cell,
+            handle.target,
+            handle.request_extras(workload),
+            run_id=self.run_id,
+            base_dir=self.base_dir,
+            engine_pids=deploy.engine_pids(self.deployed.handles),
+            label=label,
+        )
         self.got.engine_metrics += handle.scrape_metrics(self.run_id, cell.cell_id, "after")
         handle.check_alive()
         return outcome
 
 
-def bench_group(matrix: Matrix, group: Group, *, run_id: str, run_dir: Path, base_dir: Path,
-                images: dict[str, str], where: str, start: Callable[..., InstanceHandle] | None = None,
-                run_cell: Callable[..., CellOutcome] = bench.run_cell) -> Collected:
+def bench_group(
+    matrix: Matrix,
+    group: Group,
+    *,
+    run_id: str,
+    run_dir: Path,
+    base_dir: Path,
+    images: dict[str, str],
+    where: str,
+    start: Callable[..., InstanceHandle] | None = None,
+    run_cell: Callable[..., CellOutcome] = bench.run_cell,
+) -> Collected:
     """Deploy the group (deploy.deploy_group), run every cell of an instance that is up, then the sweep
     per instance (matrix load.sweep), and stop every instance whatever happens. Returns the group's
     rows and records; raises GroupStopped with them when the group ends early."""
     got = Collected()
-    deployed = deploy.deploy_group(matrix, group, run_id=run_id, run_dir=run_dir, base_dir=base_dir,
-                                   images=images, start=start)
+    deployed = deploy.deploy_group(
+        matrix, group, run_id=run_id, run_dir=run_dir, base_dir=base_dir, images=images, start=start
+    )
     g = _Group(matrix, deployed, got, run_id, base_dir, run_cell)
     try:
         for c_i, cell in enumerate(group.cells, 1):
@@ -73,7 +90,9 @@ def bench_group(matrix: Matrix, group: Group, *, run_id: str, run_dir: Path, bas
                 continue
             measured: list[CellOutcome] = []
 
-            def measure(cell: Cell, handle: InstanceHandle = handle, measured: list[CellOutcome] = measured) -> CellOutcome:
+            def measure(
+                cell: Cell, handle: InstanceHandle = handle, measured: list[CellOutcome] = measured
+            ) -> CellOutcome:
                 measured.append(g.measure(cell, handle, f"{where}, sweep {cell.cell_id}"))
                 return measured[-1]
 

@@ -77,7 +77,9 @@ def start_order(group: Group, matrix: Matrix) -> list[PlannedInstance]:
     return list(group.instances)
 
 
-def plan_group(matrix: Matrix, group: Group, *, total_bytes: int | None = None, free_bytes: int | None = None) -> list[MemoryPlan]:
+def plan_group(
+    matrix: Matrix, group: Group, *, total_bytes: int | None = None, free_bytes: int | None = None
+) -> list[MemoryPlan]:
     """The memory plan of one deployment group, instances in start order.
 
     total_bytes / free_bytes: the real card's (NVML) when planning on the GPU box; else from the
@@ -104,29 +106,58 @@ def plan_group(matrix: Matrix, group: Group, *, total_bytes: int | None = None, 
     return plans
 
 
-def _plan_instance(planned: PlannedInstance, kind: str, model: Model, order: int, total: int | None,
-                   free: int | None, overhead: int) -> MemoryPlan:
+def _plan_instance(
+    planned: PlannedInstance, kind: str, model: Model, order: int, total: int | None, free: int | None, overhead: int
+) -> MemoryPlan:
     spec = planned.spec
     weights = weights_bytes(model)
     per_token = kv_bytes_per_token(model)
     kv_min = per_token * spec.context_length if per_token else None
-    base = dict(instance_id=planned.instance_id, engine_kind=kind, start_order=order, free_before_bytes=free,
-                weights_bytes=weights, kv_min_bytes=kv_min)
+    base = {
+        "instance_id": planned.instance_id,
+        "engine_kind": kind,
+        "start_order": order,
+        "free_before_bytes": free,
+        "weights_bytes": weights,
+        "kv_min_bytes": kv_min,
+    }
 
     # The adapter's flag and what its value is a fraction of (tasks/engines: the engines own them).
     adapter = adapter_for(kind)
     flag, of_what = adapter.memory_flag, adapter.memory_fraction_of
     if flag is None:
-        return MemoryPlan(**base, flag=None, flag_value=None, budget_bytes=None, kv_bytes=None, fits=None,
-                          reason=f"{kind} has no GPU memory flag")
+        return MemoryPlan(
+            **base,
+            flag=None,
+            flag_value=None,
+            budget_bytes=None,
+            kv_bytes=None,
+            fits=None,
+            reason=f"{kind} has no GPU memory flag",
+        )
     if spec.memory_share is None and spec.memory_flag is None:
-        return MemoryPlan(**base, flag=None, flag_value=None, budget_bytes=None, kv_bytes=None, fits=None,
-                          reason=f"no memory_share or memory_flag: {kind} uses its default")
+        return MemoryPlan(
+            **base,
+            flag=None,
+            flag_value=None,
+            budget_bytes=None,
+            kv_bytes=None,
+            fits=None,
+            reason=f"no memory_share or memory_flag: {kind} uses its default",
+        )
     if total is None or free is None:
-        value = spec.memory_flag if spec.memory_flag is not None else (spec.memory_share if of_what == "total" else None)
-        return MemoryPlan(**base, flag=flag if value is not None else None, flag_value=value, budget_bytes=None,
-                          kv_bytes=None, fits=None,
-                          reason="GPU memory unknown: set gpu.memory_total_mib or plan on the GPU box")
+        value = (
+            spec.memory_flag if spec.memory_flag is not None else (spec.memory_share if of_what == "total" else None)
+        )
+        return MemoryPlan(
+            **base,
+            flag=flag if value is not None else None,
+            flag_value=value,
+            budget_bytes=None,
+            kv_bytes=None,
+            fits=None,
+            reason="GPU memory unknown: set gpu.memory_total_mib or plan on the GPU box",
+        )
 
     # The flag, and the budget it gives this instance.
     if spec.memory_flag is not None:
@@ -142,34 +173,84 @@ def _plan_instance(planned: PlannedInstance, kind: str, model: Model, order: int
         value = round(budget / free, 4) if free > 0 else float("inf")
         how = f"share {spec.memory_share} of total = {value:.3f} of the {free / GIB:.1f} GiB free at start"
         if value > SGLANG_MAX_FRACTION:
-            return MemoryPlan(**base, flag=flag, flag_value=value, budget_bytes=budget, kv_bytes=None, fits=False,
-                              reason=f"{how}: above {SGLANG_MAX_FRACTION}, not enough free memory left for this share")
+            return MemoryPlan(
+                **base,
+                flag=flag,
+                flag_value=value,
+                budget_bytes=budget,
+                kv_bytes=None,
+                fits=False,
+                reason=f"{how}: above {SGLANG_MAX_FRACTION}, not enough free memory left for this share",
+            )
 
     if of_what == "total" and budget > free:  # vLLM checks the whole share against free memory at start
-        return MemoryPlan(**base, flag=flag, flag_value=value, budget_bytes=budget, kv_bytes=None, fits=False,
-                          reason=f"{how}: vLLM needs {budget / GIB:.1f} GiB free at start, "
-                                 f"predicted free {free / GIB:.1f} GiB (free memory on device ... is less than desired)")
+        return MemoryPlan(
+            **base,
+            flag=flag,
+            flag_value=value,
+            budget_bytes=budget,
+            kv_bytes=None,
+            fits=False,
+            reason=f"{how}: vLLM needs {budget / GIB:.1f} GiB free at start, "
+            f"predicted free {free / GIB:.1f} GiB (free memory on device ... is less than desired)",
+        )
     if budget + overhead > free:
-        return MemoryPlan(**base, flag=flag, flag_value=value, budget_bytes=budget, kv_bytes=None, fits=False,
-                          reason=f"{how}: {(budget + overhead) / GIB:.1f} GiB with process overhead, "
-                                 f"predicted free {free / GIB:.1f} GiB")
+        return MemoryPlan(
+            **base,
+            flag=flag,
+            flag_value=value,
+            budget_bytes=budget,
+            kv_bytes=None,
+            fits=False,
+            reason=f"{how}: {(budget + overhead) / GIB:.1f} GiB with process overhead, "
+            f"predicted free {free / GIB:.1f} GiB",
+        )
     if weights is None or kv_min is None:
-        return MemoryPlan(**base, flag=flag, flag_value=value, budget_bytes=budget, kv_bytes=None, fits=None,
-                          reason=f"{how}: model architecture unknown (params_b, layers, kv_heads, head_dim)")
+        return MemoryPlan(
+            **base,
+            flag=flag,
+            flag_value=value,
+            budget_bytes=budget,
+            kv_bytes=None,
+            fits=None,
+            reason=f"{how}: model architecture unknown (params_b, layers, kv_heads, head_dim)",
+        )
     kv = budget - weights - activation_bytes(model)
     if kv <= 0:
-        failure = ("Not enough memory (increase --mem-fraction-static)" if kind == "sglang"
-                   else "No available memory for the cache blocks")
-        return MemoryPlan(**base, flag=flag, flag_value=value, budget_bytes=budget, kv_bytes=kv, fits=False,
-                          reason=f"{how}: budget {budget / GIB:.2f} GiB < weights {weights / GIB:.2f} GiB "
-                                 f"+ activations: {failure}")
+        failure = (
+            "Not enough memory (increase --mem-fraction-static)"
+            if kind == "sglang"
+            else "No available memory for the cache blocks"
+        )
+        return MemoryPlan(
+            **base,
+            flag=flag,
+            flag_value=value,
+            budget_bytes=budget,
+            kv_bytes=kv,
+            fits=False,
+            reason=f"{how}: budget {budget / GIB:.2f} GiB < weights {weights / GIB:.2f} GiB + activations: {failure}",
+        )
     if kv < kv_min:
-        return MemoryPlan(**base, flag=flag, flag_value=value, budget_bytes=budget, kv_bytes=kv, fits=False,
-                          reason=f"{how}: KV cache {kv / GIB:.2f} GiB < one {spec.context_length}-token sequence "
-                                 f"({kv_min / GIB:.2f} GiB): lower context_length or raise the share")
-    return MemoryPlan(**base, flag=flag, flag_value=value, budget_bytes=budget, kv_bytes=kv, fits=True,
-                      reason=f"{how}: weights {weights / GIB:.2f} GiB + KV {kv / GIB:.2f} GiB "
-                             f"({kv // per_token:,} tokens)")
+        return MemoryPlan(
+            **base,
+            flag=flag,
+            flag_value=value,
+            budget_bytes=budget,
+            kv_bytes=kv,
+            fits=False,
+            reason=f"{how}: KV cache {kv / GIB:.2f} GiB < one {spec.context_length}-token sequence "
+            f"({kv_min / GIB:.2f} GiB): lower context_length or raise the share",
+        )
+    return MemoryPlan(
+        **base,
+        flag=flag,
+        flag_value=value,
+        budget_bytes=budget,
+        kv_bytes=kv,
+        fits=True,
+        reason=f"{how}: weights {weights / GIB:.2f} GiB + KV {kv / GIB:.2f} GiB ({kv // per_token:,} tokens)",
+    )
 
 
 def sglang_fraction_for(share: float, total_bytes: int, free_bytes: int) -> float:
@@ -187,7 +268,11 @@ def plan_text(matrix: Matrix, card=None, *, matrix_name: str = "", base_dir: Pat
     from tasks.matrix import plan
 
     total = free = None
-    source = f"matrix gpu.memory_total_mib = {matrix.gpu.memory_total_mib}" if matrix.gpu and matrix.gpu.memory_total_mib else "unknown"
+    source = (
+        f"matrix gpu.memory_total_mib = {matrix.gpu.memory_total_mib}"
+        if matrix.gpu and matrix.gpu.memory_total_mib
+        else "unknown"
+    )
     if card is not None:
         total, free = card.memory_total_bytes, card.memory_free_bytes
         source = f"this machine's {card.name} (NVML: {total / GIB:.1f} GiB total, {free / GIB:.1f} GiB free now)"
@@ -204,13 +289,20 @@ def plan_text(matrix: Matrix, card=None, *, matrix_name: str = "", base_dir: Pat
             planned = by_id[mp.instance_id]
             engine = matrix.engines[planned.engine_name]
             mark = {True: "ok  ", False: "FAIL", None: "?   "}[mp.fits]
-            lines.append(f"  {mp.start_order + 1}. [{mark}] {mp.instance_id}: {engine.kind} {engine.version} / {planned.model_name}"
-                         f"  budget {_gib(mp.budget_bytes)} GiB, weights {_gib(mp.weights_bytes)} GiB, KV {_gib(mp.kv_bytes)} GiB,"
-                         f" free before {_gib(mp.free_before_bytes)} GiB")
+            lines.append(
+                f"  {mp.start_order + 1}. [{mark}] {mp.instance_id}: {engine.kind} {engine.version} / {planned.model_name}"
+                f"  budget {_gib(mp.budget_bytes)} GiB, weights {_gib(mp.weights_bytes)} GiB, KV {_gib(mp.kv_bytes)} GiB,"
+                f" free before {_gib(mp.free_before_bytes)} GiB"
+            )
             lines.append(f"     {mp.reason}")
             if adapter_for(engine.kind).memory_flag is not None:  # the command line a GPU engine will get
-                launch = instance_launch(matrix, planned, base_dir=base_dir, port=display_port(planned, mp.start_order),
-                                         memory_args=mp.flag_args())
+                launch = instance_launch(
+                    matrix,
+                    planned,
+                    base_dir=base_dir,
+                    port=display_port(planned, mp.start_order),
+                    memory_args=mp.flag_args(),
+                )
                 lines.append(f"     {launch.image or engine.kind} {' '.join(launch.spec.argv)}")
     lines += ["", f"{not_fitting} group(s) predicted not to fit."]
     return lines

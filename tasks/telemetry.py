@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,15 @@ class Sampler:
     with Sampler(run_id, cell_id, gpu_index=0, pids={"inst-0": 1234}) as s: ...; s.gpu_rows, s.host_rows
     """
 
-    def __init__(self, run_id: str, cell_id: str, *, gpu_index: int | None = 0, pids: dict[str, int] | None = None,
-                 interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        cell_id: str,
+        *,
+        gpu_index: int | None = 0,
+        pids: dict[str, int] | None = None,
+        interval_s: float = 0.5,
+    ) -> None:
         self.run_id, self.cell_id, self.interval_s = run_id, cell_id, interval_s
         self.gpu_index, self.pids = gpu_index, dict(pids or {})
         self.gpu_rows: list[dict] = []
@@ -143,7 +150,7 @@ class Sampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self._reader = None
         if self.gpu_index is not None:
             try:
@@ -171,11 +178,12 @@ class Sampler:
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
     def _sample(self) -> None:
-        at = datetime.now(timezone.utc)
+        at = datetime.now(UTC)
         if self._reader is not None:
             try:
-                self.gpu_rows.append({"run_id": self.run_id, "cell_id": self.cell_id, "sampled_at": at,
-                                      **self._reader.read()})
+                self.gpu_rows.append(
+                    {"run_id": self.run_id, "cell_id": self.cell_id, "sampled_at": at, **self._reader.read()}
+                )
             except Exception as exc:  # a GPU that fell off the bus: note it, keep the cell going
                 self.gpu_unavailable = f"NVML read failed: {exc}"
                 self._reader = None
@@ -184,12 +192,17 @@ class Sampler:
         self._last_cpu = (total, idle)
         load1 = os.getloadavg()[0]
         for instance_id, pid in self.pids.items() or [(None, None)]:
-            self.host_rows.append({
-                "run_id": self.run_id, "cell_id": self.cell_id, "sampled_at": at, "instance_id": instance_id,
-                "cpu_util_pct": 100.0 * (d_total - d_idle) / d_total if d_total > 0 else None,
-                "load1": load1,
-                "engine_rss_bytes": rss_bytes(pid) if pid else None,
-            })
+            self.host_rows.append(
+                {
+                    "run_id": self.run_id,
+                    "cell_id": self.cell_id,
+                    "sampled_at": at,
+                    "instance_id": instance_id,
+                    "cpu_util_pct": 100.0 * (d_total - d_idle) / d_total if d_total > 0 else None,
+                    "load1": load1,
+                    "engine_rss_bytes": rss_bytes(pid) if pid else None,
+                }
+            )
 
 
 def as_dict(info: GpuInfo) -> dict:

@@ -111,8 +111,17 @@ def test_a_docker_api_error_is_not_a_crash(tmp_path):
     )
     with pytest.raises(DockerApiError, match="ConnectionError"):
         instance.is_running()
-    row = DeploymentRow(run_id="r", instance_id="i", deployment_id="d", start_order=0, engine="e",
-                        engine_kind="llamacpp", model="m", launcher="docker", started=True)
+    row = DeploymentRow(
+        run_id="r",
+        instance_id="i",
+        deployment_id="d",
+        start_order=0,
+        engine="e",
+        engine_kind="llamacpp",
+        model="m",
+        launcher="docker",
+        started=True,
+    )
     handle = InstanceHandle(row=row, process=instance)
     assert handle.check_alive() is False
     assert handle.row.failure_class == "docker_api_error"

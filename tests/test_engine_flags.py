@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.launch import instance_launch
 from tasks.engines import sglang as sglang_adapter
 from tasks.engines import vllm as vllm_adapter
+from tasks.launch import instance_launch
 from tasks.matrix import load_matrix, plan
 from tasks.planner import plan_group
 
@@ -40,8 +40,13 @@ def command_lines():
                 engine = matrix.engines[planned.engine_name]
                 if engine.kind not in ("vllm", "sglang"):
                     continue
-                launch = instance_launch(matrix, planned, base_dir=config.parent, port=8000,
-                                         memory_args=memory[planned.instance_id].flag_args())
+                launch = instance_launch(
+                    matrix,
+                    planned,
+                    base_dir=config.parent,
+                    port=8000,
+                    memory_args=memory[planned.instance_id].flag_args(),
+                )
                 yield config.name, planned.instance_id, engine.kind, engine.version, launch.spec.argv
 
 
@@ -76,7 +81,6 @@ def test_the_study_flag_that_sglang_dropped_would_be_caught():
 
 
 def test_memory_flags_reach_the_command_line():
-    matrix, _ = load_matrix(ROOT / "configs" / "rtx5090-seed.yaml")
     argv_by_instance = {c[1]: c[4] for c in CASES if c[0] == "rtx5090-seed.yaml"}
     qwen = argv_by_instance["vllm-qwen-0"]
     assert qwen[qwen.index("--gpu-memory-utilization") + 1] == "0.25"
@@ -91,7 +95,7 @@ def test_memory_flags_reach_the_command_line():
 def test_refresh_parses_add_argument_and_frontend_fields():
     from tasks.engines.flags.refresh import flags_in
 
-    source = '''
+    source = """
 from dataclasses import dataclass
 @dataclass
 class FrontendArgs:
@@ -101,6 +105,13 @@ def add(parser):
     parser.add_argument("--model-path", "--model", type=str)
     parser.add_argument("-tp", "--tensor-parallel-size", type=int)
     group.add_argument("--enable-metrics", action="store_true", help="--not-a-flag")
-'''
-    assert flags_in(source) == {"--host", "--allowed-origins", "--model-path", "--model", "-tp",
-                                "--tensor-parallel-size", "--enable-metrics"}
+"""
+    assert flags_in(source) == {
+        "--host",
+        "--allowed-origins",
+        "--model-path",
+        "--model",
+        "-tp",
+        "--tensor-parallel-size",
+        "--enable-metrics",
+    }

@@ -20,7 +20,9 @@ pytestmark = [pytest.mark.engine, pytest.mark.prefect]
 
 def small_matrix(tmp_path: Path, llama_server: Path, smollm2: Path, *, broken_model: bool = False) -> Path:
     matrix = cpu_engine_matrix(
-        "engine-test", llama_server, smollm2,
+        "engine-test",
+        llama_server,
+        smollm2,
         workloads=[{"id": "study-mini", "prompts": "study", "limit_prompts": 4, "output_lengths": [8, 16]}],
         load={"concurrency": [2], "warmup_requests": 1, "request_timeout_s": 60},
         slo={"ttft_ms": 10_000},
@@ -67,15 +69,21 @@ def test_flow_end_to_end_on_the_real_engine(tmp_path, llama_server, smollm2, pre
     with store.opened(warehouse, read_only=True) as con:
         rows = con.execute(
             "SELECT status, max_tokens, completion_tokens, prompt_tokens, len(chunk_times), engine "
-            "FROM requests WHERE run_id = ?", [result["run_id"]]).fetchall()
+            "FROM requests WHERE run_id = ?",
+            [result["run_id"]],
+        ).fetchall()
         assert len(rows) == 4 * 2
         assert {r[0] for r in rows} == {"ok"}
         # ignore_eos: the server produced exactly max_tokens tokens, and said so in usage.
         assert all(r[2] == r[1] for r in rows), rows
         assert all(r[3] > 0 for r in rows)
         assert all(r[4] >= 1 for r in rows)
-        deps = {r[0]: r[1:] for r in con.execute(
-            "SELECT deployment_id, started, failure_class, log_excerpt, startup_s FROM deployments").fetchall()}
+        deps = {
+            r[0]: r[1:]
+            for r in con.execute(
+                "SELECT deployment_id, started, failure_class, log_excerpt, startup_s FROM deployments"
+            ).fetchall()
+        }
         assert deps["llamacpp-smollm2"][0] is True and deps["llamacpp-smollm2"][3] > 0
         assert deps["broken-model"][0] is False
         assert deps["broken-model"][1] == "model_load_failed"
@@ -83,9 +91,13 @@ def test_flow_end_to_end_on_the_real_engine(tmp_path, llama_server, smollm2, pre
         run_status = con.execute("SELECT status FROM runs WHERE run_id = ?", [result["run_id"]]).fetchone()[0]
         assert run_status == "partial"
         # The engine's own counter moved by at least what the client counted (plus the warmup).
-        before, after = (con.execute(
-            "SELECT value FROM engine_metrics WHERE metric = 'llamacpp:tokens_predicted_total' AND phase = ?",
-            [phase]).fetchone()[0] for phase in ("before", "after"))
+        before, after = (
+            con.execute(
+                "SELECT value FROM engine_metrics WHERE metric = 'llamacpp:tokens_predicted_total' AND phase = ?",
+                [phase],
+            ).fetchone()[0]
+            for phase in ("before", "after")
+        )
         assert after - before >= sum(r[2] for r in rows)
         cell = con.execute("SELECT ok, output_tokens, ttft_ms_p50, tpot_ms_p50 FROM v_cells").fetchone()
         assert cell[0] == 8 and cell[1] == 4 * (8 + 16) and cell[2] > 0 and cell[3] > 0
@@ -115,17 +127,31 @@ def test_cli_run_then_sql(tmp_path, llama_server, smollm2, prefect_server):
     matrix = small_matrix(tmp_path, llama_server, smollm2)
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT)}
     bakeoff = [sys.executable, "-m", "flows.cli"]
-    run = subprocess.run([*bakeoff, "run", str(matrix)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [*bakeoff, "run", str(matrix)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "report:" in run.stdout and "llamacpp-smollm2" in run.stdout
     assert (tmp_path / ".bakeoff" / "bakeoff.duckdb").is_file()  # the matrix's default, relative to cwd
     assert "requests done" in run.stderr + run.stdout  # progress was visible
-    sql = subprocess.run([*bakeoff, "sql", "select count(*) as n from requests where status = 'ok'"], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=120)
+    sql = subprocess.run(
+        [*bakeoff, "sql", "select count(*) as n from requests where status = 'ok'"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert sql.returncode == 0, sql.stderr
     assert "│ 8 " in sql.stdout or "| 8 " in sql.stdout, sql.stdout
-    bad = subprocess.run([*bakeoff, "sql", "select * from no_such_table"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [*bakeoff, "sql", "select * from no_such_table"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "no_such_table" in bad.stderr and "Traceback" not in bad.stderr
     again = subprocess.run([*bakeoff, "report"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
@@ -141,8 +167,9 @@ def test_an_engine_that_dies_under_load_is_recorded_as_crashed(tmp_path, llama_s
 
     matrix, _ = load_matrix(small_matrix(tmp_path, llama_server, smollm2))
     (group,) = plan(matrix)
-    handle = launch_instance(matrix, group.instances[0], start_order=0, run_id="r", run_dir=tmp_path / "run",
-                             base_dir=tmp_path)
+    handle = launch_instance(
+        matrix, group.instances[0], start_order=0, run_id="r", run_dir=tmp_path / "run", base_dir=tmp_path
+    )
     try:
         assert handle.started and handle.check_alive()
         os.kill(handle.pid(), signal.SIGKILL)
@@ -170,8 +197,14 @@ def test_a_cancelled_night_keeps_what_it_measured(tmp_path, llama_server, smollm
     data["workloads"][0].update(limit_prompts=20, output_lengths=[96])  # ~25 s: long enough to interrupt
     matrix.write_text(yaml.safe_dump(data))
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(matrix)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", str(matrix)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 300
         for line in proc.stdout:  # wait until the measured part of the cell has finished a request
@@ -223,13 +256,27 @@ def test_a_crash_seen_after_a_cell_reaches_the_staged_deployments_row(tmp_path, 
             os.waitpid(pid, 0)
         return outcome
 
-    got = bench_group(matrix, group, run_id="r", run_dir=tmp_path / "run", base_dir=tmp_path, images={},
-                      where="group 1/1", run_cell=run_then_kill)
+    got = bench_group(
+        matrix,
+        group,
+        run_id="r",
+        run_dir=tmp_path / "run",
+        base_dir=tmp_path,
+        images={},
+        where="group 1/1",
+        run_cell=run_then_kill,
+    )
     assert [c["cell_id"] if isinstance(c, dict) else c.cell_id for c in got.cells] == [group.cells[0].cell_id]
     (row,) = got.deployments
     assert row.started and row.failure_class == "crashed_mid_run"
-    run = {"run_id": "r", "matrix_name": "m", "matrix_path": str(path), "matrix_sha256": "0" * 64,
-           "started_at": "2026-12-02T00:00:00+00:00", "status": "partial"}
+    run = {
+        "run_id": "r",
+        "matrix_name": "m",
+        "matrix_path": str(path),
+        "matrix_sha256": "0" * 64,
+        "started_at": "2026-12-02T00:00:00+00:00",
+        "status": "partial",
+    }
     staged = store.stage_run(tmp_path / "staged", run, got.deployments, got.cells, records_to_arrow(got.records))
     (staged_row,) = pq.read_table(staged.table_file("deployments")).to_pylist()
     assert staged_row["failure_class"] == "crashed_mid_run" and staged_row["started"] is True

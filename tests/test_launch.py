@@ -31,11 +31,17 @@ def gpu_matrix(tmp_path: Path, engines: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("kind", "use_gpu", "gets_gpu"), [
-    ("llamacpp", None, False), ("llamacpp", True, True),
-    ("vllm", None, True), ("vllm", False, False),
-    ("sglang", None, True), ("sglang", False, False),
-])
+@pytest.mark.parametrize(
+    ("kind", "use_gpu", "gets_gpu"),
+    [
+        ("llamacpp", None, False),
+        ("llamacpp", True, True),
+        ("vllm", None, True),
+        ("vllm", False, False),
+        ("sglang", None, True),
+        ("sglang", False, False),
+    ],
+)
 def test_compose_and_a_night_give_the_gpu_by_the_same_rule(tmp_path, kind, use_gpu, gets_gpu):
     engine = {"kind": kind, "launcher": "docker", "image": f"img/{kind}", "version": "1"}
     if use_gpu is not None:
@@ -59,8 +65,13 @@ def test_compose_and_plan_print_the_command_line_a_night_runs():
         services = yaml.safe_load(compose_file(matrix, group.deployment_id, SEED.parent))["services"]
         for planned in group.instances:
             mp = memory[planned.instance_id]
-            night = instance_launch(matrix, planned, base_dir=SEED.parent, port=display_port(planned, mp.start_order),
-                                    memory_args=mp.flag_args())
+            night = instance_launch(
+                matrix,
+                planned,
+                base_dir=SEED.parent,
+                port=display_port(planned, mp.start_order),
+                memory_args=mp.flag_args(),
+            )
             assert services[planned.instance_id]["command"] == night.spec.argv
             assert f"{night.image} {' '.join(night.spec.argv)}" in lines
 

@@ -59,26 +59,59 @@ def test_plan_is_the_product_of_instances_workloads_levels_repeats(tmp_path):
     "mutate, expected",
     [
         (lambda d: d["engines"]["llamacpp-cpu"].update(kind="tgi"), "engines.llamacpp-cpu.kind: 'tgi' is not allowed"),
-        (lambda d: d["deployments"][0]["instances"][0].update(engine="nope"), "deployments.0.instances.0.engine: 'nope' is not one of engines"),
-        (lambda d: d["deployments"][0]["instances"][0].update(model="nope"), "deployments.0.instances.0.model: 'nope' is not one of models"),
+        (
+            lambda d: d["deployments"][0]["instances"][0].update(engine="nope"),
+            "deployments.0.instances.0.engine: 'nope' is not one of engines",
+        ),
+        (
+            lambda d: d["deployments"][0]["instances"][0].update(model="nope"),
+            "deployments.0.instances.0.model: 'nope' is not one of models",
+        ),
         (lambda d: d["load"].update(concurrency=[0]), "load.concurrency.0: Input should be greater than or equal to 1"),
-        (lambda d: d["workloads"][0].update(output_lengths=[]), "workloads.0.output_lengths: List should have at least 1 item"),
-        (lambda d: d["deployments"][0]["instances"][0].update(memory_share=1.5), "deployments.0.instances.0.memory_share: Input should be less than or equal to 1"),
+        (
+            lambda d: d["workloads"][0].update(output_lengths=[]),
+            "workloads.0.output_lengths: List should have at least 1 item",
+        ),
+        (
+            lambda d: d["deployments"][0]["instances"][0].update(memory_share=1.5),
+            "deployments.0.instances.0.memory_share: Input should be less than or equal to 1",
+        ),
         (lambda d: d.update(concurrency=[4]), "concurrency: unknown field"),
         (lambda d: d.pop("engines"), "engines: required field is missing"),
-        (lambda d: d["engines"].update({"bad name!": d["engines"]["llamacpp-cpu"]}), "name 'bad name!' must be letters"),
+        (
+            lambda d: d["engines"].update({"bad name!": d["engines"]["llamacpp-cpu"]}),
+            "name 'bad name!' must be letters",
+        ),
         (lambda d: d["engines"]["llamacpp-cpu"].update(kind="external"), "url: required for an external engine"),
         (lambda d: d["deployments"].append(d["deployments"][0]), "deployments: ids must be unique"),
-        (lambda d: d["deployments"][0]["instances"].extend([dict(d["deployments"][0]["instances"][0], id="twin")] * 2),
-         "deployments.0.instances.2.id: instance id 'twin' is already the id of deployments.0.instances.1;"),
-        (lambda d: [d["deployments"][0]["instances"][0].update(id="twin"),
-                    d["deployments"].append({"id": "other", "instances": [dict(d["deployments"][0]["instances"][0])]})],
-         "deployments.1.instances.0.id: instance id 'twin' is already the id of deployments.0.instances.0;"),
-        (lambda d: d["deployments"][0]["instances"].append(dict(d["deployments"][0]["instances"][0], id="llamacpp-smollm2-0")),
-         "deployments.0.instances.1.id: instance id 'llamacpp-smollm2-0' is already the id of deployments.0.instances.0 "
-         "(generated: llamacpp-smollm2-0)"),
-        (lambda d: [d["deployments"][0]["instances"].insert(0, dict(d["deployments"][0]["instances"][0], id="llamacpp-smollm2-1"))],
-         "deployments.0.instances.1: instance generated id 'llamacpp-smollm2-1' is already the id of deployments.0.instances.0;"),
+        (
+            lambda d: d["deployments"][0]["instances"].extend(
+                [dict(d["deployments"][0]["instances"][0], id="twin")] * 2
+            ),
+            "deployments.0.instances.2.id: instance id 'twin' is already the id of deployments.0.instances.1;",
+        ),
+        (
+            lambda d: [
+                d["deployments"][0]["instances"][0].update(id="twin"),
+                d["deployments"].append({"id": "other", "instances": [dict(d["deployments"][0]["instances"][0])]}),
+            ],
+            "deployments.1.instances.0.id: instance id 'twin' is already the id of deployments.0.instances.0;",
+        ),
+        (
+            lambda d: d["deployments"][0]["instances"].append(
+                dict(d["deployments"][0]["instances"][0], id="llamacpp-smollm2-0")
+            ),
+            "deployments.0.instances.1.id: instance id 'llamacpp-smollm2-0' is already the id of deployments.0.instances.0 "
+            "(generated: llamacpp-smollm2-0)",
+        ),
+        (
+            lambda d: [
+                d["deployments"][0]["instances"].insert(
+                    0, dict(d["deployments"][0]["instances"][0], id="llamacpp-smollm2-1")
+                )
+            ],
+            "deployments.0.instances.1: instance generated id 'llamacpp-smollm2-1' is already the id of deployments.0.instances.0;",
+        ),
     ],
 )
 def test_bad_field_names_file_field_and_rule(tmp_path, mutate, expected):
@@ -105,8 +138,14 @@ def test_missing_file(tmp_path):
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ def test_sglang_as_the_planner_sets_it_fits(seed):
     order = sorted(p.values(), key=lambda x: x.start_order)
     assert [x.instance_id for x in order] == ["sglang-planned-yi", "sglang-planned-qwen", "sglang-planned-tinyllama"]
     free = FREE0
-    for x, share in zip(order, (0.45, 0.25, 0.15)):
+    for x, share in zip(order, (0.45, 0.25, 0.15), strict=True):
         assert x.free_before_bytes == free
         assert x.flag_value == pytest.approx(share * TOTAL / free, abs=1e-4)
         assert x.flag_value > share  # a later instance needs a larger fraction than its share
@@ -80,7 +80,7 @@ def test_a_share_that_cannot_be_free_any_more(seed):
     group = groups["sglang-three-planned"]
     # A 16 GB card: after Yi's 45%, Qwen's 25% of the total needs more than 0.9 of what is free.
     out = plan_group(matrix, group, total_bytes=16 * GIB, free_bytes=16 * GIB)
-    assert [p.fits for p in sorted(out, key=lambda p: p.start_order)][0] is False  # Yi's weights alone: 11.3 GiB > 7.2
+    assert min(out, key=lambda p: p.start_order).fits is False  # Yi's weights alone: 11.3 GiB > 7.2
 
 
 def test_unknown_gpu_cannot_tell(seed):

@@ -35,8 +35,15 @@ class EngineAdapter:
         """Whether an instance of this engine gets the matrix's GPU (`engines.*.use_gpu` decides when set)."""
         return self.gpu_by_default if engine.use_gpu is None else engine.use_gpu
 
-    def launch_spec(self, engine: Engine, inst: Instance, model_path: Path | str, served_name: str, port: int,
-                    memory_args: list[str] = ()) -> LaunchSpec:
+    def launch_spec(
+        self,
+        engine: Engine,
+        inst: Instance,
+        model_path: Path | str,
+        served_name: str,
+        port: int,
+        memory_args: list[str] = (),
+    ) -> LaunchSpec:
         """The server's command line. `memory_args` come from the planner (tasks/planner.py)."""
         raise NotImplementedError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 from tasks.engines.base import EngineAdapter, LaunchSpec
 from tasks.matrix import Engine, Instance, MatrixError
@@ -21,7 +22,7 @@ class LlamaCppAdapter(EngineAdapter):
     health_path = "/health"  # 503 while the model loads, 200 when ready
     metrics_path = "/metrics"  # served with --metrics
     # Log lines from tools/server/server.cpp, server-http.cpp and llama.cpp's model loader.
-    failure_patterns = [
+    failure_patterns: ClassVar[list[tuple[str, str]]] = [
         ("port_in_use", r"couldn't bind HTTP server socket"),
         ("model_not_found", r"failed to open GGUF file|No such file or directory"),
         ("out_of_memory", r"failed to allocate|out of memory|unable to allocate"),
@@ -37,17 +38,30 @@ class LlamaCppAdapter(EngineAdapter):
             return Path(os.environ["BAKEOFF_LLAMA_SERVER"])
         return cached_binary(engine.version)
 
-    def launch_spec(self, engine: Engine, inst: Instance, model_path: Path | str, served_name: str, port: int,
-                    memory_args: list[str] = ()) -> LaunchSpec:
+    def launch_spec(
+        self,
+        engine: Engine,
+        inst: Instance,
+        model_path: Path | str,
+        served_name: str,
+        port: int,
+        memory_args: list[str] = (),
+    ) -> LaunchSpec:
         args = [
-            "--model", str(model_path),
-            "--alias", served_name,
+            "--model",
+            str(model_path),
+            "--alias",
+            served_name,
             # In a container on a bridge network it must listen beyond its own loopback.
-            "--host", "0.0.0.0" if engine.launcher == "docker" and engine.network == "bridge" else "127.0.0.1",
-            "--port", str(port),
+            "--host",
+            "0.0.0.0" if engine.launcher == "docker" and engine.network == "bridge" else "127.0.0.1",
+            "--port",
+            str(port),
             # The context is split between slots: each of the `parallel` slots gets ctx/parallel.
-            "--ctx-size", str(inst.context_length * inst.parallel),
-            "--parallel", str(inst.parallel),
+            "--ctx-size",
+            str(inst.context_length * inst.parallel),
+            "--parallel",
+            str(inst.parallel),
             "--metrics",
             *engine.args,
             *inst.args,
@@ -61,4 +75,3 @@ class LlamaCppAdapter(EngineAdapter):
                 "or set BAKEOFF_LLAMA_SERVER"
             )
         return LaunchSpec(argv=[str(binary), *args], env=dict(engine.env), port=port)
-

@@ -19,7 +19,8 @@ PROFILES: dict[str, list[str]] = {
         "--disable-cuda-graph",
         "--disable-custom-all-reduce",
         "--disable-radix-cache",
-        "--attention-backend", "torch_native",
+        "--attention-backend",
+        "torch_native",
     ],
 }
 
@@ -33,16 +34,31 @@ class SglangAdapter(EngineAdapter):
     memory_fraction_of = "free_at_start"
     gpu_by_default = True
 
-    def launch_spec(self, engine: Engine, inst: Instance, model_path: Path | str, served_name: str, port: int,
-                    memory_args: list[str] = ()) -> LaunchSpec:
+    def launch_spec(
+        self,
+        engine: Engine,
+        inst: Instance,
+        model_path: Path | str,
+        served_name: str,
+        port: int,
+        memory_args: list[str] = (),
+    ) -> LaunchSpec:
         argv = [
-            "python3", "-m", "sglang.launch_server",
-            "--model-path", str(model_path),
-            "--served-model-name", served_name,
-            "--host", "0.0.0.0",
-            "--port", str(port),
-            "--context-length", str(inst.context_length),
-            "--max-running-requests", str(inst.parallel),
+            "python3",
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            str(model_path),
+            "--served-model-name",
+            served_name,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+            "--context-length",
+            str(inst.context_length),
+            "--max-running-requests",
+            str(inst.parallel),
             "--enable-metrics",
             *memory_args,
             *PROFILES.get(engine.profile or "", []),

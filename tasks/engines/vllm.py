@@ -24,16 +24,29 @@ class VllmAdapter(EngineAdapter):
     memory_fraction_of = "total"
     gpu_by_default = True
 
-    def launch_spec(self, engine: Engine, inst: Instance, model_path: Path | str, served_name: str, port: int,
-                    memory_args: list[str] = ()) -> LaunchSpec:
+    def launch_spec(
+        self,
+        engine: Engine,
+        inst: Instance,
+        model_path: Path | str,
+        served_name: str,
+        port: int,
+        memory_args: list[str] = (),
+    ) -> LaunchSpec:
         # The image's entrypoint is the OpenAI server; these are its arguments.
         argv = [
-            "--model", str(model_path),
-            "--served-model-name", served_name,
-            "--host", "0.0.0.0",
-            "--port", str(port),
-            "--max-model-len", str(inst.context_length),
-            "--max-num-seqs", str(inst.parallel),
+            "--model",
+            str(model_path),
+            "--served-model-name",
+            served_name,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+            "--max-model-len",
+            str(inst.context_length),
+            "--max-num-seqs",
+            str(inst.parallel),
             *memory_args,
             *PROFILES.get(engine.profile or "", []),
             *engine.args,

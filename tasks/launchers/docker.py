@@ -8,6 +8,7 @@ crashed one left behind (`remove_leftovers`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import socket
@@ -25,7 +26,7 @@ log = logging.getLogger("bakeoff.docker")
 LABEL = "bakeoff.managed"
 # Which process started a container: a later run removes only containers whose owner is gone.
 OWNER_HOST, OWNER_PID = "bakeoff.owner_host", "bakeoff.owner_pid"
-_LIVE: set["DockerInstance"] = set()
+_LIVE: set[DockerInstance] = set()
 
 
 class DockerApiError(RuntimeError):
@@ -55,8 +56,11 @@ class DockerInstance:
     def start(self) -> None:
         from docker.types import DeviceRequest
 
-        devices = ([DeviceRequest(device_ids=[str(self.gpu_index)], capabilities=[["gpu"]])]
-                   if self.gpu_index is not None else None)
+        devices = (
+            [DeviceRequest(device_ids=[str(self.gpu_index)], capabilities=[["gpu"]])]
+            if self.gpu_index is not None
+            else None
+        )
         log.info("starting container %s from %s: %s", self.name, self.image, " ".join(self.spec.argv))
         self.container = self.client.containers.run(
             self.image,
@@ -84,7 +88,7 @@ class DockerInstance:
     def _tail_to_log(self, text: str) -> None:
         """Live tail: new container log lines go to the bakeoff log (and the Prefect run log)."""
         lines = text.splitlines()
-        for line in lines[self._log_lines_seen:]:
+        for line in lines[self._log_lines_seen :]:
             if line.strip():
                 log.info("%s | %s", self.name, line[:300])
         self._log_lines_seen = len(lines)
@@ -101,8 +105,11 @@ class DockerInstance:
                     self.save_log()
                     code = self.container.attrs.get("State", {}).get("ExitCode")
                     cls = self.adapter.classify_failure(text) or "exited_at_start"
-                    raise DeploymentFailed(cls, f"container exited with code {code} before it was healthy",
-                                           "\n".join(text.splitlines()[-40:]))
+                    raise DeploymentFailed(
+                        cls,
+                        f"container exited with code {code} before it was healthy",
+                        "\n".join(text.splitlines()[-40:]),
+                    )
                 try:
                     if client.get(url).status_code == 200:
                         return time.monotonic() - t0
@@ -110,8 +117,11 @@ class DockerInstance:
                     pass
                 if time.monotonic() - t0 > timeout_s:
                     self.save_log()
-                    raise DeploymentFailed("health_timeout", f"{url} not healthy after {timeout_s:.0f} s",
-                                           "\n".join(text.splitlines()[-40:]))
+                    raise DeploymentFailed(
+                        "health_timeout",
+                        f"{url} not healthy after {timeout_s:.0f} s",
+                        "\n".join(text.splitlines()[-40:]),
+                    )
                 time.sleep(0.5)
 
     def pid(self) -> int | None:
@@ -151,15 +161,12 @@ class DockerInstance:
         _LIVE.discard(self)
         if self.container is None:
             return
-        try:
+        # Teardown must not fail: a container that is already gone, or a daemon that is, is left as is.
+        with contextlib.suppress(Exception):
             self.save_log()
             self.container.stop(timeout=int(grace_s))
-        except Exception:
-            pass
-        try:
+        with contextlib.suppress(Exception):
             self.container.remove(force=True)
-        except Exception:
-            pass
         self.container = None
 
 

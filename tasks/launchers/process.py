@@ -23,7 +23,7 @@ from tasks.telemetry import rss_bytes
 
 log = logging.getLogger("bakeoff.launcher")
 
-_LIVE: set["ProcessInstance"] = set()
+_LIVE: set[ProcessInstance] = set()
 
 
 class DeploymentFailed(RuntimeError):
@@ -96,9 +96,7 @@ class ProcessInstance:
                     pass  # not listening yet
                 if time.monotonic() - t0 > timeout_s:
                     text = log_tail(self.log_path)
-                    raise DeploymentFailed(
-                        "health_timeout", f"{url} not healthy after {timeout_s:.0f} s", text
-                    )
+                    raise DeploymentFailed("health_timeout", f"{url} not healthy after {timeout_s:.0f} s", text)
                 time.sleep(0.25)
 
     def rss_bytes(self) -> int | None:

@@ -13,7 +13,6 @@ line against these lists, so an adapter that emits a flag its pinned version lac
 from __future__ import annotations
 
 import ast
-import io
 import subprocess
 import sys
 import tarfile
@@ -34,12 +33,40 @@ PIP = ["python3", "-m", "pip"]
 
 
 def download(package: str, version: str, into: Path) -> Path:
-    wheel = [*PIP, "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-             "--python-version", "3.12", "--platform", "manylinux1_x86_64", "--platform", "manylinux2014_x86_64",
-             "--platform", "manylinux_2_28_x86_64", "--platform", "any", f"{package}=={version}", "-d", str(into)]
+    wheel = [
+        *PIP,
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--python-version",
+        "3.12",
+        "--platform",
+        "manylinux1_x86_64",
+        "--platform",
+        "manylinux2014_x86_64",
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "--platform",
+        "any",
+        f"{package}=={version}",
+        "-d",
+        str(into),
+    ]
     if subprocess.run(wheel, capture_output=True).returncode != 0:
-        sdist = [*PIP, "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                 "--no-build-isolation", f"{package}=={version}", "-d", str(into)]
+        sdist = [
+            *PIP,
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--no-build-isolation",
+            f"{package}=={version}",
+            "-d",
+            str(into),
+        ]
         subprocess.run(sdist, check=True, capture_output=True)
     (found,) = [p for p in into.iterdir() if p.suffix in (".whl", ".gz")]
     return found
@@ -86,8 +113,10 @@ def main(engine: str, version: str) -> Path:
         sources = read_sources(archive, SOURCES[engine])
         flags = set().union(*(flags_in(text) for text in sources.values()))
     out = HERE / f"{engine}-{version}.txt"
-    header = [f"# {engine} {version}: flags from {', '.join(SOURCES[engine])} in {archive.name} (PyPI)",
-              "# written by: python -m tasks.engines.flags.refresh " + f"{engine} {version}"]
+    header = [
+        f"# {engine} {version}: flags from {', '.join(SOURCES[engine])} in {archive.name} (PyPI)",
+        "# written by: python -m tasks.engines.flags.refresh " + f"{engine} {version}",
+    ]
     out.write_text("\n".join(header + sorted(flags)) + "\n")
     print(f"{out}: {len(flags)} flags")
     return out
