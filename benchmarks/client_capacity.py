@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: the project's packages are imp
 
 from benchmarks import aiohttp_reference  # noqa: E402
 from tasks.loadgen import Target, quantile, run_load  # noqa: E402
-from tasks.matrix import LoadShape  # noqa: E402
+from tasks.plan import LoadShape  # noqa: E402
 from tasks.workloads import RequestSpec  # noqa: E402
 
 NGINX_CONF = """

@@ -40,7 +40,8 @@ def cmd_run(
     from flows.environment import prefect_defaults
     from tasks import progress
     from tasks.deploy import preflight
-    from tasks.matrix import load_matrix, plan
+    from tasks.matrix import load_matrix
+    from tasks.plan import plan
 
     # Fail fast (exit 2, one line) before Prefect starts its server or any engine starts.
     loaded, _ = load_matrix(matrix)
@@ -72,8 +73,8 @@ def _print_run(result: dict) -> None:
 @app.command("plan")
 def cmd_plan(matrix: Annotated[str, typer.Argument()] = DEFAULT_MATRIX) -> int:
     """Print deployment groups, start order, flags and predicted memory; start nothing."""
+    from tasks.gpu_memory import plan_text, planning_card
     from tasks.matrix import load_matrix
-    from tasks.planner import plan_text, planning_card
 
     loaded, _ = load_matrix(matrix)
     print("\n".join(plan_text(loaded, planning_card(loaded), matrix_name=matrix, base_dir=Path(matrix).resolve().parent)))

@@ -16,7 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from reports import render_run
 from tasks import bench, deploy, images, night
 from tasks.errors import NightFailed
-from tasks.matrix import load_matrix, plan
+from tasks.matrix import load_matrix
+from tasks.plan import plan
 from tasks.records import records_to_arrow
 from tasks.runs import Collected, new_run
 from warehouse import chunks, store

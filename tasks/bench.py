@@ -9,13 +9,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
-
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tasks import progress
 from tasks.loadgen import KEPT_UP_P99_MS, Target, quantile, run_load
-from tasks.matrix import Cell, LoadShape, Matrix, PlannedInstance, Sweep
+from tasks.matrix import Matrix, Sweep
+from tasks.plan import Cell, LoadShape, PlannedInstance
 from tasks.records import RequestRecord
 from tasks.telemetry import Sampler
 from tasks.workloads import RequestSpec, build_requests

@@ -8,9 +8,10 @@ from pathlib import Path
 import yaml
 
 from tasks.engines import adapter_for
+from tasks.gpu_memory import plan_group
 from tasks.launch import display_port, instance_launch
-from tasks.matrix import Matrix, MatrixError, plan
-from tasks.planner import plan_group
+from tasks.matrix import Matrix, MatrixError
+from tasks.plan import plan
 
 
 def compose_file(matrix: Matrix, deployment_id: str, base_dir: Path) -> str:

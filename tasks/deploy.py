@@ -15,13 +15,14 @@ from pathlib import Path
 from tasks import telemetry
 from tasks.engine_metrics import scrape
 from tasks.engines import adapter_for
+from tasks.gpu_memory import MemoryPlan, plan_group, sglang_fraction_for
 from tasks.images import docker_client, image_spec
 from tasks.launch import instance_launch
 from tasks.launchers.docker import DockerApiError, DockerInstance
 from tasks.launchers.process import DeploymentFailed, ProcessInstance, free_port, log_tail
 from tasks.loadgen import Target
-from tasks.matrix import Group, Matrix, MatrixError, PlannedInstance, Workload, plan
-from tasks.planner import MemoryPlan, plan_group, sglang_fraction_for
+from tasks.matrix import Matrix, MatrixError, Workload
+from tasks.plan import Group, PlannedInstance, plan
 from tasks.records import DeploymentRow
 
 log = logging.getLogger("bakeoff.deploy")

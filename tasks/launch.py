@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.engines import LaunchSpec, adapter_for
-from tasks.matrix import Matrix, MatrixError, Model, PlannedInstance
+from tasks.matrix import Matrix, MatrixError, Model
+from tasks.plan import PlannedInstance
 
 # The port an instance is shown with where nothing is started (`bakeoff compose`, `bakeoff plan`):
 # its own `port`, else this + its position in the group. A night picks a free port instead.

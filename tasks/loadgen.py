@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tasks.matrix import LoadShape
+from tasks.plan import LoadShape
 from tasks.records import RequestRecord
 from tasks.streaming_client import ABORT, CONTINUE, DONE, StreamError, StreamingClient
 from tasks.workloads import RequestSpec

@@ -13,7 +13,8 @@ from pathlib import Path
 from tasks import bench, deploy
 from tasks.bench import CellInterrupted, CellOutcome
 from tasks.deploy import DeployedGroup, InstanceHandle
-from tasks.matrix import Cell, Group, Matrix
+from tasks.matrix import Matrix
+from tasks.plan import Cell, Group
 from tasks.runs import Collected
 
 

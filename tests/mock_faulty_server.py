@@ -79,7 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MockFaultyServer:
-    def __enter__(self) -> "MockFaultyServer":
+    def __enter__(self) -> MockFaultyServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.bodies = []

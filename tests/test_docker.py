@@ -145,7 +145,8 @@ def test_bridge_network_publishes_the_port(docker_client, base_image, llama_serv
     import httpx
 
     from tasks.deploy import launch_instance
-    from tasks.matrix import load_matrix, plan
+    from tasks.matrix import load_matrix
+    from tasks.plan import plan
 
     matrix_file = tmp_path / "matrix.yaml"
     matrix_file.write_text(yaml.safe_dump({

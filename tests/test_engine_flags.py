@@ -10,9 +10,10 @@ import pytest
 
 from tasks.engines import sglang as sglang_adapter
 from tasks.engines import vllm as vllm_adapter
+from tasks.gpu_memory import plan_group
 from tasks.launch import instance_launch
-from tasks.matrix import load_matrix, plan
-from tasks.planner import plan_group
+from tasks.matrix import load_matrix
+from tasks.plan import plan
 
 ROOT = Path(__file__).resolve().parent.parent
 FLAGS_DIR = ROOT / "tasks" / "engines" / "flags"

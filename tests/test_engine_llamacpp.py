@@ -163,7 +163,8 @@ def test_an_engine_that_dies_under_load_is_recorded_as_crashed(tmp_path, llama_s
     import signal
 
     from tasks.deploy import launch_instance
-    from tasks.matrix import load_matrix, plan
+    from tasks.matrix import load_matrix
+    from tasks.plan import plan
 
     matrix, _ = load_matrix(small_matrix(tmp_path, llama_server, smollm2))
     (group,) = plan(matrix)
@@ -238,8 +239,9 @@ def test_a_crash_seen_after_a_cell_reaches_the_staged_deployments_row(tmp_path, 
     import pyarrow.parquet as pq
 
     from tasks import bench
-    from tasks.matrix import load_matrix, plan
+    from tasks.matrix import load_matrix
     from tasks.night import bench_group
+    from tasks.plan import plan
     from warehouse import store
 
     path = small_matrix(tmp_path, llama_server, smollm2)

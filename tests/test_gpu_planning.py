@@ -42,8 +42,9 @@ def test_plan_reads_the_real_card(capsys):
 def test_sglang_share_follows_the_memory_free_now():
     torch = import_or_require("torch", "BAKEOFF_REQUIRE_GPU", "torch stands in for an engine already on the card")
     from tasks.deploy import _memory_args
-    from tasks.matrix import load_matrix, plan
-    from tasks.planner import plan_group
+    from tasks.gpu_memory import plan_group
+    from tasks.matrix import load_matrix
+    from tasks.plan import plan
 
     matrix, _ = load_matrix(SEED)
     group = next(g for g in plan(matrix) if g.deployment_id == "sglang-three-planned")

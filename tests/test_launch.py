@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from tasks.compose import compose_file
+from tasks.gpu_memory import plan_group, plan_text
 from tasks.launch import display_port, instance_launch
-from tasks.matrix import load_matrix, plan
-from tasks.planner import plan_group, plan_text
+from tasks.matrix import load_matrix
+from tasks.plan import plan
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "configs" / "rtx5090-seed.yaml"

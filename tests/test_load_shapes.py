@@ -12,7 +12,8 @@ import yaml
 
 from tasks.bench import cycled, run_cell
 from tasks.loadgen import ClientOverhead, Target, arrival_offsets_ns, paced, quantile, run_load
-from tasks.matrix import LoadShape, MatrixError, load_matrix, plan
+from tasks.matrix import MatrixError, load_matrix
+from tasks.plan import LoadShape, plan
 from tasks.workloads import RequestSpec
 from tests import builders
 from tests.mock_faulty_server import MockFaultyServer

@@ -3,15 +3,14 @@ SmolLM2), through bench.run_cell, then into a real warehouse: small cells, short
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from tasks import deploy
 from tasks.bench import run_cell
 from tasks.loadgen import arrival_offsets_ns
-from tasks.matrix import load_matrix, plan
+from tasks.matrix import load_matrix
+from tasks.plan import plan
 from tests import builders
 
 pytestmark = pytest.mark.engine

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.matrix import MatrixError, load_matrix, plan
+from tasks.matrix import MatrixError, load_matrix
+from tasks.plan import plan
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs" / "cpu-smoke.yaml"

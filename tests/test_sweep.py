@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from tasks.bench import CellOutcome, completed_rate_rps, run_sweep, sweep_rates, sweep_stop_reason
-from tasks.matrix import Cell, MatrixError, Sweep, load_matrix, plan
+from tasks.matrix import MatrixError, Sweep, load_matrix
+from tasks.plan import Cell, plan
 from tests import builders
 
 S = 1_000_000_000  # ns

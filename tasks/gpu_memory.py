@@ -1,4 +1,4 @@
-"""The co-location planner: from "this instance may use X of the GPU" to each engine's own flag,
+"""GPU memory planning for co-location: from "this instance may use X of the GPU" to each engine's own flag,
 a safe start order, and a prediction of whether the group fits, before anything starts.
 
 Memory semantics (DESIGN.md, checked against the engines' sources):
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.engines import adapter_for
-from tasks.matrix import Group, Matrix, Model, PlannedInstance
+from tasks.matrix import Matrix, Model
+from tasks.plan import Group, PlannedInstance
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -265,7 +266,7 @@ def plan_text(matrix: Matrix, card=None, *, matrix_name: str = "", base_dir: Pat
     to plan against the matrix's `gpu.memory_total_mib`. base_dir: the matrix file's folder (model
     paths are relative to it). Starts nothing."""
     from tasks.launch import display_port, instance_launch
-    from tasks.matrix import plan
+    from tasks.plan import plan
 
     total = free = None
     source = (

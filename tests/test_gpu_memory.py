@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from tasks.matrix import load_matrix, plan
-from tasks.planner import GIB, MIB, activation_bytes, kv_bytes_per_token, plan_group, sglang_fraction_for, weights_bytes
+from tasks.gpu_memory import (
+    GIB,
+    MIB,
+    activation_bytes,
+    kv_bytes_per_token,
+    plan_group,
+    sglang_fraction_for,
+    weights_bytes,
+)
+from tasks.matrix import load_matrix
+from tasks.plan import plan
 
 SEED = Path(__file__).resolve().parent.parent / "configs" / "rtx5090-seed.yaml"
 TOTAL = 32607 * MIB
