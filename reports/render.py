@@ -9,7 +9,8 @@ Everything shown is aggregated here in polars first; the charts only ever see sm
 (Altair refuses data sets above 5,000 rows). The HTML page embeds the Vega / Vega-Lite /
 vega-embed JavaScript bundle from vl-convert once, so it opens offline (no CDN).
 
-This module imports only polars, altair, vl_convert and the standard library.
+This module imports only polars, altair, vl_convert, the standard library and the request statuses
+(tasks/records.py's, as the gate's suites admit them: reports import warehouse, not tasks).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 import altair as alt
 import polars as pl
 
+from warehouse.suites import STATUSES
+
 __all__ = [
     "CHART_IDS",
     "METRIC_DEFINITIONS",
@@ -37,7 +40,6 @@ __all__ = [
 ]
 
 LATENCY_METRICS: tuple[tuple[str, str], ...] = (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2e_ms", "E2E"))
-STATUSES: tuple[str, ...] = ("ok", "http_error", "timeout", "disconnected", "bad_stream", "cancelled")
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "run_id", "cell_id", "deployment_id", "engine", "model", "workload_id", "concurrency", "repeat",
