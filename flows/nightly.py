@@ -93,9 +93,9 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
                 for planned in group.instances if matrix.load.sweep else ():
                     handle = handles.get(planned.instance_id)
                     if handle is not None and handle.check_alive():
-                        bench.run_sweep(matrix, planned, lambda cell: _bench(
+                        got.replace_cells(bench.run_sweep(matrix, planned, lambda cell: _bench(
                             matrix, cell, handle, handles, got, run_id=run_id, base_dir=base_dir,
-                            label=f"{where}, sweep {cell.cell_id}"))
+                            label=f"{where}, sweep {cell.cell_id}")))  # the returned rows carry the stop reason
             finally:
                 for handle in reversed(list(handles.values())):
                     handle.stop()  # always, even when a cell raised

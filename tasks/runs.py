@@ -71,7 +71,7 @@ class Collected:
     """Everything a night gathers before it is staged: rows per table, raw records."""
 
     deployments: list[dict] = field(default_factory=list)
-    cells: list[dict] = field(default_factory=list)
+    cells: list = field(default_factory=list)  # tasks.records.CellRow
     records: list = field(default_factory=list)
     gpu_samples: list[dict] = field(default_factory=list)
     host_samples: list[dict] = field(default_factory=list)
@@ -83,6 +83,12 @@ class Collected:
         self.records.extend(outcome.records)
         self.gpu_samples.extend(outcome.gpu_samples)
         self.host_samples.extend(outcome.host_samples)
+
+    def replace_cells(self, outcomes) -> None:
+        """Rows returned after their cell was collected (run_sweep sets the stop reason on a new row)
+        take the collected rows' places, by cell_id."""
+        rows = {o.row.cell_id: o.row for o in outcomes}
+        self.cells = [rows.get(c.cell_id, c) for c in self.cells]
 
 
 def git_sha() -> str | None:
