@@ -127,6 +127,8 @@ def _cell_row(matrix: Matrix, cell: Cell, target: Target, run_id: str, planned: 
     """The `cells` row; `overhead` is None for an interrupted cell (its client figures are unknown).
     sweep_stop_reason is left None: run_sweep sets it on the cell after which a stop rule ended it."""
     load, shape = matrix.load, cell.shape
+    # ClientOverhead's fields are the row's columns of the same names.
+    client = {} if overhead is None else {**dataclasses.asdict(overhead), "client_kept_up": overhead.kept_up}
     return CellRow(
         run_id=run_id,
         cell_id=cell.cell_id,
@@ -147,11 +149,7 @@ def _cell_row(matrix: Matrix, cell: Cell, target: Target, run_id: str, planned: 
         burstiness=shape.burstiness,
         max_concurrency=shape.max_concurrency,
         duration_limit_s=load.duration_s,
-        send_lateness_p50_ms=overhead.send_lateness_p50_ms if overhead else None,
-        send_lateness_p99_ms=overhead.send_lateness_p99_ms if overhead else None,
-        loop_lag_p99_ms=overhead.loop_lag_p99_ms if overhead else None,
-        loop_lag_max_ms=overhead.loop_lag_max_ms if overhead else None,
-        client_kept_up=overhead.kept_up if overhead else None,
+        **client,
     )
 
 
