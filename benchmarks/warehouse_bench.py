@@ -11,11 +11,11 @@ Targets (issue 5), on the 2-core development machine:
 
 Every figure is the median of --repeats runs (other people share the machine: single runs are noisy).
 The naive paths and alternatives, measured in the same run so the ratio is known:
-  load:      the old staged form (ns offsets, converted to µs gaps inside the INSERT, as a run staged
-             before staged form 2 still loads); the same run staged as int64 gaps (the alternative to
-             the stager's int32 gaps, warehouse/chunks.py); the pre-0003 storage (BIGINT[] ns offsets,
-             one INSERT ... FROM read_parquet of the old staged form); row-by-row executemany INSERTs on
-             --naive-rows rows, extrapolated to --rows. The four loads take turns, repeat by repeat.
+  load:      the same run staged as int64 gaps (the alternative to the stager's int32 gaps,
+             warehouse/chunks.py); the pre-0003 storage (BIGINT[] ns offsets, one INSERT ... FROM
+             read_parquet of the records as in memory); row-by-row executemany INSERTs on --naive-rows
+             rows, extrapolated to --rows. The three loads take turns, repeat by repeat. (The old staged
+             form, ns offsets converted inside the INSERT, is gone: such a run is refused, not loaded.)
   summaries: fetch the per-request metrics into pandas and group there;
   ITL:       fetch one night's chunk lists into pandas, explode and group.
 The 10M-row warehouse is filled in SQL (not through the staged path, which the load figure covers):
@@ -88,13 +88,13 @@ def timed(fn, repeats: int, setup=None) -> tuple[float, list[float], object]:
 # ------------------------------------------------------------------ data
 
 
-def make_staged_run(run_dir: Path, rows: int, old_form_dir: Path | None = None,
+def make_staged_run(run_dir: Path, rows: int, ns_offsets_file: Path | None = None,
                     int64_dir: Path | None = None) -> dict:
     """A staged run of `rows` requests in cells of 285, each with 64-256 content chunks, written by the
     stager's own writer (store.write_staged_requests: staged form 2, µs gaps). The in-memory table is
     generated in the records' form (tasks/records.py: int64 ns offsets from the cell start).
-    old_form_dir: the same run also staged in the old form (ns offsets, no form mark); int64_dir: also
-    staged as int64 gaps. Returns the seconds of the staging conversion (chunks.to_staged) and of the
+    ns_offsets_file: the requests also written as in memory (ns offsets, for the pre-0003 storage);
+    int64_dir: the same run also staged as int64 gaps. Returns the seconds of the staging conversion (chunks.to_staged) and of the
     stager's write (the conversion included)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(config={"threads": CORES})
@@ -133,9 +133,9 @@ def make_staged_run(run_dir: Path, rows: int, old_form_dir: Path | None = None,
     t = time.perf_counter()
     store.write_staged_requests(requests, run_dir / "requests.parquet")
     timings["stage_write_s"] = time.perf_counter() - t
-    if old_form_dir is not None:  # as the stager wrote it before staged form 2
-        old_form_dir.mkdir(parents=True, exist_ok=True)
-        store._write_parquet(requests, old_form_dir / "requests.parquet")
+    if ns_offsets_file is not None:
+        ns_offsets_file.parent.mkdir(parents=True, exist_ok=True)
+        store._write_parquet(requests, ns_offsets_file)
     if int64_dir is not None:
         int64_dir.mkdir(parents=True, exist_ok=True)
         staged = chunks.to_staged(requests)
@@ -147,7 +147,7 @@ def make_staged_run(run_dir: Path, rows: int, old_form_dir: Path | None = None,
     del requests
     con.execute(f"""
         COPY (SELECT 'bench-load' AS run_id, 'cell-' || c AS cell_id, 'dep' AS deployment_id, 'dep-0' AS instance_id,
-                     'vllm' AS engine, 'qwen' AS model, 'chat' AS workload_id, 'closed' AS load_kind,
+                     'vllm' AS engine, 'qwen' AS model, 'chat' AS workload_id, 'closed' AS load_kind, 'closed' AS arrival,
                      4 AS concurrency, 0 AS repeat, 285 AS requests_planned, 0 AS warmup_requests,
                      TIMESTAMPTZ '2026-01-01 02:00:00+00' AS started_at, 11000000000::BIGINT AS wall_ns
               FROM range({(rows + 284) // 285}) t(c))
@@ -159,10 +159,9 @@ def make_staged_run(run_dir: Path, rows: int, old_form_dir: Path | None = None,
         "run_id": "bench-load", "matrix_name": "bench", "matrix_path": "bench.yaml", "matrix_sha256": "0" * 64,
         "started_at": "2026-01-01T02:00:00+00:00", "status": "completed"}))
     con.close()
-    for other in (old_form_dir, int64_dir):  # the same run beside its requests
-        for f in run_dir.iterdir():
-            if other is not None and f.name != "requests.parquet":
-                shutil.copy(f, other / f.name)
+    for f in run_dir.iterdir():  # the same run beside its requests
+        if int64_dir is not None and f.name != "requests.parquet":
+            shutil.copy(f, int64_dir / f.name)
     return timings
 
 
@@ -235,15 +234,14 @@ def build_big_warehouse(path: Path, rows: int, nights: int) -> dict:
 
 
 def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
-    run_dir, old_dir, int64_dir = tmp / "staged", tmp / "staged-old-form", tmp / "staged-int64"
+    run_dir, ns_file, int64_dir = tmp / "staged", tmp / "ns-offsets" / "requests.parquet", tmp / "staged-int64"
     t = time.perf_counter()
-    staging = make_staged_run(run_dir, rows, old_dir, int64_dir)
+    staging = make_staged_run(run_dir, rows, ns_file, int64_dir)
     gen_s = time.perf_counter() - t
     assert chunks.is_us_gaps(pq.read_schema(run_dir / "requests.parquet"))
-    assert not chunks.is_us_gaps(pq.read_schema(old_dir / "requests.parquet"))
 
     def parquet_mb(d: Path) -> float:
-        return (d / "requests.parquet").stat().st_size / 1e6
+        return (d if d.suffix == ".parquet" else d / "requests.parquet").stat().st_size / 1e6
 
     def fresh(name: str, target: int | None = None) -> duckdb.DuckDBPyConnection:
         path = tmp / f"{name}.duckdb"
@@ -266,9 +264,9 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
         return load
 
     def old_storage(con):
-        # the load as it was before migration 0003: BIGINT[] ns offsets straight from the old-form Parquet
+        # the load as it was before migration 0003: BIGINT[] ns offsets straight from the Parquet
         con.execute("BEGIN")
-        con.execute("INSERT INTO requests BY NAME SELECT * FROM read_parquet(?)", [str(old_dir / "requests.parquet")])
+        con.execute("INSERT INTO requests BY NAME SELECT * FROM read_parquet(?)", [str(ns_file)])
         con.execute("COMMIT")
         con.close()
 
@@ -292,7 +290,6 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
 
     # Interleaved, one repeat of each in turn, so that a busy spell of the shared machine spreads over all.
     variants = {"ours": (loader(run_dir), lambda: fresh("load")),
-                "old_form": (loader(old_dir), lambda: fresh("old-form")),
                 "int64": (loader(int64_dir), lambda: fresh("int64")),
                 "old_storage": (old_storage, lambda: fresh("old", target=2))}
     runs: dict[str, list[float]] = {k: [] for k in variants}
@@ -302,7 +299,7 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
             _, times, result = timed(fn, 1, setup)
             runs[name] += times
             loaded = result if name == "ours" else loaded
-    for name, db in (("ours", "load"), ("old_form", "old-form"), ("int64", "int64"), ("old_storage", "old")):
+    for name, db in (("ours", "load"), ("int64", "int64"), ("old_storage", "old")):
         sizes[name] = settled_size(db)
     naive_s, _, _ = timed(row_by_row, 1, lambda: fresh("naive"))
     naive_extrapolated = naive_s / naive_rows * rows
@@ -311,8 +308,7 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
         "rows": loaded, "staged_parquet_mb": round(parquet_mb(run_dir)), "generate_s": round(gen_s, 1),
         "to_staged_s": staging["to_staged_s"], "stage_write_s": staging["stage_write_s"],
         "load_s": med["ours"], "load_runs_s": runs["ours"],
-        "old_form_s": med["old_form"], "old_form_runs_s": runs["old_form"],
-        "old_form_parquet_mb": round(parquet_mb(old_dir)), "file_mb_old_form": round(sizes["old_form"] / 1e6),
+        "ns_offsets_parquet_mb": round(parquet_mb(ns_file)),
         "int64_s": med["int64"], "int64_runs_s": runs["int64"],
         "int64_parquet_mb": round(parquet_mb(int64_dir)), "file_mb_int64": round(sizes["int64"] / 1e6),
         "old_storage_s": med["old_storage"], "old_storage_runs_s": runs["old_storage"],
@@ -436,7 +432,7 @@ def main(argv=None) -> int:
             result["load"] = bench_load(tmp, args.rows, args.repeats, args.naive_rows)
             for f in tmp.glob("*.duckdb*"):
                 f.unlink()
-            for d in ("staged", "staged-old-form", "staged-int64"):
+            for d in ("staged", "ns-offsets", "staged-int64"):
                 shutil.rmtree(tmp / d, ignore_errors=True)
             print(json.dumps(result["load"], indent=1), flush=True)
         if not args.skip_queries:
@@ -465,10 +461,10 @@ def render(r: dict) -> str:
         lines.append(
             f"| load {ld['rows']:,} requests (staged form 2, int32 µs gaps: Parquet {ld['staged_parquet_mb']} MB -> "
             f"`store.load_run`), file {ld['file_mb_ours']} MB | {ld['load_s']:.2f} s | < {TARGETS['load']:g} s | "
-            f"old staged form (ns offsets converted in the INSERT, Parquet {ld['old_form_parquet_mb']} MB): "
-            f"{ld['old_form_s']:.2f} s ({ld['old_form_s'] / ld['load_s']:.1f}x); staged as int64 gaps "
+            f"staged as int64 gaps "
             f"(Parquet {ld['int64_parquet_mb']} MB): {ld['int64_s']:.2f} s; "
-            f"pre-0003 storage (BIGINT[] ns): {ld['old_storage_s']:.2f} s, {ld['file_mb_old_storage']} MB "
+            f"pre-0003 storage (BIGINT[] ns, Parquet {ld['ns_offsets_parquet_mb']} MB): {ld['old_storage_s']:.2f} s, "
+            f"{ld['file_mb_old_storage']} MB "
             f"({ld['old_storage_s'] / ld['load_s']:.1f}x); row by row: {ld['row_by_row_extrapolated_s']:,.0f} s "
             f"extrapolated from {ld['row_by_row_rows']:,} rows ({ld['row_by_row_extrapolated_s'] / ld['load_s']:,.0f}x) |")
         lines.append(f"| staging's conversion of those rows (ns offsets -> µs gaps, `chunks.to_staged`), once per run | "

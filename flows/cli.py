@@ -148,23 +148,15 @@ def cmd_sql(
 @app.command("load")
 def cmd_load(run_dir: Annotated[str, typer.Argument()], warehouse: WarehouseOpt = None) -> int:
     """Load a staged run folder into the warehouse (retry a failed load)."""
-    import pyarrow.parquet as pq
-
     from warehouse import store
-    from warehouse.validate import FAILED_ROWS, REFUSED, validate_run
+    from warehouse.verdict import FAILED_ROWS, REFUSED
 
-    staged = store.StagedRun(Path(run_dir))
-    store.read_staged_run(staged.run_dir)  # a clear error when it is not a staged run
     # The same gate as the nightly flow: staged files may have been edited or come from elsewhere.
     # Its fresh verdict is what the load uses (and stores), not the one saved in run.json.
-    report = validate_run(pq.read_table(staged.table_file("requests")),
-                          pq.read_table(staged.table_file("deployments")).to_pylist(),
-                          pq.read_table(staged.table_file("cells")).to_pylist())
+    report, counts = store.gate_and_load(_warehouse_path(warehouse), Path(run_dir))
     if report.outcome == REFUSED:
         print(f"bakeoff: {report.summary_line()} (nothing loaded)", file=sys.stderr)
         return 1
-    with store.opened(_warehouse_path(warehouse)) as con:
-        counts = store.load_run(con, staged.run_dir, report)
     print(", ".join(f"{table}: {n}" for table, n in counts.items()))
     if report.outcome == FAILED_ROWS:
         print(f"bakeoff: {report.summary_line()} (loaded without them; run marked validation_status = "

@@ -20,9 +20,9 @@ from tasks.matrix import load_matrix
 from tasks.plan import plan
 from tasks.records import records_to_arrow
 from tasks.runs import Collected, new_run
-from warehouse import chunks, store
+from warehouse import store
 from warehouse.transforms import summarize_run
-from warehouse.validate import FAILED_ROWS, REFUSED, ValidationReport, validate_run
+from warehouse.verdict import FAILED_ROWS, REFUSED, ValidationReport
 
 # The work modules log to "bakeoff.*"; PREFECT_LOGGING_EXTRA_LOGGERS=bakeoff gives that logger Prefect's
 # handlers (console + the run's log in the UI) but not a level, so progress needs INFO here.
@@ -46,6 +46,11 @@ def _retry_if_flaky(task, task_run, state) -> bool:
     return getattr(exc, "failure_class", None) in deploy.RETRYABLE_FAILURES
 
 
+def _retry_if_busy(task, task_run, state) -> bool:
+    # Only a warehouse held by another writer is worth waiting for; a retry runs the gate again.
+    return isinstance(state.data, store.WarehouseBusy)
+
+
 # Plain functions wrapped as Prefect tasks: the logic stays testable without a server, and no task
 # caches its result (engine handles and records are not cacheable inputs).
 build_images = task(images.build_engine_images, name="build-images", cache_policy=NO_CACHE)
@@ -55,16 +60,14 @@ start_instance = task(
 )
 run_cell = task(bench.run_cell, name="bench-cell", cache_policy=NO_CACHE)
 bench_group = task(night.bench_group, name="bench-group", cache_policy=NO_CACHE)
-validate = task(validate_run, name="validate", cache_policy=NO_CACHE)
 stage = task(store.stage_run, name="stage-raw-records", cache_policy=NO_CACHE)
 summarize = task(summarize_run, name="summarize", cache_policy=NO_CACHE)
 report = task(render_run, name="render-report", cache_policy=NO_CACHE)
 
 
-@task(name="load-warehouse", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
-def load(warehouse_path: str, run_dir: Path, verdict: ValidationReport) -> dict[str, int]:
-    with store.opened(warehouse_path) as con:
-        return store.load_run(con, run_dir, verdict)
+@task(name="gate-and-load", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_if_busy)
+def gate_and_load(warehouse_path: str, run_dir: Path) -> tuple[ValidationReport, dict[str, int]]:
+    return store.gate_and_load(warehouse_path, run_dir)
 
 
 @flow(name="bakeoff-nightly")
@@ -90,18 +93,14 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
     finally:
         # Whatever happened, what was measured is staged on disk (a crash leaves status "failed").
         run["finished_at"] = datetime.now(UTC).isoformat()
-        # Staged form 2 (chunk times as µs gaps, warehouse/chunks.py), converted once: the gate judges the
-        # rows as they are staged and loaded, as `bakeoff load RUN_DIR` does from the file.
-        requests_table = chunks.to_staged(records_to_arrow(got.records))
-        validation = validate(requests_table, got.deployments, got.cells)
-        run["validation"] = validation.to_json()
-        staged = stage(run_dir, run, got.deployments, got.cells, requests_table, got.gpu_samples, got.host_samples,
-                       got.builds, got.engine_metrics)
+        staged = stage(run_dir, run, got.deployments, got.cells, records_to_arrow(got.records), got.gpu_samples,
+                       got.host_samples, got.builds, got.engine_metrics)
+    # The gate judges the rows as staged, as `bakeoff load RUN_DIR` does.
+    validation, counts = gate_and_load(warehouse, staged.run_dir)
     create_markdown_artifact(key="bakeoff-validation", markdown=validation.markdown(),
                              description=f"validation gate of run {run_id}")
     if validation.outcome == REFUSED:
         raise ValidationFailed(f"{validation.summary_line()} (nothing loaded; raw records kept in {run_dir})")
-    counts = load(warehouse, staged.run_dir, validation)
 
     with store.opened(warehouse, read_only=True) as con:
         _run_row, deployment_rows, summary, _metrics = summarize(con, run_id)

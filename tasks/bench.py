@@ -16,7 +16,7 @@ from tasks import progress
 from tasks.loadgen import KEPT_UP_P99_MS, Target, quantile, run_load
 from tasks.matrix import Matrix, Sweep
 from tasks.plan import Cell, LoadShape, PlannedInstance
-from tasks.records import RequestRecord
+from tasks.records import CellRow, RequestRecord
 from tasks.telemetry import Sampler
 from tasks.workloads import RequestSpec, build_requests
 
@@ -40,7 +40,7 @@ class _Progress:
 
 @dataclass
 class CellOutcome:
-    row: dict  # the `cells` row
+    row: CellRow  # the `cells` row
     records: list[RequestRecord]
     gpu_samples: list[dict] = field(default_factory=list)
     host_samples: list[dict] = field(default_factory=list)
@@ -51,7 +51,7 @@ class CellInterrupted(Exception):
     in flight as "cancelled"), `cause` is the interruption to re-raise once that is kept."""
 
     def __init__(self, outcome: CellOutcome, cause: BaseException) -> None:
-        super().__init__(f"cell {outcome.row['cell_id']} interrupted ({type(cause).__name__}) after "
+        super().__init__(f"cell {outcome.row.cell_id} interrupted ({type(cause).__name__}) after "
                          f"{len(outcome.records)} requests")
         self.outcome, self.cause = outcome, cause
 
@@ -125,38 +125,34 @@ def run_cell(
 
 
 def _cell_row(matrix: Matrix, cell: Cell, target: Target, run_id: str, planned: int, warmup: int, started_at,
-              wall_ns: int, overhead) -> dict:
-    """The `cells` row; `overhead` is None for an interrupted cell (its client figures are unknown)."""
+              wall_ns: int, overhead) -> CellRow:
+    """The `cells` row; `overhead` is None for an interrupted cell (its client figures are unknown).
+    sweep_stop_reason is left None: run_sweep sets it on the cell after which a stop rule ended it."""
     load, shape = matrix.load, cell.shape
-    return {
-        "run_id": run_id,
-        "cell_id": cell.cell_id,
-        "deployment_id": cell.deployment_id,
-        "instance_id": cell.instance_id,
-        "engine": target.engine,
-        "model": target.model,
-        "workload_id": cell.workload_id,
-        "load_kind": shape.kind,
-        "concurrency": shape.concurrency,
-        "repeat": cell.repeat,
-        "requests_planned": planned,
-        "warmup_requests": warmup,
-        "started_at": started_at,
-        "wall_ns": wall_ns,
-        # migration 0002
-        "arrival": shape.arrival,
-        "rate_rps": shape.rate_rps,
-        "burstiness": shape.burstiness,
-        "max_concurrency": shape.max_concurrency,
-        "duration_limit_s": load.duration_s,
-        "send_lateness_p50_ms": overhead.send_lateness_p50_ms if overhead else None,
-        "send_lateness_p99_ms": overhead.send_lateness_p99_ms if overhead else None,
-        "loop_lag_p99_ms": overhead.loop_lag_p99_ms if overhead else None,
-        "loop_lag_max_ms": overhead.loop_lag_max_ms if overhead else None,
-        "client_kept_up": overhead.kept_up if overhead else None,
-        # migration 0005: set by run_sweep on the cell after which a stop rule ended the sweep
-        "sweep_stop_reason": None,
-    }
+    # ClientOverhead's fields are the row's columns of the same names.
+    client = {} if overhead is None else {**dataclasses.asdict(overhead), "client_kept_up": overhead.kept_up}
+    return CellRow(
+        run_id=run_id,
+        cell_id=cell.cell_id,
+        deployment_id=cell.deployment_id,
+        instance_id=cell.instance_id,
+        engine=target.engine,
+        model=target.model,
+        workload_id=cell.workload_id,
+        repeat=cell.repeat,
+        requests_planned=planned,
+        warmup_requests=warmup,
+        started_at=started_at,
+        wall_ns=wall_ns,
+        load_kind=shape.kind,
+        arrival=shape.arrival,
+        concurrency=shape.concurrency,
+        rate_rps=shape.rate_rps,
+        burstiness=shape.burstiness,
+        max_concurrency=shape.max_concurrency,
+        duration_limit_s=load.duration_s,
+        **client,
+    )
 
 
 # ---------------------------------------------------------------- the rate sweep (matrix load.sweep)
@@ -165,7 +161,7 @@ def _cell_row(matrix: Matrix, cell: Cell, target: Target, run_id: str, planned: 
 def completed_rate_rps(outcome: CellOutcome) -> float | None:
     """Requests completed ok per second of the cell's wall time (None when none completed)."""
     ok = sum(r.status == "ok" for r in outcome.records)
-    wall_s = outcome.row["wall_ns"] / 1e9
+    wall_s = outcome.row.wall_ns / 1e9
     return ok / wall_s if ok and wall_s > 0 else None
 
 
@@ -222,14 +218,16 @@ def run_sweep(matrix: Matrix, planned: PlannedInstance, measure: Callable[[Cell]
     """The matrix's load.sweep against one instance: the saturation cell (closed loop at
     saturation_concurrency), then open-loop cells at sweep_rates of its completed-request rate, lowest
     first, until a stop rule trips. `measure` runs one cell (bench.run_cell, with whatever the caller
-    does around it); every cell run is returned, in order, as an ordinary CellOutcome."""
+    does around it); every cell run is returned, in order, as an ordinary CellOutcome. The cell after
+    which the sweep stopped is returned with its row's sweep_stop_reason set (a new row: rows are frozen),
+    so the caller must keep the RETURNED outcomes' rows, not those `measure` saw."""
     sweep = matrix.load.sweep
     sat_c = sweep.saturation_concurrency
     saturation = measure(sweep_cell(matrix, planned, LoadShape("closed", concurrency=sat_c), f"sat-c{sat_c}"))
     outcomes = [saturation]
     sat_rps = completed_rate_rps(saturation)
     if sat_rps is None:
-        saturation.row["sweep_stop_reason"] = f"no request completed at saturation_concurrency {sat_c}"
+        outcomes[0] = _stopped(saturation, f"no request completed at saturation_concurrency {sat_c}")
         log.warning("%s sweep: stopped after the saturation cell: no request completed at concurrency %d",
                     planned.instance_id, sat_c)
         return outcomes
@@ -246,9 +244,13 @@ def run_sweep(matrix: Matrix, planned: PlannedInstance, measure: Callable[[Cell]
         if i == 0:
             baseline = quantile(ttft_ms(outcome), 0.5)
         if reason:
-            outcome.row["sweep_stop_reason"] = reason  # the cells row, for the warehouse and the report
+            outcomes[-1] = _stopped(outcome, reason)  # the cells row, for the warehouse and the report
             skipped = rates[i + 1:]
             log.warning("%s sweep: stopped at %g requests/s: %s%s", planned.instance_id, rate, reason,
                         f" (skipped {', '.join(f'{r:g}' for r in skipped)} requests/s)" if skipped else "")
             break
     return outcomes
+
+
+def _stopped(outcome: CellOutcome, reason: str) -> CellOutcome:
+    return dataclasses.replace(outcome, row=dataclasses.replace(outcome.row, sweep_stop_reason=reason))

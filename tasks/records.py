@@ -121,15 +121,20 @@ class Column:
     nullable: bool
 
 
+def _unwrap(hint: Any) -> tuple[Any, bool]:
+    """(the annotated type, nullable): `X | None` is a nullable column of X."""
+    if isinstance(hint, types.UnionType) and type(None) in hint.__args__:
+        (hint,) = [a for a in hint.__args__ if a is not type(None)]
+        return hint, True
+    return hint, False
+
+
 def columns(row_type: type) -> tuple[Column, ...]:
     """The columns of a row dataclass, in field order, read from its annotations."""
     hints = typing.get_type_hints(row_type)
     out = []
     for f in dataclasses.fields(row_type):
-        hint, nullable = hints[f.name], False
-        if isinstance(hint, types.UnionType) and type(None) in hint.__args__:
-            (hint,) = [a for a in hint.__args__ if a is not type(None)]
-            nullable = True
+        hint, nullable = _unwrap(hints[f.name])
         arrow_type, duckdb_type = _TYPES[hint]
         if f.name in _INTEGER_COLUMNS:
             duckdb_type = "INTEGER"
@@ -138,7 +143,9 @@ def columns(row_type: type) -> tuple[Column, ...]:
 
 
 def not_null_columns(row_type: type) -> tuple[str, ...]:
-    return tuple(c.name for c in columns(row_type) if not c.nullable)
+    """The fields not annotated `| None`, in field order (RequestRecord too, whose types are not in _TYPES)."""
+    hints = typing.get_type_hints(row_type)
+    return tuple(f.name for f in dataclasses.fields(row_type) if not _unwrap(hints[f.name])[1])
 
 
 def arrow_schema(row_type: type) -> pa.Schema:

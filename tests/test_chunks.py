@@ -1,11 +1,9 @@
 """The forms of chunk times (warehouse/chunks.py): in memory (ns offsets), staged form 2 and stored (µs
-gaps), the conversions, and the loads of both staged forms, on hand-written lists."""
+gaps), the conversion, the load, and the refusal of a run staged before staged form 2, on hand-written
+lists."""
 
 from __future__ import annotations
 
-import json
-
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from tasks.records import records_to_arrow
 from tests.builders import cell_row, record, stage
 from warehouse import chunks, store
-from warehouse.chunks import gaps_to_offsets_us, gaps_us_to_offsets_ns, to_staged, to_stored
+from warehouse.chunks import gaps_to_offsets_us, to_staged
 
 NS = pa.list_(pa.int64())
 
@@ -41,8 +39,6 @@ def test_staging_converts_ns_offsets_to_us_gaps_by_hand():
     assert chunks.is_us_gaps(staged.schema) and not chunks.is_us_gaps(table.schema)
     assert staged.column("chunk_times").to_pylist() == BY_HAND_GAPS
     assert staged.select(["sent_at", "other"]).equals(table.select(["sent_at", "other"]))
-    # the same gaps as the old form's SQL conversion (what a load of an older staged run stores)
-    assert to_stored(table).column("chunk_times").to_pylist() == BY_HAND_GAPS
     # converting twice is converting once
     assert to_staged(staged) is staged
 
@@ -59,7 +55,6 @@ def test_a_null_offset_gives_a_null_gap_and_so_does_the_next_one():
     table = pa.table({"sent_at": pa.array([1_000], pa.int64()),
                       "chunk_times": pa.array([[2_000, None, 5_000, 9_000]], NS)})
     assert to_staged(table).column("chunk_times").to_pylist() == [[1, None, None, 4]]
-    assert to_stored(table).column("chunk_times").to_pylist() == [[1, None, None, 4]]
 
 
 def test_staging_refuses_a_chunk_times_column_that_is_not_integer_offsets():
@@ -97,17 +92,14 @@ def test_no_drift_rebuilding_offsets_from_gaps_gives_each_offset_floored_to_the_
     # (differencing the ns first and flooring each difference would have drifted this far)
     naive = 17_000 + sum((b - a) // 1000 for a, b in zip([sent[0], *offsets[0]], offsets[0]))
     assert offsets[0][-1] // 1000 - naive > 500
-    # the polars rebuild the transforms use gives the same, in ns
-    back = pl.from_arrow(staged).select(gaps_us_to_offsets_ns())["chunk_times"].to_list()
-    assert back == [[o // 1000 * 1000 for o in offsets[0]], [5_000_000], [], None]
 
 
 def test_round_trip_gives_offsets_floored_to_the_microsecond():
     table = pa.table({"sent_at": pa.array([5_500_999, None]),
                       "chunk_times": pa.array([[10_000_001, 21_999_999, 30_000_000], [2_500]], NS)})
-    for stored in (to_stored(table), to_staged(table)):
-        back = pl.from_arrow(stored).select(gaps_us_to_offsets_ns())["chunk_times"].to_list()
-        assert back == [[10_000_000, 21_999_000, 30_000_000], [2_000]]
+    staged = to_staged(table)
+    rebuilt, _, parents, _ = gaps_to_offsets_us(staged.column("chunk_times"), staged.column("sent_at"))
+    assert rebuilt.tolist() == [10_000, 21_999, 30_000, 2] and parents.tolist() == [0, 0, 0, 1]
 
 
 def test_the_staged_file_carries_the_form(tmp_path):
@@ -127,69 +119,29 @@ def test_the_load_stores_gaps(tmp_path, warehouse):
     assert warehouse.execute("SELECT current_setting('preserve_insertion_order')").fetchall() == [(True,)]
 
 
-def _records():
-    """Rows with sub-µs offsets, an unsent request (NULL sent_at), a timeout without chunks."""
-    rows = [record(0, sent_ms=5.5009, chunks_ms=(10.0004, 21.9999, 30)),
-            record(1, sent_ms=1, chunks_ms=(2.5, 2.5, 9.0011)),
-            record(2, chunks_ms=(), tokens=None, status="timeout", error_class="ReadTimeout")]
-    rows.append(record(3, chunks_ms=(), tokens=None, status="cancelled"))
-    rows[3].sent_at = rows[3].done_at = None
-    return rows
-
-
-def _stage_old_form(tmp_path, records):
-    """A run staged as before staged form 2: requests.parquet with ns offsets and no form mark."""
+def test_a_run_staged_before_staged_form_2_is_refused_in_one_line(tmp_path, warehouse):
+    """requests.parquet with ns offsets and no form mark (an older bakeoff's staging): not loaded, not
+    converted, nothing written."""
+    records = [record(0, sent_ms=5.5, chunks_ms=(10, 21.999, 30))]
     run_dir = stage(tmp_path, records, [cell_row()])
-    path = run_dir / "requests.parquet"
-    store._write_parquet(records_to_arrow(records), path)
-    assert not chunks.is_us_gaps(pq.read_schema(path))
-    assert pq.read_table(path).column("chunk_times").to_pylist() == [r.chunk_times for r in records]
-    return run_dir
+    store._write_parquet(records_to_arrow(records), run_dir / "requests.parquet")
+    for load in (lambda: store.load_run(warehouse, run_dir), lambda: store.gate_and_load(warehouse, run_dir)):
+        with pytest.raises(store.WarehouseError, match="staged by an older bakeoff") as err:
+            load()
+        assert "\n" not in str(err.value)
+    assert warehouse.execute("SELECT count(*) FROM runs").fetchall() == [(0,)]
 
 
-def test_a_run_staged_in_the_old_form_loads_to_the_same_stored_rows(tmp_path, warehouse_path):
-    records = _records()
-    loaded = {}
-    for form, run_dir in (("new", stage(tmp_path / "new", records, [cell_row()])),
-                          ("old", _stage_old_form(tmp_path / "old", records))):
-        with store.opened(tmp_path / f"{form}.duckdb") as con:
-            store.load_run(con, run_dir)
-            loaded[form] = con.execute("SELECT * FROM requests ORDER BY request_id").fetchall()
-    assert loaded["new"] == loaded["old"]
-    assert [row[-1] for row in loaded["new"]] == [[4_500, 11_999, 8_001], [1_500, 0, 6_501], [], []]
-
-
-def test_bakeoff_load_of_an_old_form_run_with_a_rejected_row(tmp_path, warehouse):
-    """An older staged run through the gate (as `bakeoff load` reads it from disk): the gate judges the
-    ns offsets, the kept rows are converted in the INSERT, the rejected row's record holds µs gaps."""
-    from warehouse.validate import validate_run
-
-    records = _records()
-    records[1].chunk_times = [2_500_000, 9_001_100, 2_500_000]  # goes backwards: rejected
-    run_dir = _stage_old_form(tmp_path, records)
-    verdict = validate_run(pq.read_table(run_dir / "requests.parquet"),
-                           pq.read_table(run_dir / "deployments.parquet").to_pylist(),
-                           pq.read_table(run_dir / "cells.parquet").to_pylist())
-    assert verdict.rejected == {"cell-a#1": ("expect_column_values_to_be_in_set(chunk_times_ordered)",)}
-    assert store.load_run(warehouse, run_dir, verdict)["rejected_requests"] == 1
-    assert warehouse.execute("SELECT request_id, chunk_times FROM requests ORDER BY ALL").fetchall() == [
-        ("cell-a#0", [4_500, 11_999, 8_001]), ("cell-a#2", []), ("cell-a#3", [])]
-    record_json = json.loads(warehouse.execute("SELECT record FROM rejected_requests").fetchall()[0][0])
-    assert record_json["chunk_times"] == [1_500, 6_501, -6_501]
-    assert record_json["sent_at"] == 1_000_000 and record_json["request_id"] == "cell-a#1"
-
-
-@pytest.mark.parametrize("form", ["new", "old"])
-def test_a_gap_too_large_for_int32_is_refused_with_a_clear_message_and_the_staged_file_kept(tmp_path, warehouse, form):
+def test_a_gap_too_large_for_int32_is_refused_with_a_clear_message_and_the_staged_file_kept(tmp_path, warehouse):
     huge = record(0, chunks_ms=(10, 10 + 2_200_000_000 / 1000))  # 2.2e9 µs between two chunks
-    run_dir = stage(tmp_path, [huge], [cell_row()]) if form == "new" else _stage_old_form(tmp_path, [huge])
+    run_dir = stage(tmp_path, [huge], [cell_row()])
     before = (run_dir / "requests.parquet").read_bytes()
     with pytest.raises(store.WarehouseError, match="does not fit requests.chunk_times"):
         store.load_run(warehouse, run_dir)
     assert warehouse.execute("SELECT count(*) FROM runs").fetchall()[0][0] == 0
     assert warehouse.execute("SELECT current_setting('preserve_insertion_order')").fetchall() == [(True,)]
     assert (run_dir / "requests.parquet").read_bytes() == before
-    if form == "new":  # staging did not fail: the gap is in the file, whole (this run staged as int64 gaps)
-        staged = pq.read_table(run_dir / "requests.parquet")
-        assert staged.schema.field("chunk_times").type == pa.list_(pa.int64())
-        assert staged.column("chunk_times").to_pylist() == [[10_000, 2_200_000_000]]
+    # staging did not fail: the gap is in the file, whole (this run staged as int64 gaps)
+    staged = pq.read_table(run_dir / "requests.parquet")
+    assert staged.schema.field("chunk_times").type == pa.list_(pa.int64())
+    assert staged.column("chunk_times").to_pylist() == [[10_000, 2_200_000_000]]

@@ -117,7 +117,7 @@ def test_flow_end_to_end_on_the_real_engine(tmp_path, llama_server, smollm2, pre
     mine = {a.key: a.data for a in artifacts if a.flow_run_id == ours[0].id}
     assert mine["bakeoff-validation"].startswith("**passed**: 8 rows")
     assert "llamacpp-smollm2" in mine["bakeoff-report"]
-    assert {"start-instance", "bench-cell", "validate", "load-warehouse", "render-report"} <= names
+    assert {"start-instance", "bench-cell", "gate-and-load", "render-report"} <= names
 
 
 def test_cli_run_then_sql(tmp_path, llama_server, smollm2, prefect_server):

@@ -90,14 +90,11 @@ def test_bakeoff_export_cli_is_read_only(tmp_path, warehouse_path):
 
 def test_rejected_rows_are_exported_with_their_run(tmp_path, warehouse):
     """rejected_requests has a run_id, so it is exported like every run table (JSON record included)."""
-    from tasks.records import records_to_arrow
-    from warehouse.validate import validate_run
-
     records = [record(i) for i in range(3)]
     records[1].status = "weird"
     cells, deployments = [cell_row()], [deployment_row()]
-    verdict = validate_run(records_to_arrow(records), deployments, cells)
-    store.load_run(warehouse, stage(tmp_path, records, cells, run_row(), deployments), verdict)
+    verdict, _ = store.gate_and_load(warehouse, stage(tmp_path, records, cells, run_row(), deployments))
+    assert verdict.outcome == "failed_rows"
     out = tmp_path / "export"
     counts = export_parquet(warehouse, out)
     assert (counts["requests"], counts["rejected_requests"]) == (2, 1)

@@ -293,14 +293,14 @@ def test_run_cell_row_carries_the_shape_and_overhead_into_the_warehouse(tmp_path
     outcome = run_cell(matrix, cell, target(server.url), {}, run_id="run-1", base_dir=tmp_path, label="t",
                        engine_pids={})
     row = outcome.row
-    assert row["load_kind"] == "open" and row["arrival"] == "gamma"
-    assert (row["rate_rps"], row["burstiness"], row["max_concurrency"], row["duration_limit_s"]) == (50, 2, 4, 30)
-    assert row["requests_planned"] == 5 and len(outcome.records) == 5
-    assert isinstance(row["client_kept_up"], bool)
+    assert row.load_kind == "open" and row.arrival == "gamma"
+    assert (row.rate_rps, row.burstiness, row.max_concurrency, row.duration_limit_s) == (50, 2, 4, 30)
+    assert row.requests_planned == 5 and len(outcome.records) == 5
+    assert isinstance(row.client_kept_up, bool)
 
     store.load_run(warehouse, builders.stage(tmp_path, outcome.records, [row]))
     got = warehouse.execute(
         "SELECT load_kind, arrival, rate_rps, burstiness, max_concurrency, duration_limit_s, client_kept_up, "
         "send_lateness_p99_ms >= send_lateness_p50_ms, loop_lag_max_ms >= loop_lag_p99_ms FROM cells").fetchall()
-    assert got == [("open", "gamma", 50.0, 2.0, 4, 30.0, row["client_kept_up"], True, True)]
+    assert got == [("open", "gamma", 50.0, 2.0, 4, 30.0, row.client_kept_up, True, True)]
     assert warehouse.execute("SELECT count(*), count(*) FILTER (status = 'ok') FROM requests").fetchone() == (5, 5)

@@ -57,8 +57,8 @@ def test_closed_loop_on_the_real_engine(engine, cell_id):
     cell, out = run(engine, cell_id)
     assert [r.status for r in out.records] == ["ok"] * 4
     assert all(r.completion_tokens == r.max_tokens == 6 for r in out.records)  # ignore_eos, usage reported
-    assert out.row["load_kind"] == "closed" and out.row["concurrency"] == cell.concurrency
-    assert out.row["client_kept_up"] in (True, False)
+    assert out.row.load_kind == "closed" and out.row.concurrency == cell.concurrency
+    assert out.row.client_kept_up in (True, False)
 
 
 def test_open_loop_gamma_on_the_real_engine(engine, tmp_path):
@@ -67,7 +67,7 @@ def test_open_loop_gamma_on_the_real_engine(engine, tmp_path):
     assert [r.scheduled_at for r in out.records] == arrival_offsets_ns(4, cell.shape, seed=0)
     assert all(r.sent_at >= r.scheduled_at and r.completion_tokens == 6 for r in out.records)
     row = out.row
-    assert (row["load_kind"], row["arrival"], row["rate_rps"], row["burstiness"], row["max_concurrency"]) == \
+    assert (row.load_kind, row.arrival, row.rate_rps, row.burstiness, row.max_concurrency) == \
         ("open", "gamma", 8.0, 0.5, 2)
     # The row and its requests load, and the views read an open-loop cell.
     from warehouse import store

@@ -9,6 +9,7 @@ import pytest
 
 from tests.builders import cell_row, record, run_row, stage
 from warehouse import store
+from warehouse.chunks import to_staged
 from warehouse.transforms import cell_summary, request_metrics, summarize_run
 
 
@@ -17,7 +18,7 @@ def test_request_metrics_by_hand():
     rec = record(0, sent_ms=5, chunks_ms=(25, 40, 45, 65), tokens=4, scheduled_at=2_000_000)
     from tasks.records import records_to_arrow
 
-    m = request_metrics(pl.from_arrow(records_to_arrow([rec]))).row(0, named=True)
+    m = request_metrics(pl.from_arrow(to_staged(records_to_arrow([rec])))).row(0, named=True)  # as stored
     assert m["ttft_ms"] == pytest.approx(20.0)          # 25 - 5
     assert m["e2e_ms"] == pytest.approx(60.0)           # 65 - 5
     assert m["queue_ms"] == pytest.approx(3.0)          # 5 - 2
@@ -29,7 +30,7 @@ def test_request_metrics_by_hand():
 def test_tpot_undefined_for_one_token():
     from tasks.records import records_to_arrow
 
-    m = request_metrics(pl.from_arrow(records_to_arrow([record(0, chunks_ms=(7,), tokens=1)]))).row(0, named=True)
+    m = request_metrics(pl.from_arrow(to_staged(records_to_arrow([record(0, chunks_ms=(7,), tokens=1)])))).row(0, named=True)
     assert m["tpot_ms"] is None
     assert m["ttft_ms"] == pytest.approx(7.0)
 
@@ -99,7 +100,7 @@ def test_cell_without_any_request_still_summarized():
     cells = pl.DataFrame([cell_row(wall_ms=10)])
     from tasks.records import REQUEST_SCHEMA
 
-    empty = request_metrics(pl.from_arrow(REQUEST_SCHEMA.empty_table()))
+    empty = request_metrics(pl.from_arrow(to_staged(REQUEST_SCHEMA.empty_table())))
     out = cell_summary(empty, cells).row(0, named=True)
     assert (out["requests"], out["ok"], out["output_tokens"]) == (0, 0, 0)
     assert out["ttft_ms_p50"] is None or math.isnan(out["ttft_ms_p50"])

@@ -8,9 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+import pyarrow.parquet as pq
+
 from tasks.bench import CellOutcome, completed_rate_rps, run_sweep, sweep_rates, sweep_stop_reason
 from tasks.matrix import MatrixError, Sweep, load_matrix
 from tasks.plan import Cell, plan
+from tasks.records import CellRow
+from tasks.night import bench_group
 from tests import builders
 
 S = 1_000_000_000  # ns
@@ -20,7 +24,7 @@ def outcome(cell_id: str = "c", *, ttfts_ms=(10.0,) * 10, failed: int = 0, wall_
     """ok requests with the given TTFTs (sent at 0, first token at TTFT), plus `failed` http errors."""
     ok = [builders.record(i, cell_id=cell_id, chunks_ms=(t, t + 5)) for i, t in enumerate(ttfts_ms)]
     bad = [builders.record(100 + i, cell_id=cell_id, chunks_ms=(), status="http_error") for i in range(failed)]
-    return CellOutcome({"cell_id": cell_id, "wall_ns": int(wall_s * S)}, ok + bad)
+    return CellOutcome(CellRow(**builders.cell_row(cell_id, wall_ms=wall_s * 1000)), ok + bad)
 
 
 # ---------------------------------------------------------------- the rate list
@@ -85,9 +89,14 @@ class FakeEngine:
 
     def __init__(self, knee: float = 100.0, fail_at: float = 1e9, saturation_ok: int = 10) -> None:
         self.knee, self.fail_at, self.saturation_ok, self.cells = knee, fail_at, saturation_ok, []
+        self.outcomes: list[CellOutcome] = []  # as measured, before run_sweep returns them
 
     def __call__(self, cell: Cell) -> CellOutcome:
         self.cells.append(cell)
+        self.outcomes.append(self._measure(cell))
+        return self.outcomes[-1]
+
+    def _measure(self, cell: Cell) -> CellOutcome:
         if cell.shape.kind == "closed":
             return outcome(cell.cell_id, ttfts_ms=[10.0] * self.saturation_ok, failed=10 - self.saturation_ok)
         rate = cell.shape.rate_rps
@@ -116,7 +125,7 @@ def test_saturation_first_then_rising_rates_with_readable_ids(tmp_path):
                                             "high_fraction": 0.8})
     engine = FakeEngine()
     outs = run_sweep(matrix, group.instances[0], engine)
-    assert [o.row["cell_id"] for o in outs] == [
+    assert [o.row.cell_id for o in outs] == [
         "ext-0.w.sweep-sat-c16.r0", "ext-0.w.sweep-poisson2rps.r0", "ext-0.w.sweep-poisson5rps.r0",
         "ext-0.w.sweep-poisson8rps.r0",
     ]
@@ -132,11 +141,12 @@ def test_the_sweep_stops_when_the_ttft_factor_trips(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="bakeoff.bench"):
         outs = run_sweep(matrix, group.instances[0], engine)
     assert [c.shape.rate_rps for c in engine.cells[1:]] == [1, 3, 5]  # 30 ms is not over 30; 50 is
-    assert outs[-1].row["cell_id"] == "ext-0.w.sweep-poisson5rps.r0"
+    assert outs[-1].row.cell_id == "ext-0.w.sweep-poisson5rps.r0"
     assert "stopped at 5 requests/s" in caplog.text and "skipped 7, 9 requests/s" in caplog.text
     # The reason is kept on the cell that tripped the rule (warehouse: cells.sweep_stop_reason).
-    assert outs[-1].row["sweep_stop_reason"] == "p99 TTFT 50.0 ms > stop_ttft_factor 3 x the lowest rate's p50 TTFT 10.0 ms"
-    assert [o.row.get("sweep_stop_reason") for o in outs[:-1]] == [None] * 3
+    assert outs[-1].row.sweep_stop_reason == "p99 TTFT 50.0 ms > stop_ttft_factor 3 x the lowest rate's p50 TTFT 10.0 ms"
+    assert [o.row.sweep_stop_reason for o in outs[:-1]] == [None] * 3
+    assert engine.outcomes[-1].row.sweep_stop_reason is None  # a new row: the one measured is not changed
 
 
 def test_the_sweep_stops_when_errors_explode(tmp_path, caplog):
@@ -148,15 +158,29 @@ def test_the_sweep_stops_when_errors_explode(tmp_path, caplog):
     assert {c.workload_id for c in engine.cells} == {"v"}
     assert [r.status for r in outs[-1].records] == ["http_error"] * 5  # the tripping cell is kept
     assert "error rate 5/5" in caplog.text
-    assert outs[-1].row["sweep_stop_reason"].startswith("error rate 5/5 = 100% > stop_error_rate")
+    assert outs[-1].row.sweep_stop_reason.startswith("error rate 5/5 = 100% > stop_error_rate")
 
 
 def test_no_completed_request_at_saturation_ends_the_sweep(tmp_path):
     matrix, group = sweep_matrix(tmp_path, {})
     engine = FakeEngine(saturation_ok=0)
     outs = run_sweep(matrix, group.instances[0], engine)
-    assert [o.row["cell_id"] for o in outs] == ["ext-0.w.sweep-sat-c16.r0"]
-    assert outs[0].row["sweep_stop_reason"] == "no request completed at saturation_concurrency 16"
+    assert [o.row.cell_id for o in outs] == ["ext-0.w.sweep-sat-c16.r0"]
+    assert outs[0].row.sweep_stop_reason == "no request completed at saturation_concurrency 16"
+
+
+def test_the_stop_reason_reaches_the_staged_cells_row(tmp_path):
+    """Through the flow's own group loop (tasks/night.bench_group): it keeps the outcomes run_sweep
+    returns, so the staged cells.parquet has the reason on the tripping cell."""
+    matrix, group = sweep_matrix(tmp_path, {"rates": 5, "stop_ttft_factor": 3})
+    engine = FakeEngine(knee=1.0)
+    got = bench_group(matrix, group, run_id="run-1", run_dir=tmp_path / "run", base_dir=tmp_path, images={},
+                      where="group 1/1", run_cell=lambda matrix, cell, *args, **kw: engine(cell))
+    run_dir = builders.stage(tmp_path, got.records, got.cells)
+    staged = {r["cell_id"]: r["sweep_stop_reason"] for r in pq.read_table(run_dir / "cells.parquet").to_pylist()}
+    assert staged == {
+        "ext-0.w.sweep-sat-c16.r0": None, "ext-0.w.sweep-poisson1rps.r0": None, "ext-0.w.sweep-poisson3rps.r0": None,
+        "ext-0.w.sweep-poisson5rps.r0": "p99 TTFT 50.0 ms > stop_ttft_factor 3 x the lowest rate's p50 TTFT 10.0 ms"}
 
 
 def test_gamma_sweep_cells_carry_the_burstiness(tmp_path):
@@ -236,14 +260,14 @@ def test_sweep_on_the_real_engine(tmp_path, llama_server, smollm2):
     finally:
         handle.stop()
     rows = [o.row for o in outs]
-    assert [r["cell_id"] for r in rows][0] == "cpu-0.study.sweep-sat-c2.r0"
-    assert [(r["load_kind"], r["concurrency"], r["arrival"]) for r in rows] == \
+    assert [r.cell_id for r in rows][0] == "cpu-0.study.sweep-sat-c2.r0"
+    assert [(r.load_kind, r.concurrency, r.arrival) for r in rows] == \
         [("closed", 2, "closed"), ("open", None, "poisson"), ("open", None, "poisson")]
     sat = completed_rate_rps(outs[0])
-    rates = [r["rate_rps"] for r in rows[1:]]
+    rates = [r.rate_rps for r in rows[1:]]
     assert rates == sorted(rates) and rates[0] < rates[1]
     assert rates == pytest.approx([0.3 * sat, 0.6 * sat], rel=0.01)  # 3 significant digits
-    assert [r["cell_id"] for r in rows[1:]] == [f"cpu-0.study.sweep-poisson{r:g}rps.r0" for r in rates]
+    assert [r.cell_id for r in rows[1:]] == [f"cpu-0.study.sweep-poisson{r:g}rps.r0" for r in rates]
     assert all(len(o.records) == 6 and {r.status for r in o.records} == {"ok"} for o in outs)
     assert all(r.completion_tokens == 8 for o in outs for r in o.records)
-    assert [r["sweep_stop_reason"] for r in rows] == [None] * 3  # every rate ran
+    assert [r.sweep_stop_reason for r in rows] == [None] * 3  # every rate ran

@@ -138,9 +138,6 @@ def test_a_run_with_rejected_rows_is_flagged_in_v_cells_and_left_out_of_v_nightl
     """Night 3 measured both engines at concurrency 2, and one vllm row failed the gate: its run is
     loaded without that row and marked; v_cells shows the flag and the cell's rejected count, v_nightly
     and v_comparison leave the night out (its percentiles lack a row)."""
-    from tasks.records import records_to_arrow
-    from warehouse.validate import validate_run
-
     run_id = "night-3"
     recs = [record(i, run_id=run_id, cell_id="dep-v-0.w.c2.r0", chunks_ms=(10, 20), tokens=2, deployment_id="dep-v",
                    engine="vllm") for i in range(3)]
@@ -152,9 +149,8 @@ def test_a_run_with_rejected_rows_is_flagged_in_v_cells_and_left_out_of_v_nightl
     deps = [deployment_row(run_id, "dep-v"), deployment_row(run_id, "dep-s")]
     run = run_row(run_id, ttft_ms=25)
     run["started_at"] = (T0 + timedelta(days=2)).isoformat()
-    verdict = validate_run(records_to_arrow(recs), deps, cells)
+    verdict, _ = store.gate_and_load(nights, stage(tmp_path, recs, cells, run, deps))
     assert verdict.outcome == "failed_rows"
-    store.load_run(nights, stage(tmp_path, recs, cells, run, deps), verdict)
 
     got = rows(nights, "SELECT run_id, cell_id, validation_status, requests, rejected FROM v_cells ORDER BY ALL")
     assert [r for r in got if r["run_id"] == "night-3"] == [

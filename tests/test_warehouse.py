@@ -213,7 +213,7 @@ def _bad_rows_run(tmp_path, run_id="run-1"):
     records[6].scheduled_at = -1                    # status and scheduled_at >= 0
     cells, deployments = [cell_row(run_id=run_id)], [deployment_row(run_id)]
     run_dir = stage(tmp_path, records, cells, run_row(run_id), deployments)
-    verdict = validate_run(to_staged(records_to_arrow(records)), deployments, cells)  # as the nightly flow does
+    verdict = validate_run(to_staged(records_to_arrow(records)), deployments, cells)  # as stage_run writes them
     return run_dir, verdict, records
 
 
@@ -263,6 +263,7 @@ def test_a_clean_reload_of_a_marked_run_clears_its_rejected_rows(tmp_path, wareh
     """The rows of a run are replaced as a whole, rejected ones included: the run staged again with
     good rows (e.g. fixed by hand) and a passing verdict leaves nothing rejected."""
     from tasks.records import records_to_arrow
+    from warehouse.chunks import to_staged
     from warehouse.validate import validate_run
 
     run_dir, verdict, _ = _bad_rows_run(tmp_path / "bad")
@@ -272,7 +273,7 @@ def test_a_clean_reload_of_a_marked_run_clears_its_rejected_rows(tmp_path, wareh
 
     good = [record(i) for i in range(8)]
     good_dir = stage(tmp_path / "good", good, [cell_row()])
-    passed = validate_run(records_to_arrow(good), [deployment_row()], [cell_row()])
+    passed = validate_run(to_staged(records_to_arrow(good)), [deployment_row()], [cell_row()])
     assert store.load_run(warehouse, good_dir, passed)["rejected_requests"] == 0
     assert counts(warehouse)["requests"] == 8 and counts(warehouse)["rejected_requests"] == 0
     assert warehouse.execute("SELECT run_id, validation_status FROM runs ORDER BY ALL").fetchall() == [
@@ -283,6 +284,7 @@ def test_a_clean_reload_of_a_marked_run_clears_its_rejected_rows(tmp_path, wareh
 def test_a_refused_verdict_loads_nothing_and_keeps_the_previous_state(tmp_path, warehouse):
     """A duplicated request_id is not about one row: the whole run is refused, as before."""
     from tasks.records import records_to_arrow
+    from warehouse.chunks import to_staged
     from warehouse.validate import validate_run
 
     store.load_run(warehouse, stage(tmp_path / "before", [record(i) for i in range(3)], [cell_row()]))
@@ -291,7 +293,7 @@ def test_a_refused_verdict_loads_nothing_and_keeps_the_previous_state(tmp_path, 
     records[4].request_id = records[0].request_id
     records[2].status = "weird"  # a row-level failure beside it does not make the run loadable
     run_dir = stage(tmp_path / "dup", records, [cell_row()])
-    verdict = validate_run(records_to_arrow(records), [deployment_row()], [cell_row()])
+    verdict = validate_run(to_staged(records_to_arrow(records)), [deployment_row()], [cell_row()])
     assert verdict.outcome == "refused"
     with pytest.raises(store.WarehouseError, match="refused by the validation gate, nothing loaded") as err:
         store.load_run(warehouse, run_dir, verdict)
@@ -325,3 +327,28 @@ def test_without_a_verdict_the_saved_validation_decides(tmp_path, warehouse):
     passed["validation"] = {"success": True, "summary": "validation passed: 1 rows, 40 expectations"}
     store.load_run(warehouse, stage(tmp_path / "passed", [record(0)], [cell_row()], passed))
     assert warehouse.execute("SELECT validation_status FROM runs").fetchall() == [("passed",)]
+
+
+def test_gate_and_load_judges_the_staged_rows_and_loads_with_the_verdict(tmp_path):
+    """store.gate_and_load (the nightly flow's and `bakeoff load`'s one path): a run with a bad row is
+    loaded without it, marked, its verdict saved in run.json; a refused run loads nothing and a
+    warehouse given as a path is not even created."""
+    import json
+
+    run_dir, _, _ = _bad_rows_run(tmp_path / "bad")
+    path = tmp_path / "wh.duckdb"
+    verdict, loaded = store.gate_and_load(path, run_dir)
+    assert verdict.outcome == "failed_rows" and sorted(verdict.rejected) == ["cell-a#1", "cell-a#3", "cell-a#5",
+                                                                             "cell-a#6"]
+    assert (loaded["requests"], loaded["rejected_requests"]) == (4, 4)
+    assert json.loads((run_dir / "run.json").read_text())["validation"]["outcome"] == "failed_rows"
+    with store.opened(path, read_only=True) as con:
+        assert con.execute("SELECT validation_status FROM runs").fetchall() == [("failed_rows",)]
+
+    dup = [record(i, run_id="run-dup") for i in range(3)]
+    dup[2].request_id = dup[0].request_id
+    dup_dir = stage(tmp_path / "dup", dup, [cell_row(run_id="run-dup")], run_row("run-dup"), [deployment_row("run-dup")])
+    never = tmp_path / "never.duckdb"
+    verdict, loaded = store.gate_and_load(never, dup_dir)
+    assert verdict.outcome == "refused" and loaded == {} and not never.exists()
+    assert json.loads((dup_dir / "run.json").read_text())["validation"]["outcome"] == "refused"

@@ -8,15 +8,14 @@ Stored (migration 0003): INTEGER µs gaps, the first one from `sent_at` (from th
 *before* differencing, so `sent_at // 1000 + running sum` returns each offset floored to µs, with no
 drift along the list.
 
-Staged (the requests.parquet a run leaves on disk), two forms, told apart by the Parquet (Arrow)
-schema metadata key `bakeoff.chunk_times` (`FORM_KEY`):
-- "us_gaps" (staged form 2, written by store.stage_run since issue 5): the stored gaps already, as
-  int32 (int64 for a run that holds a gap that int32 cannot, see below). The conversion runs once, at
-  staging time, in numpy over the flattened list values and the list offsets (`to_staged`), and the
-  load is a plain `INSERT ... SELECT *`: the INSERT that converted inside DuckDB was 2.3 s of a 6.5 s
-  load of 1 M requests, and the staged file is half the size.
-- key absent: the old form, ns offsets as in memory (runs staged before staged form 2). They still
-  load (`bakeoff load RUN_DIR`): the load converts inside its INSERT (`STAGED_TO_STORED`).
+Staged (the requests.parquet a run leaves on disk): *staged form 2*, the stored gaps already, as int32
+(int64 for a run that holds a gap that int32 cannot, see below), marked by the Parquet (Arrow) schema
+metadata key `bakeoff.chunk_times` = "us_gaps" (`FORM_KEY`). The conversion runs once, at staging time,
+in numpy over the flattened list values and the list offsets (`to_staged`), and the load is a plain
+`INSERT ... SELECT *`: the INSERT that converted inside DuckDB was 2.3 s of a 6.5 s load of 1 M
+requests, and the staged file is half the size. A staged file without the mark was staged by a bakeoff
+older than staged form 2 (ns offsets); it is refused (store.read_staged_run), not converted: no
+released warehouse or staged run needs that.
 
 int32, not int64, in the staged file: measured on the same 1 M-request run staged both ways and loaded
 in the same process (benchmarks/warehouse_bench.py, README's Performance section), the int64 file
@@ -29,16 +28,13 @@ gaps instead, whole. Such a run cannot be stored: its load's cast to INTEGER ref
 message (`store._insert_requests`), and the staged file stays as it is. The loader reads either
 type; the form mark is the same.
 
-Floor, not truncation: numpy's `//` floors. DuckDB's integer `//` truncates toward zero, so the old
-form's `STAGED_TO_STORED` differs from `to_staged` for negative offsets only, which no client stamps
-and the validation gate rejects (a timestamp < 0, or a chunk outside the token window).
+Floor, not truncation: numpy's `//` floors, so a negative offset (which no client stamps, and the gate
+rejects) still gives gaps that rebuild it exactly.
 """
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -50,13 +46,6 @@ US_GAPS = b"us_gaps"
 STAGED_GAP_TYPE = pa.int32()  # int64 for a run with a gap outside int32 (to_staged)
 # Rows converted per step: bounds the numpy temporaries (store.STAGED_ROW_GROUP rows).
 _BATCH_ROWS = 128 * 1024
-
-# SQL expression over an old-form staged row (columns chunk_times, sent_at) giving the stored chunk_times.
-STAGED_TO_STORED = """CASE WHEN chunk_times IS NOT NULL THEN list_transform(
-    list_zip(chunk_times, list_prepend(coalesce(sent_at, 0), chunk_times[:-1]), true),
-    lambda pair: (pair[1] // 1000 - pair[2] // 1000)::INTEGER) END"""
-# The same as BIGINT gaps (staged form 2 of an old-form row; never fails on a large gap).
-STAGED_TO_GAPS = STAGED_TO_STORED.replace("::INTEGER", "::BIGINT")
 
 
 def is_us_gaps(schema: pa.Schema) -> bool:
@@ -78,7 +67,7 @@ def offsets_to_gaps(lists: pa.Array, sent_at: pa.Array) -> pa.ListArray:
     """ns offsets from the cell start (list<int64>) -> µs gaps (list<int64>), one row each:
     [first offset // 1000 - coalesce(sent_at, 0) // 1000, then offset // 1000 - previous offset // 1000].
     A null list stays null, an empty one empty; a null offset gives a null gap, and so does the offset
-    after it (as STAGED_TO_STORED does). Vectorised over the flattened values and the list offsets."""
+    after it. Vectorised over the flattened values and the list offsets."""
     lists, sent_at, lengths = _lists_and_lengths(lists, sent_at)
     n = len(lists)
     offsets = np.zeros(n + 1, dtype=np.int64)
@@ -157,21 +146,3 @@ def _numpy(values: pa.Array) -> np.ndarray:
     if values.null_count:
         values = values.fill_null(0)
     return values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-
-
-def to_stored(requests: pa.Table) -> pa.Table:
-    """An old-form staged requests table (Arrow, ns offsets) with chunk_times in the stored form
-    (INTEGER µs gaps), by the SQL expression an old-form load runs inside its INSERT (for tools and tests)."""
-    con = duckdb.connect()
-    try:
-        staged_requests_arrow = requests  # noqa: F841 (read by DuckDB's replacement scan)
-        return con.sql(f"SELECT * REPLACE ({STAGED_TO_STORED} AS chunk_times) FROM staged_requests_arrow").to_arrow_table()
-    finally:
-        con.close()
-
-
-def gaps_us_to_offsets_ns() -> pl.Expr:
-    """polars expression: stored µs gaps -> in-memory-form ns offsets (floored to µs), as `chunk_times`."""
-    base_us = pl.col("sent_at").fill_null(0) // NS_PER_US
-    return ((pl.col("chunk_times").cast(pl.List(pl.Int64)).list.eval(pl.element().cum_sum()) + base_us) * NS_PER_US).alias(
-        "chunk_times")

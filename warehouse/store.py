@@ -9,6 +9,8 @@ The load takes the validation gate's verdict (warehouse/validate.py, a Validatio
 outcome "failed_rows", the rejected request rows go to `rejected_requests` (with the expectations
 they failed and the whole staged row as JSON) instead of `requests`, and the run is marked
 `runs.validation_status = 'failed_rows'`, in the same transaction. A refused run is not loaded.
+`gate_and_load` is the one place that runs the gate on a staged run and loads it with the verdict
+(the nightly flow and `bakeoff load`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from warehouse import chunks
 from warehouse.schema import check_not_newer, migrate
 
 if TYPE_CHECKING:
-    from warehouse.validate import ValidationReport
+    from warehouse.verdict import ValidationReport
 
 STAGED_ROW_GROUP = 128 * 1024
 ROW_TYPES = {"deployments": DeploymentRow, "cells": CellRow}
@@ -130,8 +132,9 @@ def stage_run(run_dir: Path, run: dict, deployments: list[dict], cells: list[dic
     """Write a run's rows under run_dir. Files are written then renamed, and run.json last, so a
     half-written run never looks staged.
 
-    requests: in memory (tasks/records.py, ns offsets) or already in staged form 2; it is written in
-    staged form 2 (chunk_times as µs gaps, marked in the file's schema metadata: warehouse/chunks.py)."""
+    requests: the records in memory (tasks/records.records_to_arrow, ns offsets); written in staged
+    form 2 (chunk_times as µs gaps, marked in the file's schema metadata: warehouse/chunks.py), the
+    form the gate judges and the load stores."""
     run_dir.mkdir(parents=True, exist_ok=True)
     staged = StagedRun(run_dir)
     tables = (("builds", builds), ("deployments", deployments), ("cells", cells), ("gpu_samples", gpu_samples),
@@ -139,10 +142,14 @@ def stage_run(run_dir: Path, run: dict, deployments: list[dict], cells: list[dic
     for table, rows in tables:
         _write_parquet(_rows_table(table, rows), staged.table_file(table))
     write_staged_requests(requests, staged.table_file("requests"))
+    _write_run_file(staged, run)
+    return staged
+
+
+def _write_run_file(staged: StagedRun, run: dict) -> None:
     tmp = staged.run_file.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(run, indent=2, default=str))
     tmp.replace(staged.run_file)
-    return staged
 
 
 def _rows_table(table: str, rows: list) -> pa.Table:
@@ -172,7 +179,36 @@ def read_staged_run(run_dir: Path) -> dict:
     missing = [p.name for p in [staged.run_file, *(staged.table_file(t) for t in TABLES_IN_LOAD_ORDER[1:])] if not p.exists()]
     if missing:
         raise WarehouseError(f"{run_dir}: not a staged run (missing {', '.join(missing)})")
+    if not chunks.is_us_gaps(pq.read_schema(staged.table_file("requests"))):
+        raise WarehouseError(f"{run_dir}: staged by an older bakeoff (chunk_times as ns offsets, before staged "
+                             "form 2); this bakeoff does not load it")
     return json.loads(staged.run_file.read_text())
+
+
+# ---------------------------------------------------------------- the gate, then the load
+
+
+def gate_and_load(warehouse: duckdb.DuckDBPyConnection | str | os.PathLike,
+                  run_dir: Path) -> tuple[ValidationReport, dict[str, int]]:
+    """Run the validation gate on a staged run's rows and load the run with its verdict.
+
+    The verdict is saved in run.json (`validation`); a refused run loads nothing (counts {}), and a
+    warehouse given as a path is then not even opened. A path is opened only after the gate (seconds
+    of Great Expectations), so the warehouse is not held meanwhile. Returns (verdict, rows per table)."""
+    from warehouse.validate import validate_run  # imports Great Expectations: seconds
+
+    staged = StagedRun(Path(run_dir))
+    run = read_staged_run(staged.run_dir)
+    verdict = validate_run(pq.read_table(staged.table_file("requests")),
+                           pq.read_table(staged.table_file("deployments")).to_pylist(),
+                           pq.read_table(staged.table_file("cells")).to_pylist())
+    _write_run_file(staged, {**run, "validation": verdict.to_json()})
+    if verdict.outcome not in VALIDATION_STATUSES:
+        return verdict, {}
+    if isinstance(warehouse, duckdb.DuckDBPyConnection):
+        return verdict, load_run(warehouse, staged.run_dir, verdict)
+    with opened(warehouse) as con:
+        return verdict, load_run(con, staged.run_dir, verdict)
 
 
 # ---------------------------------------------------------------- loading
@@ -279,14 +315,10 @@ def _insert_requests_apart(con: duckdb.DuckDBPyConnection, path: Path, run_id: s
     try:
         kept = f"AND s.request_id NOT IN (SELECT request_id FROM {_REJECTED_FRAME})"
         _check_run_id(con, path, run_id, kept)
-        # The record is the row in staged form 2 (µs gaps): an old-form file's row is converted (to
-        # BIGINT gaps, which cannot fail: a rejected row may hold anything).
-        staged = "read_parquet(?)" if _staged_as_gaps(path) else \
-            f"(SELECT * REPLACE ({chunks.STAGED_TO_GAPS} AS chunk_times) FROM read_parquet(?))"
         con.execute(
             f"INSERT INTO {REJECTED} (run_id, request_id, failed_expectations, record) "
             f"SELECT ?, s.request_id, r.failed_expectations, to_json(s) "
-            f"FROM {staged} s JOIN {_REJECTED_FRAME} r ON s.request_id = r.request_id", [run_id, str(path)])
+            f"FROM read_parquet(?) s JOIN {_REJECTED_FRAME} r ON s.request_id = r.request_id", [run_id, str(path)])
         found = con.execute(f"SELECT count(*) FROM {REJECTED} WHERE run_id = ?", [run_id]).fetchall()[0][0]
         if found != len(rejected):
             raise WarehouseError(f"{path}: the validation verdict rejects {len(rejected)} request rows, "
@@ -298,19 +330,12 @@ def _insert_requests_apart(con: duckdb.DuckDBPyConnection, path: Path, run_id: s
 
 def _insert_requests(con: duckdb.DuckDBPyConnection, path: Path, where: str = "") -> None:
     """Staged requests -> `requests`. Staged form 2 (µs gaps, warehouse/chunks.py) is the stored form
-    already: a plain INSERT, whose cast to INTEGER[] refuses a gap over 2^31 µs. An older staged run
-    (ns offsets, no form mark) is converted in the same statement that reads the Parquet."""
-    select = "*" if _staged_as_gaps(path) else f"* REPLACE ({chunks.STAGED_TO_STORED} AS chunk_times)"
+    already: a plain INSERT, whose cast to INTEGER[] refuses a gap over 2^31 µs."""
     try:
-        con.execute(f"INSERT INTO requests BY NAME SELECT {select} FROM read_parquet(?) {where}", [str(path)])
+        con.execute(f"INSERT INTO requests BY NAME SELECT * FROM read_parquet(?) {where}", [str(path)])
     except duckdb.ConversionException as exc:
         raise WarehouseError(f"{path}: a chunk gap does not fit requests.chunk_times (INTEGER µs, at most 35 min): "
                              f"{str(exc).splitlines()[0]}") from None
-
-
-def _staged_as_gaps(path: Path) -> bool:
-    """Whether a staged requests file holds chunk_times as µs gaps (staged form 2) or ns offsets (older)."""
-    return chunks.is_us_gaps(pq.read_schema(path))
 
 
 def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:

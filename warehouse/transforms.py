@@ -9,16 +9,17 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-from warehouse.chunks import gaps_us_to_offsets_ns
 from warehouse.store import NoSuchRun
 
 NS_PER_MS = 1e6
+US_PER_MS = 1e3
 METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 
 
 def request_metrics(requests: pl.DataFrame) -> pl.DataFrame:
-    """Per-request TTFT, E2E, queue delay, TPOT, tokens/s and ITL gaps (ms), from raw rows."""
+    """Per-request TTFT, E2E, queue delay, TPOT, tokens/s and ITL gaps (ms), from rows as stored
+    (chunk_times as µs gaps, the first from sent_at: ITL is the gaps after it)."""
     r = pl.col
     return requests.with_columns(
         ttft_ms=(r("first_token_at") - r("sent_at")) / NS_PER_MS,
@@ -30,7 +31,7 @@ def request_metrics(requests: pl.DataFrame) -> pl.DataFrame:
         tokens_per_s=pl.when(r("last_token_at") > r("sent_at")).then(
             r("completion_tokens") / ((r("last_token_at") - r("sent_at")) / 1e9)
         ),
-        itl_ms=r("chunk_times").list.diff(null_behavior="drop") / NS_PER_MS,
+        itl_ms=r("chunk_times").list.slice(1) / US_PER_MS,
     )
 
 
@@ -83,8 +84,7 @@ def cell_summary(metrics: pl.DataFrame, cells: pl.DataFrame, slo: dict[str, floa
 
 
 def load_run_frames(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[dict, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(run row, deployments, cells, requests) of one run, from the tables; requests in the staged
-    form (tasks/records.py), chunk times floored to whole µs."""
+    """(run row, deployments, cells, requests) of one run, from the tables, as stored."""
     cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
     rows = cur.fetchall()  # fetch all: DuckDB 2 refuses new queries while a result is unfinished
     if not rows:
@@ -94,9 +94,7 @@ def load_run_frames(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[dict, 
     def frame(table: str) -> pl.DataFrame:
         return pl.from_arrow(con.sql(f"SELECT * FROM {table} WHERE run_id = ?", params=[run_id]).to_arrow_table())
 
-    # The table stores µs gaps (migration 0003); the transforms take the staged form (ns offsets).
-    requests = frame("requests").with_columns(gaps_us_to_offsets_ns())
-    return run, frame("deployments"), frame("cells"), requests
+    return run, frame("deployments"), frame("cells"), frame("requests")
 
 
 def summarize_run(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[dict, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
