@@ -59,6 +59,16 @@ def render_markdown(m: ReportModel) -> str:
         out += ["## Stability", "", md_table(m.stability.table), "", "### The tail, explained", ""]
         out += [f"- {md_inline(t.sentence)}" for t in m.stability.tails] or ["No configuration has enough requests."]
         out += [""]
+    if m.colocation is not None:
+        c = m.colocation
+        out += ["## Co-location", "", f"_Rule: {md_inline(c.rule)}._", ""]
+        out += [f"- {md_inline(s.shape)}: {md_inline(s.verdict)}" for s in c.slowdowns] or [
+            "No co-located instance has an alone twin in this run."]
+        out += [""]
+        if c.slowdowns:
+            out += [md_table(c.table), ""]
+        if c.unmatched:
+            out += ["Co-located without an alone twin: " + md_inline("; ".join(c.unmatched)), ""]
     out += ["## Overview", "", md_table(m.overview), "", md_table(m.status), ""]
     if m.notes is not None:
         out += ["### Notes", "", md_table(m.notes), ""]

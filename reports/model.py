@@ -132,6 +132,7 @@ class ReportModel:
     feasibility: tuple[FeasibilityGroup, ...] | None = None
     throughput: Throughput | None = None
     stability: Stability | None = None
+    colocation: Any = None  # reports.colocation.Colocation
     definitions: tuple[tuple[str, str], ...] = METRIC_DEFINITIONS
 
     @property
@@ -142,6 +143,7 @@ class ReportModel:
             ("feasibility", "Feasibility", self.feasibility is not None),
             ("throughput", "Throughput", self.throughput is not None),
             ("stability", "Stability", self.stability is not None),
+            ("colocation", "Co-location", self.colocation is not None),
         ) if present]
         out += [("overview", "Overview"), ("charts", "Charts")]
         out += [(s.anchor, f"Deployment {s.deployment_id}") for s in self.deployments]
@@ -445,7 +447,7 @@ def _requests_frame(con, run_id: str) -> pl.DataFrame:
     return _frame(con, f"""
         SELECT q.request_id, q.cell_id, q.deployment_id, q.instance_id, q.engine, q.model, {shape},
                q.status, q.error_class, q.completion_tokens, q.ttft_ms, q.e2e_ms, q.queue_ms, q.tokens_per_s,
-               (r.done_at - r.sent_at) / 1e6 AS done_ms, c.client_kept_up,
+               (r.done_at - r.sent_at) / 1e6 AS done_ms, c.client_kept_up, q.meets_slo,
                (row_number() OVER (PARTITION BY q.cell_id ORDER BY r.scheduled_at, q.request_id) - 1)
                    / greatest(count(*) OVER (PARTITION BY q.cell_id) - 1, 1) AS position
         FROM v_requests q JOIN requests r USING (run_id, request_id)
@@ -651,6 +653,7 @@ def stability(requests: pl.DataFrame, configs: list[dict]) -> Stability:
 
 def build_model(con, run_id: str, *, title: str | None = None) -> ReportModel:
     """Every section of one run's report, from the warehouse (read-only queries)."""
+    from reports.colocation import colocation
     from warehouse.transforms import summarize_run
 
     run, _deps, summary, metrics = summarize_run(con, run_id)  # NoSuchRun
@@ -664,4 +667,5 @@ def build_model(con, run_id: str, *, title: str | None = None) -> ReportModel:
     return replace(base,
                    environment=kv_table(environment_rows(run, deps), caption="Where and with what this run measured."),
                    feasibility=feasibility(con, run_id), throughput=throughput(con, run_id, configs, names),
-                   stability=stability(requests, configs))
+                   stability=stability(requests, configs),
+                   colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text))
