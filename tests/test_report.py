@@ -131,7 +131,7 @@ def make_frames(seed: int = 7, requests_per_cell: int = 24) -> tuple[pl.DataFram
     float_cols = ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "tokens_per_s")
     requests = pl.DataFrame(
         req_rows,
-        schema_overrides={**{c: pl.Float64 for c in float_cols}, "max_tokens": pl.Int64, "completion_tokens": pl.Int64},
+        schema_overrides={**dict.fromkeys(float_cols, pl.Float64), "max_tokens": pl.Int64, "completion_tokens": pl.Int64},
     )
     summary = pl.DataFrame(cell_rows, infer_schema_length=None).with_columns(
         pl.col(c).cast(pl.Float64) for c in ("wall_s", "goodput_rps")
@@ -688,3 +688,74 @@ def test_stability_and_the_tail_explained(known_report):
     assert "they generated longer outputs (median 60 tokens, the others 10)." in tails["tailed"]
     assert "too few requests (20)" in tails["fast"]  # one slowest request has nothing "in common"
     assert tails["steady"].split(": ", 2)[2].startswith("the data cannot explain them.")
+
+
+# ------------------------------------------------------------------ co-location
+# "solo" ran alone with 4 slots; "pair" ran two 4-slot instances together: pair-a at half solo's speed,
+# pair-b at solo's speed; "one" ran alone with 1 slot (different flags: no twin for anybody).
+
+
+def _stage_colocation(tmp_path, warehouse, *, a_ms=SLOW_MS):
+    from dataclasses import replace as dc_replace
+
+    from tests.builders import cell_row, deployment_row, run_row, stage
+    from warehouse import store
+
+    def inst(dep, iid, order, port, parallel):
+        return {**deployment_row(deployment_id=dep), "instance_id": iid, "start_order": order,
+                "flags": ["--model", "/m.gguf", "--host", "127.0.0.1", "--port", str(port), "--parallel", str(parallel)]}
+
+    def reqs(dep, iid, durations, start=0):
+        return [dc_replace(r, instance_id=iid) for r in _cell_requests(dep, durations, start=start, cell=f"{iid}/c")]
+
+    records = (reqs("solo", "solo-0", FAST_MS) + reqs("pair", "pair-a", a_ms) + reqs("pair", "pair-b", SAME_MS)
+               + reqs("one", "one-0", FAST_MS))
+    cells = [{**cell_row(f"{iid}/c", deployment_id=dep, wall_ms=1000.0), "instance_id": iid}
+             for dep, iid in (("solo", "solo-0"), ("pair", "pair-a"), ("pair", "pair-b"), ("one", "one-0"))]
+    deps = [inst("solo", "solo-0", 0, 8001, 4), inst("pair", "pair-a", 0, 8002, 4), inst("pair", "pair-b", 1, 8003, 4),
+            inst("one", "one-0", 0, 8004, 1)]
+    # TTFT SLO 15 ms: a request's first token comes at duration / 10, so solo's (9.5-11 ms) all meet it and
+    # pair-a's (19-22 ms) none
+    store.load_run(warehouse, stage(tmp_path, records, cells, run_row(ttft_ms=15.0), deps))
+
+
+def test_colocation_slowdown_against_the_alone_twin(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_colocation(tmp_path, warehouse)
+    paths = render_run(warehouse, "run-1", tmp_path / "r")
+    md, page = paths["markdown"].read_text(encoding="utf-8"), paths["html"].read_text(encoding="utf-8")
+    part = section(md, "## Co-location", "## Overview")
+    rows = {r[0]: r for r in md_rows(part) if len(r) == 10}
+    assert set(rows) == {"Co-located instance", "pair-a", "pair-b"}  # "one" has 1 slot: no twin of anybody
+    a = rows["pair-a"]
+    assert a[1:3] == ("pair", "solo") and a[4] == "20 / 20"
+    # every pair-a request took twice solo's: tok/s mean 0.50x, E2E P95 220 / 110, TTFT P95 22 / 11
+    tps = re.fullmatch(r"([0-9.]+)× \[([0-9.]+)–([0-9.]+)\]", a[5])
+    assert tps and tps.group(1) == f"{_mean_tps(SLOW_MS) / _mean_tps(FAST_MS):.2f}" == "0.50"
+    assert float(tps.group(3)) < 1.0
+    assert a[6].startswith("2.00× [") and a[7].startswith("2.00× [")
+    assert a[8] == "0% / 100%"
+    assert a[9].startswith("pair-a co-located runs at 0.50× the per-request tokens/s [")
+    assert "2.00× the E2E P95" in a[9] and a[9].endswith("of solo alone")
+    b = rows["pair-b"]  # the same speeds in another order
+    assert b[5].startswith("1.00× [") and b[8] == "100% / 100%"
+    assert b[9] == "pair-b co-located vs solo alone: no measurable difference (every interval includes 1)"
+    assert "--port and --host" in part and 'id="colocation"' in page
+
+
+def test_colocation_slowdown_flips_when_the_data_flips(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_colocation(tmp_path, warehouse, a_ms=[d / 2 for d in FAST_MS])  # pair-a now twice as fast as solo
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    a = next(r for r in md_rows(section(md, "## Co-location", "## Overview")) if r[0] == "pair-a")
+    assert a[5].startswith("2.00× [") and a[6].startswith("0.50× [") and a[8] == "100% / 100%"
+
+
+def test_comparable_flags_drop_port_host_and_memory():
+    from reports.colocation import comparable_flags
+
+    assert comparable_flags(["--host", "0.0.0.0", "--port", "9", "--parallel", "4", "--port=7"], None) == (
+        "--parallel", "4")
+    assert comparable_flags(["--gpu-memory-utilization", "0.45", "--x"], "--gpu-memory-utilization 0.45") == ("--x",)
