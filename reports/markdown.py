@@ -69,6 +69,11 @@ def render_markdown(m: ReportModel) -> str:
             out += [md_table(c.table), ""]
         if c.unmatched:
             out += ["Co-located without an alone twin: " + md_inline("; ".join(c.unmatched)), ""]
+    if m.recommendations is not None:
+        out += ["## Recommendations", ""]
+        out += [f"- **{md_inline(r.use_case)}**" + (f" ({md_inline(r.scope)})" if r.scope else "")
+                + f": {md_inline(r.verdict)}" for r in m.recommendations.items]
+        out += ["", md_table(m.recommendations.table), ""]
     out += ["## Overview", "", md_table(m.overview), "", md_table(m.status), ""]
     if m.notes is not None:
         out += ["### Notes", "", md_table(m.notes), ""]

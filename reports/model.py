@@ -133,6 +133,7 @@ class ReportModel:
     throughput: Throughput | None = None
     stability: Stability | None = None
     colocation: Any = None  # reports.colocation.Colocation
+    recommendations: Any = None  # reports.recommend.Recommendations
     definitions: tuple[tuple[str, str], ...] = METRIC_DEFINITIONS
 
     @property
@@ -144,6 +145,7 @@ class ReportModel:
             ("throughput", "Throughput", self.throughput is not None),
             ("stability", "Stability", self.stability is not None),
             ("colocation", "Co-location", self.colocation is not None),
+            ("recommendations", "Recommendations", self.recommendations is not None),
         ) if present]
         out += [("overview", "Overview"), ("charts", "Charts")]
         out += [(s.anchor, f"Deployment {s.deployment_id}") for s in self.deployments]
@@ -654,6 +656,8 @@ def stability(requests: pl.DataFrame, configs: list[dict]) -> Stability:
 def build_model(con, run_id: str, *, title: str | None = None) -> ReportModel:
     """Every section of one run's report, from the warehouse (read-only queries)."""
     from reports.colocation import colocation
+    from reports.matrixfile import read_matrix, workload_kinds
+    from reports.recommend import recommendations
     from warehouse.transforms import summarize_run
 
     run, _deps, summary, metrics = summarize_run(con, run_id)  # NoSuchRun
@@ -664,8 +668,12 @@ def build_model(con, run_id: str, *, title: str | None = None) -> ReportModel:
     names = _names(con, run_id)
     requests = _requests_frame(con, run_id)
     configs = _configurations(con, run_id, requests, names)
+    matrix = read_matrix(run.get("matrix_path"))
+    groups = feasibility(con, run_id)
     return replace(base,
                    environment=kv_table(environment_rows(run, deps), caption="Where and with what this run measured."),
-                   feasibility=feasibility(con, run_id), throughput=throughput(con, run_id, configs, names),
+                   feasibility=groups, throughput=throughput(con, run_id, configs, names),
                    stability=stability(requests, configs),
-                   colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text))
+                   colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text),
+                   recommendations=recommendations(requests, names, groups, SHAPE_COLUMNS[1:], shape_text,
+                                                   workload_kinds(matrix)))
