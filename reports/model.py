@@ -675,5 +675,5 @@ def build_model(con, run_id: str, *, title: str | None = None) -> ReportModel:
                    feasibility=groups, throughput=throughput(con, run_id, configs, names),
                    stability=stability(requests, configs),
                    colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text),
-                   recommendations=recommendations(requests, names, groups, SHAPE_COLUMNS[1:], shape_text,
+                   recommendations=recommendations(requests, names, groups, SHAPE_COLUMNS, shape_text,
                                                    workload_kinds(matrix)))

@@ -84,7 +84,7 @@ def apply_rule(rule: MetricRule, ok: pl.DataFrame, shape_cols: Sequence[str], sh
     from warehouse.stats import bootstrap_ratio_ci
 
     out = []
-    for (model, workload), frame in sorted(ok.partition_by(["model", "workload_id"], as_dict=True).items(),
+    for _key, frame in sorted(ok.partition_by(["model", "workload_id"], as_dict=True).items(),
                                            key=lambda kv: tuple(str(v) for v in kv[0])):
         shapes = frame.select(shape_cols).unique().to_dicts()
         pick = max if rule.load == "heaviest" else min

@@ -548,7 +548,7 @@ def _cell_requests(dep: str, durations_ms, *, tokens=10, model="m", start=0, cel
     return out
 
 
-def _stage_known_run(tmp_path, warehouse, *, slow_ms=SLOW_MS):
+def _stage_known_run(tmp_path, warehouse, *, slow_ms=SLOW_MS, **run_extra):
     from tests.builders import cell_row, deployment_row, run_row, stage
     from warehouse import store
 
@@ -574,7 +574,7 @@ def _stage_known_run(tmp_path, warehouse, *, slow_ms=SLOW_MS):
          "start_order": 2, "failure_message": "no health in 60 s"},
     ]
     run = {**run_row(ttft_ms=50.0), "host": "bench-01 " + EVIL, "gpu_name": "RTX 5090", "gpu_driver": "575.1",
-           "git_sha": "abc123", "bakeoff_version": "0.1.0"}
+           "git_sha": "abc123", "bakeoff_version": "0.1.0", **run_extra}
     keys = {k: None for d in deps + duo for k in d}  # Arrow takes a dict table's columns from its first row
     store.load_run(warehouse, stage(tmp_path, records, cells, run, [{**keys, **d} for d in deps + duo]))
 
@@ -759,3 +759,71 @@ def test_comparable_flags_drop_port_host_and_memory():
     assert comparable_flags(["--host", "0.0.0.0", "--port", "9", "--parallel", "4", "--port=7"], None) == (
         "--parallel", "4")
     assert comparable_flags(["--gpu-memory-utilization", "0.45", "--x"], "--gpu-memory-utilization 0.45") == ("--x",)
+
+
+# ------------------------------------------------------------------ recommendations
+
+
+def _recommendations(md: str) -> dict[tuple[str, str], tuple[str, ...]]:
+    rows = md_rows(section(md, "## Recommendations", "## Overview"))
+    return {(r[0], r[1]): r for r in rows if len(r) == 5 and r[0] != "Use case"}
+
+
+def test_recommendation_not_enough_evidence_when_the_best_two_tie(known_report):
+    _, md = known_report
+    recs = _recommendations(md)
+    tp = recs[("Highest throughput", "m · w · closed, concurrency 2")]
+    # fast and same have the same durations in another order: the best two tie, the rule cannot decide
+    assert tp[3].startswith(f"fast {expected_fmt(_mean_tps(FAST_MS))} tok/s (n=20), runner-up same ")
+    assert tp[4] == "not enough evidence: the interval includes 1"
+    assert recs[("Highest throughput", "m2 · w · closed, concurrency 2")][4] == (
+        "not enough evidence: nothing to compare it with")
+    # duo (3 instances) did not start whole; every other group is alone
+    assert recs[("Multi-model serving", "")][4] == "not enough evidence: no co-located group started whole"
+
+
+def test_recommendation_flips_when_the_data_flips(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_known_run(tmp_path, warehouse, slow_ms=[d / 2 for d in FAST_MS])  # "slow" is now twice as fast
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    recs = _recommendations(md)
+    shape = "m · w · closed, concurrency 2"
+    tp = recs[("Highest throughput", shape)]
+    assert tp[4] == "slow" and "runner-up fast" in tp[3] and "ratio 2.00× [" in tp[3]
+    # half the durations: half the TTFT (first token at duration / 10) and half the E2E P95 (110 -> 55 ms)
+    assert recs[("Lowest latency (first token)", shape)][4] == "slow"
+    e2e = recs[("Lowest latency (under load)", shape)]
+    assert e2e[4] == "slow" and e2e[3].startswith(f"slow {expected_fmt(55.0)} ms") and "ratio 0.50×" in e2e[3]
+    # the CV does not change when every duration is halved: consistency stays undecided
+    assert recs[("Latency consistency", shape)][4].startswith("not enough evidence")
+
+
+def test_multi_model_rule():
+    from reports.recommend import multi_model
+    from reports.tables import Column, Table
+
+    def group(dep, n, whole):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(deployment_id=dep, started_whole=whole,
+                               instances=Table((Column("i", "i"),), tuple((str(i),) for i in range(n))))
+
+    assert multi_model([group("a", 1, True), group("pair", 2, True), group("trio", 3, False)]).verdict == "pair"
+    assert multi_model([group("pair", 2, True), group("trio", 3, True)]).verdict == "trio"
+    assert multi_model([group("p", 2, True), group("q", 2, True)]).verdict == "not enough evidence: a tie between p, q"
+
+
+def test_shared_prefix_rule_reads_the_matrix_file(tmp_path, warehouse):
+    from reports import render_run
+
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text("name: t\nworkloads:\n  - id: w\n    kind: shared_prefix\n", encoding="utf-8")
+    _stage_known_run(tmp_path, warehouse, slow_ms=[d / 2 for d in FAST_MS], matrix_path=str(matrix))
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    recs = _recommendations(md)
+    assert recs[("Shared prefix", "m · w · closed, concurrency 2")][4] == "slow"
+    assert ("Shared prefix", "m2 · w · closed, concurrency 2") in recs  # m2's workload is w too
+    matrix.unlink()  # the file gone: the rule does not apply, nothing is guessed
+    md = render_run(warehouse, "run-1", tmp_path / "r2")["markdown"].read_text(encoding="utf-8")
+    assert not any(k[0] == "Shared prefix" for k in _recommendations(md))
