@@ -108,11 +108,12 @@ def cmd_report(
 ) -> int:
     """Re-render a run's report from the warehouse."""
     from reports import render_run
+    from tasks.compose import compose_from_path
     from warehouse import store
 
     with store.opened(_warehouse_path(warehouse), read_only=True) as con:
         run_id = run or _latest_run(con)
-        paths = render_run(con, run_id, Path(out or Path(".bakeoff/reports") / run_id))  # NoSuchRun: exit 2
+        paths = render_run(con, run_id, Path(out or Path(".bakeoff/reports") / run_id), compose=compose_from_path)  # NoSuchRun: exit 2
     print(paths["html"])
     return 0
 

@@ -22,6 +22,14 @@ def md_inline(text: str) -> str:
     return text.replace("<", "&lt;")  # an entity: no renderer reads it as the start of a tag
 
 
+def md_fence(text: str, lang: str = "") -> str:
+    """A fenced code block: a fence longer than any backtick run inside, so no text can close it early
+    (inside a fence nothing is markup, HTML included)."""
+    longest = max((len(r) for r in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
+
+
 def md_table(table: Table) -> str:
     lines = []
     if table.caption:
@@ -74,6 +82,17 @@ def render_markdown(m: ReportModel) -> str:
         out += [f"- **{md_inline(r.use_case)}**" + (f" ({md_inline(r.scope)})" if r.scope else "")
                 + f": {md_inline(r.verdict)}" for r in m.recommendations.items]
         out += ["", md_table(m.recommendations.table), ""]
+    if m.deployment is not None:
+        d = m.deployment
+        out += ["## The deployment to copy", "", f"_Rule: {md_inline(d.rule)}._", ""]
+        if d.deployment_id is not None:
+            out += [f"Group: **{md_inline(d.deployment_id)}** ({md_inline(d.note)}).", ""]
+        else:
+            out += [md_inline(d.note) + ".", ""]
+        if d.compose is not None:
+            out += [md_fence(d.compose, "yaml"), ""]
+        if d.command:
+            out += ["To reproduce it:", "", md_fence(d.command, "sh"), ""]
     out += ["## Overview", "", md_table(m.overview), "", md_table(m.status), ""]
     if m.notes is not None:
         out += ["### Notes", "", md_table(m.notes), ""]

@@ -134,6 +134,7 @@ class ReportModel:
     stability: Stability | None = None
     colocation: Any = None  # reports.colocation.Colocation
     recommendations: Any = None  # reports.recommend.Recommendations
+    deployment: Any = None  # reports.deployment.DeploymentToCopy
     definitions: tuple[tuple[str, str], ...] = METRIC_DEFINITIONS
 
     @property
@@ -146,6 +147,7 @@ class ReportModel:
             ("stability", "Stability", self.stability is not None),
             ("colocation", "Co-location", self.colocation is not None),
             ("recommendations", "Recommendations", self.recommendations is not None),
+            ("deployment", "The deployment to copy", self.deployment is not None),
         ) if present]
         out += [("overview", "Overview"), ("charts", "Charts")]
         out += [(s.anchor, f"Deployment {s.deployment_id}") for s in self.deployments]
@@ -653,9 +655,11 @@ def stability(requests: pl.DataFrame, configs: list[dict]) -> Stability:
         "the cells' output tok/s across repeats (CV needs two repeats).")), tuple(tails))
 
 
-def build_model(con, run_id: str, *, title: str | None = None) -> ReportModel:
-    """Every section of one run's report, from the warehouse (read-only queries)."""
+def build_model(con, run_id: str, *, title: str | None = None, compose=None) -> ReportModel:
+    """Every section of one run's report, from the warehouse (read-only queries). `compose`
+    (matrix_path, deployment_id) -> compose file text: see reports/deployment.py."""
     from reports.colocation import colocation
+    from reports.deployment import deployment_to_copy
     from reports.matrixfile import read_matrix, workload_kinds
     from reports.recommend import recommendations
     from warehouse.transforms import summarize_run
@@ -676,4 +680,5 @@ def build_model(con, run_id: str, *, title: str | None = None) -> ReportModel:
                    stability=stability(requests, configs),
                    colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text),
                    recommendations=recommendations(requests, names, groups, SHAPE_COLUMNS, shape_text,
-                                                   workload_kinds(matrix)))
+                                                   workload_kinds(matrix)),
+                   deployment=deployment_to_copy(groups, run.get("matrix_path"), compose))
