@@ -47,6 +47,6 @@ def deployment_to_copy(groups: Sequence, matrix_path: str | None,
                                 "this report was rendered without bakeoff's compose logic: run the command")
     try:
         text = compose(matrix_path, dep)
-    except Exception as exc:  # noqa: BLE001 - any failure is reported in the section, the report still renders
+    except Exception as exc:  # any failure is reported in the section: the report still renders
         return DeploymentToCopy(dep, DEPLOYMENT_RULE, command, None, f"the compose file cannot be generated: {exc}")
     return DeploymentToCopy(dep, DEPLOYMENT_RULE, command, text, f"regenerated from {matrix_path} as it is now")

@@ -695,7 +695,7 @@ def test_stability_and_the_tail_explained(known_report):
 # pair-b at solo's speed; "one" ran alone with 1 slot (different flags: no twin for anybody).
 
 
-def _stage_colocation(tmp_path, warehouse, *, a_ms=SLOW_MS):
+def _stage_colocation(tmp_path, warehouse, *, a_ms=SLOW_MS, **run_extra):
     from dataclasses import replace as dc_replace
 
     from tests.builders import cell_row, deployment_row, run_row, stage
@@ -716,7 +716,7 @@ def _stage_colocation(tmp_path, warehouse, *, a_ms=SLOW_MS):
             inst("one", "one-0", 0, 8004, 1)]
     # TTFT SLO 15 ms: a request's first token comes at duration / 10, so solo's (9.5-11 ms) all meet it and
     # pair-a's (19-22 ms) none
-    store.load_run(warehouse, stage(tmp_path, records, cells, run_row(ttft_ms=15.0), deps))
+    store.load_run(warehouse, stage(tmp_path, records, cells, {**run_row(ttft_ms=15.0), **run_extra}, deps))
 
 
 def test_colocation_slowdown_against_the_alone_twin(tmp_path, warehouse):
@@ -827,3 +827,67 @@ def test_shared_prefix_rule_reads_the_matrix_file(tmp_path, warehouse):
     matrix.unlink()  # the file gone: the rule does not apply, nothing is guessed
     md = render_run(warehouse, "run-1", tmp_path / "r2")["markdown"].read_text(encoding="utf-8")
     assert not any(k[0] == "Shared prefix" for k in _recommendations(md))
+
+
+# ------------------------------------------------------------------ the deployment to copy
+
+PAIR_MATRIX = """name: t
+engines:
+  cpu: {kind: llamacpp, version: "0.3.36", launcher: docker, image: "ghcr.io/ggml-org/llama.cpp:server"}
+models:
+  m: {path: MODEL, served_name: m}
+deployments:
+  - id: solo
+    instances: [{id: solo-0, engine: cpu, model: m, parallel: 4}]
+  - id: pair
+    instances: [{id: pair-a, engine: cpu, model: m, parallel: 4}, {id: pair-b, engine: cpu, model: m, parallel: 4}]
+workloads:
+  - {id: w, prompts: study}
+"""
+
+
+def test_deployment_to_copy_embeds_the_compose_file(tmp_path, warehouse):
+    from reports import render_run
+    from tasks.compose import compose_from_path
+
+    (tmp_path / "m.gguf").write_bytes(b"")
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(PAIR_MATRIX.replace("MODEL", str(tmp_path / "m.gguf")), encoding="utf-8")
+    _stage_colocation(tmp_path, warehouse, matrix_path=str(matrix))
+    paths = render_run(warehouse, "run-1", tmp_path / "r", compose=compose_from_path)
+    md, page = paths["markdown"].read_text(encoding="utf-8"), paths["html"].read_text(encoding="utf-8")
+    part = section(md, "## The deployment to copy", "## Overview")
+    assert "Group: **pair** (regenerated from" in part  # the only co-located group; it started whole
+    expected = compose_from_path(str(matrix), "pair")
+    assert "pair-b:" in expected and "condition: service_healthy" in expected
+    assert f"```yaml\n{expected.rstrip()}\n```" in part
+    assert f"bakeoff compose {matrix} pair --out compose.yaml" in part
+    assert html.escape(expected.rstrip(), quote=False) in page.replace("&#39;", "'")
+    matrix.unlink()  # gone: the command, and the reason there is no file
+    md = render_run(warehouse, "run-1", tmp_path / "r2", compose=compose_from_path)["markdown"].read_text("utf-8")
+    part = section(md, "## The deployment to copy", "## Overview")
+    assert "```yaml" not in part and "is no longer there: the compose file cannot be regenerated" in part
+    assert f"bakeoff compose {matrix} pair --out compose.yaml" in part
+
+
+def test_deployment_to_copy_is_escaped_and_says_why_not(tmp_path, warehouse):
+    from reports import render_run
+
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text("name: t\n", encoding="utf-8")
+    _stage_colocation(tmp_path, warehouse, matrix_path=str(matrix))
+    paths = render_run(warehouse, "run-1", tmp_path / "r", compose=lambda path, dep: f"image: {EVIL}\n```\n{EVIL}")
+    md, page = paths["markdown"].read_text(encoding="utf-8"), paths["html"].read_text(encoding="utf-8")
+    assert EVIL not in page and page.count("<script") == 2
+    assert f"````yaml\nimage: {EVIL}\n```\n{EVIL}\n````" in md  # a longer fence: the text cannot close it
+
+    def broken(path, dep):
+        raise ValueError("engines.cpu: a docker engine needs `image` or `build`")
+
+    md = render_run(warehouse, "run-1", tmp_path / "r2", compose=broken)["markdown"].read_text(encoding="utf-8")
+    assert "the compose file cannot be generated: engines.cpu: a docker engine needs \\`image\\`" in md
+
+
+def test_no_deployment_to_copy_when_no_group_started_whole(known_report):
+    _, md = known_report  # duo, the only co-located group there, did not start whole
+    assert "no co-location group started whole: nothing to copy." in section(md, "## The deployment", "## Overview")
