@@ -93,6 +93,11 @@ def render_markdown(m: ReportModel) -> str:
             out += [md_fence(d.compose, "yaml"), ""]
         if d.command:
             out += ["To reproduce it:", "", md_fence(d.command, "sh"), ""]
+    if m.method is not None:
+        me = m.method
+        out += ["## Method", "", md_table(me.workloads), "", md_table(me.shapes), "",
+                "The metric formulas are under Metric definitions below.", "", md_table(me.overhead), ""]
+        out += [md_table(me.care), ""] if me.care is not None else ["No cell needs reading with care.", ""]
     out += ["## Overview", "", md_table(m.overview), "", md_table(m.status), ""]
     if m.notes is not None:
         out += ["### Notes", "", md_table(m.notes), ""]

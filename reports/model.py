@@ -135,6 +135,7 @@ class ReportModel:
     colocation: Any = None  # reports.colocation.Colocation
     recommendations: Any = None  # reports.recommend.Recommendations
     deployment: Any = None  # reports.deployment.DeploymentToCopy
+    method: Any = None  # reports.method.Method
     definitions: tuple[tuple[str, str], ...] = METRIC_DEFINITIONS
 
     @property
@@ -148,6 +149,7 @@ class ReportModel:
             ("colocation", "Co-location", self.colocation is not None),
             ("recommendations", "Recommendations", self.recommendations is not None),
             ("deployment", "The deployment to copy", self.deployment is not None),
+            ("method", "Method", self.method is not None),
         ) if present]
         out += [("overview", "Overview"), ("charts", "Charts")]
         out += [(s.anchor, f"Deployment {s.deployment_id}") for s in self.deployments]
@@ -660,6 +662,7 @@ def build_model(con, run_id: str, *, title: str | None = None, compose=None) -> 
     (matrix_path, deployment_id) -> compose file text: see reports/deployment.py."""
     from reports.colocation import colocation
     from reports.deployment import deployment_to_copy
+    from reports.method import method
     from reports.matrixfile import read_matrix, workload_kinds
     from reports.recommend import recommendations
     from warehouse.transforms import summarize_run
@@ -681,4 +684,6 @@ def build_model(con, run_id: str, *, title: str | None = None, compose=None) -> 
                    colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text),
                    recommendations=recommendations(requests, names, groups, SHAPE_COLUMNS, shape_text,
                                                    workload_kinds(matrix)),
-                   deployment=deployment_to_copy(groups, run.get("matrix_path"), compose))
+                   deployment=deployment_to_copy(groups, run.get("matrix_path"), compose),
+                   method=method(_records(con, "SELECT * FROM v_cells WHERE run_id = ?", [run_id]), matrix,
+                                 run.get("matrix_path"), load_shape))
