@@ -662,8 +662,8 @@ def build_model(con, run_id: str, *, title: str | None = None, compose=None) -> 
     (matrix_path, deployment_id) -> compose file text: see reports/deployment.py."""
     from reports.colocation import colocation
     from reports.deployment import deployment_to_copy
-    from reports.method import method
     from reports.matrixfile import read_matrix, workload_kinds
+    from reports.method import method
     from reports.recommend import recommendations
     from warehouse.transforms import summarize_run
 

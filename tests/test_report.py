@@ -725,7 +725,7 @@ def test_colocation_slowdown_against_the_alone_twin(tmp_path, warehouse):
     _stage_colocation(tmp_path, warehouse)
     paths = render_run(warehouse, "run-1", tmp_path / "r")
     md, page = paths["markdown"].read_text(encoding="utf-8"), paths["html"].read_text(encoding="utf-8")
-    part = section(md, "## Co-location", "## Overview")
+    part = section(md, "## Co-location", "## Recommendations")
     rows = {r[0]: r for r in md_rows(part) if len(r) == 10}
     assert set(rows) == {"Co-located instance", "pair-a", "pair-b"}  # "one" has 1 slot: no twin of anybody
     a = rows["pair-a"]
@@ -749,7 +749,7 @@ def test_colocation_slowdown_flips_when_the_data_flips(tmp_path, warehouse):
 
     _stage_colocation(tmp_path, warehouse, a_ms=[d / 2 for d in FAST_MS])  # pair-a now twice as fast as solo
     md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
-    a = next(r for r in md_rows(section(md, "## Co-location", "## Overview")) if r[0] == "pair-a")
+    a = next(r for r in md_rows(section(md, "## Co-location", "## Recommendations")) if r[0] == "pair-a")
     assert a[5].startswith("2.00× [") and a[6].startswith("0.50× [") and a[8] == "100% / 100%"
 
 
@@ -765,7 +765,7 @@ def test_comparable_flags_drop_port_host_and_memory():
 
 
 def _recommendations(md: str) -> dict[tuple[str, str], tuple[str, ...]]:
-    rows = md_rows(section(md, "## Recommendations", "## Overview"))
+    rows = md_rows(section(md, "## Recommendations", "## The deployment to copy"))
     return {(r[0], r[1]): r for r in rows if len(r) == 5 and r[0] != "Use case"}
 
 
@@ -891,3 +891,39 @@ def test_deployment_to_copy_is_escaped_and_says_why_not(tmp_path, warehouse):
 def test_no_deployment_to_copy_when_no_group_started_whole(known_report):
     _, md = known_report  # duo, the only co-located group there, did not start whole
     assert "no co-location group started whole: nothing to copy." in section(md, "## The deployment", "## Overview")
+
+
+# ------------------------------------------------------------------ method
+
+
+def test_method_workloads_overhead_and_cells_to_read_with_care(tmp_path, warehouse):
+    from reports import render_run
+    from tests.builders import cell_row, deployment_row, run_row, stage
+    from warehouse import store
+
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text("name: t\nworkloads:\n  - {id: w, prompts: study, limit_prompts: 6, output_lengths: [32, 64], "
+                      "ignore_eos: true}\n", encoding="utf-8")
+    records = _cell_requests("fast", FAST_MS) + _cell_requests("lag", FAST_MS[:18])
+    records += _cell_requests("lag", FAST_MS[:2], start=18)
+    records[-1].status, records[-1].completion_tokens = "timeout", None  # one of lag's 20 failed
+    cells = [{**cell_row("fast/c", deployment_id="fast", wall_ms=1000.0, planned=20), "warmup_requests": 4,
+              "send_lateness_p50_ms": 0.25, "send_lateness_p99_ms": 0.75, "loop_lag_p99_ms": 1.5,
+              "loop_lag_max_ms": 2.5, "client_kept_up": True},
+             {**cell_row("lag/c", deployment_id="lag", wall_ms=1000.0, planned=24), "warmup_requests": 4,
+              "send_lateness_p50_ms": 3.0, "send_lateness_p99_ms": 41.5, "loop_lag_p99_ms": 12.5,
+              "loop_lag_max_ms": 80.0, "client_kept_up": False}]
+    deps = [deployment_row(deployment_id=d) for d in ("fast", "lag")]
+    store.load_run(warehouse, stage(tmp_path, records, cells, {**run_row(), "matrix_path": str(matrix)}, deps))
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    part = section(md, "## Method", "## Overview")
+    rows = md_rows(part)
+    assert ("w", "prompts", "study", "6", "32, 64", "true", "2", "20–24", "4", "1") in rows
+    assert ("w", "closed, concurrency 2", "2", "2") in rows
+    assert ("fast/c", "fast", "0.250", "0.750", "1.50", "2.50", "yes") in rows
+    assert ("lag/c", "lag", "3.00", "41.50", "12.50", "80.00", "no") in rows
+    care = {r[2] for r in rows if len(r) == 3 and r[0] == "lag/c"}
+    assert care == {"the load generator did not keep up: its timings may be skewed (P99 send lateness 41.50 ms, "
+                    "P99 loop lag 12.50 ms)", "1 of 20 requests failed", "fewer requests recorded than planned "
+                    "(20 of 24 recorded)"}
+    assert not any(r[0] == "fast/c" for r in rows if len(r) == 3)  # fast ran as planned, all ok, client kept up
