@@ -93,6 +93,11 @@ def render_markdown(m: ReportModel) -> str:
             out += [md_fence(d.compose, "yaml"), ""]
         if d.command:
             out += ["To reproduce it:", "", md_fence(d.command, "sh"), ""]
+    if m.trend is not None:
+        out += ["## Nightly trend", ""]
+        out += [f"- **{md_inline(r.configuration)}** {md_inline(r.metric)}: regressed since {md_inline(r.night)} "
+                f"({r.change:+.0%})" for r in m.trend.regressions] or ["No regression flagged on the latest night."]
+        out += ["", md_table(m.trend.table), "", md_table(m.trend.versions), ""]
     if m.method is not None:
         me = m.method
         out += ["## Method", "", md_table(me.workloads), "", md_table(me.shapes), "",

@@ -136,6 +136,7 @@ class ReportModel:
     recommendations: Any = None  # reports.recommend.Recommendations
     deployment: Any = None  # reports.deployment.DeploymentToCopy
     method: Any = None  # reports.method.Method
+    trend: Any = None  # reports.trend.Trend
     definitions: tuple[tuple[str, str], ...] = METRIC_DEFINITIONS
 
     @property
@@ -149,6 +150,7 @@ class ReportModel:
             ("colocation", "Co-location", self.colocation is not None),
             ("recommendations", "Recommendations", self.recommendations is not None),
             ("deployment", "The deployment to copy", self.deployment is not None),
+            ("trend", "Nightly trend", self.trend is not None),
             ("method", "Method", self.method is not None),
         ) if present]
         out += [("overview", "Overview"), ("charts", "Charts")]
@@ -657,7 +659,7 @@ def stability(requests: pl.DataFrame, configs: list[dict]) -> Stability:
         "the cells' output tok/s across repeats (CV needs two repeats).")), tuple(tails))
 
 
-def build_model(con, run_id: str, *, title: str | None = None, compose=None) -> ReportModel:
+def build_model(con, run_id: str, *, title: str | None = None, compose=None, nights: int = 14) -> ReportModel:
     """Every section of one run's report, from the warehouse (read-only queries). `compose`
     (matrix_path, deployment_id) -> compose file text: see reports/deployment.py."""
     from reports.colocation import colocation
@@ -665,6 +667,7 @@ def build_model(con, run_id: str, *, title: str | None = None, compose=None) -> 
     from reports.matrixfile import read_matrix, workload_kinds
     from reports.method import method
     from reports.recommend import recommendations
+    from reports.trend import trend
     from warehouse.transforms import summarize_run
 
     run, _deps, summary, metrics = summarize_run(con, run_id)  # NoSuchRun
@@ -686,4 +689,5 @@ def build_model(con, run_id: str, *, title: str | None = None, compose=None) -> 
                                                    workload_kinds(matrix)),
                    deployment=deployment_to_copy(groups, run.get("matrix_path"), compose),
                    method=method(_records(con, "SELECT * FROM v_cells WHERE run_id = ?", [run_id]), matrix,
-                                 run.get("matrix_path"), load_shape))
+                                 run.get("matrix_path"), load_shape),
+                   trend=trend(con, run_id, names, shape_text, nights))
