@@ -927,3 +927,42 @@ def test_method_workloads_overhead_and_cells_to_read_with_care(tmp_path, warehou
                     "P99 loop lag 12.50 ms)", "1 of 20 requests failed", "fewer requests recorded than planned "
                     "(20 of 24 recorded)"}
     assert not any(r[0] == "fast/c" for r in rows if len(r) == 3)  # fast ran as planned, all ok, client kept up
+
+
+# ------------------------------------------------------------------ nightly trend
+
+
+def test_nightly_trend_flags_the_regression_on_the_right_night(tmp_path, warehouse):
+    from datetime import timedelta
+
+    from reports import render_run
+    from tests.builders import T0, cell_row, deployment_row, record, run_row, stage
+    from warehouse import store
+
+    # five nights of "fast": the same 20 requests in 1 s (200 tok/s); night 5 takes twice as long (100 tok/s),
+    # on a new engine version; flat history: MAD 0, so any move past 2% is flagged (detect_regressions)
+    for n in range(1, 6):
+        run_id, scale = f"run-{n}", 2.0 if n == 5 else 1.0
+        records = [record(i, run_id=run_id, cell_id="fast/c", deployment_id="fast",
+                          chunks_ms=[d * scale * (k + 1) / 10 for k in range(10)], tokens=10, max_tokens=10)
+                   for i, d in enumerate(FAST_MS)]
+        run = {**run_row(run_id), "started_at": (T0 + timedelta(days=n)).isoformat()}
+        dep = {**deployment_row(run_id, deployment_id="fast"), "engine_version": "0.3.40" if n == 5 else "0.3.36"}
+        store.load_run(warehouse, stage(tmp_path / f"n{n}", records,
+                                        [cell_row("fast/c", run_id=run_id, deployment_id="fast", wall_ms=1000 * scale)],
+                                        run, [dep]))
+    md = render_run(warehouse, "run-5", tmp_path / "r", nights=14)["markdown"].read_text(encoding="utf-8")
+    part = section(md, "## Nightly trend", "## Method")
+    assert "- **fast** Output tok/s: regressed since 2026-11-06 (-50%)" in part
+    assert "- **fast** E2E P95 ms: regressed since 2026-11-06 (+100%)" in part
+    rows = {r[2]: r for r in md_rows(part) if len(r) == 9 and r[0] == "fast"}
+    assert rows["Output tok/s"][3:] == ("200.0", "200.0", "200.0", "200.0", "100.0 ▼ regressed",
+                                        "regressed since 2026-11-06 (-50%)")
+    versions = [r for r in md_rows(part) if len(r) == 4 and r[1].startswith("run-")]
+    assert [v[2] for v in versions] == ["llamacpp 0.3.36"] * 4 + ["llamacpp 0.3.40"] and versions[4][3] == "changed"
+    # re-rendered for night 4: that night ends the trend, nothing regressed yet
+    md4 = render_run(warehouse, "run-4", tmp_path / "r4", nights=3)["markdown"].read_text(encoding="utf-8")
+    part4 = section(md4, "## Nightly trend", "## Method")
+    assert "No regression flagged on the latest night." in part4
+    rows4 = {r[2]: r for r in md_rows(part4) if len(r) == 7 and r[0] == "fast"}
+    assert rows4["Output tok/s"][3:] == ("200.0", "200.0", "200.0", "no verdict (too few earlier nights)")
