@@ -966,3 +966,18 @@ def test_nightly_trend_flags_the_regression_on_the_right_night(tmp_path, warehou
     assert "No regression flagged on the latest night." in part4
     rows4 = {r[2]: r for r in md_rows(part4) if len(r) == 7 and r[0] == "fast"}
     assert rows4["Output tok/s"][3:] == ("200.0", "200.0", "200.0", "no verdict (too few earlier nights)")
+
+
+def test_the_demo_pair_matches_the_four_slot_server_alone():
+    from reports.colocation import comparable_flags
+    from tasks.launch import instance_launch
+    from tasks.matrix import load_matrix, plan
+
+    matrix, _ = load_matrix(Path(__file__).resolve().parents[1] / "configs" / "cpu-smoke.yaml")
+    flags = {}
+    for port, p in enumerate((p for g in plan(matrix) for p in g.instances), start=8000):
+        # as a container: the same command line without needing the built llama-server binary
+        launch = instance_launch(matrix, p, base_dir=Path("."), port=port, launcher="docker",
+                                 images={p.engine_name: "image"})
+        flags[p.instance_id] = comparable_flags(launch.flags, " ".join(launch.memory_args) or None)
+    assert flags["pair-a"] == flags["pair-b"] == flags["llamacpp-p4"] != flags["llamacpp-p1"]
