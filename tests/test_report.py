@@ -695,22 +695,23 @@ def test_stability_and_the_tail_explained(known_report):
 # pair-b at solo's speed; "one" ran alone with 1 slot (different flags: no twin for anybody).
 
 
-def _stage_colocation(tmp_path, warehouse, *, a_ms=SLOW_MS, **run_extra):
+def _stage_colocation(tmp_path, warehouse, *, a_ms=SLOW_MS, model="m", **run_extra):
     from dataclasses import replace as dc_replace
 
     from tests.builders import cell_row, deployment_row, run_row, stage
     from warehouse import store
 
     def inst(dep, iid, order, port, parallel):
-        return {**deployment_row(deployment_id=dep), "instance_id": iid, "start_order": order,
+        return {**deployment_row(deployment_id=dep), "instance_id": iid, "start_order": order, "model": model,
                 "flags": ["--model", "/m.gguf", "--host", "127.0.0.1", "--port", str(port), "--parallel", str(parallel)]}
 
     def reqs(dep, iid, durations, start=0):
-        return [dc_replace(r, instance_id=iid) for r in _cell_requests(dep, durations, start=start, cell=f"{iid}/c")]
+        return [dc_replace(r, instance_id=iid)
+                for r in _cell_requests(dep, durations, start=start, cell=f"{iid}/c", model=model)]
 
     records = (reqs("solo", "solo-0", FAST_MS) + reqs("pair", "pair-a", a_ms) + reqs("pair", "pair-b", SAME_MS)
                + reqs("one", "one-0", FAST_MS))
-    cells = [{**cell_row(f"{iid}/c", deployment_id=dep, wall_ms=1000.0), "instance_id": iid}
+    cells = [{**cell_row(f"{iid}/c", deployment_id=dep, wall_ms=1000.0, model=model), "instance_id": iid}
              for dep, iid in (("solo", "solo-0"), ("pair", "pair-a"), ("pair", "pair-b"), ("one", "one-0"))]
     deps = [inst("solo", "solo-0", 0, 8001, 4), inst("pair", "pair-a", 0, 8002, 4), inst("pair", "pair-b", 1, 8003, 4),
             inst("one", "one-0", 0, 8004, 1)]
@@ -981,3 +982,17 @@ def test_the_demo_pair_matches_the_four_slot_server_alone():
                                  images={p.engine_name: "image"})
         flags[p.instance_id] = comparable_flags(launch.flags, " ".join(launch.memory_args) or None)
     assert flags["pair-a"] == flags["pair-b"] == flags["llamacpp-p4"] != flags["llamacpp-p1"]
+
+
+def test_a_model_name_is_escaped_in_the_new_sections(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_colocation(tmp_path, warehouse, model=EVIL)
+    paths = render_run(warehouse, "run-1", tmp_path / "r")
+    md, page = paths["markdown"].read_text(encoding="utf-8"), paths["html"].read_text(encoding="utf-8")
+    assert EVIL not in md and "<script" not in md and EVIL not in page and page.count("<script") == 2
+    shape = "&lt;script>alert('x')&lt;/script> · w · closed, concurrency 2"
+    assert any(r[0] == "pair-a" and r[3] == shape for r in md_rows(section(md, "## Co-location", "## Recommendations")))
+    for start, end in (('id="colocation"', 'id="recommendations"'), ('id="recommendations"', 'id="deployment"'),
+                       ('id="trend"', 'id="method"')):
+        assert html.escape(EVIL, quote=False) in section(page, start, end).replace("&#39;", "'")
