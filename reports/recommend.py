@@ -144,9 +144,10 @@ def recommendations(requests: pl.DataFrame, names: dict, groups: Sequence, shape
                     workload_kinds: dict[str, str] | None = None) -> Recommendations:
     """Every rule over the run: `requests` as reports.model._requests_frame gives them; `workload_kinds`
     maps workload id to its kind where the matrix file is still there (the shared-prefix rule needs it)."""
-    ok = requests.filter(pl.col("status") == "ok").with_columns(
-        name=pl.struct("deployment_id", "instance_id").map_elements(
-            lambda s: names.get((s["deployment_id"], s["instance_id"]), s["instance_id"]), return_dtype=pl.String))
+    named = pl.DataFrame([{"deployment_id": d, "instance_id": i, "name": n} for (d, i), n in names.items()],
+                         schema={"deployment_id": pl.String, "instance_id": pl.String, "name": pl.String})
+    ok = (requests.filter(pl.col("status") == "ok").join(named, on=["deployment_id", "instance_id"], how="left")
+          .with_columns(pl.coalesce("name", "instance_id").alias("name")))
     items: list[Recommendation] = [multi_model(groups)]
     for rule in RULES:
         frame = ok
