@@ -105,15 +105,18 @@ def cmd_compose(
 def cmd_report(
     run: Annotated[str | None, typer.Option(help="run id (default: the latest run)")] = None,
     out: Annotated[str | None, typer.Option(help="output folder (default .bakeoff/reports/RUN_ID)")] = None,
+    nights: Annotated[int, typer.Option(min=1, help="nights the trend section shows, ending with the run")] = 14,
     warehouse: WarehouseOpt = None,
 ) -> int:
     """Re-render a run's report from the warehouse."""
     from reports import render_run
+    from tasks.compose import compose_from_path
     from warehouse import store
 
     with store.opened(_warehouse_path(warehouse), read_only=True) as con:
         run_id = run or _latest_run(con)
-        paths = render_run(con, run_id, Path(out or Path(".bakeoff/reports") / run_id))  # NoSuchRun: exit 2
+        out_dir = Path(out or Path(".bakeoff/reports") / run_id)
+        paths = render_run(con, run_id, out_dir, compose=compose_from_path, nights=nights)  # NoSuchRun: exit 2
     print(paths["html"])
     return 0
 

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from reports import render_run
 from tasks import bench, deploy, images, night
+from tasks.compose import compose_from_path
 from tasks.errors import NightFailed
 from tasks.matrix import load_matrix
 from tasks.plan import plan
@@ -104,7 +105,7 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
 
     with store.opened(warehouse, read_only=True) as con:
         _run_row, deployment_rows, summary, _metrics = summarize(con, run_id)
-        paths = report(con, run_id, run_dir / "report")
+        paths = report(con, run_id, run_dir / "report", compose=compose_from_path)
     create_markdown_artifact(key="bakeoff-report", markdown=paths["markdown"].read_text(),
                              description=f"bakeoff run {run_id}")
     result = {"run_id": run_id, "run_dir": str(run_dir), "warehouse": warehouse, "rows": counts,

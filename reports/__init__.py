@@ -2,13 +2,14 @@
 the same content written as self-contained HTML (html.py, templates/) and Markdown (markdown.py).
 
 Entry points:
-* `render_run(con, run_id, out_dir, *, title=None)`: every section, from the warehouse alone;
+* `render_run(con, run_id, out_dir, *, title=None, compose=None, nights=14)`: every section, from the warehouse alone;
 * `render_report(summary, requests, out_dir, *, title, run_info)`: the per-cell sections from the two
   frames of warehouse.transforms.summarize_run (the call of flows/ before render_run).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -30,9 +31,13 @@ def write_report(model: ReportModel, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def render_run(con, run_id: str, out_dir: Path, *, title: str | None = None) -> dict[str, Path]:
-    """One run's full report, from the warehouse (read-only). Raises warehouse.store.NoSuchRun for an unknown run."""
-    return write_report(build_model(con, run_id, title=title), out_dir)
+def render_run(con, run_id: str, out_dir: Path, *, title: str | None = None,
+               compose: Callable[[str, str], str] | None = None, nights: int = 14) -> dict[str, Path]:
+    """One run's full report, from the warehouse (read-only). Raises warehouse.store.NoSuchRun for an unknown run.
+    `compose(matrix_path, deployment_id)` regenerates a group's compose file (tasks.compose.compose_from_path;
+    passed in because reports/ does not import tasks/); without it the section gives the command only.
+    `nights`: how many nights the trend section shows, ending with this run."""
+    return write_report(build_model(con, run_id, title=title, compose=compose, nights=nights), out_dir)
 
 
 def render_report(summary: pl.DataFrame, requests: pl.DataFrame, out_dir: Path, *, title: str,

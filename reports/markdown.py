@@ -22,6 +22,14 @@ def md_inline(text: str) -> str:
     return text.replace("<", "&lt;")  # an entity: no renderer reads it as the start of a tag
 
 
+def md_fence(text: str, lang: str = "") -> str:
+    """A fenced code block: a fence longer than any backtick run inside, so no text can close it early
+    (inside a fence nothing is markup, HTML included)."""
+    longest = max((len(r) for r in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
+
+
 def md_table(table: Table) -> str:
     lines = []
     if table.caption:
@@ -59,6 +67,42 @@ def render_markdown(m: ReportModel) -> str:
         out += ["## Stability", "", md_table(m.stability.table), "", "### The tail, explained", ""]
         out += [f"- {md_inline(t.sentence)}" for t in m.stability.tails] or ["No configuration has enough requests."]
         out += [""]
+    if m.colocation is not None:
+        c = m.colocation
+        out += ["## Co-location", "", f"_Rule: {md_inline(c.rule)}._", ""]
+        out += [f"- {md_inline(s.shape)}: {md_inline(s.verdict)}" for s in c.slowdowns] or [
+            "No co-located instance has an alone twin in this run."]
+        out += [""]
+        if c.slowdowns:
+            out += [md_table(c.table), ""]
+        if c.unmatched:
+            out += ["Co-located without an alone twin: " + md_inline("; ".join(c.unmatched)), ""]
+    if m.recommendations is not None:
+        out += ["## Recommendations", ""]
+        out += [f"- **{md_inline(r.use_case)}**" + (f" ({md_inline(r.scope)})" if r.scope else "")
+                + f": {md_inline(r.verdict)}" for r in m.recommendations.items]
+        out += ["", md_table(m.recommendations.table), ""]
+    if m.deployment is not None:
+        d = m.deployment
+        out += ["## The deployment to copy", "", f"_Rule: {md_inline(d.rule)}._", ""]
+        if d.deployment_id is not None:
+            out += [f"Group: **{md_inline(d.deployment_id)}** ({md_inline(d.note)}).", ""]
+        else:
+            out += [md_inline(d.note) + ".", ""]
+        if d.compose is not None:
+            out += [md_fence(d.compose, "yaml"), ""]
+        if d.command:
+            out += ["To reproduce it:", "", md_fence(d.command, "sh"), ""]
+    if m.trend is not None:
+        out += ["## Nightly trend", ""]
+        out += [f"- **{md_inline(r.configuration)}** {md_inline(r.metric)}: regressed since {md_inline(r.night)} "
+                f"({r.change:+.0%})" for r in m.trend.regressions] or ["No regression flagged on the latest night."]
+        out += ["", md_table(m.trend.table), "", md_table(m.trend.versions), ""]
+    if m.method is not None:
+        me = m.method
+        out += ["## Method", "", md_table(me.workloads), "", md_table(me.shapes), "",
+                "The metric formulas are under Metric definitions below.", "", md_table(me.overhead), ""]
+        out += [md_table(me.care), ""] if me.care is not None else ["No cell needs reading with care.", ""]
     out += ["## Overview", "", md_table(m.overview), "", md_table(m.status), ""]
     if m.notes is not None:
         out += ["### Notes", "", md_table(m.notes), ""]

@@ -131,6 +131,11 @@ class ReportModel:
     feasibility: tuple[FeasibilityGroup, ...] | None = None
     throughput: Throughput | None = None
     stability: Stability | None = None
+    colocation: Any = None  # reports.colocation.Colocation
+    recommendations: Any = None  # reports.recommend.Recommendations
+    deployment: Any = None  # reports.deployment.DeploymentToCopy
+    method: Any = None  # reports.method.Method
+    trend: Any = None  # reports.trend.Trend
     definitions: tuple[tuple[str, str], ...] = METRIC_DEFINITIONS
 
     @property
@@ -141,6 +146,11 @@ class ReportModel:
             ("feasibility", "Feasibility", self.feasibility is not None),
             ("throughput", "Throughput", self.throughput is not None),
             ("stability", "Stability", self.stability is not None),
+            ("colocation", "Co-location", self.colocation is not None),
+            ("recommendations", "Recommendations", self.recommendations is not None),
+            ("deployment", "The deployment to copy", self.deployment is not None),
+            ("trend", "Nightly trend", self.trend is not None),
+            ("method", "Method", self.method is not None),
         ) if present]
         out += [("overview", "Overview"), ("charts", "Charts")]
         out += [(s.anchor, f"Deployment {s.deployment_id}") for s in self.deployments]
@@ -444,7 +454,7 @@ def _requests_frame(con, run_id: str) -> pl.DataFrame:
     return _frame(con, f"""
         SELECT q.request_id, q.cell_id, q.deployment_id, q.instance_id, q.engine, q.model, {shape},
                q.status, q.error_class, q.completion_tokens, q.ttft_ms, q.e2e_ms, q.queue_ms, q.tokens_per_s,
-               (r.done_at - r.sent_at) / 1e6 AS done_ms, c.client_kept_up,
+               (r.done_at - r.sent_at) / 1e6 AS done_ms, c.client_kept_up, q.meets_slo,
                (row_number() OVER (PARTITION BY q.cell_id ORDER BY r.scheduled_at, q.request_id) - 1)
                    / greatest(count(*) OVER (PARTITION BY q.cell_id) - 1, 1) AS position
         FROM v_requests q JOIN requests r USING (run_id, request_id)
@@ -648,8 +658,15 @@ def stability(requests: pl.DataFrame, configs: list[dict]) -> Stability:
         "the cells' output tok/s across repeats (CV needs two repeats).")), tuple(tails))
 
 
-def build_model(con, run_id: str, *, title: str | None = None) -> ReportModel:
-    """Every section of one run's report, from the warehouse (read-only queries)."""
+def build_model(con, run_id: str, *, title: str | None = None, compose=None, nights: int = 14) -> ReportModel:
+    """Every section of one run's report, from the warehouse (read-only queries). `compose`
+    (matrix_path, deployment_id) -> compose file text: see reports/deployment.py."""
+    from reports.colocation import colocation
+    from reports.deployment import deployment_to_copy
+    from reports.matrixfile import read_matrix, workload_kinds
+    from reports.method import method
+    from reports.recommend import recommendations
+    from reports.trend import trend
     from warehouse.transforms import summarize_run
 
     run, _deps, summary, metrics = summarize_run(con, run_id)  # NoSuchRun
@@ -660,7 +677,16 @@ def build_model(con, run_id: str, *, title: str | None = None) -> ReportModel:
     names = _names(con, run_id)
     requests = _requests_frame(con, run_id)
     configs = _configurations(con, run_id, requests, names)
+    matrix = read_matrix(run.get("matrix_path"))
+    groups = feasibility(con, run_id)
     return replace(base,
                    environment=kv_table(environment_rows(run, deps), caption="Where and with what this run measured."),
-                   feasibility=feasibility(con, run_id), throughput=throughput(con, run_id, configs, names),
-                   stability=stability(requests, configs))
+                   feasibility=groups, throughput=throughput(con, run_id, configs, names),
+                   stability=stability(requests, configs),
+                   colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text),
+                   recommendations=recommendations(requests, names, groups, SHAPE_COLUMNS, shape_text,
+                                                   workload_kinds(matrix)),
+                   deployment=deployment_to_copy(groups, run.get("matrix_path"), compose),
+                   method=method(_records(con, "SELECT * FROM v_cells WHERE run_id = ?", [run_id]), matrix,
+                                 run.get("matrix_path"), load_shape),
+                   trend=trend(con, run_id, names, shape_text, nights))

@@ -10,7 +10,7 @@ import yaml
 from tasks.engines import adapter_for
 from tasks.gpu_memory import plan_group
 from tasks.launch import display_port, instance_launch
-from tasks.matrix import Matrix, MatrixError
+from tasks.matrix import Matrix, MatrixError, load_matrix
 from tasks.plan import plan
 
 
@@ -72,3 +72,10 @@ def compose_file(matrix: Matrix, deployment_id: str, base_dir: Path) -> str:
         f"# each after the previous is healthy; memory flags as the planner set them.\n"
     )
     return header + yaml.safe_dump({"services": services}, sort_keys=False, width=120)
+
+
+def compose_from_path(matrix_path: str, deployment_id: str) -> str:
+    """The compose file of one group from a matrix file (the report's "deployment to copy"); MatrixError
+    when the file is gone, invalid, or cannot be composed."""
+    matrix, _ = load_matrix(matrix_path)
+    return compose_file(matrix, deployment_id, Path(matrix_path).resolve().parent)

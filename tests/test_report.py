@@ -131,7 +131,7 @@ def make_frames(seed: int = 7, requests_per_cell: int = 24) -> tuple[pl.DataFram
     float_cols = ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "tokens_per_s")
     requests = pl.DataFrame(
         req_rows,
-        schema_overrides={**{c: pl.Float64 for c in float_cols}, "max_tokens": pl.Int64, "completion_tokens": pl.Int64},
+        schema_overrides={**dict.fromkeys(float_cols, pl.Float64), "max_tokens": pl.Int64, "completion_tokens": pl.Int64},
     )
     summary = pl.DataFrame(cell_rows, infer_schema_length=None).with_columns(
         pl.col(c).cast(pl.Float64) for c in ("wall_s", "goodput_rps")
@@ -548,7 +548,7 @@ def _cell_requests(dep: str, durations_ms, *, tokens=10, model="m", start=0, cel
     return out
 
 
-def _stage_known_run(tmp_path, warehouse, *, slow_ms=SLOW_MS):
+def _stage_known_run(tmp_path, warehouse, *, slow_ms=SLOW_MS, **run_extra):
     from tests.builders import cell_row, deployment_row, run_row, stage
     from warehouse import store
 
@@ -574,7 +574,7 @@ def _stage_known_run(tmp_path, warehouse, *, slow_ms=SLOW_MS):
          "start_order": 2, "failure_message": "no health in 60 s"},
     ]
     run = {**run_row(ttft_ms=50.0), "host": "bench-01 " + EVIL, "gpu_name": "RTX 5090", "gpu_driver": "575.1",
-           "git_sha": "abc123", "bakeoff_version": "0.1.0"}
+           "git_sha": "abc123", "bakeoff_version": "0.1.0", **run_extra}
     keys = {k: None for d in deps + duo for k in d}  # Arrow takes a dict table's columns from its first row
     store.load_run(warehouse, stage(tmp_path, records, cells, run, [{**keys, **d} for d in deps + duo]))
 
@@ -688,3 +688,311 @@ def test_stability_and_the_tail_explained(known_report):
     assert "they generated longer outputs (median 60 tokens, the others 10)." in tails["tailed"]
     assert "too few requests (20)" in tails["fast"]  # one slowest request has nothing "in common"
     assert tails["steady"].split(": ", 2)[2].startswith("the data cannot explain them.")
+
+
+# ------------------------------------------------------------------ co-location
+# "solo" ran alone with 4 slots; "pair" ran two 4-slot instances together: pair-a at half solo's speed,
+# pair-b at solo's speed; "one" ran alone with 1 slot (different flags: no twin for anybody).
+
+
+def _stage_colocation(tmp_path, warehouse, *, a_ms=SLOW_MS, model="m", **run_extra):
+    from dataclasses import replace as dc_replace
+
+    from tests.builders import cell_row, deployment_row, run_row, stage
+    from warehouse import store
+
+    def inst(dep, iid, order, port, parallel):
+        return {**deployment_row(deployment_id=dep), "instance_id": iid, "start_order": order, "model": model,
+                "flags": ["--model", "/m.gguf", "--host", "127.0.0.1", "--port", str(port), "--parallel", str(parallel)]}
+
+    def reqs(dep, iid, durations, start=0):
+        return [dc_replace(r, instance_id=iid)
+                for r in _cell_requests(dep, durations, start=start, cell=f"{iid}/c", model=model)]
+
+    records = (reqs("solo", "solo-0", FAST_MS) + reqs("pair", "pair-a", a_ms) + reqs("pair", "pair-b", SAME_MS)
+               + reqs("one", "one-0", FAST_MS))
+    cells = [{**cell_row(f"{iid}/c", deployment_id=dep, wall_ms=1000.0, model=model), "instance_id": iid}
+             for dep, iid in (("solo", "solo-0"), ("pair", "pair-a"), ("pair", "pair-b"), ("one", "one-0"))]
+    deps = [inst("solo", "solo-0", 0, 8001, 4), inst("pair", "pair-a", 0, 8002, 4), inst("pair", "pair-b", 1, 8003, 4),
+            inst("one", "one-0", 0, 8004, 1)]
+    # TTFT SLO 15 ms: a request's first token comes at duration / 10, so solo's (9.5-11 ms) all meet it and
+    # pair-a's (19-22 ms) none
+    store.load_run(warehouse, stage(tmp_path, records, cells, {**run_row(ttft_ms=15.0), **run_extra}, deps))
+
+
+def test_colocation_slowdown_against_the_alone_twin(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_colocation(tmp_path, warehouse)
+    paths = render_run(warehouse, "run-1", tmp_path / "r")
+    md, page = paths["markdown"].read_text(encoding="utf-8"), paths["html"].read_text(encoding="utf-8")
+    part = section(md, "## Co-location", "## Recommendations")
+    rows = {r[0]: r for r in md_rows(part) if len(r) == 10}
+    assert set(rows) == {"Co-located instance", "pair-a", "pair-b"}  # "one" has 1 slot: no twin of anybody
+    a = rows["pair-a"]
+    assert a[1:3] == ("pair", "solo") and a[4] == "20 / 20"
+    # every pair-a request took twice solo's: tok/s mean 0.50x, E2E P95 220 / 110, TTFT P95 22 / 11
+    tps = re.fullmatch(r"([0-9.]+)× \[([0-9.]+)–([0-9.]+)\]", a[5])
+    assert tps and tps.group(1) == f"{_mean_tps(SLOW_MS) / _mean_tps(FAST_MS):.2f}" == "0.50"
+    assert float(tps.group(3)) < 1.0
+    assert a[6].startswith("2.00× [") and a[7].startswith("2.00× [")
+    assert a[8] == "0% / 100%"
+    assert a[9].startswith("pair-a co-located runs at 0.50× the per-request tokens/s [")
+    assert "2.00× the E2E P95" in a[9] and a[9].endswith("of solo alone")
+    b = rows["pair-b"]  # the same speeds in another order
+    assert b[5].startswith("1.00× [") and b[8] == "100% / 100%"
+    assert b[9] == "pair-b co-located vs solo alone: no measurable difference (every interval includes 1)"
+    assert "--port and --host" in part and 'id="colocation"' in page
+
+
+def test_colocation_slowdown_flips_when_the_data_flips(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_colocation(tmp_path, warehouse, a_ms=[d / 2 for d in FAST_MS])  # pair-a now twice as fast as solo
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    a = next(r for r in md_rows(section(md, "## Co-location", "## Recommendations")) if r[0] == "pair-a")
+    assert a[5].startswith("2.00× [") and a[6].startswith("0.50× [") and a[8] == "100% / 100%"
+
+
+def test_comparable_flags_drop_port_host_and_memory():
+    from reports.colocation import comparable_flags
+
+    assert comparable_flags(["--host", "0.0.0.0", "--port", "9", "--parallel", "4", "--port=7"], None) == (
+        "--parallel", "4")
+    assert comparable_flags(["--gpu-memory-utilization", "0.45", "--x"], "--gpu-memory-utilization 0.45") == ("--x",)
+
+
+# ------------------------------------------------------------------ recommendations
+
+
+def _recommendations(md: str) -> dict[tuple[str, str], tuple[str, ...]]:
+    rows = md_rows(section(md, "## Recommendations", "## The deployment to copy"))
+    return {(r[0], r[1]): r for r in rows if len(r) == 5 and r[0] != "Use case"}
+
+
+def test_recommendation_not_enough_evidence_when_the_best_two_tie(known_report):
+    _, md = known_report
+    recs = _recommendations(md)
+    tp = recs[("Highest throughput", "m · w · closed, concurrency 2")]
+    # fast and same have the same durations in another order: the best two tie, the rule cannot decide
+    assert tp[3].startswith(f"fast {expected_fmt(_mean_tps(FAST_MS))} tok/s (n=20), runner-up same ")
+    assert tp[4] == "not enough evidence: the interval includes 1"
+    assert recs[("Highest throughput", "m2 · w · closed, concurrency 2")][4] == (
+        "not enough evidence: nothing to compare it with")
+    # duo (3 instances) did not start whole; every other group is alone
+    assert recs[("Multi-model serving", "")][4] == "not enough evidence: no co-located group started whole"
+
+
+def test_recommendation_flips_when_the_data_flips(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_known_run(tmp_path, warehouse, slow_ms=[d / 2 for d in FAST_MS])  # "slow" is now twice as fast
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    recs = _recommendations(md)
+    shape = "m · w · closed, concurrency 2"
+    tp = recs[("Highest throughput", shape)]
+    assert tp[4] == "slow" and "runner-up fast" in tp[3] and "ratio 2.00× [" in tp[3]
+    # half the durations: half the TTFT (first token at duration / 10) and half the E2E P95 (110 -> 55 ms)
+    assert recs[("Lowest latency (first token)", shape)][4] == "slow"
+    e2e = recs[("Lowest latency (under load)", shape)]
+    assert e2e[4] == "slow" and e2e[3].startswith(f"slow {expected_fmt(55.0)} ms") and "ratio 0.50×" in e2e[3]
+    # the CV does not change when every duration is halved: consistency stays undecided
+    assert recs[("Latency consistency", shape)][4].startswith("not enough evidence")
+
+
+def test_multi_model_rule():
+    from reports.recommend import multi_model
+    from reports.tables import Column, Table
+
+    def group(dep, n, whole):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(deployment_id=dep, started_whole=whole,
+                               instances=Table((Column("i", "i"),), tuple((str(i),) for i in range(n))))
+
+    assert multi_model([group("a", 1, True), group("pair", 2, True), group("trio", 3, False)]).verdict == "pair"
+    assert multi_model([group("pair", 2, True), group("trio", 3, True)]).verdict == "trio"
+    assert multi_model([group("p", 2, True), group("q", 2, True)]).verdict == "not enough evidence: a tie between p, q"
+
+
+def test_shared_prefix_rule_reads_the_matrix_file(tmp_path, warehouse):
+    from reports import render_run
+
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text("name: t\nworkloads:\n  - id: w\n    kind: shared_prefix\n", encoding="utf-8")
+    _stage_known_run(tmp_path, warehouse, slow_ms=[d / 2 for d in FAST_MS], matrix_path=str(matrix))
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    recs = _recommendations(md)
+    assert recs[("Shared prefix", "m · w · closed, concurrency 2")][4] == "slow"
+    assert ("Shared prefix", "m2 · w · closed, concurrency 2") in recs  # m2's workload is w too
+    matrix.unlink()  # the file gone: the rule does not apply, nothing is guessed
+    md = render_run(warehouse, "run-1", tmp_path / "r2")["markdown"].read_text(encoding="utf-8")
+    assert not any(k[0] == "Shared prefix" for k in _recommendations(md))
+
+
+# ------------------------------------------------------------------ the deployment to copy
+
+PAIR_MATRIX = """name: t
+engines:
+  cpu: {kind: llamacpp, version: "0.3.36", launcher: docker, image: "ghcr.io/ggml-org/llama.cpp:server"}
+models:
+  m: {path: MODEL, served_name: m}
+deployments:
+  - id: solo
+    instances: [{id: solo-0, engine: cpu, model: m, parallel: 4}]
+  - id: pair
+    instances: [{id: pair-a, engine: cpu, model: m, parallel: 4}, {id: pair-b, engine: cpu, model: m, parallel: 4}]
+workloads:
+  - {id: w, prompts: study}
+"""
+
+
+def test_deployment_to_copy_embeds_the_compose_file(tmp_path, warehouse):
+    from reports import render_run
+    from tasks.compose import compose_from_path
+
+    (tmp_path / "m.gguf").write_bytes(b"")
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(PAIR_MATRIX.replace("MODEL", str(tmp_path / "m.gguf")), encoding="utf-8")
+    _stage_colocation(tmp_path, warehouse, matrix_path=str(matrix))
+    paths = render_run(warehouse, "run-1", tmp_path / "r", compose=compose_from_path)
+    md, page = paths["markdown"].read_text(encoding="utf-8"), paths["html"].read_text(encoding="utf-8")
+    part = section(md, "## The deployment to copy", "## Overview")
+    assert "Group: **pair** (regenerated from" in part  # the only co-located group; it started whole
+    expected = compose_from_path(str(matrix), "pair")
+    assert "pair-b:" in expected and "condition: service_healthy" in expected
+    assert f"```yaml\n{expected.rstrip()}\n```" in part
+    assert f"bakeoff compose {matrix} pair --out compose.yaml" in part
+    assert html.escape(expected.rstrip(), quote=False) in page.replace("&#39;", "'")
+    matrix.unlink()  # gone: the command, and the reason there is no file
+    md = render_run(warehouse, "run-1", tmp_path / "r2", compose=compose_from_path)["markdown"].read_text("utf-8")
+    part = section(md, "## The deployment to copy", "## Overview")
+    assert "```yaml" not in part and "is no longer there: the compose file cannot be regenerated" in part
+    assert f"bakeoff compose {matrix} pair --out compose.yaml" in part
+
+
+def test_deployment_to_copy_is_escaped_and_says_why_not(tmp_path, warehouse):
+    from reports import render_run
+
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text("name: t\n", encoding="utf-8")
+    _stage_colocation(tmp_path, warehouse, matrix_path=str(matrix))
+    paths = render_run(warehouse, "run-1", tmp_path / "r", compose=lambda path, dep: f"image: {EVIL}\n```\n{EVIL}")
+    md, page = paths["markdown"].read_text(encoding="utf-8"), paths["html"].read_text(encoding="utf-8")
+    assert EVIL not in page and page.count("<script") == 2
+    assert f"````yaml\nimage: {EVIL}\n```\n{EVIL}\n````" in md  # a longer fence: the text cannot close it
+
+    def broken(path, dep):
+        raise ValueError("engines.cpu: a docker engine needs `image` or `build`")
+
+    md = render_run(warehouse, "run-1", tmp_path / "r2", compose=broken)["markdown"].read_text(encoding="utf-8")
+    assert "the compose file cannot be generated: engines.cpu: a docker engine needs \\`image\\`" in md
+
+
+def test_no_deployment_to_copy_when_no_group_started_whole(known_report):
+    _, md = known_report  # duo, the only co-located group there, did not start whole
+    assert "no co-location group started whole: nothing to copy." in section(md, "## The deployment", "## Overview")
+
+
+# ------------------------------------------------------------------ method
+
+
+def test_method_workloads_overhead_and_cells_to_read_with_care(tmp_path, warehouse):
+    from reports import render_run
+    from tests.builders import cell_row, deployment_row, run_row, stage
+    from warehouse import store
+
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text("name: t\nworkloads:\n  - {id: w, prompts: study, limit_prompts: 6, output_lengths: [32, 64], "
+                      "ignore_eos: true}\n", encoding="utf-8")
+    records = _cell_requests("fast", FAST_MS) + _cell_requests("lag", FAST_MS[:18])
+    records += _cell_requests("lag", FAST_MS[:2], start=18)
+    records[-1].status, records[-1].completion_tokens = "timeout", None  # one of lag's 20 failed
+    cells = [{**cell_row("fast/c", deployment_id="fast", wall_ms=1000.0, planned=20), "warmup_requests": 4,
+              "send_lateness_p50_ms": 0.25, "send_lateness_p99_ms": 0.75, "loop_lag_p99_ms": 1.5,
+              "loop_lag_max_ms": 2.5, "client_kept_up": True},
+             {**cell_row("lag/c", deployment_id="lag", wall_ms=1000.0, planned=24), "warmup_requests": 4,
+              "send_lateness_p50_ms": 3.0, "send_lateness_p99_ms": 41.5, "loop_lag_p99_ms": 12.5,
+              "loop_lag_max_ms": 80.0, "client_kept_up": False}]
+    deps = [deployment_row(deployment_id=d) for d in ("fast", "lag")]
+    store.load_run(warehouse, stage(tmp_path, records, cells, {**run_row(), "matrix_path": str(matrix)}, deps))
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    part = section(md, "## Method", "## Overview")
+    rows = md_rows(part)
+    assert ("w", "prompts", "study", "6", "32, 64", "true", "2", "20–24", "4", "1") in rows
+    assert ("w", "closed, concurrency 2", "2", "2") in rows
+    assert ("fast/c", "fast", "0.250", "0.750", "1.50", "2.50", "yes") in rows
+    assert ("lag/c", "lag", "3.00", "41.50", "12.50", "80.00", "no") in rows
+    care = {r[2] for r in rows if len(r) == 3 and r[0] == "lag/c"}
+    assert care == {"the load generator did not keep up: its timings may be skewed (P99 send lateness 41.50 ms, "
+                    "P99 loop lag 12.50 ms)", "1 of 20 requests failed", "fewer requests recorded than planned "
+                    "(20 of 24 recorded)"}
+    assert not any(r[0] == "fast/c" for r in rows if len(r) == 3)  # fast ran as planned, all ok, client kept up
+
+
+# ------------------------------------------------------------------ nightly trend
+
+
+def test_nightly_trend_flags_the_regression_on_the_right_night(tmp_path, warehouse):
+    from datetime import timedelta
+
+    from reports import render_run
+    from tests.builders import T0, cell_row, deployment_row, record, run_row, stage
+    from warehouse import store
+
+    # five nights of "fast": the same 20 requests in 1 s (200 tok/s); night 5 takes twice as long (100 tok/s),
+    # on a new engine version; flat history: MAD 0, so any move past 2% is flagged (detect_regressions)
+    for n in range(1, 6):
+        run_id, scale = f"run-{n}", 2.0 if n == 5 else 1.0
+        records = [record(i, run_id=run_id, cell_id="fast/c", deployment_id="fast",
+                          chunks_ms=[d * scale * (k + 1) / 10 for k in range(10)], tokens=10, max_tokens=10)
+                   for i, d in enumerate(FAST_MS)]
+        run = {**run_row(run_id), "started_at": (T0 + timedelta(days=n)).isoformat()}
+        dep = {**deployment_row(run_id, deployment_id="fast"), "engine_version": "0.3.40" if n == 5 else "0.3.36"}
+        store.load_run(warehouse, stage(tmp_path / f"n{n}", records,
+                                        [cell_row("fast/c", run_id=run_id, deployment_id="fast", wall_ms=1000 * scale)],
+                                        run, [dep]))
+    md = render_run(warehouse, "run-5", tmp_path / "r", nights=14)["markdown"].read_text(encoding="utf-8")
+    part = section(md, "## Nightly trend", "## Method")
+    assert "- **fast** Output tok/s: regressed since 2026-11-06 (-50%)" in part
+    assert "- **fast** E2E P95 ms: regressed since 2026-11-06 (+100%)" in part
+    rows = {r[2]: r for r in md_rows(part) if len(r) == 9 and r[0] == "fast"}
+    assert rows["Output tok/s"][3:] == ("200.0", "200.0", "200.0", "200.0", "100.0 ▼ regressed",
+                                        "regressed since 2026-11-06 (-50%)")
+    versions = [r for r in md_rows(part) if len(r) == 4 and r[1].startswith("run-")]
+    assert [v[2] for v in versions] == ["llamacpp 0.3.36"] * 4 + ["llamacpp 0.3.40"] and versions[4][3] == "changed"
+    # re-rendered for night 4: that night ends the trend, nothing regressed yet
+    md4 = render_run(warehouse, "run-4", tmp_path / "r4", nights=3)["markdown"].read_text(encoding="utf-8")
+    part4 = section(md4, "## Nightly trend", "## Method")
+    assert "No regression flagged on the latest night." in part4
+    rows4 = {r[2]: r for r in md_rows(part4) if len(r) == 7 and r[0] == "fast"}
+    assert rows4["Output tok/s"][3:] == ("200.0", "200.0", "200.0", "no verdict (too few earlier nights)")
+
+
+def test_the_demo_pair_matches_the_four_slot_server_alone():
+    from reports.colocation import comparable_flags
+    from tasks.launch import instance_launch
+    from tasks.matrix import load_matrix, plan
+
+    matrix, _ = load_matrix(Path(__file__).resolve().parents[1] / "configs" / "cpu-smoke.yaml")
+    flags = {}
+    for port, p in enumerate((p for g in plan(matrix) for p in g.instances), start=8000):
+        # as a container: the same command line without needing the built llama-server binary
+        launch = instance_launch(matrix, p, base_dir=Path("."), port=port, launcher="docker",
+                                 images={p.engine_name: "image"})
+        flags[p.instance_id] = comparable_flags(launch.flags, " ".join(launch.memory_args) or None)
+    assert flags["pair-a"] == flags["pair-b"] == flags["llamacpp-p4"] != flags["llamacpp-p1"]
+
+
+def test_a_model_name_is_escaped_in_the_new_sections(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_colocation(tmp_path, warehouse, model=EVIL)
+    paths = render_run(warehouse, "run-1", tmp_path / "r")
+    md, page = paths["markdown"].read_text(encoding="utf-8"), paths["html"].read_text(encoding="utf-8")
+    assert EVIL not in md and "<script" not in md and EVIL not in page and page.count("<script") == 2
+    shape = "&lt;script>alert('x')&lt;/script> · w · closed, concurrency 2"
+    assert any(r[0] == "pair-a" and r[3] == shape for r in md_rows(section(md, "## Co-location", "## Recommendations")))
+    for start, end in (('id="colocation"', 'id="recommendations"'), ('id="recommendations"', 'id="deployment"'),
+                       ('id="trend"', 'id="method"')):
+        assert html.escape(EVIL, quote=False) in section(page, start, end).replace("&#39;", "'")

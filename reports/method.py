@@ -1,0 +1,120 @@
+"""Method: how the run measured, from the `cells` table (what ran) and the matrix file where it is still
+there (what was asked: prompts, limit_prompts, output lengths); the client's own overhead per cell; and
+every cell to read with care, each with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reports.tables import MISSING, Column, Table, fmt_value
+
+# A cell's figures need care when the client fell behind, a sweep stopped there, requests failed, or
+# the validation gate dropped rows: each reason is a rule over the cells columns.
+CARE_RULES = (
+    ("client_kept_up", "the load generator did not keep up: its timings may be skewed"),
+    ("sweep_stop_reason", "the rate sweep stopped after this cell"),
+    ("failed", "requests failed"),
+    ("rejected", "the validation gate rejected rows: they are in no metric"),
+    ("short", "fewer requests recorded than planned"),
+)
+
+
+@dataclass(frozen=True)
+class Method:
+    workloads: Table
+    shapes: Table
+    overhead: Table
+    care: Table | None
+    matrix_note: str
+
+
+WORKLOAD_COLUMNS = (
+    Column("workload_id", "Workload", numeric=False), Column("kind", "Kind", numeric=False),
+    Column("prompts", "Prompts", numeric=False), Column("limit_prompts", "limit_prompts", numeric=False),
+    Column("output_lengths", "Output lengths", numeric=False), Column("ignore_eos", "ignore_eos", numeric=False),
+    Column("cells", "Cells"), Column("planned", "Requests planned per cell", numeric=False),
+    Column("warmup", "Warm-up requests per cell", numeric=False), Column("repeats", "Repeats"),
+)
+SHAPE_COLUMNS = (
+    Column("workload_id", "Workload", numeric=False), Column("load", "Load shape", numeric=False),
+    Column("configurations", "Instances"), Column("cells", "Cells"),
+)
+OVERHEAD_COLUMNS = (
+    Column("cell_id", "Cell", numeric=False), Column("deployment_id", "Deployment", numeric=False),
+    Column("send_lateness_p50_ms", "Send lateness P50 ms"), Column("send_lateness_p99_ms", "Send lateness P99 ms"),
+    Column("loop_lag_p99_ms", "Loop lag P99 ms"), Column("loop_lag_max_ms", "Loop lag max ms"),
+    Column("kept_up_text", "Client kept up", numeric=False),
+)
+CARE_COLUMNS = (Column("cell_id", "Cell", numeric=False), Column("deployment_id", "Deployment", numeric=False),
+                Column("reason", "Why", numeric=False))
+
+
+def _span(values) -> str:
+    vals = sorted({v for v in values if v is not None})
+    if not vals:
+        return MISSING
+    return fmt_value(vals[0]) if len(vals) == 1 else f"{fmt_value(vals[0])}–{fmt_value(vals[-1])}"
+
+
+def care_reasons(c: dict) -> list[str]:
+    out = []
+    if c.get("client_kept_up") is False:
+        out.append(f"{CARE_RULES[0][1]} (P99 send lateness {fmt_value(c.get('send_lateness_p99_ms'))} ms, P99 loop lag "
+                   f"{fmt_value(c.get('loop_lag_p99_ms'))} ms)")
+    if c.get("sweep_stop_reason"):
+        out.append(f"{CARE_RULES[1][1]}: {c['sweep_stop_reason']}")
+    if c.get("failed"):
+        out.append(f"{c['failed']} of {c['requests']} {CARE_RULES[2][1]}")
+    if c.get("rejected"):
+        out.append(f"{c['rejected']} rows: {CARE_RULES[3][1]}")
+    if c.get("requests_planned") and (c.get("requests") or 0) < c["requests_planned"]:
+        out.append(f"{CARE_RULES[4][1]} ({c.get('requests') or 0} of {c['requests_planned']} recorded)")
+    return out
+
+
+def method(cells: list[dict], matrix: dict | None, matrix_path: str | None, load_shape) -> Method:
+    """`cells`: v_cells rows of the run; `matrix`: the matrix file as YAML (reports.matrixfile) or None."""
+    asked = {str(w.get("id")): w for w in (matrix or {}).get("workloads") or () if isinstance(w, dict)}
+    by_wl: dict[str, list[dict]] = {}
+    for c in cells:
+        by_wl.setdefault(c["workload_id"], []).append(c)
+    wl_rows = []
+    for wid, cs in sorted(by_wl.items()):
+        w = asked.get(wid, {})
+        lengths = w.get("output_lengths")
+        wl_rows.append({
+            "workload_id": wid, "kind": (w.get("kind") or "prompts") if w else MISSING,
+            "prompts": str(w.get("prompts", MISSING)) if w else MISSING,
+            "limit_prompts": str(w["limit_prompts"]) if w.get("limit_prompts") is not None else
+            ("all" if w else MISSING),
+            "output_lengths": ", ".join(str(x) for x in lengths) if isinstance(lengths, list) else MISSING,
+            "ignore_eos": str(w["ignore_eos"]).lower() if "ignore_eos" in w else MISSING,
+            "cells": len(cs), "planned": _span(c["requests_planned"] for c in cs),
+            "warmup": _span(c["warmup_requests"] for c in cs), "repeats": len({c["repeat"] for c in cs}),
+        })
+    shapes: dict[tuple, dict] = {}
+    for c in cells:
+        s = shapes.setdefault((c["workload_id"], load_shape(c)), {"inst": set(), "cells": 0})
+        s["inst"].add((c["deployment_id"], c["instance_id"]))
+        s["cells"] += 1
+    shape_rows = [{"workload_id": w, "load": ld, "configurations": len(v["inst"]), "cells": v["cells"]}
+                  for (w, ld), v in sorted(shapes.items())]
+    ordered = sorted(cells, key=lambda c: (c["deployment_id"], c["cell_id"]))
+    overhead = [{**c, "kept_up_text": MISSING if c.get("client_kept_up") is None else
+                 ("yes" if c["client_kept_up"] else "no")} for c in ordered]
+    care = [{"cell_id": c["cell_id"], "deployment_id": c["deployment_id"], "reason": r}
+            for c in ordered for r in care_reasons(c)]
+    if matrix is not None:
+        note = f"prompts, limit_prompts and output lengths from the matrix file {matrix_path} as it is now"
+    else:
+        note = (f"the matrix file {matrix_path or '(not recorded)'} is not there: what the warehouse holds only "
+                "(prompts, limit_prompts and output lengths unknown)")
+    return Method(
+        Table.from_records(wl_rows, WORKLOAD_COLUMNS, caption=f"Workloads: {note}."),
+        Table.from_records(shape_rows, SHAPE_COLUMNS, caption="Load shapes, as each cell ran."),
+        Table.from_records(overhead, OVERHEAD_COLUMNS, caption=(
+            "The client's own overhead per cell: send lateness (how late requests left against their schedule) and "
+            "event-loop lag; the client kept up when both P99s stay under its limits (cells.client_kept_up).")),
+        Table.from_records(care, CARE_COLUMNS, caption="Every cell to read with care, and why.") if care else None,
+        note,
+    )
