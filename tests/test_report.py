@@ -972,7 +972,8 @@ def test_nightly_trend_flags_the_regression_on_the_right_night(tmp_path, warehou
 def test_the_demo_pair_matches_the_four_slot_server_alone():
     from reports.colocation import comparable_flags
     from tasks.launch import instance_launch
-    from tasks.matrix import load_matrix, plan
+    from tasks.matrix import load_matrix
+    from tasks.plan import plan
 
     matrix, _ = load_matrix(Path(__file__).resolve().parents[1] / "configs" / "cpu-smoke.yaml")
     flags = {}
