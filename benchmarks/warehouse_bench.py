@@ -33,7 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -47,8 +47,12 @@ from tasks.records import REQUEST_SCHEMA  # noqa: E402
 from warehouse import chunks, schema, store  # noqa: E402
 
 TARGETS = {"load": 5.0, "v_cells": 10.0, "v_nightly": 10.0, "itl_night": 2.0, "report": 1.0}
-INSTANCES = (("vllm-0", "vllm", "vllm"), ("sglang-0", "sglang", "sglang"), ("llama-0", "llamacpp", "llamacpp"),
-             ("vllm-coloc-0", "vllm", "vllm-coloc"))
+INSTANCES = (
+    ("vllm-0", "vllm", "vllm"),
+    ("sglang-0", "sglang", "sglang"),
+    ("llama-0", "llamacpp", "llamacpp"),
+    ("vllm-coloc-0", "vllm", "vllm-coloc"),
+)
 WORKLOADS = ("chat", "long")
 CONCURRENCY = (1, 4, 16, 64)
 REPEATS = 3
@@ -88,8 +92,9 @@ def timed(fn, repeats: int, setup=None) -> tuple[float, list[float], object]:
 # ------------------------------------------------------------------ data
 
 
-def make_staged_run(run_dir: Path, rows: int, ns_offsets_file: Path | None = None,
-                    int64_dir: Path | None = None) -> dict:
+def make_staged_run(
+    run_dir: Path, rows: int, ns_offsets_file: Path | None = None, int64_dir: Path | None = None
+) -> dict:
     """A staged run of `rows` requests in cells of 285, each with 64-256 content chunks, written by the
     stager's own writer (store.write_staged_requests: staged form 2, µs gaps). The in-memory table is
     generated in the records' form (tasks/records.py: int64 ns offsets from the cell start).
@@ -101,10 +106,11 @@ def make_staged_run(run_dir: Path, rows: int, ns_offsets_file: Path | None = Non
     con.execute(f"""
         CREATE TABLE base AS
         SELECT i, 'cell-' || (i // 285) AS cell_id, (64 + hash(i, 3) % 193)::INTEGER AS n_chunks,
-               (i % 285) * 37000000 + (hash(i, 4) % 1000)::BIGINT AS sent_at, {timing_sql('i')}
+               (i % 285) * 37000000 + (hash(i, 4) % 1000)::BIGINT AS sent_at, {timing_sql("i")}
         FROM range({rows}) t(i)
     """)
-    requests = con.sql(f"""
+    requests = (
+        con.sql("""
           WITH lists AS (
             SELECT *, list_transform(range(n_chunks), lambda k:
                      sent_at + ttft_ns + k * itl_ns
@@ -122,7 +128,10 @@ def make_staged_run(run_dir: Path, rows: int, ns_offsets_file: Path | None = Non
                  NULL::INTEGER AS cached_prompt_tokens, 'ok' AS status, NULL::VARCHAR AS error_class,
                  NULL::VARCHAR AS error_message, 200::INTEGER AS http_status, 'length' AS finish_reason
           FROM lists ORDER BY i
-    """).to_arrow_table().cast(REQUEST_SCHEMA)
+    """)
+        .to_arrow_table()
+        .cast(REQUEST_SCHEMA)
+    )
     timings = {}
     chunks.to_staged(requests.slice(0, 10))  # pyarrow.compute's first call imports (about 1 s): not the conversion
     t = time.perf_counter()
@@ -140,8 +149,9 @@ def make_staged_run(run_dir: Path, rows: int, ns_offsets_file: Path | None = Non
         int64_dir.mkdir(parents=True, exist_ok=True)
         staged = chunks.to_staged(requests)
         i = staged.schema.get_field_index("chunk_times")
-        wide = staged.set_column(i, pa.field("chunk_times", pa.list_(pa.int64())),
-                                 staged.column("chunk_times").cast(pa.list_(pa.int64())))
+        wide = staged.set_column(
+            i, pa.field("chunk_times", pa.list_(pa.int64())), staged.column("chunk_times").cast(pa.list_(pa.int64()))
+        )
         store._write_parquet(wide.replace_schema_metadata(staged.schema.metadata), int64_dir / "requests.parquet")
         del staged, wide
     del requests
@@ -154,10 +164,21 @@ def make_staged_run(run_dir: Path, rows: int, ns_offsets_file: Path | None = Non
         TO '{run_dir / "cells.parquet"}' (FORMAT parquet)
     """)
     for table in set(store.TABLES_IN_LOAD_ORDER) - {"runs", "cells", "requests"}:  # empty: nothing to load
-        con.execute(f"COPY (SELECT NULL::VARCHAR AS run_id LIMIT 0) TO '{run_dir / (table + '.parquet')}' (FORMAT parquet)")
-    (run_dir / "run.json").write_text(json.dumps({
-        "run_id": "bench-load", "matrix_name": "bench", "matrix_path": "bench.yaml", "matrix_sha256": "0" * 64,
-        "started_at": "2026-01-01T02:00:00+00:00", "status": "completed"}))
+        con.execute(
+            f"COPY (SELECT NULL::VARCHAR AS run_id LIMIT 0) TO '{run_dir / (table + '.parquet')}' (FORMAT parquet)"
+        )
+    (run_dir / "run.json").write_text(
+        json.dumps(
+            {
+                "run_id": "bench-load",
+                "matrix_name": "bench",
+                "matrix_path": "bench.yaml",
+                "matrix_sha256": "0" * 64,
+                "started_at": "2026-01-01T02:00:00+00:00",
+                "status": "completed",
+            }
+        )
+    )
     con.close()
     for f in run_dir.iterdir():  # the same run beside its requests
         if int64_dir is not None and f.name != "requests.parquet":
@@ -178,8 +199,11 @@ def build_big_warehouse(path: Path, rows: int, nights: int) -> dict:
                'completed', 300, 40
         FROM range({nights}) t(n)
     """)
-    con.execute("CREATE TEMP TABLE inst AS SELECT * FROM (VALUES " + ", ".join(
-        f"({k}, '{i}', '{e}', '{d}')" for k, (i, e, d) in enumerate(INSTANCES)) + ") t(k, instance_id, engine, deployment_id)")
+    con.execute(
+        "CREATE TEMP TABLE inst AS SELECT * FROM (VALUES "
+        + ", ".join(f"({k}, '{i}', '{e}', '{d}')" for k, (i, e, d) in enumerate(INSTANCES))
+        + ") t(k, instance_id, engine, deployment_id)"
+    )
     con.execute(f"""
         INSERT INTO cells BY NAME
         SELECT 'night-' || lpad(n::VARCHAR, 4, '0') AS run_id,
@@ -193,7 +217,7 @@ def build_big_warehouse(path: Path, rows: int, nights: int) -> dict:
     # A pool of stored chunk lists (µs gaps: the first from sent_at, then between chunks).
     con.execute(f"""
         CREATE TEMP TABLE pool AS
-        WITH p AS (SELECT j, (64 + hash(j, 3) % 193)::INTEGER AS n, {timing_sql('j')}
+        WITH p AS (SELECT j, (64 + hash(j, 3) % 193)::INTEGER AS n, {timing_sql("j")}
                    FROM range(100000) t(j))
         SELECT j, list_transform(range(n), lambda k: (CASE WHEN k = 0 THEN ttft_ns
                    ELSE itl_ns + ((hash(j, k) % 600)::BIGINT - 300) * itl_ns // 1000
@@ -201,7 +225,7 @@ def build_big_warehouse(path: Path, rows: int, nights: int) -> dict:
         FROM p
     """)
     con.execute("CREATE TEMP TABLE pool2 AS SELECT j, gaps, len(gaps) AS n, list_sum(gaps) AS total_us FROM pool")
-    con.execute(f"""
+    con.execute("""
         CREATE TEMP TABLE cell_list AS
         SELECT row_number() OVER (ORDER BY run_id, cell_id) - 1 AS ci, run_id, cell_id, deployment_id, instance_id, engine
         FROM cells
@@ -226,8 +250,13 @@ def build_big_warehouse(path: Path, rows: int, nights: int) -> dict:
     con.execute("CHECKPOINT")
     total = con.execute("SELECT count(*), sum(len(chunk_times)) FROM requests").fetchall()[0]
     con.close()
-    return {"requests": total[0], "chunk_values": int(total[1]), "cells": n_cells, "nights": nights,
-            "file_mb": round(path.stat().st_size / 1e6)}
+    return {
+        "requests": total[0],
+        "chunk_values": int(total[1]),
+        "cells": n_cells,
+        "nights": nights,
+        "file_mb": round(path.stat().st_size / 1e6),
+    }
 
 
 # ------------------------------------------------------------------ measurements
@@ -261,6 +290,7 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
             counts = store.load_run(con, d)
             con.close()
             return counts["requests"]
+
         return load
 
     def old_storage(con):
@@ -276,7 +306,9 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
 
     def row_by_row(con):
         con.execute("BEGIN")
-        con.executemany(f"INSERT INTO requests ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})", sample_rows)
+        con.executemany(
+            f"INSERT INTO requests ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})", sample_rows
+        )
         con.execute("COMMIT")
         con.close()
 
@@ -289,9 +321,11 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
         return used
 
     # Interleaved, one repeat of each in turn, so that a busy spell of the shared machine spreads over all.
-    variants = {"ours": (loader(run_dir), lambda: fresh("load")),
-                "int64": (loader(int64_dir), lambda: fresh("int64")),
-                "old_storage": (old_storage, lambda: fresh("old", target=2))}
+    variants = {
+        "ours": (loader(run_dir), lambda: fresh("load")),
+        "int64": (loader(int64_dir), lambda: fresh("int64")),
+        "old_storage": (old_storage, lambda: fresh("old", target=2)),
+    }
     runs: dict[str, list[float]] = {k: [] for k in variants}
     loaded = None
     for _ in range(repeats):
@@ -305,16 +339,25 @@ def bench_load(tmp: Path, rows: int, repeats: int, naive_rows: int) -> dict:
     naive_extrapolated = naive_s / naive_rows * rows
     med = {k: statistics.median(v) for k, v in runs.items()}
     return {
-        "rows": loaded, "staged_parquet_mb": round(parquet_mb(run_dir)), "generate_s": round(gen_s, 1),
-        "to_staged_s": staging["to_staged_s"], "stage_write_s": staging["stage_write_s"],
-        "load_s": med["ours"], "load_runs_s": runs["ours"],
+        "rows": loaded,
+        "staged_parquet_mb": round(parquet_mb(run_dir)),
+        "generate_s": round(gen_s, 1),
+        "to_staged_s": staging["to_staged_s"],
+        "stage_write_s": staging["stage_write_s"],
+        "load_s": med["ours"],
+        "load_runs_s": runs["ours"],
         "ns_offsets_parquet_mb": round(parquet_mb(ns_file)),
-        "int64_s": med["int64"], "int64_runs_s": runs["int64"],
-        "int64_parquet_mb": round(parquet_mb(int64_dir)), "file_mb_int64": round(sizes["int64"] / 1e6),
-        "old_storage_s": med["old_storage"], "old_storage_runs_s": runs["old_storage"],
-        "row_by_row_s_for_sample": naive_s, "row_by_row_rows": naive_rows,
+        "int64_s": med["int64"],
+        "int64_runs_s": runs["int64"],
+        "int64_parquet_mb": round(parquet_mb(int64_dir)),
+        "file_mb_int64": round(sizes["int64"] / 1e6),
+        "old_storage_s": med["old_storage"],
+        "old_storage_runs_s": runs["old_storage"],
+        "row_by_row_s_for_sample": naive_s,
+        "row_by_row_rows": naive_rows,
         "row_by_row_extrapolated_s": naive_extrapolated,
-        "file_mb_ours": round(sizes["ours"] / 1e6), "file_mb_old_storage": round(sizes["old_storage"] / 1e6),
+        "file_mb_ours": round(sizes["ours"] / 1e6),
+        "file_mb_old_storage": round(sizes["old_storage"] / 1e6),
     }
 
 
@@ -330,7 +373,6 @@ SUMMARY_NIGHTLY = """SELECT run_id, night, engine, model, workload_id, concurren
 
 
 def bench_queries(path: Path, repeats: int, nights: int) -> dict:
-    import polars as pl
 
     from warehouse import stats
     from warehouse.transforms import summarize_run
@@ -340,7 +382,8 @@ def bench_queries(path: Path, repeats: int, nights: int) -> dict:
     out: dict[str, object] = {}
     # as a report would: find the last 30 nights in `runs` (tiny), then filter the views on run_id
     cutoff_30, cutoff_night = con.execute(
-        "SELECT min(run_id), min(started_at)::DATE FROM (SELECT * FROM runs ORDER BY started_at DESC LIMIT 30)").fetchall()[0]
+        "SELECT min(run_id), min(started_at)::DATE FROM (SELECT * FROM runs ORDER BY started_at DESC LIMIT 30)"
+    ).fetchall()[0]
 
     def q(sql, params=None):
         return lambda: con.execute(sql, params or []).fetchall()
@@ -355,26 +398,38 @@ def bench_queries(path: Path, repeats: int, nights: int) -> dict:
         SELECT instance_id, unnest(chunk_times[2:]) / 1e3 AS gap FROM requests WHERE run_id = ? AND status = 'ok')
         GROUP BY instance_id"""
     out["itl_night_s"], out["itl_night_runs_s"], _ = timed(q(itl_night, [night]), repeats)
-    out["itl_night_v_cells_s"], _, _ = timed(q("SELECT cell_id, itl_ms_p50, itl_ms_p90, itl_ms_p95, itl_ms_p99 "
-                                               "FROM v_cells WHERE run_id = ?", [night]), repeats)
-    out["itl_night_values"] = con.execute("SELECT sum(len(chunk_times) - 1) FROM requests WHERE run_id = ?",
-                                          [night]).fetchall()[0][0]
+    out["itl_night_v_cells_s"], _, _ = timed(
+        q("SELECT cell_id, itl_ms_p50, itl_ms_p90, itl_ms_p95, itl_ms_p99 FROM v_cells WHERE run_id = ?", [night]),
+        repeats,
+    )
+    out["itl_night_values"] = con.execute(
+        "SELECT sum(len(chunk_times) - 1) FROM requests WHERE run_id = ?", [night]
+    ).fetchall()[0][0]
 
     # the report's queries
     report = {
         "report: summarize_run (polars, one night)": lambda: summarize_run(con, night),
-        "report: v_cells of one night (all columns, ITL included)": q("SELECT * FROM v_cells WHERE run_id = ?", [night]),
+        "report: v_cells of one night (all columns, ITL included)": q(
+            "SELECT * FROM v_cells WHERE run_id = ?", [night]
+        ),
         "report: v_comparison of one night": q("SELECT * FROM v_comparison WHERE run_id = ?", [night]),
         "report: TTFT p95 trend of one engine, last 30 nights": q(
             "SELECT night, workload_id, concurrency, ttft_ms_p95 FROM v_nightly WHERE engine = 'sglang' "
-            "AND run_id >= ?", [cutoff_30]),
+            "AND run_id >= ?",
+            [cutoff_30],
+        ),
         "report: the same, filtered on night instead of run_id": q(
             "SELECT night, workload_id, concurrency, ttft_ms_p95 FROM v_nightly WHERE engine = 'sglang' "
-            "AND night >= ?::DATE", [cutoff_night]),
-        "report: regressions over 60 nights (stats.nightly_regressions)": lambda: stats.nightly_regressions(con, "ttft_ms_p95"),
+            "AND night >= ?::DATE",
+            [cutoff_night],
+        ),
+        "report: regressions over 60 nights (stats.nightly_regressions)": lambda: stats.nightly_regressions(
+            con, "ttft_ms_p95"
+        ),
         "report: failures of the last 30 nights": q(
             "SELECT run_id, status, error_class, count(*) FROM requests WHERE status <> 'ok' AND run_id >= "
-            "(SELECT min(run_id) FROM (SELECT run_id FROM runs ORDER BY run_id DESC LIMIT 30)) GROUP BY ALL"),
+            "(SELECT min(run_id) FROM (SELECT run_id FROM runs ORDER BY run_id DESC LIMIT 30)) GROUP BY ALL"
+        ),
     }
     out["report"] = {name: timed(fn, repeats)[0] for name, fn in report.items()}
 
@@ -394,8 +449,9 @@ def bench_queries(path: Path, repeats: int, nights: int) -> dict:
     out["pandas_cells_s"], _, _ = timed(pandas_cells, 1)
 
     def pandas_itl():
-        df = con.sql("SELECT instance_id, chunk_times FROM requests WHERE run_id = ? AND status = 'ok'",
-                     params=[night]).df()
+        df = con.sql(
+            "SELECT instance_id, chunk_times FROM requests WHERE run_id = ? AND status = 'ok'", params=[night]
+        ).df()
         df["itl"] = df["chunk_times"].map(lambda g: g[1:])
         e = df[["instance_id", "itl"]].explode("itl")
         e["itl"] = e["itl"].astype(float) / 1e3
@@ -408,11 +464,17 @@ def bench_queries(path: Path, repeats: int, nights: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=1_000_000, help="request rows of the load benchmark (default 1,000,000)")
-    ap.add_argument("--summary-rows", type=int, default=10_000_000, help="request rows of the big warehouse (default 10,000,000)")
+    ap.add_argument(
+        "--rows", type=int, default=1_000_000, help="request rows of the load benchmark (default 1,000,000)"
+    )
+    ap.add_argument(
+        "--summary-rows", type=int, default=10_000_000, help="request rows of the big warehouse (default 10,000,000)"
+    )
     ap.add_argument("--nights", type=int, default=365, help="nights (runs) of the big warehouse (default 365)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure; the median is reported (default 3)")
-    ap.add_argument("--naive-rows", type=int, default=2000, help="rows inserted one by one for the naive load (default 2,000)")
+    ap.add_argument(
+        "--naive-rows", type=int, default=2000, help="rows inserted one by one for the naive load (default 2,000)"
+    )
     ap.add_argument("--tmp", help="scratch folder (default: a new one under $TMPDIR, removed at the end)")
     ap.add_argument("--json", help="also write the figures as JSON here")
     ap.add_argument("--skip-load", action="store_true")
@@ -423,8 +485,12 @@ def main(argv=None) -> int:
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="bakeoff-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
     result: dict[str, object] = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-        "cpus": os.cpu_count(), "cores_used": CORES, "duckdb": duckdb.__version__, "args": vars(args),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "cores_used": CORES,
+        "duckdb": duckdb.__version__,
+        "args": vars(args),
     }
     try:
         if not args.skip_load:
@@ -436,7 +502,10 @@ def main(argv=None) -> int:
                 shutil.rmtree(tmp / d, ignore_errors=True)
             print(json.dumps(result["load"], indent=1), flush=True)
         if not args.skip_queries:
-            print(f"queries: building a warehouse of {args.summary_rows:,} requests over {args.nights} nights ...", flush=True)
+            print(
+                f"queries: building a warehouse of {args.summary_rows:,} requests over {args.nights} nights ...",
+                flush=True,
+            )
             t = time.perf_counter()
             big = tmp / "big.duckdb"
             result["big"] = build_big_warehouse(big, args.summary_rows, args.nights)
@@ -466,21 +535,32 @@ def render(r: dict) -> str:
             f"pre-0003 storage (BIGINT[] ns, Parquet {ld['ns_offsets_parquet_mb']} MB): {ld['old_storage_s']:.2f} s, "
             f"{ld['file_mb_old_storage']} MB "
             f"({ld['old_storage_s'] / ld['load_s']:.1f}x); row by row: {ld['row_by_row_extrapolated_s']:,.0f} s "
-            f"extrapolated from {ld['row_by_row_rows']:,} rows ({ld['row_by_row_extrapolated_s'] / ld['load_s']:,.0f}x) |")
-        lines.append(f"| staging's conversion of those rows (ns offsets -> µs gaps, `chunks.to_staged`), once per run | "
-                     f"{ld['to_staged_s']:.2f} s | | the stager's whole write, conversion included: {ld['stage_write_s']:.1f} s |")
+            f"extrapolated from {ld['row_by_row_rows']:,} rows ({ld['row_by_row_extrapolated_s'] / ld['load_s']:,.0f}x) |"
+        )
+        lines.append(
+            f"| staging's conversion of those rows (ns offsets -> µs gaps, `chunks.to_staged`), once per run | "
+            f"{ld['to_staged_s']:.2f} s | | the stager's whole write, conversion included: {ld['stage_write_s']:.1f} s |"
+        )
     if "queries" in r:
         b, qq = r["big"], r["queries"]
         size = f"{b['requests']:,} requests / {b['nights']} nights / {b['chunk_values'] / 1e9:.2f} G chunk values, {b['file_mb']:,} MB"
-        lines.append(f"| `v_cells`, every cell ({qq['v_cells_rows']:,} rows; {size}) | {qq['v_cells_s']:.2f} s | "
-                     f"< {TARGETS['v_cells']:g} s | pandas from v_requests: {qq['pandas_cells_s']:.1f} s "
-                     f"({qq['pandas_cells_s'] / qq['v_cells_s']:.1f}x) |")
-        lines.append(f"| `v_nightly`, every night x configuration ({qq['v_nightly_rows']:,} rows) | {qq['v_nightly_s']:.2f} s | "
-                     f"< {TARGETS['v_nightly']:g} s | |")
-        lines.append(f"| one night's ITL percentiles from its chunk lists ({qq['itl_night_values']:,} gaps), "
-                     f"per instance | {qq['itl_night_s']:.2f} s | < {TARGETS['itl_night']:g} s | pandas explode: "
-                     f"{qq['pandas_itl_night_s']:.1f} s ({qq['pandas_itl_night_s'] / qq['itl_night_s']:.0f}x) |")
-        lines.append(f"| the same, per cell through `v_cells` | {qq['itl_night_v_cells_s']:.2f} s | < {TARGETS['itl_night']:g} s | |")
+        lines.append(
+            f"| `v_cells`, every cell ({qq['v_cells_rows']:,} rows; {size}) | {qq['v_cells_s']:.2f} s | "
+            f"< {TARGETS['v_cells']:g} s | pandas from v_requests: {qq['pandas_cells_s']:.1f} s "
+            f"({qq['pandas_cells_s'] / qq['v_cells_s']:.1f}x) |"
+        )
+        lines.append(
+            f"| `v_nightly`, every night x configuration ({qq['v_nightly_rows']:,} rows) | {qq['v_nightly_s']:.2f} s | "
+            f"< {TARGETS['v_nightly']:g} s | |"
+        )
+        lines.append(
+            f"| one night's ITL percentiles from its chunk lists ({qq['itl_night_values']:,} gaps), "
+            f"per instance | {qq['itl_night_s']:.2f} s | < {TARGETS['itl_night']:g} s | pandas explode: "
+            f"{qq['pandas_itl_night_s']:.1f} s ({qq['pandas_itl_night_s'] / qq['itl_night_s']:.0f}x) |"
+        )
+        lines.append(
+            f"| the same, per cell through `v_cells` | {qq['itl_night_v_cells_s']:.2f} s | < {TARGETS['itl_night']:g} s | |"
+        )
         for name, s in qq["report"].items():
             lines.append(f"| {name} | {s:.2f} s | < {TARGETS['report']:g} s | |")
     return "\n".join(lines)

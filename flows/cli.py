@@ -18,11 +18,16 @@ from tasks.errors import BadInput, BakeoffError
 DEFAULT_MATRIX = "configs/cpu-smoke.yaml"
 EXIT_BAD_INPUT = BadInput.exit_code
 
-app = typer.Typer(name="bakeoff", help="Nightly bake-off of LLM serving engines.", add_completion=False,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    name="bakeoff",
+    help="Nightly bake-off of LLM serving engines.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
-WarehouseOpt = Annotated[str | None, typer.Option("--warehouse", help="DuckDB file (default: $BAKEOFF_WAREHOUSE "
-                                                      "or .bakeoff/bakeoff.duckdb)")]
+WarehouseOpt = Annotated[
+    str | None, typer.Option("--warehouse", help="DuckDB file (default: $BAKEOFF_WAREHOUSE or .bakeoff/bakeoff.duckdb)")
+]
 
 
 def _warehouse_path(warehouse: str | None) -> str:
@@ -32,9 +37,12 @@ def _warehouse_path(warehouse: str | None) -> str:
 @app.command("run")
 def cmd_run(
     matrix: Annotated[str, typer.Argument(help=f"matrix file (default {DEFAULT_MATRIX})")] = DEFAULT_MATRIX,
-    warehouse: Annotated[str | None, typer.Option(
-        help="DuckDB file (default: the matrix's `warehouse`, or $BAKEOFF_WAREHOUSE)")] = None,
-    runs_dir: Annotated[str | None, typer.Option(help="where run folders go (default: the matrix's `runs_dir`)")] = None,
+    warehouse: Annotated[
+        str | None, typer.Option(help="DuckDB file (default: the matrix's `warehouse`, or $BAKEOFF_WAREHOUSE)")
+    ] = None,
+    runs_dir: Annotated[
+        str | None, typer.Option(help="where run folders go (default: the matrix's `runs_dir`)")
+    ] = None,
 ) -> int:
     """Run the nightly flow once on a matrix file."""
     from flows.environment import prefect_defaults
@@ -51,8 +59,9 @@ def cmd_run(
 
     with progress.terminal_display(cells=sum(len(g.cells) for g in plan(loaded))):
         try:
-            result = nightly(matrix_path=matrix, warehouse=warehouse or os.environ.get("BAKEOFF_WAREHOUSE"),
-                             runs_dir=runs_dir)
+            result = nightly(
+                matrix_path=matrix, warehouse=warehouse or os.environ.get("BAKEOFF_WAREHOUSE"), runs_dir=runs_dir
+            )
         except RowsRejected as exc:  # loaded and reported without the rejected rows; the night is not clean
             _print_run(exc.result)
             raise
@@ -65,8 +74,10 @@ def _print_run(result: dict) -> None:
 
     print_summary(result["summary"], result["deployments"])
     rejected = result["rows"].get("rejected_requests", 0)
-    print(f"\nrun {result['run_id']}: {result['rows'].get('requests', 0)} requests loaded into {result['warehouse']}"
-          + (f", {rejected} rejected (rejected_requests)" if rejected else ""))
+    print(
+        f"\nrun {result['run_id']}: {result['rows'].get('requests', 0)} requests loaded into {result['warehouse']}"
+        + (f", {rejected} rejected (rejected_requests)" if rejected else "")
+    )
     print(f"report: {result['report']}")
 
 
@@ -77,7 +88,9 @@ def cmd_plan(matrix: Annotated[str, typer.Argument()] = DEFAULT_MATRIX) -> int:
     from tasks.matrix import load_matrix
 
     loaded, _ = load_matrix(matrix)
-    print("\n".join(plan_text(loaded, planning_card(loaded), matrix_name=matrix, base_dir=Path(matrix).resolve().parent)))
+    print(
+        "\n".join(plan_text(loaded, planning_card(loaded), matrix_name=matrix, base_dir=Path(matrix).resolve().parent))
+    )
     return 0
 
 
@@ -141,9 +154,15 @@ def cmd_sql(
 
             frame = pl.from_arrow(relation.to_arrow_table())
         except duckdb.Error as exc:
-            raise BadInput(f"sql: {str(exc).splitlines()[0]}")
-    with pl.Config(tbl_rows=max_rows, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60,
-                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+            raise BadInput(f"sql: {str(exc).splitlines()[0]}") from None
+    with pl.Config(
+        tbl_rows=max_rows,
+        tbl_cols=-1,
+        tbl_width_chars=200,
+        fmt_str_lengths=60,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+    ):
         print(frame)
     return 0
 
@@ -162,8 +181,11 @@ def cmd_load(run_dir: Annotated[str, typer.Argument()], warehouse: WarehouseOpt 
         return 1
     print(", ".join(f"{table}: {n}" for table, n in counts.items()))
     if report.outcome == FAILED_ROWS:
-        print(f"bakeoff: {report.summary_line()} (loaded without them; run marked validation_status = "
-              "'failed_rows', rejected rows in rejected_requests)", file=sys.stderr)
+        print(
+            f"bakeoff: {report.summary_line()} (loaded without them; run marked validation_status = "
+            "'failed_rows', rejected rows in rejected_requests)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

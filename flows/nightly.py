@@ -56,8 +56,12 @@ def _retry_if_busy(task, task_run, state) -> bool:
 # caches its result (engine handles and records are not cacheable inputs).
 build_images = task(images.build_engine_images, name="build-images", cache_policy=NO_CACHE)
 start_instance = task(
-    deploy.launch_instance, name="start-instance", retries=1, retry_delay_seconds=5,
-    retry_condition_fn=_retry_if_flaky, cache_policy=NO_CACHE,
+    deploy.launch_instance,
+    name="start-instance",
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_if_flaky,
+    cache_policy=NO_CACHE,
 )
 run_cell = task(bench.run_cell, name="bench-cell", cache_policy=NO_CACHE)
 bench_group = task(night.bench_group, name="bench-group", cache_policy=NO_CACHE)
@@ -72,21 +76,37 @@ def gate_and_load(warehouse_path: str, run_dir: Path) -> tuple[ValidationReport,
 
 
 @flow(name="bakeoff-nightly")
-def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None = None, runs_dir: str | None = None) -> dict:
+def nightly(
+    matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None = None, runs_dir: str | None = None
+) -> dict:
     _teardown_on_sigterm()
     matrix, matrix_sha = load_matrix(matrix_path)
     base_dir = Path(matrix_path).resolve().parent
     run = new_run(matrix, matrix_path, matrix_sha)
-    run_id, run_dir, warehouse = run["run_id"], Path(runs_dir or matrix.runs_dir) / run["run_id"], warehouse or matrix.warehouse
+    run_id, run_dir, warehouse = (
+        run["run_id"],
+        Path(runs_dir or matrix.runs_dir) / run["run_id"],
+        warehouse or matrix.warehouse,
+    )
     got = Collected()
     try:
         tags, got.builds = build_images(matrix, run_id=run_id, log_dir=run_dir / "logs", base_dir=base_dir)
         groups = plan(matrix)
         for g_i, group in enumerate(groups, 1):
             try:
-                got.merge(bench_group(matrix, group, run_id=run_id, run_dir=run_dir, base_dir=base_dir, images=tags,
-                                      where=f"group {g_i}/{len(groups)} {group.deployment_id}",
-                                      start=start_instance, run_cell=run_cell))
+                got.merge(
+                    bench_group(
+                        matrix,
+                        group,
+                        run_id=run_id,
+                        run_dir=run_dir,
+                        base_dir=base_dir,
+                        images=tags,
+                        where=f"group {g_i}/{len(groups)} {group.deployment_id}",
+                        start=start_instance,
+                        run_cell=run_cell,
+                    )
+                )
             except night.GroupStopped as stopped:
                 got.merge(stopped.collected)  # keep what the group measured, then stop as asked
                 raise stopped.cause from None
@@ -94,27 +114,46 @@ def nightly(matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None =
     finally:
         # Whatever happened, what was measured is staged on disk (a crash leaves status "failed").
         run["finished_at"] = datetime.now(UTC).isoformat()
-        staged = stage(run_dir, run, got.deployments, got.cells, records_to_arrow(got.records), got.gpu_samples,
-                       got.host_samples, got.builds, got.engine_metrics)
+        staged = stage(
+            run_dir,
+            run,
+            got.deployments,
+            got.cells,
+            records_to_arrow(got.records),
+            got.gpu_samples,
+            got.host_samples,
+            got.builds,
+            got.engine_metrics,
+        )
     # The gate judges the rows as staged, as `bakeoff load RUN_DIR` does.
     validation, counts = gate_and_load(warehouse, staged.run_dir)
-    create_markdown_artifact(key="bakeoff-validation", markdown=validation.markdown(),
-                             description=f"validation gate of run {run_id}")
+    create_markdown_artifact(
+        key="bakeoff-validation", markdown=validation.markdown(), description=f"validation gate of run {run_id}"
+    )
     if validation.outcome == REFUSED:
         raise ValidationFailed(f"{validation.summary_line()} (nothing loaded; raw records kept in {run_dir})")
 
     with store.opened(warehouse, read_only=True) as con:
         _run_row, deployment_rows, summary, _metrics = summarize(con, run_id)
         paths = report(con, run_id, run_dir / "report", compose=compose_from_path)
-    create_markdown_artifact(key="bakeoff-report", markdown=paths["markdown"].read_text(),
-                             description=f"bakeoff run {run_id}")
-    result = {"run_id": run_id, "run_dir": str(run_dir), "warehouse": warehouse, "rows": counts,
-              "report": str(paths["html"]), "summary": summary, "deployments": deployment_rows}
+    create_markdown_artifact(
+        key="bakeoff-report", markdown=paths["markdown"].read_text(), description=f"bakeoff run {run_id}"
+    )
+    result = {
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+        "warehouse": warehouse,
+        "rows": counts,
+        "report": str(paths["html"]),
+        "summary": summary,
+        "deployments": deployment_rows,
+    }
     if validation.outcome == FAILED_ROWS:
         # Loaded and reported, but the night is not clean: the flow run ends Failed, saying so.
         rejected = RowsRejected(
             f"{validation.summary_line()} (run loaded without them and marked validation_status = 'failed_rows'; "
-            f"rejected rows in rejected_requests; raw records kept in {run_dir})")
+            f"rejected rows in rejected_requests; raw records kept in {run_dir})"
+        )
         rejected.result = result
         raise rejected
     return result

@@ -22,13 +22,17 @@ COLUMNS = {
 
 def summary_table(summary: pl.DataFrame) -> pl.DataFrame:
     return summary.select(
-        [pl.col(c).round(1).alias(n) if summary.schema[c].is_float() else pl.col(c).alias(n) for c, n in COLUMNS.items()]
+        [
+            pl.col(c).round(1).alias(n) if summary.schema[c].is_float() else pl.col(c).alias(n)
+            for c, n in COLUMNS.items()
+        ]
     )
 
 
 def print_summary(summary: pl.DataFrame, deployments: pl.DataFrame) -> None:
-    with pl.Config(tbl_rows=200, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True,
-                   tbl_hide_column_data_types=True):
+    with pl.Config(
+        tbl_rows=200, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True
+    ):
         print(summary_table(summary))
     failed = deployments.filter(~pl.col("started"))
     for row in failed.iter_rows(named=True):

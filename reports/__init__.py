@@ -31,8 +31,15 @@ def write_report(model: ReportModel, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def render_run(con, run_id: str, out_dir: Path, *, title: str | None = None,
-               compose: Callable[[str, str], str] | None = None, nights: int = 14) -> dict[str, Path]:
+def render_run(
+    con,
+    run_id: str,
+    out_dir: Path,
+    *,
+    title: str | None = None,
+    compose: Callable[[str, str], str] | None = None,
+    nights: int = 14,
+) -> dict[str, Path]:
     """One run's full report, from the warehouse (read-only). Raises warehouse.store.NoSuchRun for an unknown run.
     `compose(matrix_path, deployment_id)` regenerates a group's compose file (tasks.compose.compose_from_path;
     passed in because reports/ does not import tasks/); without it the section gives the command only.
@@ -40,8 +47,9 @@ def render_run(con, run_id: str, out_dir: Path, *, title: str | None = None,
     return write_report(build_model(con, run_id, title=title, compose=compose, nights=nights), out_dir)
 
 
-def render_report(summary: pl.DataFrame, requests: pl.DataFrame, out_dir: Path, *, title: str,
-                  run_info: dict) -> dict[str, Path]:
+def render_report(
+    summary: pl.DataFrame, requests: pl.DataFrame, out_dir: Path, *, title: str, run_info: dict
+) -> dict[str, Path]:
     """The per-cell report from a summary frame and a request frame (reports.model.SUMMARY_COLUMNS /
     REQUEST_COLUMNS); nulls show as "—". Kept for callers that have the frames, not a connection."""
     return write_report(model_from_frames(summary, requests, title=title, header=run_info), out_dir)

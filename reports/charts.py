@@ -311,9 +311,12 @@ def _throughput_chart(
 
 
 def _chart_spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
-    chart = chart.configure(font="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif").configure_view(
-        stroke="#ddd"
-    ).configure_axis(labelFontSize=11, titleFontSize=12).configure_legend(labelLimit=320, orient="right")
+    chart = (
+        chart.configure(font="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif")
+        .configure_view(stroke="#ddd")
+        .configure_axis(labelFontSize=11, titleFontSize=12)
+        .configure_legend(labelLimit=320, orient="right")
+    )
     return chart.to_dict()
 
 
@@ -333,7 +336,6 @@ def script_safe(text: str) -> str:
     blanket ``</`` replacement would corrupt regex literals such as ``/</g`` in the Vega bundle.
     """
     return re.sub(r"</(script)", r"<\\/\1", text, flags=re.IGNORECASE)
-
 
 
 def build_charts(summary: pl.DataFrame, requests: pl.DataFrame, dep_ids: list[str]) -> list[Chart]:

@@ -18,9 +18,11 @@ import polars as pl
 
 from reports.tables import MISSING, Column, Table, fmt_ratio
 
-MATCH_RULE = ("an instance of a co-located group (2+ instances) is matched with an instance that ran alone (a group "
-              "of 1) with the same engine, model, workload and load shape, and the same flags once the values of "
-              "--port and --host and the memory flag are removed")
+MATCH_RULE = (
+    "an instance of a co-located group (2+ instances) is matched with an instance that ran alone (a group "
+    "of 1) with the same engine, model, workload and load shape, and the same flags once the values of "
+    "--port and --host and the memory flag are removed"
+)
 VALUE_FLAGS_IGNORED = ("--port", "--host")
 
 
@@ -34,7 +36,7 @@ def comparable_flags(flags, memory_flag: str | None) -> tuple[str, ...]:
     i = 0
     while i < len(items):
         f = items[i]
-        if memory and tuple(items[i:i + len(memory)]) == memory:
+        if memory and tuple(items[i : i + len(memory)]) == memory:
             i += len(memory)
             continue
         if skip:
@@ -90,12 +92,16 @@ class Colocation:
 
 
 COLUMNS = (
-    Column("colocated", "Co-located instance", numeric=False), Column("group", "Group", numeric=False),
-    Column("alone", "Alone", numeric=False), Column("shape", "Model · workload · load", numeric=False),
+    Column("colocated", "Co-located instance", numeric=False),
+    Column("group", "Group", numeric=False),
+    Column("alone", "Alone", numeric=False),
+    Column("shape", "Model · workload · load", numeric=False),
     Column("n_text", "Requests (co-located / alone)", numeric=False),
     Column("tps_text", "Per-request tok/s ratio", numeric=False),
-    Column("e2e_text", "E2E P95 ratio", numeric=False), Column("ttft_text", "TTFT P95 ratio", numeric=False),
-    Column("slo_text", "Met SLOs (co-located / alone)", numeric=False), Column("verdict", "Verdict", numeric=False),
+    Column("e2e_text", "E2E P95 ratio", numeric=False),
+    Column("ttft_text", "TTFT P95 ratio", numeric=False),
+    Column("slo_text", "Met SLOs (co-located / alone)", numeric=False),
+    Column("verdict", "Verdict", numeric=False),
 )
 
 
@@ -126,7 +132,7 @@ def slowdown_verdict(name: str, alone: str, tps: RatioCI, e2e: RatioCI, ttft: Ra
     if any(math.isnan(r.ratio) for r in (tps, e2e, ttft)) and not parts:
         return f"{name} co-located vs {alone} alone: not enough data"
     if not parts:
-        return (f"{name} co-located vs {alone} alone: no measurable difference (every interval includes 1)")
+        return f"{name} co-located vs {alone} alone: no measurable difference (every interval includes 1)"
     return f"{name} co-located runs at " + ", ".join(parts) + f" of {alone} alone"
 
 
@@ -136,12 +142,16 @@ def colocation(requests: pl.DataFrame, deps: list[dict], names: dict, config_col
     size: dict[str, int] = {}
     for d in deps:
         size[d["deployment_id"]] = size.get(d["deployment_id"], 0) + 1
-    key = {(d["deployment_id"], d["instance_id"]): (d["engine"], d["model"],
-                                                    comparable_flags(d.get("flags"), d.get("memory_flag")))
-           for d in deps}
+    key = {
+        (d["deployment_id"], d["instance_id"]): (
+            d["engine"],
+            d["model"],
+            comparable_flags(d.get("flags"), d.get("memory_flag")),
+        )
+        for d in deps
+    }
     shape_cols = [c for c in config_columns if c not in ("deployment_id", "instance_id", "engine")]
-    by_config = requests.partition_by(["deployment_id", "instance_id", *shape_cols], as_dict=True,
-                                      maintain_order=True)
+    by_config = requests.partition_by(["deployment_id", "instance_id", *shape_cols], as_dict=True, maintain_order=True)
     alone = [k for k in by_config if size.get(k[0]) == 1]
     out, unmatched = [], []
     for k, frame in sorted(by_config.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
@@ -160,14 +170,44 @@ def colocation(requests: pl.DataFrame, deps: list[dict], names: dict, config_col
             e2e = _ci(mine["e2e_ms"], theirs["e2e_ms"], 0.95)
             ttft = _ci(mine["ttft_ms"], theirs["ttft_ms"], 0.95)
             a_name = names.get(t[:2], t[1])
-            out.append(Slowdown(name, k[0], a_name, shape, mine.height, theirs.height, tps, e2e, ttft,
-                                _share(frame), _share(a_frame), slowdown_verdict(name, a_name, tps, e2e, ttft)))
-    rows = [{"colocated": s.colocated, "group": s.group, "alone": s.alone, "shape": s.shape,
-             "n_text": f"{s.n_colocated:,} / {s.n_alone:,}", "tps_text": s.throughput.text(),
-             "e2e_text": s.e2e_p95.text(), "ttft_text": s.ttft_p95.text(),
-             "slo_text": f"{_pct(s.slo_colocated)} / {_pct(s.slo_alone)}", "verdict": s.verdict} for s in out]
-    table = Table.from_records(rows, COLUMNS, caption=(
-        f"Matched so: {MATCH_RULE}. Ratios are co-located / alone over ok requests with 95% percentile-bootstrap "
-        "intervals (warehouse/stats.bootstrap_ratio_ci); tok/s below 1 and latency above 1 mean slower co-located. "
-        "Met SLOs: the share of all requests meeting every SLO the run set."))
+            out.append(
+                Slowdown(
+                    name,
+                    k[0],
+                    a_name,
+                    shape,
+                    mine.height,
+                    theirs.height,
+                    tps,
+                    e2e,
+                    ttft,
+                    _share(frame),
+                    _share(a_frame),
+                    slowdown_verdict(name, a_name, tps, e2e, ttft),
+                )
+            )
+    rows = [
+        {
+            "colocated": s.colocated,
+            "group": s.group,
+            "alone": s.alone,
+            "shape": s.shape,
+            "n_text": f"{s.n_colocated:,} / {s.n_alone:,}",
+            "tps_text": s.throughput.text(),
+            "e2e_text": s.e2e_p95.text(),
+            "ttft_text": s.ttft_p95.text(),
+            "slo_text": f"{_pct(s.slo_colocated)} / {_pct(s.slo_alone)}",
+            "verdict": s.verdict,
+        }
+        for s in out
+    ]
+    table = Table.from_records(
+        rows,
+        COLUMNS,
+        caption=(
+            f"Matched so: {MATCH_RULE}. Ratios are co-located / alone over ok requests with 95% percentile-bootstrap "
+            "intervals (warehouse/stats.bootstrap_ratio_ci); tok/s below 1 and latency above 1 mean slower co-located. "
+            "Met SLOs: the share of all requests meeting every SLO the run set."
+        ),
+    )
     return Colocation(tuple(out), table, tuple(unmatched))

@@ -8,8 +8,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-HEADER_KEYS = ("run_id", "matrix_name", "matrix_path", "started_at", "finished_at", "status", "host", "gpu_name",
-               "git_sha", "bakeoff_version")
+HEADER_KEYS = (
+    "run_id",
+    "matrix_name",
+    "matrix_path",
+    "started_at",
+    "finished_at",
+    "status",
+    "host",
+    "gpu_name",
+    "git_sha",
+    "bakeoff_version",
+)
 
 
 def run_info(run: dict) -> dict[str, str]:
@@ -31,9 +41,11 @@ def validation_text(run: dict) -> str:
     if isinstance(saved, str):
         saved = json.loads(saved)
     saved = saved if isinstance(saved, dict) else {}
-    return (f"failed_rows: {saved.get('rejected_rows', '?')} of {saved.get('row_count', '?')} request rows rejected by "
-            "the validation gate and left out of every figure here (table rejected_requests); the run is marked "
-            "and is not in v_nightly / v_comparison")
+    return (
+        f"failed_rows: {saved.get('rejected_rows', '?')} of {saved.get('row_count', '?')} request rows rejected by "
+        "the validation gate and left out of every figure here (table rejected_requests); the run is marked "
+        "and is not in v_nightly / v_comparison"
+    )
 
 
 def _engine_line(d: dict) -> str:
@@ -45,22 +57,38 @@ def _engine_line(d: dict) -> str:
 
 def environment_rows(run: dict, deployments: Sequence[dict]) -> list[tuple[str, str]]:
     """(what, value) rows: host, GPU, engines with versions and images, code, matrix, times, verdict."""
+
     def val(key: str) -> str:
         v = run.get(key)
         return "—" if v is None or v == "" else str(v)
 
-    rows = [("Host", val("host")),
-            ("GPU", "none recorded (a CPU run)" if run.get("gpu_name") is None
-             else f"{run['gpu_name']}, driver {val('gpu_driver')}")]
+    rows = [
+        ("Host", val("host")),
+        (
+            "GPU",
+            "none recorded (a CPU run)"
+            if run.get("gpu_name") is None
+            else f"{run['gpu_name']}, driver {val('gpu_driver')}",
+        ),
+    ]
     seen: dict[str, str] = {}
     for d in deployments:
         seen.setdefault(str(d["engine"]), _engine_line(d))
     rows += [(f"Engine {name}", line) for name, line in sorted(seen.items())]
-    rows += [("bakeoff version", val("bakeoff_version")), ("git sha", val("git_sha")),
-             ("Matrix", f"{val('matrix_name')} ({val('matrix_path')})"), ("Matrix sha256", val("matrix_sha256")),
-             ("Started", val("started_at")), ("Finished", val("finished_at")), ("Run status", val("status")),
-             ("Validation", validation_text(run))]
-    slos = [f"{name} ≤ {run[k]:g} ms" for k, name in (("slo_ttft_ms", "TTFT"), ("slo_tpot_ms", "TPOT"),
-                                                      ("slo_e2e_ms", "E2E")) if run.get(k) is not None]
+    rows += [
+        ("bakeoff version", val("bakeoff_version")),
+        ("git sha", val("git_sha")),
+        ("Matrix", f"{val('matrix_name')} ({val('matrix_path')})"),
+        ("Matrix sha256", val("matrix_sha256")),
+        ("Started", val("started_at")),
+        ("Finished", val("finished_at")),
+        ("Run status", val("status")),
+        ("Validation", validation_text(run)),
+    ]
+    slos = [
+        f"{name} ≤ {run[k]:g} ms"
+        for k, name in (("slo_ttft_ms", "TTFT"), ("slo_tpot_ms", "TPOT"), ("slo_e2e_ms", "E2E"))
+        if run.get(k) is not None
+    ]
     rows.append(("SLOs", ", ".join(slos) if slos else "none set (no goodput)"))
     return rows

@@ -52,8 +52,14 @@ def render_markdown(m: ReportModel) -> str:
     if m.feasibility is not None:
         out += ["## Feasibility", ""]
         for g in m.feasibility:
-            out += [f"### {md_inline(g.deployment_id)} · {md_inline(g.placement)}", "",
-                    f"**{md_inline(g.verdict)}**", "", md_table(g.instances), ""]
+            out += [
+                f"### {md_inline(g.deployment_id)} · {md_inline(g.placement)}",
+                "",
+                f"**{md_inline(g.verdict)}**",
+                "",
+                md_table(g.instances),
+                "",
+            ]
         if not m.feasibility:
             out += ["No deployments recorded.", ""]
     if m.throughput is not None:
@@ -71,7 +77,8 @@ def render_markdown(m: ReportModel) -> str:
         c = m.colocation
         out += ["## Co-location", "", f"_Rule: {md_inline(c.rule)}._", ""]
         out += [f"- {md_inline(s.shape)}: {md_inline(s.verdict)}" for s in c.slowdowns] or [
-            "No co-located instance has an alone twin in this run."]
+            "No co-located instance has an alone twin in this run."
+        ]
         out += [""]
         if c.slowdowns:
             out += [md_table(c.table), ""]
@@ -79,8 +86,12 @@ def render_markdown(m: ReportModel) -> str:
             out += ["Co-located without an alone twin: " + md_inline("; ".join(c.unmatched)), ""]
     if m.recommendations is not None:
         out += ["## Recommendations", ""]
-        out += [f"- **{md_inline(r.use_case)}**" + (f" ({md_inline(r.scope)})" if r.scope else "")
-                + f": {md_inline(r.verdict)}" for r in m.recommendations.items]
+        out += [
+            f"- **{md_inline(r.use_case)}**"
+            + (f" ({md_inline(r.scope)})" if r.scope else "")
+            + f": {md_inline(r.verdict)}"
+            for r in m.recommendations.items
+        ]
         out += ["", md_table(m.recommendations.table), ""]
     if m.deployment is not None:
         d = m.deployment
@@ -95,13 +106,26 @@ def render_markdown(m: ReportModel) -> str:
             out += ["To reproduce it:", "", md_fence(d.command, "sh"), ""]
     if m.trend is not None:
         out += ["## Nightly trend", ""]
-        out += [f"- **{md_inline(r.configuration)}** {md_inline(r.metric)}: regressed since {md_inline(r.night)} "
-                f"({r.change:+.0%})" for r in m.trend.regressions] or ["No regression flagged on the latest night."]
+        out += [
+            f"- **{md_inline(r.configuration)}** {md_inline(r.metric)}: regressed since {md_inline(r.night)} "
+            f"({r.change:+.0%})"
+            for r in m.trend.regressions
+        ] or ["No regression flagged on the latest night."]
         out += ["", md_table(m.trend.table), "", md_table(m.trend.versions), ""]
     if m.method is not None:
         me = m.method
-        out += ["## Method", "", md_table(me.workloads), "", md_table(me.shapes), "",
-                "The metric formulas are under Metric definitions below.", "", md_table(me.overhead), ""]
+        out += [
+            "## Method",
+            "",
+            md_table(me.workloads),
+            "",
+            md_table(me.shapes),
+            "",
+            "The metric formulas are under Metric definitions below.",
+            "",
+            md_table(me.overhead),
+            "",
+        ]
         out += [md_table(me.care), ""] if me.care is not None else ["No cell needs reading with care.", ""]
     out += ["## Overview", "", md_table(m.overview), "", md_table(m.status), ""]
     if m.notes is not None:
@@ -110,10 +134,18 @@ def render_markdown(m: ReportModel) -> str:
         out += ["_Charts (latency distribution, percentiles, throughput by output length) are in report.html._", ""]
     for s in m.deployments:
         out += [
-            f"## Deployment {md_inline(s.deployment_id)}", "",
-            f"engine: {md_inline(s.engines or MISSING)} · model: {md_inline(s.models or MISSING)}", "",
-            "### Throughput", "", md_table(s.throughput), "",
-            "### Latency", "", md_table(s.latency), "",
+            f"## Deployment {md_inline(s.deployment_id)}",
+            "",
+            f"engine: {md_inline(s.engines or MISSING)} · model: {md_inline(s.models or MISSING)}",
+            "",
+            "### Throughput",
+            "",
+            md_table(s.throughput),
+            "",
+            "### Latency",
+            "",
+            md_table(s.latency),
+            "",
         ]
     out += ["## Metric definitions", ""]
     out += [f"- **{md_inline(name)}**: `{d}`" for name, d in m.definitions]

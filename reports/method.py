@@ -29,24 +29,37 @@ class Method:
 
 
 WORKLOAD_COLUMNS = (
-    Column("workload_id", "Workload", numeric=False), Column("kind", "Kind", numeric=False),
-    Column("prompts", "Prompts", numeric=False), Column("limit_prompts", "limit_prompts", numeric=False),
-    Column("output_lengths", "Output lengths", numeric=False), Column("ignore_eos", "ignore_eos", numeric=False),
-    Column("cells", "Cells"), Column("planned", "Requests planned per cell", numeric=False),
-    Column("warmup", "Warm-up requests per cell", numeric=False), Column("repeats", "Repeats"),
+    Column("workload_id", "Workload", numeric=False),
+    Column("kind", "Kind", numeric=False),
+    Column("prompts", "Prompts", numeric=False),
+    Column("limit_prompts", "limit_prompts", numeric=False),
+    Column("output_lengths", "Output lengths", numeric=False),
+    Column("ignore_eos", "ignore_eos", numeric=False),
+    Column("cells", "Cells"),
+    Column("planned", "Requests planned per cell", numeric=False),
+    Column("warmup", "Warm-up requests per cell", numeric=False),
+    Column("repeats", "Repeats"),
 )
 SHAPE_COLUMNS = (
-    Column("workload_id", "Workload", numeric=False), Column("load", "Load shape", numeric=False),
-    Column("configurations", "Instances"), Column("cells", "Cells"),
+    Column("workload_id", "Workload", numeric=False),
+    Column("load", "Load shape", numeric=False),
+    Column("configurations", "Instances"),
+    Column("cells", "Cells"),
 )
 OVERHEAD_COLUMNS = (
-    Column("cell_id", "Cell", numeric=False), Column("deployment_id", "Deployment", numeric=False),
-    Column("send_lateness_p50_ms", "Send lateness P50 ms"), Column("send_lateness_p99_ms", "Send lateness P99 ms"),
-    Column("loop_lag_p99_ms", "Loop lag P99 ms"), Column("loop_lag_max_ms", "Loop lag max ms"),
+    Column("cell_id", "Cell", numeric=False),
+    Column("deployment_id", "Deployment", numeric=False),
+    Column("send_lateness_p50_ms", "Send lateness P50 ms"),
+    Column("send_lateness_p99_ms", "Send lateness P99 ms"),
+    Column("loop_lag_p99_ms", "Loop lag P99 ms"),
+    Column("loop_lag_max_ms", "Loop lag max ms"),
     Column("kept_up_text", "Client kept up", numeric=False),
 )
-CARE_COLUMNS = (Column("cell_id", "Cell", numeric=False), Column("deployment_id", "Deployment", numeric=False),
-                Column("reason", "Why", numeric=False))
+CARE_COLUMNS = (
+    Column("cell_id", "Cell", numeric=False),
+    Column("deployment_id", "Deployment", numeric=False),
+    Column("reason", "Why", numeric=False),
+)
 
 
 def _span(values) -> str:
@@ -59,8 +72,10 @@ def _span(values) -> str:
 def care_reasons(c: dict) -> list[str]:
     out = []
     if c.get("client_kept_up") is False:
-        out.append(f"{CARE_RULES[0][1]} (P99 send lateness {fmt_value(c.get('send_lateness_p99_ms'))} ms, P99 loop lag "
-                   f"{fmt_value(c.get('loop_lag_p99_ms'))} ms)")
+        out.append(
+            f"{CARE_RULES[0][1]} (P99 send lateness {fmt_value(c.get('send_lateness_p99_ms'))} ms, P99 loop lag "
+            f"{fmt_value(c.get('loop_lag_p99_ms'))} ms)"
+        )
     if c.get("sweep_stop_reason"):
         out.append(f"{CARE_RULES[1][1]}: {c['sweep_stop_reason']}")
     if c.get("failed"):
@@ -82,39 +97,59 @@ def method(cells: list[dict], matrix: dict | None, matrix_path: str | None, load
     for wid, cs in sorted(by_wl.items()):
         w = asked.get(wid, {})
         lengths = w.get("output_lengths")
-        wl_rows.append({
-            "workload_id": wid, "kind": (w.get("kind") or "prompts") if w else MISSING,
-            "prompts": str(w.get("prompts", MISSING)) if w else MISSING,
-            "limit_prompts": str(w["limit_prompts"]) if w.get("limit_prompts") is not None else
-            ("all" if w else MISSING),
-            "output_lengths": ", ".join(str(x) for x in lengths) if isinstance(lengths, list) else MISSING,
-            "ignore_eos": str(w["ignore_eos"]).lower() if "ignore_eos" in w else MISSING,
-            "cells": len(cs), "planned": _span(c["requests_planned"] for c in cs),
-            "warmup": _span(c["warmup_requests"] for c in cs), "repeats": len({c["repeat"] for c in cs}),
-        })
+        wl_rows.append(
+            {
+                "workload_id": wid,
+                "kind": (w.get("kind") or "prompts") if w else MISSING,
+                "prompts": str(w.get("prompts", MISSING)) if w else MISSING,
+                "limit_prompts": str(w["limit_prompts"])
+                if w.get("limit_prompts") is not None
+                else ("all" if w else MISSING),
+                "output_lengths": ", ".join(str(x) for x in lengths) if isinstance(lengths, list) else MISSING,
+                "ignore_eos": str(w["ignore_eos"]).lower() if "ignore_eos" in w else MISSING,
+                "cells": len(cs),
+                "planned": _span(c["requests_planned"] for c in cs),
+                "warmup": _span(c["warmup_requests"] for c in cs),
+                "repeats": len({c["repeat"] for c in cs}),
+            }
+        )
     shapes: dict[tuple, dict] = {}
     for c in cells:
         s = shapes.setdefault((c["workload_id"], load_shape(c)), {"inst": set(), "cells": 0})
         s["inst"].add((c["deployment_id"], c["instance_id"]))
         s["cells"] += 1
-    shape_rows = [{"workload_id": w, "load": ld, "configurations": len(v["inst"]), "cells": v["cells"]}
-                  for (w, ld), v in sorted(shapes.items())]
+    shape_rows = [
+        {"workload_id": w, "load": ld, "configurations": len(v["inst"]), "cells": v["cells"]}
+        for (w, ld), v in sorted(shapes.items())
+    ]
     ordered = sorted(cells, key=lambda c: (c["deployment_id"], c["cell_id"]))
-    overhead = [{**c, "kept_up_text": MISSING if c.get("client_kept_up") is None else
-                 ("yes" if c["client_kept_up"] else "no")} for c in ordered]
-    care = [{"cell_id": c["cell_id"], "deployment_id": c["deployment_id"], "reason": r}
-            for c in ordered for r in care_reasons(c)]
+    overhead = [
+        {**c, "kept_up_text": MISSING if c.get("client_kept_up") is None else ("yes" if c["client_kept_up"] else "no")}
+        for c in ordered
+    ]
+    care = [
+        {"cell_id": c["cell_id"], "deployment_id": c["deployment_id"], "reason": r}
+        for c in ordered
+        for r in care_reasons(c)
+    ]
     if matrix is not None:
         note = f"prompts, limit_prompts and output lengths from the matrix file {matrix_path} as it is now"
     else:
-        note = (f"the matrix file {matrix_path or '(not recorded)'} is not there: what the warehouse holds only "
-                "(prompts, limit_prompts and output lengths unknown)")
+        note = (
+            f"the matrix file {matrix_path or '(not recorded)'} is not there: what the warehouse holds only "
+            "(prompts, limit_prompts and output lengths unknown)"
+        )
     return Method(
         Table.from_records(wl_rows, WORKLOAD_COLUMNS, caption=f"Workloads: {note}."),
         Table.from_records(shape_rows, SHAPE_COLUMNS, caption="Load shapes, as each cell ran."),
-        Table.from_records(overhead, OVERHEAD_COLUMNS, caption=(
-            "The client's own overhead per cell: send lateness (how late requests left against their schedule) and "
-            "event-loop lag; the client kept up when both P99s stay under its limits (cells.client_kept_up).")),
+        Table.from_records(
+            overhead,
+            OVERHEAD_COLUMNS,
+            caption=(
+                "The client's own overhead per cell: send lateness (how late requests left against their schedule) and "
+                "event-loop lag; the client kept up when both P99s stay under its limits (cells.client_kept_up)."
+            ),
+        ),
         Table.from_records(care, CARE_COLUMNS, caption="Every cell to read with care, and why.") if care else None,
         note,
     )

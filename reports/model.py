@@ -46,8 +46,17 @@ METRIC_DEFINITIONS: tuple[tuple[str, str], ...] = (
 )
 
 # A configuration: what one instance measured on one workload at one load shape (repeats pooled).
-SHAPE_COLUMNS = ("model", "workload_id", "load_kind", "arrival", "concurrency", "rate_rps", "burstiness",
-                 "max_concurrency", "duration_limit_s")
+SHAPE_COLUMNS = (
+    "model",
+    "workload_id",
+    "load_kind",
+    "arrival",
+    "concurrency",
+    "rate_rps",
+    "burstiness",
+    "max_concurrency",
+    "duration_limit_s",
+)
 CONFIG_COLUMNS = ("deployment_id", "instance_id", "engine", *SHAPE_COLUMNS)
 HEADER_ON_TOP = ("run_id", "matrix_name", "started_at", "status", "validation")
 LOG_EXCERPT_CHARS = 400  # the tail of an engine log: where its error is
@@ -141,17 +150,21 @@ class ReportModel:
     @property
     def toc(self) -> list[tuple[str, str]]:
         """(anchor, title) of every section present, in page order."""
-        out = [(a, t) for a, t, present in (
-            ("environment", "Environment", self.environment is not None),
-            ("feasibility", "Feasibility", self.feasibility is not None),
-            ("throughput", "Throughput", self.throughput is not None),
-            ("stability", "Stability", self.stability is not None),
-            ("colocation", "Co-location", self.colocation is not None),
-            ("recommendations", "Recommendations", self.recommendations is not None),
-            ("deployment", "The deployment to copy", self.deployment is not None),
-            ("trend", "Nightly trend", self.trend is not None),
-            ("method", "Method", self.method is not None),
-        ) if present]
+        out = [
+            (a, t)
+            for a, t, present in (
+                ("environment", "Environment", self.environment is not None),
+                ("feasibility", "Feasibility", self.feasibility is not None),
+                ("throughput", "Throughput", self.throughput is not None),
+                ("stability", "Stability", self.stability is not None),
+                ("colocation", "Co-location", self.colocation is not None),
+                ("recommendations", "Recommendations", self.recommendations is not None),
+                ("deployment", "The deployment to copy", self.deployment is not None),
+                ("trend", "Nightly trend", self.trend is not None),
+                ("method", "Method", self.method is not None),
+            )
+            if present
+        ]
         out += [("overview", "Overview"), ("charts", "Charts")]
         out += [(s.anchor, f"Deployment {s.deployment_id}") for s in self.deployments]
         return [*out, ("definitions", "Metric definitions")]
@@ -164,8 +177,12 @@ class ReportModel:
 
 def _cell_key_columns(with_run: bool) -> list[Column]:
     cols = [Column("run_id", "Run", numeric=False)] if with_run else []
-    return [*cols, Column("workload_id", "Workload", numeric=False), Column("concurrency", "Conc."),
-            Column("repeat", "Rep.")]
+    return [
+        *cols,
+        Column("workload_id", "Workload", numeric=False),
+        Column("concurrency", "Conc."),
+        Column("repeat", "Rep."),
+    ]
 
 
 def _throughput_columns(with_run: bool) -> list[Column]:
@@ -188,9 +205,7 @@ def _latency_columns(with_run: bool) -> list[Column]:
         for stat, stat_label in (("mean", "mean"), ("p50", "P50"), ("p95", "P95"), ("p99", "P99")):
             cols.append(Column(f"{metric}_{stat}", f"{label} {stat_label}", group=f"{label} (ms)", sub=stat_label))
     for stat_label in ("P50", "P95", "P99"):
-        cols.append(
-            Column(f"itl_ms_{stat_label.lower()}", f"ITL {stat_label}", group="ITL (ms)", sub=stat_label)
-        )
+        cols.append(Column(f"itl_ms_{stat_label.lower()}", f"ITL {stat_label}", group="ITL (ms)", sub=stat_label))
     return cols
 
 
@@ -279,26 +294,31 @@ def _notes_table(summary: pl.DataFrame) -> Table | None:
         texts = []
         if "client_kept_up" in has and rec["client_kept_up"] is False:
             late, lag = rec.get("send_lateness_p99_ms"), rec.get("loop_lag_p99_ms")
-            texts.append(f"the load generator did not keep up (p99 send lateness {fmt_value(late)} ms, p99 event-loop "
-                         f"lag {fmt_value(lag)} ms): its timings may be skewed")
+            texts.append(
+                f"the load generator did not keep up (p99 send lateness {fmt_value(late)} ms, p99 event-loop "
+                f"lag {fmt_value(lag)} ms): its timings may be skewed"
+            )
         if "sweep_stop_reason" in has and rec["sweep_stop_reason"]:
             texts.append(f"the rate sweep stopped after this cell: {rec['sweep_stop_reason']}")
         for text in texts:
             notes.append((str(rec["deployment_id"]), str(rec["cell_id"]), text))
     if not notes:
         return None
-    columns = (Column("deployment_id", "Deployment", numeric=False), Column("cell_id", "Cell", numeric=False),
-               Column("note", "Note", numeric=False))
+    columns = (
+        Column("deployment_id", "Deployment", numeric=False),
+        Column("cell_id", "Cell", numeric=False),
+        Column("note", "Note", numeric=False),
+    )
     return Table(columns, tuple(notes), caption="Cells to read with care.")
-
 
 
 def _slug(text: str, index: int) -> str:
     return f"dep-{index}-" + (re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x")
 
 
-def model_from_frames(summary: pl.DataFrame, requests: pl.DataFrame, *, title: str,
-                      header: dict[str, str] | Sequence[tuple[str, str]]) -> ReportModel:
+def model_from_frames(
+    summary: pl.DataFrame, requests: pl.DataFrame, *, title: str, header: dict[str, str] | Sequence[tuple[str, str]]
+) -> ReportModel:
     """The per-cell sections from ``summary`` (one row per cell, :data:`SUMMARY_COLUMNS`) and
     ``requests`` (one row per request, :data:`REQUEST_COLUMNS`); the warehouse sections left empty."""
     _check_columns(summary, SUMMARY_COLUMNS, "summary")
@@ -317,14 +337,20 @@ def model_from_frames(summary: pl.DataFrame, requests: pl.DataFrame, *, title: s
     sections = []
     for i, rec in enumerate(deployments.iter_rows(named=True)):
         cells = summary.filter(pl.col("deployment_id") == rec["deployment_id"]).sort(list(_ORDER), nulls_last=True)
-        sections.append(DeploymentSection(
-            deployment_id=rec["deployment_id"], anchor=_slug(rec["deployment_id"], i),
-            engines=rec["engines"], models=rec["models"],
-            throughput=Table.from_frame(cells, _throughput_columns(with_run),
-                                        caption="Throughput, one row per bench cell."),
-            latency=Table.from_frame(cells, _latency_columns(with_run),
-                                     caption="Latency in milliseconds, one row per bench cell."),
-        ))
+        sections.append(
+            DeploymentSection(
+                deployment_id=rec["deployment_id"],
+                anchor=_slug(rec["deployment_id"], i),
+                engines=rec["engines"],
+                models=rec["models"],
+                throughput=Table.from_frame(
+                    cells, _throughput_columns(with_run), caption="Throughput, one row per bench cell."
+                ),
+                latency=Table.from_frame(
+                    cells, _latency_columns(with_run), caption="Latency in milliseconds, one row per bench cell."
+                ),
+            )
+        )
     rows = header.items() if isinstance(header, dict) else header
     return ReportModel(
         title=title,
@@ -357,8 +383,11 @@ def load_shape(rec: dict) -> str:
     """The load shape in words: "closed, concurrency 4" / "poisson 2 req/s, max concurrency 8"."""
     if rec.get("load_kind") == "closed":
         return f"closed, concurrency {fmt_value(rec.get('concurrency'))}"
-    text = f"{rec.get('arrival') or 'open'} {rec['rate_rps']:g} req/s" if rec.get("rate_rps") is not None \
+    text = (
+        f"{rec.get('arrival') or 'open'} {rec['rate_rps']:g} req/s"
+        if rec.get("rate_rps") is not None
         else f"{rec.get('arrival') or 'open'}"
+    )
     if rec.get("burstiness") is not None:
         text += f", burstiness {rec['burstiness']:g}"
     if rec.get("max_concurrency") is not None:
@@ -374,13 +403,21 @@ def shape_text(rec: dict) -> str:
 
 def _names(con, run_id: str) -> dict[tuple[str, str], str]:
     """What a configuration is called: its deployment, or its instance where the deployment has several."""
-    rows = _records(con, "SELECT DISTINCT deployment_id, instance_id FROM deployments WHERE run_id = ? UNION "
-                         "SELECT DISTINCT deployment_id, instance_id FROM cells WHERE run_id = ?", [run_id, run_id])
+    rows = _records(
+        con,
+        "SELECT DISTINCT deployment_id, instance_id FROM deployments WHERE run_id = ? UNION "
+        "SELECT DISTINCT deployment_id, instance_id FROM cells WHERE run_id = ?",
+        [run_id, run_id],
+    )
     per_dep: dict[str, int] = {}
     for r in rows:
         per_dep[r["deployment_id"]] = per_dep.get(r["deployment_id"], 0) + 1
-    return {(r["deployment_id"], r["instance_id"]): r["deployment_id"] if per_dep[r["deployment_id"]] == 1
-            else r["instance_id"] for r in rows}
+    return {
+        (r["deployment_id"], r["instance_id"]): r["deployment_id"]
+        if per_dep[r["deployment_id"]] == 1
+        else r["instance_id"]
+        for r in rows
+    }
 
 
 def _excerpt(text: str | None) -> str | None:
@@ -391,11 +428,16 @@ def _excerpt(text: str | None) -> str | None:
 
 
 FEASIBILITY_COLUMNS = (
-    Column("instance_id", "Instance", numeric=False), Column("start_order", "Start order"),
-    Column("engine_text", "Engine", numeric=False), Column("model", "Model", numeric=False),
-    Column("memory_text", "Memory share", numeric=False), Column("memory_flag", "Engine memory flag", numeric=False),
-    Column("started_text", "Started", numeric=False), Column("failure_class", "Failure class", numeric=False),
-    Column("failure_text", "Failure / log excerpt", numeric=False), Column("startup_s", "Startup s"),
+    Column("instance_id", "Instance", numeric=False),
+    Column("start_order", "Start order"),
+    Column("engine_text", "Engine", numeric=False),
+    Column("model", "Model", numeric=False),
+    Column("memory_text", "Memory share", numeric=False),
+    Column("memory_flag", "Engine memory flag", numeric=False),
+    Column("started_text", "Started", numeric=False),
+    Column("failure_class", "Failure class", numeric=False),
+    Column("failure_text", "Failure / log excerpt", numeric=False),
+    Column("startup_s", "Startup s"),
     Column("predicted_text", "Predicted memory", numeric=False),
     Column("measured_text", "Measured memory", numeric=False),
 )
@@ -403,8 +445,9 @@ FEASIBILITY_COLUMNS = (
 
 def feasibility(con, run_id: str) -> tuple[FeasibilityGroup, ...]:
     """One group per deployment (alone or co-located), one row per instance, in start order."""
-    deps = _records(con, "SELECT * FROM deployments WHERE run_id = ? ORDER BY deployment_id, start_order, instance_id",
-                    [run_id])
+    deps = _records(
+        con, "SELECT * FROM deployments WHERE run_id = ? ORDER BY deployment_id, start_order, instance_id", [run_id]
+    )
     groups: dict[str, list[dict]] = {}
     for d in deps:
         groups.setdefault(d["deployment_id"], []).append(d)
@@ -418,15 +461,17 @@ def feasibility(con, run_id: str) -> tuple[FeasibilityGroup, ...]:
             if predicted is not None and d.get("predicted_fit") is not None:
                 pred_text += ", fits" if d["predicted_fit"] else ", does not fit"
             failure = " — ".join(t for t in (d.get("failure_message"), _excerpt(d.get("log_excerpt"))) if t)
-            recs.append({
-                **d,
-                "engine_text": f"{d['engine']} ({d['engine_kind']} {d.get('engine_version') or '?'})",
-                "memory_text": MISSING if share is None else f"{share:.0%}",
-                "started_text": "yes" if d["started"] else "no",
-                "failure_text": failure or None,
-                "predicted_text": pred_text,
-                "measured_text": fmt_gib(d.get("measured_memory_bytes")),
-            })
+            recs.append(
+                {
+                    **d,
+                    "engine_text": f"{d['engine']} ({d['engine_kind']} {d.get('engine_version') or '?'})",
+                    "memory_text": MISSING if share is None else f"{share:.0%}",
+                    "started_text": "yes" if d["started"] else "no",
+                    "failure_text": failure or None,
+                    "predicted_text": pred_text,
+                    "measured_text": fmt_gib(d.get("measured_memory_bytes")),
+                }
+            )
         failed = [d for d in rows if not d["started"] or d.get("failure_class")]
         whole = not failed
         if whole:
@@ -438,20 +483,31 @@ def feasibility(con, run_id: str) -> tuple[FeasibilityGroup, ...]:
             if not why_text:  # the log's last line is where an engine says why it stopped
                 lines = (_excerpt(first.get("log_excerpt")) or "").splitlines()
                 why_text = lines[-1] if lines else None
-            verdict = (f"did not start whole: {first['instance_id']} (start order {first['start_order']}) "
-                       f"{how} first: {first.get('failure_class') or 'unknown'}")
+            verdict = (
+                f"did not start whole: {first['instance_id']} (start order {first['start_order']}) "
+                f"{how} first: {first.get('failure_class') or 'unknown'}"
+            )
             if why_text:
                 verdict += f": {why_text}"
         placement = "alone" if len(rows) == 1 else f"co-located ({len(rows)} instances)"
-        out.append(FeasibilityGroup(dep_id, placement, whole, verdict, Table.from_records(
-            recs, FEASIBILITY_COLUMNS, caption="One row per instance, in start order.")))
+        out.append(
+            FeasibilityGroup(
+                dep_id,
+                placement,
+                whole,
+                verdict,
+                Table.from_records(recs, FEASIBILITY_COLUMNS, caption="One row per instance, in start order."),
+            )
+        )
     return tuple(out)
 
 
 def _requests_frame(con, run_id: str) -> pl.DataFrame:
     """Every request of the run with its configuration, its place in its cell and its cell's client flag."""
     shape = ", ".join(f"c.{k}" for k in SHAPE_COLUMNS if k != "model")
-    return _frame(con, f"""
+    return _frame(
+        con,
+        f"""
         SELECT q.request_id, q.cell_id, q.deployment_id, q.instance_id, q.engine, q.model, {shape},
                q.status, q.error_class, q.completion_tokens, q.ttft_ms, q.e2e_ms, q.queue_ms, q.tokens_per_s,
                (r.done_at - r.sent_at) / 1e6 AS done_ms, c.client_kept_up, q.meets_slo,
@@ -459,50 +515,73 @@ def _requests_frame(con, run_id: str) -> pl.DataFrame:
                    / greatest(count(*) OVER (PARTITION BY q.cell_id) - 1, 1) AS position
         FROM v_requests q JOIN requests r USING (run_id, request_id)
         JOIN cells c ON c.run_id = q.run_id AND c.cell_id = q.cell_id
-        WHERE q.run_id = ?""", [run_id])
+        WHERE q.run_id = ?""",
+        [run_id],
+    )
 
 
 CONFIGURATION_COLUMNS = (
-    Column("name", "Configuration", numeric=False), Column("shape", "Model · workload · load", numeric=False),
-    Column("cells", "Cells"), Column("ok", "OK"),
+    Column("name", "Configuration", numeric=False),
+    Column("shape", "Model · workload · load", numeric=False),
+    Column("cells", "Cells"),
+    Column("ok", "OK"),
     Column("output_tps", "Cell output tok/s", group="Output tok/s", sub="cell (Σ tokens / Σ wall)"),
     Column("tps_mean", "Per-request tok/s mean", group="Output tok/s", sub="per request, mean"),
     Column("tps_max", "Per-request tok/s max", group="Output tok/s", sub="per request, max"),
-    Column("rps", "Req/s"), Column("goodput", "Goodput req/s"),
+    Column("rps", "Req/s"),
+    Column("goodput", "Goodput req/s"),
 )
 
 
 def _configurations(con, run_id: str, requests: pl.DataFrame, names: dict) -> list[dict]:
-    cells = _records(con, f"""
-        SELECT {', '.join(CONFIG_COLUMNS)}, count(*) AS cells, sum(requests) AS requests, sum(ok) AS ok,
+    cells = _records(
+        con,
+        f"""
+        SELECT {", ".join(CONFIG_COLUMNS)}, count(*) AS cells, sum(requests) AS requests, sum(ok) AS ok,
                sum(output_tokens) / sum(wall_s) AS output_tps, sum(ok) / sum(wall_s) AS rps,
                sum(goodput_rps * wall_s) / sum(wall_s) AS goodput,
                min(output_throughput_tps) AS tps_cell_min, max(output_throughput_tps) AS tps_cell_max,
                stddev_samp(output_throughput_tps) / avg(output_throughput_tps) AS tps_cell_cv
-        FROM v_cells WHERE run_id = ? GROUP BY ALL""", [run_id])
-    per_req = (requests.filter(pl.col("status") == "ok").group_by(list(CONFIG_COLUMNS))
-               .agg(tps_mean=pl.col("tokens_per_s").mean(), tps_max=pl.col("tokens_per_s").max()))
+        FROM v_cells WHERE run_id = ? GROUP BY ALL""",
+        [run_id],
+    )
+    per_req = (
+        requests.filter(pl.col("status") == "ok")
+        .group_by(list(CONFIG_COLUMNS))
+        .agg(tps_mean=pl.col("tokens_per_s").mean(), tps_max=pl.col("tokens_per_s").max())
+    )
     by_key = {tuple(r[k] for k in CONFIG_COLUMNS): r for r in per_req.iter_rows(named=True)}
     out = []
     for c in cells:
         r = by_key.get(tuple(c[k] for k in CONFIG_COLUMNS), {})
-        out.append({**c, "tps_mean": r.get("tps_mean"), "tps_max": r.get("tps_max"),
-                    "name": names.get((c["deployment_id"], c["instance_id"]), c["instance_id"]),
-                    "shape": shape_text(c)})
+        out.append(
+            {
+                **c,
+                "tps_mean": r.get("tps_mean"),
+                "tps_max": r.get("tps_max"),
+                "name": names.get((c["deployment_id"], c["instance_id"]), c["instance_id"]),
+                "shape": shape_text(c),
+            }
+        )
     return sorted(out, key=lambda c: (c["shape"], c["name"]))
 
 
 COMPARED_METRIC = "per-request output tokens/s (mean)"
 COMPARISON_COLUMNS = (
-    Column("shape", "Model · workload · load", numeric=False), Column("a", "A", numeric=False),
-    Column("b", "B", numeric=False), Column("ratio_text", "A / B", numeric=False),
-    Column("interval_text", "95% interval", numeric=False), Column("n_text", "Requests (a / b)", numeric=False),
-    Column("cell_ratio_text", "Cell output tok/s A / B", numeric=False), Column("verdict", "Verdict", numeric=False),
+    Column("shape", "Model · workload · load", numeric=False),
+    Column("a", "A", numeric=False),
+    Column("b", "B", numeric=False),
+    Column("ratio_text", "A / B", numeric=False),
+    Column("interval_text", "95% interval", numeric=False),
+    Column("n_text", "Requests (a / b)", numeric=False),
+    Column("cell_ratio_text", "Cell output tok/s A / B", numeric=False),
+    Column("verdict", "Verdict", numeric=False),
 )
 
 
-def verdict_sentence(a: str, b: str, ratio: float, low: float, high: float,
-                     metric: str = COMPARED_METRIC) -> tuple[str | None, str]:
+def verdict_sentence(
+    a: str, b: str, ratio: float, low: float, high: float, metric: str = COMPARED_METRIC
+) -> tuple[str | None, str]:
     """(winner or None, the sentence a person would say). An interval that includes 1 names no winner."""
     if any(math.isnan(x) for x in (ratio, low, high)):
         return None, f"not enough data to compare {a} and {b} on {metric}"
@@ -520,8 +599,9 @@ def _comparisons(con, run_id: str, configs: list[dict], names: dict) -> tuple[Co
     ci = comparison_ci(con, run_id, "tokens_per_s", "mean")
     if ci.height == 0:
         return ()
-    cell_tps = {(tuple(c[k] for k in SHAPE_COLUMNS), c["deployment_id"], c["instance_id"]): c["output_tps"]
-                for c in configs}
+    cell_tps = {
+        (tuple(c[k] for k in SHAPE_COLUMNS), c["deployment_id"], c["instance_id"]): c["output_tps"] for c in configs
+    }
     out = []
     for r in ci.iter_rows(named=True):
         ratio = r["tokens_per_s_mean_ratio"]
@@ -533,33 +613,69 @@ def _comparisons(con, run_id: str, configs: list[dict], names: dict) -> tuple[Co
         ta, tb = cell_tps.get((key, *pair_a)), cell_tps.get((key, *pair_b))
         a, b = names.get(pair_a, pair_a[1]), names.get(pair_b, pair_b[1])
         winner, sentence = verdict_sentence(a, b, ratio, r["ci_low"], r["ci_high"])
-        out.append(Comparison(shape_text(r), a, b, ratio, r["ci_low"], r["ci_high"], r["n_a"], r["n_b"],
-                              ta / tb if ta is not None and tb else None, winner, sentence))
+        out.append(
+            Comparison(
+                shape_text(r),
+                a,
+                b,
+                ratio,
+                r["ci_low"],
+                r["ci_high"],
+                r["n_a"],
+                r["n_b"],
+                ta / tb if ta is not None and tb else None,
+                winner,
+                sentence,
+            )
+        )
     return tuple(sorted(out, key=lambda c: (c.shape, c.a, c.b)))
 
 
 def throughput(con, run_id: str, configs: list[dict], names: dict) -> Throughput:
     comps = _comparisons(con, run_id, configs, names)
-    table = Table.from_records(configs, CONFIGURATION_COLUMNS, caption=(
-        "One row per configuration (instance × model × workload × load shape), repeats pooled; per-request "
-        "figures over ok requests."))
-    comp_rows = [{"shape": c.shape, "a": c.a, "b": c.b, "ratio_text": fmt_ratio(c.ratio),
-                  "interval_text": MISSING if math.isnan(c.low) else f"{c.low:.2f}–{c.high:.2f}",
-                  "n_text": f"{c.n_a:,} / {c.n_b:,}", "cell_ratio_text": fmt_ratio(c.cell_ratio), "verdict": c.verdict}
-                 for c in comps]
-    comp_table = Table.from_records(comp_rows, COMPARISON_COLUMNS, caption=(
-        f"Each comparable pair (same model, workload and load shape): the ratio of {COMPARED_METRIC} with its "
-        "95% percentile-bootstrap interval (warehouse/stats.comparison_ci); an interval that includes 1 names no "
-        "winner. The cell output tok/s ratio is a point figure: one wall time per cell gives no interval."))
+    table = Table.from_records(
+        configs,
+        CONFIGURATION_COLUMNS,
+        caption=(
+            "One row per configuration (instance × model × workload × load shape), repeats pooled; per-request "
+            "figures over ok requests."
+        ),
+    )
+    comp_rows = [
+        {
+            "shape": c.shape,
+            "a": c.a,
+            "b": c.b,
+            "ratio_text": fmt_ratio(c.ratio),
+            "interval_text": MISSING if math.isnan(c.low) else f"{c.low:.2f}–{c.high:.2f}",
+            "n_text": f"{c.n_a:,} / {c.n_b:,}",
+            "cell_ratio_text": fmt_ratio(c.cell_ratio),
+            "verdict": c.verdict,
+        }
+        for c in comps
+    ]
+    comp_table = Table.from_records(
+        comp_rows,
+        COMPARISON_COLUMNS,
+        caption=(
+            f"Each comparable pair (same model, workload and load shape): the ratio of {COMPARED_METRIC} with its "
+            "95% percentile-bootstrap interval (warehouse/stats.comparison_ci); an interval that includes 1 names no "
+            "winner. The cell output tok/s ratio is a point figure: one wall time per cell gives no interval."
+        ),
+    )
     return Throughput(table, comps, comp_table, COMPARED_METRIC)
 
 
 STABILITY_METRICS = (("ttft_ms", "TTFT (ms)"), ("e2e_ms", "E2E (ms)"))
 STABILITY_COLUMNS = (
-    Column("name", "Configuration", numeric=False), Column("shape", "Model · workload · load", numeric=False),
+    Column("name", "Configuration", numeric=False),
+    Column("shape", "Model · workload · load", numeric=False),
     Column("n", "OK requests"),
-    *(Column(f"{m}_{s}", f"{label} {sub}", group=label, sub=sub) for m, label in STABILITY_METRICS
-      for s, sub in (("min", "min"), ("max", "max"), ("iqr", "IQR"), ("cv", "CV"))),
+    *(
+        Column(f"{m}_{s}", f"{label} {sub}", group=label, sub=sub)
+        for m, label in STABILITY_METRICS
+        for s, sub in (("min", "min"), ("max", "max"), ("iqr", "IQR"), ("cv", "CV"))
+    ),
     Column("tps_cell_min", "Cell tok/s min", group="Cell output tok/s across repeats", sub="min"),
     Column("tps_cell_max", "Cell tok/s max", group="Cell output tok/s across repeats", sub="max"),
     Column("tps_cell_cv", "Cell tok/s CV", group="Cell output tok/s across repeats", sub="CV"),
@@ -582,8 +698,10 @@ def _tail_findings(tail: pl.DataFrame, rest: pl.DataFrame) -> list[str]:
     tp, rp = _median(tail["position"]), _median(rest["position"])
     if tp is not None and rp is not None:
         if tp <= 0.1 and rp >= 0.3:  # position: the start of the cell (cold caches, warm-up)
-            found.append(f"they came first in their cells (median position {tp:.0%} into the cell, the others "
-                         f"{rp:.0%}): a cold start")
+            found.append(
+                f"they came first in their cells (median position {tp:.0%} into the cell, the others "
+                f"{rp:.0%}): a cold start"
+            )
         elif tp >= 0.9 and rp <= 0.7:
             found.append(f"they came last in their cells (median position {tp:.0%}, the others {rp:.0%})")
     tl, rl = _median(tail["completion_tokens"]), _median(rest["completion_tokens"])
@@ -591,21 +709,27 @@ def _tail_findings(tail: pl.DataFrame, rest: pl.DataFrame) -> list[str]:
         found.append(f"they generated longer outputs (median {tl:,.0f} tokens, the others {rl:,.0f})")
     tq, rq = _median(tail["queue_ms"]), _median(rest["queue_ms"])
     if tq is not None and rq is not None and tq >= 2 * rq and tq - rq >= 1.0:  # queue: 2× and ≥ 1 ms more
-        found.append(f"they waited longer before being sent (median queue delay {tq:,.1f} ms, the others "
-                     f"{rq:,.1f} ms): the load outran the engine")
+        found.append(
+            f"they waited longer before being sent (median queue delay {tq:,.1f} ms, the others "
+            f"{rq:,.1f} ms): the load outran the engine"
+        )
     late_t = tail["client_kept_up"].eq(False).sum() / k
     late_r = rest["client_kept_up"].eq(False).sum() / max(rest.height, 1)
     if late_t >= 0.5 and late_t - late_r >= 0.2:  # the client: most of the tail in cells it did not keep up
-        found.append(f"{late_t:.0%} of them were measured in cells where the load generator did not keep up "
-                     f"(the others {late_r:.0%}): their timings may be the client's")
+        found.append(
+            f"{late_t:.0%} of them were measured in cells where the load generator did not keep up "
+            f"(the others {late_r:.0%}): their timings may be the client's"
+        )
     ok_t = tail.filter(pl.col("e2e_ms") > 0)
     ok_r = rest.filter(pl.col("e2e_ms") > 0)
     if ok_t.height and ok_r.height:
         ft = _median(ok_t["ttft_ms"] / ok_t["e2e_ms"])
         fr = _median(ok_r["ttft_ms"] / ok_r["e2e_ms"])
         if ft is not None and fr is not None and ft >= 0.5 and fr < 0.25:  # most of their time before token 1
-            found.append(f"they spent most of their time waiting for the first token (median {ft:.0%} of E2E, the "
-                         f"others {fr:.0%}): prefill or queueing inside the engine")
+            found.append(
+                f"they spent most of their time waiting for the first token (median {ft:.0%} of E2E, the "
+                f"others {fr:.0%}): prefill or queueing inside the engine"
+            )
     return found
 
 
@@ -616,22 +740,32 @@ def tail_explanation(frame: pl.DataFrame, name: str) -> TailExplanation | None:
     if frame.height == 0:
         return None
     if frame.height < TAIL_MIN_REQUESTS:
-        return TailExplanation(name, f"{name}: too few requests ({frame.height}) to say what the slowest 5% have in "
-                                     f"common; that takes {TAIL_MIN_REQUESTS}.", False)
+        return TailExplanation(
+            name,
+            f"{name}: too few requests ({frame.height}) to say what the slowest 5% have in "
+            f"common; that takes {TAIL_MIN_REQUESTS}.",
+            False,
+        )
     k = max(1, math.ceil(TAIL_SHARE * frame.height))
     ranked = frame.sort("_t", descending=True, nulls_last=True)
     tail, rest = ranked.head(k), ranked.tail(frame.height - k)
     ok = frame.filter(pl.col("status") == "ok")["e2e_ms"]
     p50 = ok.quantile(0.5, "linear") if ok.len() else None
     p95 = ok.quantile(0.95, "linear") if ok.len() else None
-    lead = (f"{name}: the slowest 5% ({k} of {frame.height} requests, from {fmt_value(float(tail['_t'].min()))} ms; "
-            f"E2E P50 {fmt_value(p50)} ms, P95 {fmt_value(p95)} ms)")
+    lead = (
+        f"{name}: the slowest 5% ({k} of {frame.height} requests, from {fmt_value(float(tail['_t'].min()))} ms; "
+        f"E2E P50 {fmt_value(p50)} ms, P95 {fmt_value(p95)} ms)"
+    )
     found = _tail_findings(tail, rest)
     if found:
         return TailExplanation(name, f"{lead}: " + "; ".join(found) + ".", True)
-    return TailExplanation(name, f"{lead}: the data cannot explain them. They do not differ from the other requests "
-                                 "in errors, position in the cell, output length, queue delay, the client's pace or "
-                                 "time to first token.", False)
+    return TailExplanation(
+        name,
+        f"{lead}: the data cannot explain them. They do not differ from the other requests "
+        "in errors, position in the cell, output length, queue delay, the client's pace or "
+        "time to first token.",
+        False,
+    )
 
 
 def stability(requests: pl.DataFrame, configs: list[dict]) -> Stability:
@@ -643,19 +777,29 @@ def stability(requests: pl.DataFrame, configs: list[dict]) -> Stability:
     for metric, _ in STABILITY_METRICS:
         for r in spread(ok, by, metric).iter_rows(named=True):
             stats.setdefault(tuple(r[k] for k in by), {}).update(
-                {"n": r["n"], **{f"{metric}_{s}": r[s] for s in ("min", "max", "iqr", "cv")}})
+                {"n": r["n"], **{f"{metric}_{s}": r[s] for s in ("min", "max", "iqr", "cv")}}
+            )
     rows, tails = [], []
     for c in configs:
         key = tuple(c[k] for k in by)
         rows.append({**c, **stats.get(key, {"n": 0})})
-        mine = requests.filter(pl.all_horizontal(
-            [pl.col(k).is_null() if c[k] is None else pl.col(k) == c[k] for k in by]))
+        mine = requests.filter(
+            pl.all_horizontal([pl.col(k).is_null() if c[k] is None else pl.col(k) == c[k] for k in by])
+        )
         t = tail_explanation(mine, f"{c['name']} on {c['shape']}")
         if t is not None:
             tails.append(t)
-    return Stability(Table.from_records(rows, STABILITY_COLUMNS, caption=(
-        "Spread per configuration over its ok requests: min–max, IQR (P75 − P25), CV (sample std / mean); and of "
-        "the cells' output tok/s across repeats (CV needs two repeats).")), tuple(tails))
+    return Stability(
+        Table.from_records(
+            rows,
+            STABILITY_COLUMNS,
+            caption=(
+                "Spread per configuration over its ok requests: min–max, IQR (P75 − P25), CV (sample std / mean); and of "
+                "the cells' output tok/s across repeats (CV needs two repeats)."
+            ),
+        ),
+        tuple(tails),
+    )
 
 
 def build_model(con, run_id: str, *, title: str | None = None, compose=None, nights: int = 14) -> ReportModel:
@@ -679,14 +823,20 @@ def build_model(con, run_id: str, *, title: str | None = None, compose=None, nig
     configs = _configurations(con, run_id, requests, names)
     matrix = read_matrix(run.get("matrix_path"))
     groups = feasibility(con, run_id)
-    return replace(base,
-                   environment=kv_table(environment_rows(run, deps), caption="Where and with what this run measured."),
-                   feasibility=groups, throughput=throughput(con, run_id, configs, names),
-                   stability=stability(requests, configs),
-                   colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text),
-                   recommendations=recommendations(requests, names, groups, SHAPE_COLUMNS, shape_text,
-                                                   workload_kinds(matrix)),
-                   deployment=deployment_to_copy(groups, run.get("matrix_path"), compose),
-                   method=method(_records(con, "SELECT * FROM v_cells WHERE run_id = ?", [run_id]), matrix,
-                                 run.get("matrix_path"), load_shape),
-                   trend=trend(con, run_id, names, shape_text, nights))
+    return replace(
+        base,
+        environment=kv_table(environment_rows(run, deps), caption="Where and with what this run measured."),
+        feasibility=groups,
+        throughput=throughput(con, run_id, configs, names),
+        stability=stability(requests, configs),
+        colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text),
+        recommendations=recommendations(requests, names, groups, SHAPE_COLUMNS, shape_text, workload_kinds(matrix)),
+        deployment=deployment_to_copy(groups, run.get("matrix_path"), compose),
+        method=method(
+            _records(con, "SELECT * FROM v_cells WHERE run_id = ?", [run_id]),
+            matrix,
+            run.get("matrix_path"),
+            load_shape,
+        ),
+        trend=trend(con, run_id, names, shape_text, nights),
+    )

@@ -42,20 +42,25 @@ class MetricRule:
     def text(self) -> str:
         best = "highest" if self.higher_is_better else "lowest"
         where = f" on a {self.workload_kind.replace('_', '-')} workload" if self.workload_kind else ""
-        return (f"the {best} {self.stat_label}{where} at the {self.load} tested load, where the 95% interval of its "
-                "ratio to the runner-up excludes 1")
+        return (
+            f"the {best} {self.stat_label}{where} at the {self.load} tested load, where the 95% interval of its "
+            "ratio to the runner-up excludes 1"
+        )
 
 
 RULES: tuple[MetricRule, ...] = (
-    MetricRule("Highest throughput", "tokens_per_s", "mean", "per-request output tok/s (mean)", "tok/s", True,
-               "heaviest"),
+    MetricRule(
+        "Highest throughput", "tokens_per_s", "mean", "per-request output tok/s (mean)", "tok/s", True, "heaviest"
+    ),
     MetricRule("Lowest latency (first token)", "ttft_ms", "median", "TTFT P50", "ms", False, "lightest"),
     MetricRule("Lowest latency (under load)", "e2e_ms", 0.95, "E2E P95", "ms", False, "heaviest"),
     MetricRule("Latency consistency", "e2e_ms", _cv, "E2E coefficient of variation", "", False, "heaviest"),
     MetricRule("Shared prefix", "ttft_ms", "median", "TTFT P50", "ms", False, "heaviest", "shared_prefix"),
 )
-MULTI_MODEL_RULE = ("the co-location group with the most instances that started whole (all its instances up, none "
-                    "failed); a tie at the top, or no co-located group that started whole, is not enough evidence")
+MULTI_MODEL_RULE = (
+    "the co-location group with the most instances that started whole (all its instances up, none "
+    "failed); a tie at the top, or no co-located group that started whole, is not enough evidence"
+)
 
 
 @dataclass(frozen=True)
@@ -84,27 +89,41 @@ def apply_rule(rule: MetricRule, ok: pl.DataFrame, shape_cols: Sequence[str], sh
     from warehouse.stats import bootstrap_ratio_ci
 
     out = []
-    for _key, frame in sorted(ok.partition_by(["model", "workload_id"], as_dict=True).items(),
-                                           key=lambda kv: tuple(str(v) for v in kv[0])):
+    for _key, frame in sorted(
+        ok.partition_by(["model", "workload_id"], as_dict=True).items(), key=lambda kv: tuple(str(v) for v in kv[0])
+    ):
         shapes = frame.select(shape_cols).unique().to_dicts()
         pick = max if rule.load == "heaviest" else min
         shape = pick(shapes, key=_load_weight)
-        at = frame.filter(pl.all_horizontal([pl.col(c).is_null() if v is None else pl.col(c) == v
-                                             for c, v in shape.items()]))
+        at = frame.filter(
+            pl.all_horizontal([pl.col(c).is_null() if v is None else pl.col(c) == v for c, v in shape.items()])
+        )
         scope = shape_text(shape)
         groups = {n: g[rule.metric] for (n,), g in at.partition_by(["name"], as_dict=True).items()}
-        scored = sorted(((v, n) for n, g in groups.items() if not math.isnan(v := _point(g, rule.stat))),
-                        key=lambda t: (-t[0] if rule.higher_is_better else t[0], t[1]))
+        scored = sorted(
+            ((v, n) for n, g in groups.items() if not math.isnan(v := _point(g, rule.stat))),
+            key=lambda t: (-t[0] if rule.higher_is_better else t[0], t[1]),
+        )
         if len(scored) < 2:
             only = scored[0][1] if scored else "none"
-            out.append(Recommendation(rule.use_case, scope, rule.text, f"one configuration measured ({only})",
-                                      f"{NOT_ENOUGH}: nothing to compare it with", False))
+            out.append(
+                Recommendation(
+                    rule.use_case,
+                    scope,
+                    rule.text,
+                    f"one configuration measured ({only})",
+                    f"{NOT_ENOUGH}: nothing to compare it with",
+                    False,
+                )
+            )
             continue
         (v1, best), (v2, runner) = scored[0], scored[1]
         ci = bootstrap_ratio_ci(groups[best], groups[runner], rule.stat)
         unit = f" {rule.unit}" if rule.unit else ""
-        evidence = (f"{best} {fmt_value(v1)}{unit} (n={groups[best].len()}), runner-up {runner} {fmt_value(v2)}{unit} "
-                    f"(n={groups[runner].len()}): ratio {ci.estimate:.2f}× [{ci.low:.2f}–{ci.high:.2f}]")
+        evidence = (
+            f"{best} {fmt_value(v1)}{unit} (n={groups[best].len()}), runner-up {runner} {fmt_value(v2)}{unit} "
+            f"(n={groups[runner].len()}): ratio {ci.estimate:.2f}× [{ci.low:.2f}–{ci.high:.2f}]"
+        )
         decided = ci.low > 1 if rule.higher_is_better else ci.high < 1
         verdict = best if decided else f"{NOT_ENOUGH}: the interval includes 1"
         out.append(Recommendation(rule.use_case, scope, rule.text, evidence, verdict, decided))
@@ -115,21 +134,35 @@ def multi_model(groups: Sequence) -> Recommendation:
     """`groups`: reports.model.FeasibilityGroup (deployment_id, started_whole, instance count in its table)."""
     sizes = [(len(g.instances.rows), g.deployment_id, g.started_whole) for g in groups]
     whole = sorted(((n, d) for n, d, ok in sizes if ok and n >= 2), reverse=True)
-    evidence = "; ".join(f"{d}: {n} instance{'s' if n > 1 else ''}, {'started whole' if ok else 'did not start whole'}"
-                         for n, d, ok in sorted(sizes, key=lambda t: (-t[0], t[1]))) or "no deployment recorded"
+    evidence = (
+        "; ".join(
+            f"{d}: {n} instance{'s' if n > 1 else ''}, {'started whole' if ok else 'did not start whole'}"
+            for n, d, ok in sorted(sizes, key=lambda t: (-t[0], t[1]))
+        )
+        or "no deployment recorded"
+    )
     if not whole:
-        return Recommendation("Multi-model serving", "", MULTI_MODEL_RULE, evidence,
-                              f"{NOT_ENOUGH}: no co-located group started whole", False)
+        return Recommendation(
+            "Multi-model serving",
+            "",
+            MULTI_MODEL_RULE,
+            evidence,
+            f"{NOT_ENOUGH}: no co-located group started whole",
+            False,
+        )
     if len(whole) > 1 and whole[0][0] == whole[1][0]:
         tied = ", ".join(sorted(d for n, d in whole if n == whole[0][0]))
-        return Recommendation("Multi-model serving", "", MULTI_MODEL_RULE, evidence,
-                              f"{NOT_ENOUGH}: a tie between {tied}", False)
+        return Recommendation(
+            "Multi-model serving", "", MULTI_MODEL_RULE, evidence, f"{NOT_ENOUGH}: a tie between {tied}", False
+        )
     return Recommendation("Multi-model serving", "", MULTI_MODEL_RULE, evidence, whole[0][1], True)
 
 
 COLUMNS = (
-    Column("use_case", "Use case", numeric=False), Column("scope", "Model · workload · load", numeric=False),
-    Column("rule", "Rule", numeric=False), Column("evidence", "Evidence", numeric=False),
+    Column("use_case", "Use case", numeric=False),
+    Column("scope", "Model · workload · load", numeric=False),
+    Column("rule", "Rule", numeric=False),
+    Column("evidence", "Evidence", numeric=False),
     Column("verdict", "Verdict", numeric=False),
 )
 
@@ -140,14 +173,25 @@ class Recommendations:
     table: Table
 
 
-def recommendations(requests: pl.DataFrame, names: dict, groups: Sequence, shape_cols: Sequence[str], shape_text,
-                    workload_kinds: dict[str, str] | None = None) -> Recommendations:
+def recommendations(
+    requests: pl.DataFrame,
+    names: dict,
+    groups: Sequence,
+    shape_cols: Sequence[str],
+    shape_text,
+    workload_kinds: dict[str, str] | None = None,
+) -> Recommendations:
     """Every rule over the run: `requests` as reports.model._requests_frame gives them; `workload_kinds`
     maps workload id to its kind where the matrix file is still there (the shared-prefix rule needs it)."""
-    named = pl.DataFrame([{"deployment_id": d, "instance_id": i, "name": n} for (d, i), n in names.items()],
-                         schema={"deployment_id": pl.String, "instance_id": pl.String, "name": pl.String})
-    ok = (requests.filter(pl.col("status") == "ok").join(named, on=["deployment_id", "instance_id"], how="left")
-          .with_columns(pl.coalesce("name", "instance_id").alias("name")))
+    named = pl.DataFrame(
+        [{"deployment_id": d, "instance_id": i, "name": n} for (d, i), n in names.items()],
+        schema={"deployment_id": pl.String, "instance_id": pl.String, "name": pl.String},
+    )
+    ok = (
+        requests.filter(pl.col("status") == "ok")
+        .join(named, on=["deployment_id", "instance_id"], how="left")
+        .with_columns(pl.coalesce("name", "instance_id").alias("name"))
+    )
     items: list[Recommendation] = [multi_model(groups)]
     for rule in RULES:
         frame = ok
@@ -157,7 +201,12 @@ def recommendations(requests: pl.DataFrame, names: dict, groups: Sequence, shape
                 continue  # no such workload ran: the use case does not apply
             frame = ok.filter(pl.col("workload_id").is_in(ids))
         items += apply_rule(rule, frame, shape_cols, shape_text)
-    table = Table.from_records([r.__dict__ for r in items], COLUMNS, caption=(
-        "Each recommendation is a rule applied to this run's measurements: the rule, the figures it read, and "
-        "its verdict."))
+    table = Table.from_records(
+        [r.__dict__ for r in items],
+        COLUMNS,
+        caption=(
+            "Each recommendation is a rule applied to this run's measurements: the rule, the figures it read, and "
+            "its verdict."
+        ),
+    )
     return Recommendations(tuple(items), table)

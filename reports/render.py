@@ -5,5 +5,12 @@ from reports.charts import CHART_IDS
 from reports.model import METRIC_DEFINITIONS, REQUEST_COLUMNS, SUMMARY_COLUMNS
 from reports.tables import fmt_value
 
-__all__ = ["CHART_IDS", "METRIC_DEFINITIONS", "REQUEST_COLUMNS", "SUMMARY_COLUMNS", "fmt_value", "render_report",
-           "render_run"]
+__all__ = [
+    "CHART_IDS",
+    "METRIC_DEFINITIONS",
+    "REQUEST_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "fmt_value",
+    "render_report",
+    "render_run",
+]

@@ -9,10 +9,25 @@ from dataclasses import dataclass
 from reports.tables import MISSING, Column, Table, fmt_value
 
 DEFAULT_NIGHTS = 14
-TREND_METRICS = (("output_throughput_tps", "Output tok/s"), ("ttft_ms_p50", "TTFT P50 ms"),
-                 ("e2e_ms_p95", "E2E P95 ms"))
-KEY = ("deployment_id", "instance_id", "engine", "model", "workload_id", "load_kind", "arrival", "concurrency",
-       "rate_rps", "burstiness", "max_concurrency", "duration_limit_s")
+TREND_METRICS = (
+    ("output_throughput_tps", "Output tok/s"),
+    ("ttft_ms_p50", "TTFT P50 ms"),
+    ("e2e_ms_p95", "E2E P95 ms"),
+)
+KEY = (
+    "deployment_id",
+    "instance_id",
+    "engine",
+    "model",
+    "workload_id",
+    "load_kind",
+    "arrival",
+    "concurrency",
+    "rate_rps",
+    "burstiness",
+    "max_concurrency",
+    "duration_limit_s",
+)
 
 
 @dataclass(frozen=True)
@@ -35,11 +50,20 @@ def trend(con, run_id: str, names: dict, shape_text, nights: int = DEFAULT_NIGHT
     from warehouse.stats import REGRESSION_MIN_HISTORY, REGRESSION_WINDOW, REGRESSION_Z, nightly_regressions
 
     mine = set(con.execute(f"SELECT DISTINCT {', '.join(KEY)} FROM cells WHERE run_id = ?", [run_id]).fetchall())
-    runs = [r for r, in con.execute(
-        "SELECT run_id FROM runs WHERE started_at <= (SELECT started_at FROM runs WHERE run_id = ?) "
-        "ORDER BY started_at DESC LIMIT ?", [run_id, nights]).fetchall()][::-1]
-    nights_of = dict(con.execute("SELECT run_id, (started_at AT TIME ZONE 'UTC')::DATE::VARCHAR FROM runs "
-                                 "WHERE run_id = ANY(?::VARCHAR[])", [runs]).fetchall())
+    runs = [
+        r
+        for (r,) in con.execute(
+            "SELECT run_id FROM runs WHERE started_at <= (SELECT started_at FROM runs WHERE run_id = ?) "
+            "ORDER BY started_at DESC LIMIT ?",
+            [run_id, nights],
+        ).fetchall()
+    ][::-1]
+    nights_of = dict(
+        con.execute(
+            "SELECT run_id, (started_at AT TIME ZONE 'UTC')::DATE::VARCHAR FROM runs WHERE run_id = ANY(?::VARCHAR[])",
+            [runs],
+        ).fetchall()
+    )
     labels = {r: nights_of[r] + ("" if list(nights_of.values()).count(nights_of[r]) == 1 else f" ({r})") for r in runs}
     rows, regressions = [], []
     for metric, label in TREND_METRICS:
@@ -75,25 +99,43 @@ def trend(con, run_id: str, names: dict, shape_text, nights: int = DEFAULT_NIGHT
             else:
                 row["flag"] = "within noise" if not last["improved"] else f"improved ({last['change']:+.0%})"
             rows.append(row)
-    columns = (Column("name", "Configuration", numeric=False), Column("shape", "Model · workload · load", numeric=False),
-               Column("metric", "Metric", numeric=False), *(Column(r, labels[r]) for r in runs),
-               Column("flag", "Latest night", numeric=False))
-    table = Table(columns, tuple(tuple(str(r.get(c.key, MISSING)) for c in columns) for r in rows), caption=(
-        f"The last {len(runs)} of up to {nights} nights ending with this run, per configuration of this run "
-        f"(v_nightly). A night is flagged when it moved the bad way by more than {REGRESSION_Z:g} robust standard "
-        f"deviations (1.4826 × MAD) of the previous {REGRESSION_WINDOW} nights and by 2% of their median; fewer than "
-        f"{REGRESSION_MIN_HISTORY} earlier nights give no verdict (warehouse/stats.detect_regressions)."))
+    columns = (
+        Column("name", "Configuration", numeric=False),
+        Column("shape", "Model · workload · load", numeric=False),
+        Column("metric", "Metric", numeric=False),
+        *(Column(r, labels[r]) for r in runs),
+        Column("flag", "Latest night", numeric=False),
+    )
+    table = Table(
+        columns,
+        tuple(tuple(str(r.get(c.key, MISSING)) for c in columns) for r in rows),
+        caption=(
+            f"The last {len(runs)} of up to {nights} nights ending with this run, per configuration of this run "
+            f"(v_nightly). A night is flagged when it moved the bad way by more than {REGRESSION_Z:g} robust standard "
+            f"deviations (1.4826 × MAD) of the previous {REGRESSION_WINDOW} nights and by 2% of their median; fewer than "
+            f"{REGRESSION_MIN_HISTORY} earlier nights give no verdict (warehouse/stats.detect_regressions)."
+        ),
+    )
     versions = con.execute(
         "SELECT run_id, string_agg(DISTINCT engine || ' ' || coalesce(engine_version, '?'), ', ' ORDER BY "
         "engine || ' ' || coalesce(engine_version, '?')) FROM deployments WHERE run_id = ANY(?::VARCHAR[]) "
-        "GROUP BY run_id", [runs]).fetchall()
+        "GROUP BY run_id",
+        [runs],
+    ).fetchall()
     by_run = dict(versions)
     vrows, prev = [], None
     for r in runs:
         v = by_run.get(r)
         vrows.append((labels[r], r, v or MISSING, "changed" if prev is not None and v != prev else ""))
         prev = v
-    vtable = Table((Column("night", "Night", numeric=False), Column("run", "Run", numeric=False),
-                    Column("versions", "Engine versions", numeric=False), Column("change", "", numeric=False)),
-                   tuple(vrows), caption="The engine versions in force each night.")
+    vtable = Table(
+        (
+            Column("night", "Night", numeric=False),
+            Column("run", "Run", numeric=False),
+            Column("versions", "Engine versions", numeric=False),
+            Column("change", "", numeric=False),
+        ),
+        tuple(vrows),
+        caption="The engine versions in force each night.",
+    )
     return Trend(nights, table, vtable, tuple(regressions))

@@ -51,8 +51,9 @@ class CellInterrupted(Exception):
     in flight as "cancelled"), `cause` is the interruption to re-raise once that is kept."""
 
     def __init__(self, outcome: CellOutcome, cause: BaseException) -> None:
-        super().__init__(f"cell {outcome.row.cell_id} interrupted ({type(cause).__name__}) after "
-                         f"{len(outcome.records)} requests")
+        super().__init__(
+            f"cell {outcome.row.cell_id} interrupted ({type(cause).__name__}) after {len(outcome.records)} requests"
+        )
         self.outcome, self.cause = outcome, cause
 
 
@@ -64,7 +65,14 @@ def cycled(specs: list[RequestSpec], n: int | None) -> list[RequestSpec]:
 
 
 def run_cell(
-    matrix: Matrix, cell: Cell, target: Target, extra_body: dict, *, run_id: str, base_dir: Path, label: str,
+    matrix: Matrix,
+    cell: Cell,
+    target: Target,
+    extra_body: dict,
+    *,
+    run_id: str,
+    base_dir: Path,
+    label: str,
     engine_pids: dict[str, int] | None = None,
 ) -> CellOutcome:
     """Runs the cell with telemetry sampling around it; returns its row, raw records and samples."""
@@ -81,20 +89,24 @@ def run_cell(
     begun: dict = {}
     with Sampler(run_id, cell.cell_id, gpu_index=matrix.gpu_index, pids=engine_pids) as sampler:
         try:
-            result = asyncio.run(run_load(
-                target,
-                specs,
-                shape,
-                run_id=run_id,
-                cell_id=cell.cell_id,
-                seed=seed,
-                warmup=warmup,
-                temperature=workload.temperature,
-                request_timeout_s=load.request_timeout_s,
-                duration_s=load.duration_s,
-                progress=_Progress(label),
-                on_start=lambda records, started_at, t0: begun.update(records=records, started_at=started_at, t0=t0),
-            ))
+            result = asyncio.run(
+                run_load(
+                    target,
+                    specs,
+                    shape,
+                    run_id=run_id,
+                    cell_id=cell.cell_id,
+                    seed=seed,
+                    warmup=warmup,
+                    temperature=workload.temperature,
+                    request_timeout_s=load.request_timeout_s,
+                    duration_s=load.duration_s,
+                    progress=_Progress(label),
+                    on_start=lambda records, started_at, t0: begun.update(
+                        records=records, started_at=started_at, t0=t0
+                    ),
+                )
+            )
         except (KeyboardInterrupt, SystemExit, asyncio.CancelledError) as exc:
             if not begun:
                 raise
@@ -113,10 +125,14 @@ def run_cell(
         # Sends on time but a late loop: the process was not scheduled in time (busy cores), so chunk
         # stamps can be late by about that lag. Say so: on a small machine a CPU engine causes it.
         busy = (overhead.send_lateness_p99_ms or 0) <= KEPT_UP_P99_MS
-        log.warning("%s: the client did not keep up (p99 send lateness %.2f ms, p99 loop lag %.2f ms; bound %.1f ms)%s",
-                    label, overhead.send_lateness_p99_ms, overhead.loop_lag_p99_ms, KEPT_UP_P99_MS,
-                    ": its event loop woke late, the machine's cores are busy (an engine on the same cores?)"
-                    if busy else "")
+        log.warning(
+            "%s: the client did not keep up (p99 send lateness %.2f ms, p99 loop lag %.2f ms; bound %.1f ms)%s",
+            label,
+            overhead.send_lateness_p99_ms,
+            overhead.loop_lag_p99_ms,
+            KEPT_UP_P99_MS,
+            ": its event loop woke late, the machine's cores are busy (an engine on the same cores?)" if busy else "",
+        )
     failed = sum(r.status != "ok" for r in result.records)
     if failed:
         log.warning("%s: %d of %d requests failed", label, failed, len(result.records))
@@ -124,8 +140,17 @@ def run_cell(
     return CellOutcome(row, result.records, sampler.gpu_rows, sampler.host_rows)
 
 
-def _cell_row(matrix: Matrix, cell: Cell, target: Target, run_id: str, planned: int, warmup: int, started_at,
-              wall_ns: int, overhead) -> CellRow:
+def _cell_row(
+    matrix: Matrix,
+    cell: Cell,
+    target: Target,
+    run_id: str,
+    planned: int,
+    warmup: int,
+    started_at,
+    wall_ns: int,
+    overhead,
+) -> CellRow:
     """The `cells` row; `overhead` is None for an interrupted cell (its client figures are unknown).
     sweep_stop_reason is left None: run_sweep sets it on the cell after which a stop rule ended it."""
     load, shape = matrix.load, cell.shape
@@ -183,8 +208,11 @@ def sweep_rates(sweep: Sweep, saturation_rps: float) -> list[float]:
 
 def ttft_ms(outcome: CellOutcome) -> list[float]:
     """TTFT (first_token_at - sent_at) of the cell's ok requests, in ms."""
-    return [(r.first_token_at - r.sent_at) / 1e6 for r in outcome.records
-            if r.status == "ok" and r.first_token_at is not None and r.sent_at is not None]
+    return [
+        (r.first_token_at - r.sent_at) / 1e6
+        for r in outcome.records
+        if r.status == "ok" and r.first_token_at is not None and r.sent_at is not None
+    ]
 
 
 def sweep_stop_reason(sweep: Sweep, outcome: CellOutcome, baseline_ttft_p50_ms: float | None) -> str | None:
@@ -200,9 +228,15 @@ def sweep_stop_reason(sweep: Sweep, outcome: CellOutcome, baseline_ttft_p50_ms: 
         return None
     if sweep.stop_ttft_p99_ms is not None and p99 > sweep.stop_ttft_p99_ms:
         return f"p99 TTFT {p99:.1f} ms > stop_ttft_p99_ms {sweep.stop_ttft_p99_ms:g}"
-    if sweep.stop_ttft_factor is not None and baseline_ttft_p50_ms and p99 > sweep.stop_ttft_factor * baseline_ttft_p50_ms:
-        return (f"p99 TTFT {p99:.1f} ms > stop_ttft_factor {sweep.stop_ttft_factor:g} x the lowest rate's "
-                f"p50 TTFT {baseline_ttft_p50_ms:.1f} ms")
+    if (
+        sweep.stop_ttft_factor is not None
+        and baseline_ttft_p50_ms
+        and p99 > sweep.stop_ttft_factor * baseline_ttft_p50_ms
+    ):
+        return (
+            f"p99 TTFT {p99:.1f} ms > stop_ttft_factor {sweep.stop_ttft_factor:g} x the lowest rate's "
+            f"p50 TTFT {baseline_ttft_p50_ms:.1f} ms"
+        )
     return None
 
 
@@ -210,8 +244,14 @@ def sweep_cell(matrix: Matrix, planned: PlannedInstance, shape: LoadShape, name:
     """A sweep cell: `<instance>.<workload>.sweep-<name>.r0` (one sweep per instance: repeats do not
     apply, each sweep's rates come from its own measured saturation)."""
     workload_id = matrix.load.sweep.workload or matrix.workloads[0].id
-    return Cell(f"{planned.instance_id}.{workload_id}.sweep-{name}.r0", planned.deployment_id,
-                planned.instance_id, workload_id, shape, repeat=0)
+    return Cell(
+        f"{planned.instance_id}.{workload_id}.sweep-{name}.r0",
+        planned.deployment_id,
+        planned.instance_id,
+        workload_id,
+        shape,
+        repeat=0,
+    )
 
 
 def run_sweep(matrix: Matrix, planned: PlannedInstance, measure: Callable[[Cell], CellOutcome]) -> list[CellOutcome]:
@@ -228,12 +268,20 @@ def run_sweep(matrix: Matrix, planned: PlannedInstance, measure: Callable[[Cell]
     sat_rps = completed_rate_rps(saturation)
     if sat_rps is None:
         outcomes[0] = _stopped(saturation, f"no request completed at saturation_concurrency {sat_c}")
-        log.warning("%s sweep: stopped after the saturation cell: no request completed at concurrency %d",
-                    planned.instance_id, sat_c)
+        log.warning(
+            "%s sweep: stopped after the saturation cell: no request completed at concurrency %d",
+            planned.instance_id,
+            sat_c,
+        )
         return outcomes
     rates = sweep_rates(sweep, sat_rps)
-    log.info("%s sweep: saturation %.3g requests/s at concurrency %d; rates %s", planned.instance_id, sat_rps,
-             sat_c, ", ".join(f"{r:g}" for r in rates))
+    log.info(
+        "%s sweep: saturation %.3g requests/s at concurrency %d; rates %s",
+        planned.instance_id,
+        sat_rps,
+        sat_c,
+        ", ".join(f"{r:g}" for r in rates),
+    )
     burstiness = (sweep.burstiness or 1.0) if sweep.arrival == "gamma" else None
     baseline = None
     for i, rate in enumerate(rates):
@@ -245,9 +293,14 @@ def run_sweep(matrix: Matrix, planned: PlannedInstance, measure: Callable[[Cell]
             baseline = quantile(ttft_ms(outcome), 0.5)
         if reason:
             outcomes[-1] = _stopped(outcome, reason)  # the cells row, for the warehouse and the report
-            skipped = rates[i + 1:]
-            log.warning("%s sweep: stopped at %g requests/s: %s%s", planned.instance_id, rate, reason,
-                        f" (skipped {', '.join(f'{r:g}' for r in skipped)} requests/s)" if skipped else "")
+            skipped = rates[i + 1 :]
+            log.warning(
+                "%s sweep: stopped at %g requests/s: %s%s",
+                planned.instance_id,
+                rate,
+                reason,
+                f" (skipped {', '.join(f'{r:g}' for r in skipped)} requests/s)" if skipped else "",
+            )
             break
     return outcomes
 

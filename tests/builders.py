@@ -32,13 +32,34 @@ MS = 1_000_000  # ns
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 
 
-def record(i: int, *, run_id="run-1", cell_id="cell-a", sent_ms=0.0, chunks_ms=(10, 20, 30), tokens=3,
-           status="ok", max_tokens=8, deployment_id="dep", engine="llamacpp", model="m", **kw) -> RequestRecord:
+def record(
+    i: int,
+    *,
+    run_id="run-1",
+    cell_id="cell-a",
+    sent_ms=0.0,
+    chunks_ms=(10, 20, 30),
+    tokens=3,
+    status="ok",
+    max_tokens=8,
+    deployment_id="dep",
+    engine="llamacpp",
+    model="m",
+    **kw,
+) -> RequestRecord:
     chunks = [int(c * MS) for c in chunks_ms]
     ok_like = status == "ok"
     return RequestRecord(
-        run_id=run_id, cell_id=cell_id, request_id=f"{cell_id}#{i}", prompt_id=f"p{i}", engine=engine, model=model,
-        deployment_id=deployment_id, instance_id=f"{deployment_id}-0", max_tokens=max_tokens, cell_started_at=T0,
+        run_id=run_id,
+        cell_id=cell_id,
+        request_id=f"{cell_id}#{i}",
+        prompt_id=f"p{i}",
+        engine=engine,
+        model=model,
+        deployment_id=deployment_id,
+        instance_id=f"{deployment_id}-0",
+        max_tokens=max_tokens,
+        cell_started_at=T0,
         scheduled_at=kw.pop("scheduled_at", int(sent_ms * MS)),
         sent_at=int(sent_ms * MS),
         first_chunk_at=chunks[0] - 1 if chunks else None,
@@ -46,50 +67,98 @@ def record(i: int, *, run_id="run-1", cell_id="cell-a", sent_ms=0.0, chunks_ms=(
         last_token_at=chunks[-1] if chunks else None,
         done_at=(chunks[-1] if chunks else int(sent_ms * MS)) + 1,
         chunk_times=chunks,
-        prompt_tokens=5, completion_tokens=tokens if ok_like else None,
-        status=status, **kw,
+        prompt_tokens=5,
+        completion_tokens=tokens if ok_like else None,
+        status=status,
+        **kw,
     )
 
 
 def cell_row(cell_id="cell-a", *, run_id="run-1", wall_ms=100.0, deployment_id="dep", concurrency=2, **kw) -> dict:
     return {
-        "run_id": run_id, "cell_id": cell_id, "deployment_id": deployment_id, "instance_id": f"{deployment_id}-0",
-        "engine": kw.get("engine", "llamacpp"), "model": kw.get("model", "m"), "workload_id": "w",
-        "load_kind": "closed", "arrival": "closed", "concurrency": concurrency, "repeat": 0, "requests_planned": kw.get("planned", 0),
-        "warmup_requests": 0, "started_at": T0, "wall_ns": int(wall_ms * MS),
+        "run_id": run_id,
+        "cell_id": cell_id,
+        "deployment_id": deployment_id,
+        "instance_id": f"{deployment_id}-0",
+        "engine": kw.get("engine", "llamacpp"),
+        "model": kw.get("model", "m"),
+        "workload_id": "w",
+        "load_kind": "closed",
+        "arrival": "closed",
+        "concurrency": concurrency,
+        "repeat": 0,
+        "requests_planned": kw.get("planned", 0),
+        "warmup_requests": 0,
+        "started_at": T0,
+        "wall_ns": int(wall_ms * MS),
     }
 
 
 def run_row(run_id="run-1", **slo) -> dict:
     return {
-        "run_id": run_id, "matrix_name": "test", "matrix_path": "m.yaml", "matrix_sha256": "0" * 64,
-        "started_at": T0.isoformat(), "finished_at": T0.isoformat(), "status": "completed",
-        "slo_ttft_ms": slo.get("ttft_ms"), "slo_tpot_ms": slo.get("tpot_ms"), "slo_e2e_ms": slo.get("e2e_ms"),
+        "run_id": run_id,
+        "matrix_name": "test",
+        "matrix_path": "m.yaml",
+        "matrix_sha256": "0" * 64,
+        "started_at": T0.isoformat(),
+        "finished_at": T0.isoformat(),
+        "status": "completed",
+        "slo_ttft_ms": slo.get("ttft_ms"),
+        "slo_tpot_ms": slo.get("tpot_ms"),
+        "slo_e2e_ms": slo.get("e2e_ms"),
         "validation": None,
     }
 
 
 def deployment_row(run_id="run-1", deployment_id="dep", started=True, **kw) -> dict:
     return {
-        "run_id": run_id, "instance_id": f"{deployment_id}-0", "deployment_id": deployment_id, "start_order": 0,
-        "engine": "llamacpp", "engine_kind": "llamacpp", "engine_version": "0.3.36", "model": "m",
-        "launcher": "process", "flags": ["--parallel", "2"], "started": started,
-        "failure_class": kw.get("failure_class"), "startup_s": 1.5 if started else None,
+        "run_id": run_id,
+        "instance_id": f"{deployment_id}-0",
+        "deployment_id": deployment_id,
+        "start_order": 0,
+        "engine": "llamacpp",
+        "engine_kind": "llamacpp",
+        "engine_version": "0.3.36",
+        "model": "m",
+        "launcher": "process",
+        "flags": ["--parallel", "2"],
+        "started": started,
+        "failure_class": kw.get("failure_class"),
+        "startup_s": 1.5 if started else None,
     }
 
 
-def stage(tmp_path: Path, records: list[RequestRecord], cells: list[dict], run: dict | None = None,
-          deployments: list[dict] | None = None, host_samples: list[dict] = ()) -> Path:
+def stage(
+    tmp_path: Path,
+    records: list[RequestRecord],
+    cells: list[dict],
+    run: dict | None = None,
+    deployments: list[dict] | None = None,
+    host_samples: list[dict] = (),
+) -> Path:
     run = run or run_row(records[0].run_id if records else "run-1")
     run_dir = tmp_path / "runs" / run["run_id"]
-    store.stage_run(run_dir, run, deployments if deployments is not None else [deployment_row(run["run_id"])],
-                    cells, records_to_arrow(records), host_samples=host_samples)
+    store.stage_run(
+        run_dir,
+        run,
+        deployments if deployments is not None else [deployment_row(run["run_id"])],
+        cells,
+        records_to_arrow(records),
+        host_samples=host_samples,
+    )
     return run_dir
 
 
 def host_sample(run_id="run-1", cell_id="cell-a", **kw) -> dict:
-    return {"run_id": run_id, "cell_id": cell_id, "sampled_at": T0, "instance_id": "dep-0",
-            "cpu_util_pct": kw.get("cpu", 50.0), "load1": 1.0, "engine_rss_bytes": 123_456_789}
+    return {
+        "run_id": run_id,
+        "cell_id": cell_id,
+        "sampled_at": T0,
+        "instance_id": "dep-0",
+        "cpu_util_pct": kw.get("cpu", 50.0),
+        "load1": 1.0,
+        "engine_rss_bytes": 123_456_789,
+    }
 
 
 def cpu_engine_matrix(name: str, llama_server: Path, smollm2: Path, **sections) -> dict:
@@ -97,11 +166,19 @@ def cpu_engine_matrix(name: str, llama_server: Path, smollm2: Path, **sections) 
     `sections` (workloads, load, deployments, models, slo, ...) replace or add top-level fields."""
     matrix = {
         "name": name,
-        "engines": {"cpu": {"kind": "llamacpp", "version": "0.3.36", "binary": str(llama_server),
-                            "args": ["--threads", "2"], "startup_timeout_s": 60}},
+        "engines": {
+            "cpu": {
+                "kind": "llamacpp",
+                "version": "0.3.36",
+                "binary": str(llama_server),
+                "args": ["--threads", "2"],
+                "startup_timeout_s": 60,
+            }
+        },
         "models": {"smollm2": {"path": str(smollm2), "served_name": "smollm2"}},
-        "deployments": [{"id": "cpu", "instances": [{"engine": "cpu", "model": "smollm2", "parallel": 2,
-                                                      "context_length": 512}]}],
+        "deployments": [
+            {"id": "cpu", "instances": [{"engine": "cpu", "model": "smollm2", "parallel": 2, "context_length": 512}]}
+        ],
     }
     matrix.update(sections)
     return matrix

@@ -19,5 +19,6 @@ def no_gpu_reason() -> str | None:
 
 
 NO_GPU = no_gpu_reason()
-requires_gpu = pytest.mark.skipif(NO_GPU is not None and os.environ.get("BAKEOFF_REQUIRE_GPU") != "1",
-                                  reason=f"no GPU here: {NO_GPU}")
+requires_gpu = pytest.mark.skipif(
+    NO_GPU is not None and os.environ.get("BAKEOFF_REQUIRE_GPU") != "1", reason=f"no GPU here: {NO_GPU}"
+)

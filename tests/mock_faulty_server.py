@@ -16,7 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 def _chunk(content: str | None = None, finish: str | None = None, usage: dict | None = None) -> bytes:
     event = {"id": "x", "object": "chat.completion.chunk", "choices": []}
     if content is not None or finish is not None:
-        event["choices"] = [{"index": 0, "delta": {"content": content} if content is not None else {}, "finish_reason": finish}]
+        event["choices"] = [
+            {"index": 0, "delta": {"content": content} if content is not None else {}, "finish_reason": finish}
+        ]
     if usage is not None:
         event["usage"] = usage
     return b"data: " + json.dumps(event).encode() + b"\n\n"
@@ -42,7 +44,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
             return
         if behaviour == "mock-json":  # a 200 that ignored "stream": true
-            payload = json.dumps({"choices": [{"message": {"content": "hi"}}], "usage": {"completion_tokens": 1}}).encode()
+            payload = json.dumps(
+                {"choices": [{"message": {"content": "hi"}}], "usage": {"completion_tokens": 1}}
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))

@@ -14,12 +14,16 @@ def test_benchmark_runs_at_a_tiny_size():
         require("BAKEOFF_REQUIRE_NGINX", "nginx is not installed (make system-deps installs it)")
     from benchmarks import client_capacity
 
-    rows = client_capacity.main(["--quick", "--levels", "1,8", "--rates", "50", "--seconds", "0.6",
-                                 "--chunks", "8", "--open-chunks", "4"])
+    rows = client_capacity.main(
+        ["--quick", "--levels", "1,8", "--rates", "50", "--seconds", "0.6", "--chunks", "8", "--open-chunks", "4"]
+    )
     closed = [r for r in rows if "chunks_per_s" in r]
     assert {(r["server"], r["what"], r["client"]) for r in closed} == {
-        (server, f"closed c={c}", client) for server in ("nginx static", "chunk per event")
-        for c in (1, 8) for client in ("bakeoff", "aiohttp")}
+        (server, f"closed c={c}", client)
+        for server in ("nginx static", "chunk per event")
+        for c in (1, 8)
+        for client in ("bakeoff", "aiohttp")
+    }
     # Every content chunk of every response was parsed, from both servers, by both clients.
     assert all(r["chunks"] == 8 * r["requests"] for r in closed)
     opened = [r for r in rows if "lateness_p99_ms" in r]

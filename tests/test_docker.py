@@ -4,6 +4,7 @@ teardown that leaves no bakeoff container behind."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,9 @@ def test_build_is_skipped_when_the_content_hash_tag_exists(docker_client, base_i
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY hello.txt /hello.txt\n")
     (tmp_path / "hello.txt").write_text(f"hello {tmp_path.name}\n")  # unique content: a fresh tag
-    spec = images.ImageSpec("bakeoff/test-hello", dockerfile, {"BASE_IMAGE": base_image}, {"hello.txt": tmp_path / "hello.txt"})
+    spec = images.ImageSpec(
+        "bakeoff/test-hello", dockerfile, {"BASE_IMAGE": base_image}, {"hello.txt": tmp_path / "hello.txt"}
+    )
     first = images.build_image(docker_client, spec, run_id="r", log_dir=tmp_path / "logs")
     second = images.build_image(docker_client, spec, run_id="r", log_dir=tmp_path / "logs")
     try:
@@ -69,8 +72,14 @@ def test_leftovers_of_a_crashed_run_are_removed(docker_client, base_image):
     host = socket.gethostname()
     owners = {"bakeoff-test-leftover": str(gone.pid), "bakeoff-test-live": str(os.getpid())}
     for name, pid in owners.items():
-        docker_client.containers.run(base_image, ["sleep", "300"], detach=True, name=name, network_mode="host",
-                                     labels={LABEL: "true", OWNER_HOST: host, OWNER_PID: pid, "bakeoff.run_id": name})
+        docker_client.containers.run(
+            base_image,
+            ["sleep", "300"],
+            detach=True,
+            name=name,
+            network_mode="host",
+            labels={LABEL: "true", OWNER_HOST: host, OWNER_PID: pid, "bakeoff.run_id": name},
+        )
     try:
         removed = remove_leftovers(docker_client)
         assert "bakeoff-test-leftover" in removed
@@ -78,10 +87,8 @@ def test_leftovers_of_a_crashed_run_are_removed(docker_client, base_image):
         assert "bakeoff-test-live" in bakeoff_containers(docker_client)  # its owner (this test) still runs
     finally:
         for name in owners:
-            try:
+            with contextlib.suppress(Exception):
                 docker_client.containers.get(name).remove(force=True)
-            except Exception:
-                pass
 
 
 def test_the_night_in_containers(docker_client, base_image, llama_server, smollm2, tmp_path, prefect_server):
@@ -95,22 +102,38 @@ def test_the_night_in_containers(docker_client, base_image, llama_server, smollm
         "name": "docker-test",
         "engines": {
             "llamacpp-docker": {
-                "kind": "llamacpp", "launcher": "docker", "version": "0.3.36", "args": ["--threads", "2"],
+                "kind": "llamacpp",
+                "launcher": "docker",
+                "version": "0.3.36",
+                "args": ["--threads", "2"],
                 "startup_timeout_s": 90,
-                "build": {"name": "bakeoff/llamacpp-cpu", "dockerfile": str(ROOT / "docker" / "llamacpp-cpu.Dockerfile"),
-                          "args": {"BASE_IMAGE": base_image}, "files": {"llama-server": str(llama_server)}},
+                "build": {
+                    "name": "bakeoff/llamacpp-cpu",
+                    "dockerfile": str(ROOT / "docker" / "llamacpp-cpu.Dockerfile"),
+                    "args": {"BASE_IMAGE": base_image},
+                    "files": {"llama-server": str(llama_server)},
+                },
             },
             "sglang-oom": {
-                "kind": "sglang", "launcher": "docker", "version": "0.5.2", "use_gpu": False, "startup_timeout_s": 60,
-                "build": {"name": "bakeoff/mock-sglang-oom", "dockerfile": str(mock_dir / "Dockerfile"),
-                          "args": {"BASE_IMAGE": base_image}},
+                "kind": "sglang",
+                "launcher": "docker",
+                "version": "0.5.2",
+                "use_gpu": False,
+                "startup_timeout_s": 60,
+                "build": {
+                    "name": "bakeoff/mock-sglang-oom",
+                    "dockerfile": str(mock_dir / "Dockerfile"),
+                    "args": {"BASE_IMAGE": base_image},
+                },
             },
         },
         "models": {"smollm2": {"path": str(smollm2), "served_name": "smollm2"}},
         "deployments": [
             {"id": "sglang-oom", "instances": [{"engine": "sglang-oom", "model": "smollm2", "memory_flag": 0.25}]},
-            {"id": "llamacpp-docker", "instances": [{"engine": "llamacpp-docker", "model": "smollm2", "parallel": 2,
-                                                     "context_length": 512}]},
+            {
+                "id": "llamacpp-docker",
+                "instances": [{"engine": "llamacpp-docker", "model": "smollm2", "parallel": 2, "context_length": 512}],
+            },
         ],
         "workloads": [{"id": "mini", "limit_prompts": 3, "output_lengths": [8]}],
         "load": {"concurrency": [2], "warmup_requests": 1, "request_timeout_s": 60},
@@ -122,8 +145,12 @@ def test_the_night_in_containers(docker_client, base_image, llama_server, smollm
 
     assert bakeoff_containers(docker_client, result["run_id"]) == [], "teardown must leave no bakeoff container"
     with store.opened(warehouse, read_only=True) as con:
-        deps = {r[0]: r[1:] for r in con.execute(
-            "SELECT deployment_id, started, failure_class, log_excerpt, image, memory_flag FROM deployments").fetchall()}
+        deps = {
+            r[0]: r[1:]
+            for r in con.execute(
+                "SELECT deployment_id, started, failure_class, log_excerpt, image, memory_flag FROM deployments"
+            ).fetchall()
+        }
         assert deps["llamacpp-docker"][0] is True and deps["llamacpp-docker"][3].startswith("bakeoff/llamacpp-cpu:")
         oom = deps["sglang-oom"]
         assert oom[0] is False and oom[1] == "out_of_memory_at_start"
@@ -149,21 +176,46 @@ def test_bridge_network_publishes_the_port(docker_client, base_image, llama_serv
     from tasks.plan import plan
 
     matrix_file = tmp_path / "matrix.yaml"
-    matrix_file.write_text(yaml.safe_dump({
-        "name": "bridge-test",
-        "engines": {"cpu": {"kind": "llamacpp", "launcher": "docker", "network": "bridge", "version": "0.3.36",
-                            "build": {"name": "bakeoff/llamacpp-cpu", "dockerfile": str(ROOT / "docker" / "llamacpp-cpu.Dockerfile"),
-                                      "args": {"BASE_IMAGE": base_image}, "files": {"llama-server": str(llama_server)}}}},
-        "models": {"smollm2": {"path": str(smollm2)}},
-        "deployments": [{"id": "bridged", "instances": [{"engine": "cpu", "model": "smollm2", "context_length": 256}]}],
-        "workloads": [{"id": "w"}],
-    }))
+    matrix_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "bridge-test",
+                "engines": {
+                    "cpu": {
+                        "kind": "llamacpp",
+                        "launcher": "docker",
+                        "network": "bridge",
+                        "version": "0.3.36",
+                        "build": {
+                            "name": "bakeoff/llamacpp-cpu",
+                            "dockerfile": str(ROOT / "docker" / "llamacpp-cpu.Dockerfile"),
+                            "args": {"BASE_IMAGE": base_image},
+                            "files": {"llama-server": str(llama_server)},
+                        },
+                    }
+                },
+                "models": {"smollm2": {"path": str(smollm2)}},
+                "deployments": [
+                    {"id": "bridged", "instances": [{"engine": "cpu", "model": "smollm2", "context_length": 256}]}
+                ],
+                "workloads": [{"id": "w"}],
+            }
+        )
+    )
     matrix, _ = load_matrix(matrix_file)
-    tag = images.build_image(docker_client, images.image_spec(matrix.engines["cpu"].build, tmp_path), run_id="r",
-                             log_dir=tmp_path)["image"]
+    tag = images.build_image(
+        docker_client, images.image_spec(matrix.engines["cpu"].build, tmp_path), run_id="r", log_dir=tmp_path
+    )["image"]
     (group,) = plan(matrix)
-    handle = launch_instance(matrix, group.instances[0], start_order=0, run_id="bridge", run_dir=tmp_path,
-                             base_dir=tmp_path, images={"cpu": tag})
+    handle = launch_instance(
+        matrix,
+        group.instances[0],
+        start_order=0,
+        run_id="bridge",
+        run_dir=tmp_path,
+        base_dir=tmp_path,
+        images={"cpu": tag},
+    )
     try:
         assert httpx.get(handle.target.base_url + "/health", timeout=5).status_code == 200
         assert handle.process.container.attrs["HostConfig"]["NetworkMode"] == "bridge"

@@ -21,16 +21,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _two_runs(tmp_path, con):
     for run_id, n in (("run-a", 3), ("run-b", 2)):
-        store.load_run(con, stage(tmp_path / run_id, [record(i, run_id=run_id) for i in range(n)],
-                                  [cell_row(run_id=run_id)], run_row(run_id), [deployment_row(run_id)],
-                                  host_samples=[host_sample(run_id)]))
+        store.load_run(
+            con,
+            stage(
+                tmp_path / run_id,
+                [record(i, run_id=run_id) for i in range(n)],
+                [cell_row(run_id=run_id)],
+                run_row(run_id),
+                [deployment_row(run_id)],
+                host_samples=[host_sample(run_id)],
+            ),
+        )
 
 
 def _read(out: Path, table: str) -> list[tuple]:
     con = duckdb.connect()
     return con.execute(
         f"SELECT * EXCLUDE (run_id), run_id FROM read_parquet('{out}/{table}/*/*.parquet', hive_partitioning = true) "
-        "ORDER BY ALL").fetchall()
+        "ORDER BY ALL"
+    ).fetchall()
 
 
 def _table(con, table: str) -> list[tuple]:
@@ -75,13 +84,15 @@ def test_bakeoff_export_cli_is_read_only(tmp_path, warehouse_path):
     try:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         cli = [sys.executable, "-m", "flows.cli", "export", "--warehouse", str(warehouse_path)]
-        done = subprocess.run([*cli, str(tmp_path / "out"), "--run", "run-b"], capture_output=True, text=True,
-                              timeout=120, env=env)
+        done = subprocess.run(
+            [*cli, str(tmp_path / "out"), "--run", "run-b"], capture_output=True, text=True, timeout=120, env=env
+        )
         assert done.returncode == 0, done.stderr
         assert "requests: 2" in done.stdout
         assert [p.name for p in (tmp_path / "out" / "requests").iterdir()] == ["run_id=run-b"]
-        bad = subprocess.run([*cli, str(tmp_path / "out2"), "--run", "nope"], capture_output=True, text=True,
-                             timeout=120, env=env)
+        bad = subprocess.run(
+            [*cli, str(tmp_path / "out2"), "--run", "nope"], capture_output=True, text=True, timeout=120, env=env
+        )
         assert bad.returncode == 2 and "no run nope" in bad.stderr and "Traceback" not in bad.stderr
     finally:
         reader.close()
@@ -98,7 +109,12 @@ def test_rejected_rows_are_exported_with_their_run(tmp_path, warehouse):
     out = tmp_path / "export"
     counts = export_parquet(warehouse, out)
     assert (counts["requests"], counts["rejected_requests"]) == (2, 1)
-    (row,) = duckdb.connect().execute(
-        f"SELECT run_id, request_id, failed_expectations, json_extract_string(record, '$.status') "
-        f"FROM read_parquet('{out}/rejected_requests/*/*.parquet', hive_partitioning = true)").fetchall()
+    (row,) = (
+        duckdb.connect()
+        .execute(
+            f"SELECT run_id, request_id, failed_expectations, json_extract_string(record, '$.status') "
+            f"FROM read_parquet('{out}/rejected_requests/*/*.parquet', hive_partitioning = true)"
+        )
+        .fetchall()
+    )
     assert row == ("run-1", "cell-a#1", ["expect_column_values_to_be_in_set(status)"], "weird")

@@ -42,8 +42,9 @@ def _matrix(tmp_path: Path, url: str) -> Path:
 def _run_night(tmp_path, monkeypatch, corrupt):
     """Run the flow with `corrupt(records)` applied to copies of the records before the gate; returns
     (the exception the flow raised, the corrupted request_ids, the warehouse path, the flow run)."""
-    import flows.nightly as nightly_module
     from prefect.client.orchestration import get_client
+
+    import flows.nightly as nightly_module
 
     real = nightly_module.records_to_arrow
     touched: list[str] = []
@@ -101,11 +102,14 @@ def test_a_night_with_bad_rows_is_loaded_without_them_marked_and_ends_failed(tmp
     assert chunks.is_us_gaps(pq.read_schema(Path(result["run_dir"]) / "requests.parquet"))
     with store.opened(warehouse, read_only=True) as con:
         assert con.execute("SELECT validation_status FROM runs").fetchall() == [("failed_rows",)]
-        assert con.execute("SELECT count(*) FROM requests WHERE request_id IN (?, ?)",
-                           [unordered, exploded]).fetchall() == [(0,)]
+        assert con.execute(
+            "SELECT count(*) FROM requests WHERE request_id IN (?, ?)", [unordered, exploded]
+        ).fetchall() == [(0,)]
         rejected = dict(con.execute("SELECT request_id, failed_expectations FROM rejected_requests").fetchall())
-        assert rejected == {unordered: ["expect_column_values_to_be_in_set(chunk_times_ordered)"],
-                            exploded: ["expect_column_values_to_be_in_set(status)"]}
+        assert rejected == {
+            unordered: ["expect_column_values_to_be_in_set(chunk_times_ordered)"],
+            exploded: ["expect_column_values_to_be_in_set(status)"],
+        }
         saved = json.loads(con.execute("SELECT validation FROM runs").fetchall()[0][0])
         assert (saved["outcome"], saved["kept_rows"], saved["rejected_rows"]) == ("failed_rows", 4, 2)
         assert con.execute("SELECT count(*) FROM v_nightly").fetchall() == [(0,)]
@@ -146,12 +150,15 @@ def test_bakeoff_run_prints_the_summary_then_the_one_line_and_exits_1(tmp_path, 
     monkeypatch.setattr(nightly_module, "records_to_arrow", corrupted)
     with MockFaultyServer() as server:
         matrix = _matrix(tmp_path, server.url)
-        code = cli.main(["run", str(matrix), "--warehouse", str(tmp_path / "wh.duckdb"),
-                         "--runs-dir", str(tmp_path / "runs")])
+        code = cli.main(
+            ["run", str(matrix), "--warehouse", str(tmp_path / "wh.duckdb"), "--runs-dir", str(tmp_path / "runs")]
+        )
     out, err = capsys.readouterr()
     assert code == 1
     assert "requests loaded into" in out and ", 1 rejected (rejected_requests)" in out and "report:" in out
     line = [ln for ln in err.splitlines() if ln.startswith("bakeoff: ")]
     assert len(line) == 1
-    assert line[0].startswith("bakeoff: validation failed: 1 of 6 request rows rejected, 5 kept: "
-                              "expect_column_values_to_be_between(max_tokens): 1 row")
+    assert line[0].startswith(
+        "bakeoff: validation failed: 1 of 6 request rows rejected, 5 kept: "
+        "expect_column_values_to_be_between(max_tokens): 1 row"
+    )

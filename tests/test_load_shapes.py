@@ -4,6 +4,7 @@ and a cell's row (load shape + the client's own overhead) landing in the warehou
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 from pathlib import Path
 
@@ -22,7 +23,7 @@ S = 1_000_000_000  # ns
 
 
 def gaps_s(offsets: list[int]) -> list[float]:
-    return [(b - a) / S for a, b in zip(offsets, offsets[1:])]
+    return [(b - a) / S for a, b in itertools.pairwise(offsets)]
 
 
 def cv(xs: list[float]) -> float:
@@ -51,7 +52,7 @@ def test_constant_arrivals_are_exactly_regular_without_rounding_drift():
     offsets = arrival_offsets_ns(30_001, LoadShape("constant", rate_rps=3.0), seed=0)
     assert offsets[0] == 0
     # 1/3 s is not a whole number of ns: each gap is 333333333 or ...334, and the sum never drifts.
-    assert set(b - a for a, b in zip(offsets, offsets[1:])) <= {333_333_333, 333_333_334}
+    assert {b - a for a, b in itertools.pairwise(offsets)} <= {333_333_333, 333_333_334}
     assert offsets[-1] == 10_000 * S
 
 
@@ -70,7 +71,13 @@ class FakeClock:
     sleep(0), a yield to the loop, takes 1 µs."""
 
     def __init__(self, error_ns: int = 0, fraction: float = 1.0, granularity_ns: int = 0) -> None:
-        self.now, self.error_ns, self.fraction, self.granularity_ns, self.sleeps = 0, error_ns, fraction, granularity_ns, 0
+        self.now, self.error_ns, self.fraction, self.granularity_ns, self.sleeps = (
+            0,
+            error_ns,
+            fraction,
+            granularity_ns,
+            0,
+        )
 
     def __call__(self) -> int:
         return self.now
@@ -148,7 +155,9 @@ def peak_in_flight(records) -> int:
     return peak
 
 
-@pytest.mark.parametrize("shape", [LoadShape("constant", rate_rps=100.0), LoadShape("gamma", rate_rps=100.0, burstiness=0.5)])
+@pytest.mark.parametrize(
+    "shape", [LoadShape("constant", rate_rps=100.0), LoadShape("gamma", rate_rps=100.0, burstiness=0.5)]
+)
 def test_open_loop_sends_on_the_schedule_and_keeps_both_times(server, shape):
     result = open_loop(server.url, shape, 12)
     assert [r.status for r in result.records] == ["ok"] * 12
@@ -185,8 +194,9 @@ def test_duration_limit_stops_scheduling_new_requests(server):
 
 def test_duration_limit_in_a_closed_loop(server):
     shape = LoadShape("closed", concurrency=1)
-    result = asyncio.run(run_load(target(server.url), specs(200, max_tokens=5), shape, run_id="r", cell_id="c",
-                                  duration_s=0.05))
+    result = asyncio.run(
+        run_load(target(server.url), specs(200, max_tokens=5), shape, run_id="r", cell_id="c", duration_s=0.05)
+    )
     # Each mock request streams for over 10 ms, so 0.05 s cannot fit 200 of them.
     assert 1 <= len(result.records) < 200
     assert all(r.scheduled_at < 50_000_000 and r.status == "ok" for r in result.records)
@@ -246,7 +256,10 @@ def test_plan_has_a_readable_cell_per_level_and_rate(tmp_path):
     matrix, _ = load_matrix(matrix_file(tmp_path, load))
     (group,) = plan(matrix)
     assert [c.cell_id for c in group.cells] == [
-        "ext-0.w.c1.r0", "ext-0.w.c4.r0", "ext-0.w.gamma0.5rps-b0.5-max8.r0", "ext-0.w.gamma2rps-b0.5-max8.r0",
+        "ext-0.w.c1.r0",
+        "ext-0.w.c4.r0",
+        "ext-0.w.gamma0.5rps-b0.5-max8.r0",
+        "ext-0.w.gamma2rps-b0.5-max8.r0",
     ]
     assert group.cells[2].shape == LoadShape("gamma", rate_rps=0.5, burstiness=0.5, max_concurrency=8)
     assert group.cells[1].concurrency == 4 and group.cells[3].concurrency is None
@@ -286,12 +299,20 @@ def test_bad_load_is_one_line_naming_the_field(tmp_path, load, expected):
 def test_run_cell_row_carries_the_shape_and_overhead_into_the_warehouse(tmp_path, server, warehouse):
     from warehouse import store
 
-    load = {"rates": [50], "arrival": "gamma", "burstiness": 2, "max_concurrency": 4, "requests_per_cell": 5,
-            "warmup_requests": 1, "duration_s": 30}
+    load = {
+        "rates": [50],
+        "arrival": "gamma",
+        "burstiness": 2,
+        "max_concurrency": 4,
+        "requests_per_cell": 5,
+        "warmup_requests": 1,
+        "duration_s": 30,
+    }
     matrix, _ = load_matrix(matrix_file(tmp_path, load, server.url))
     (cell,) = plan(matrix)[0].cells
-    outcome = run_cell(matrix, cell, target(server.url), {}, run_id="run-1", base_dir=tmp_path, label="t",
-                       engine_pids={})
+    outcome = run_cell(
+        matrix, cell, target(server.url), {}, run_id="run-1", base_dir=tmp_path, label="t", engine_pids={}
+    )
     row = outcome.row
     assert row.load_kind == "open" and row.arrival == "gamma"
     assert (row.rate_rps, row.burstiness, row.max_concurrency, row.duration_limit_s) == (50, 2, 4, 30)
@@ -301,6 +322,7 @@ def test_run_cell_row_carries_the_shape_and_overhead_into_the_warehouse(tmp_path
     store.load_run(warehouse, builders.stage(tmp_path, outcome.records, [row]))
     got = warehouse.execute(
         "SELECT load_kind, arrival, rate_rps, burstiness, max_concurrency, duration_limit_s, client_kept_up, "
-        "send_lateness_p99_ms >= send_lateness_p50_ms, loop_lag_max_ms >= loop_lag_p99_ms FROM cells").fetchall()
+        "send_lateness_p99_ms >= send_lateness_p50_ms, loop_lag_max_ms >= loop_lag_p99_ms FROM cells"
+    ).fetchall()
     assert got == [("open", "gamma", 50.0, 2.0, 4, 30.0, row.client_kept_up, True, True)]
     assert warehouse.execute("SELECT count(*), count(*) FILTER (status = 'ok') FROM requests").fetchone() == (5, 5)

@@ -21,16 +21,39 @@ def engine(tmp_path_factory, llama_server, smollm2):
     """One llama-server (2 slots) for the module; the matrix has every shape and workload kind."""
     tmp = tmp_path_factory.mktemp("shapes")
     matrix = builders.cpu_engine_matrix(
-        "shapes-engine", llama_server, smollm2,
+        "shapes-engine",
+        llama_server,
+        smollm2,
         workloads=[
             {"id": "study", "limit_prompts": 2, "output_lengths": [6]},
-            {"id": "prefix", "kind": "shared_prefix", "num_requests": 4, "groups": 1, "input_tokens": 120,
-             "shared_fraction": 0.9, "output_tokens": 4},
-            {"id": "random", "kind": "random", "num_requests": 3, "input_tokens": 16, "output_tokens": 6,
-             "range_ratio": 0.5},
+            {
+                "id": "prefix",
+                "kind": "shared_prefix",
+                "num_requests": 4,
+                "groups": 1,
+                "input_tokens": 120,
+                "shared_fraction": 0.9,
+                "output_tokens": 4,
+            },
+            {
+                "id": "random",
+                "kind": "random",
+                "num_requests": 3,
+                "input_tokens": 16,
+                "output_tokens": 6,
+                "range_ratio": 0.5,
+            },
         ],
-        load={"concurrency": [1, 2], "rates": [8], "arrival": "gamma", "burstiness": 0.5, "max_concurrency": 2,
-              "requests_per_cell": 4, "warmup_requests": 1, "request_timeout_s": 60},
+        load={
+            "concurrency": [1, 2],
+            "rates": [8],
+            "arrival": "gamma",
+            "burstiness": 0.5,
+            "max_concurrency": 2,
+            "requests_per_cell": 4,
+            "warmup_requests": 1,
+            "request_timeout_s": 60,
+        },
     )
     path = tmp / "matrix.yaml"
     path.write_text(yaml.safe_dump(matrix))
@@ -45,11 +68,12 @@ def engine(tmp_path_factory, llama_server, smollm2):
 
 
 def run(engine, cell_id: str):
-    matrix, group, planned, handle, tmp = engine
+    matrix, group, _planned, handle, tmp = engine
     cell = next(c for c in group.cells if c.cell_id == cell_id)
     workload = next(w for w in matrix.workloads if w.id == cell.workload_id)
-    return cell, run_cell(matrix, cell, handle.target, handle.request_extras(workload),
-                          run_id="run-1", base_dir=tmp, label=cell_id)
+    return cell, run_cell(
+        matrix, cell, handle.target, handle.request_extras(workload), run_id="run-1", base_dir=tmp, label=cell_id
+    )
 
 
 @pytest.mark.parametrize("cell_id", ["cpu-0.study.c1.r0", "cpu-0.study.c2.r0"])
@@ -67,8 +91,13 @@ def test_open_loop_gamma_on_the_real_engine(engine, tmp_path):
     assert [r.scheduled_at for r in out.records] == arrival_offsets_ns(4, cell.shape, seed=0)
     assert all(r.sent_at >= r.scheduled_at and r.completion_tokens == 6 for r in out.records)
     row = out.row
-    assert (row.load_kind, row.arrival, row.rate_rps, row.burstiness, row.max_concurrency) == \
-        ("open", "gamma", 8.0, 0.5, 2)
+    assert (row.load_kind, row.arrival, row.rate_rps, row.burstiness, row.max_concurrency) == (
+        "open",
+        "gamma",
+        8.0,
+        0.5,
+        2,
+    )
     # The row and its requests load, and the views read an open-loop cell.
     from warehouse import store
 

@@ -11,11 +11,22 @@ from tasks.workloads import RequestSpec
 from tests.mock_faulty_server import MockFaultyServer
 
 
-def run(url: str, model: str, n: int = 4, *, max_tokens: int = 5, concurrency: int = 2, timeout: float = 10.0, warmup=()):
+def run(
+    url: str, model: str, n: int = 4, *, max_tokens: int = 5, concurrency: int = 2, timeout: float = 10.0, warmup=()
+):
     target = Target(url, model, "mock", "m", "dep", "dep-0", {"ignore_eos": True})
     specs = [RequestSpec(f"p{i}", f"prompt {i}", max_tokens) for i in range(n)]
-    return asyncio.run(run_closed_loop(target, specs, run_id="r", cell_id="c", concurrency=concurrency,
-                                       warmup=list(warmup), request_timeout_s=timeout))
+    return asyncio.run(
+        run_closed_loop(
+            target,
+            specs,
+            run_id="r",
+            cell_id="c",
+            concurrency=concurrency,
+            warmup=list(warmup),
+            request_timeout_s=timeout,
+        )
+    )
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ def test_request_metrics_by_hand():
     from tasks.records import records_to_arrow
 
     m = request_metrics(pl.from_arrow(to_staged(records_to_arrow([rec])))).row(0, named=True)  # as stored
-    assert m["ttft_ms"] == pytest.approx(20.0)          # 25 - 5
-    assert m["e2e_ms"] == pytest.approx(60.0)           # 65 - 5
-    assert m["queue_ms"] == pytest.approx(3.0)          # 5 - 2
+    assert m["ttft_ms"] == pytest.approx(20.0)  # 25 - 5
+    assert m["e2e_ms"] == pytest.approx(60.0)  # 65 - 5
+    assert m["queue_ms"] == pytest.approx(3.0)  # 5 - 2
     assert m["tpot_ms"] == pytest.approx((60 - 20) / 3)  # (E2E - TTFT) / (tokens - 1)
     assert m["tokens_per_s"] == pytest.approx(4 / 0.060)
     assert m["itl_ms"] == pytest.approx([15.0, 5.0, 20.0])
@@ -30,7 +30,9 @@ def test_request_metrics_by_hand():
 def test_tpot_undefined_for_one_token():
     from tasks.records import records_to_arrow
 
-    m = request_metrics(pl.from_arrow(to_staged(records_to_arrow([record(0, chunks_ms=(7,), tokens=1)])))).row(0, named=True)
+    m = request_metrics(pl.from_arrow(to_staged(records_to_arrow([record(0, chunks_ms=(7,), tokens=1)])))).row(
+        0, named=True
+    )
     assert m["tpot_ms"] is None
     assert m["ttft_ms"] == pytest.approx(7.0)
 
@@ -76,12 +78,24 @@ def test_sql_views_agree_with_polars(tmp_path, warehouse):
     assert sql.height == summary.height == 2
     ours = summary.sort("cell_id")
     quantiles = [f"{m}_{q}" for m in ("ttft_ms", "tpot_ms", "e2e_ms", "itl_ms") for q in ("p50", "p90", "p95", "p99")]
-    for column in ["requests", "ok", "failed", "output_tokens", "output_throughput_tps", "request_throughput_rps",
-                   "goodput_rps", "ttft_ms_mean", "tpot_ms_mean", "e2e_ms_mean", *quantiles]:
-        for mine, theirs in zip(ours[column].to_list(), sql[column].to_list()):
+    for column in [
+        "requests",
+        "ok",
+        "failed",
+        "output_tokens",
+        "output_throughput_tps",
+        "request_throughput_rps",
+        "goodput_rps",
+        "ttft_ms_mean",
+        "tpot_ms_mean",
+        "e2e_ms_mean",
+        *quantiles,
+    ]:
+        for mine, theirs in zip(ours[column].to_list(), sql[column].to_list(), strict=True):
             assert mine == pytest.approx(theirs), column
     per_request = warehouse.execute(
-        "SELECT ttft_ms, tpot_ms, e2e_ms, itl_ms FROM v_requests WHERE request_id = 'cell-a#1'").fetchone()
+        "SELECT ttft_ms, tpot_ms, e2e_ms, itl_ms FROM v_requests WHERE request_id = 'cell-a#1'"
+    ).fetchone()
     assert per_request[0] == pytest.approx(20.0)
     assert per_request[1] == pytest.approx(20.0)
     assert per_request[2] == pytest.approx(80.0)

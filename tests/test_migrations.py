@@ -22,9 +22,12 @@ MS = 1_000_000
 
 
 def _columns(con, table: str) -> dict[str, str]:
-    return dict(con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'",
-        [table]).fetchall())
+    return dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'",
+            [table],
+        ).fetchall()
+    )
 
 
 def _insert(con, table: str, rows: list[dict]) -> None:
@@ -32,8 +35,10 @@ def _insert(con, table: str, rows: list[dict]) -> None:
     have = _columns(con, table)
     for row in rows:
         names = [k for k in row if k in have]
-        con.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
-                    [row[k] for k in names])
+        con.execute(
+            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+            [row[k] for k in names],
+        )
 
 
 # Two requests with hand-written timings: sent at 5.5 ms, chunks at 10.0, 21.999 and 30.0 ms, and a
@@ -68,7 +73,7 @@ def _stored_chunks(con, rows: list[dict]) -> list[dict]:
     for row in rows:
         base = (row["sent_at"] or 0) // 1000
         us = [c // 1000 for c in row["chunk_times"]]
-        out.append({**row, "chunk_times": [u - p for u, p in zip(us, [base, *us[:-1]])]})
+        out.append({**row, "chunk_times": [u - p for u, p in zip(us, [base, *us[:-1]], strict=True)]})
     return out
 
 
@@ -89,7 +94,8 @@ def test_every_earlier_version_migrates_to_the_latest_with_its_data(warehouse_pa
     try:
         assert current_version(con) == LATEST
         assert con.execute("SELECT list(version ORDER BY version) FROM schema_version").fetchall()[0][0] == list(
-            range(1, LATEST + 1))
+            range(1, LATEST + 1)
+        )
         views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
         assert {"v_requests", "v_cells", "v_nightly", "v_comparison"} <= views
         assert _columns(con, "requests")["chunk_times"] == "INTEGER[]"
@@ -100,7 +106,8 @@ def test_every_earlier_version_migrates_to_the_latest_with_its_data(warehouse_pa
             assert con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] == len(expected), table
         got = con.execute(
             "SELECT request_id, status, sent_at, first_token_at, last_token_at, completion_tokens, chunk_times "
-            "FROM requests ORDER BY request_id").fetchall()
+            "FROM requests ORDER BY request_id"
+        ).fetchall()
         assert got == [
             ("cell-a#0", "ok", SENT_NS, CHUNKS_NS[0], CHUNKS_NS[-1], 3, EXPECTED_GAPS_US),
             ("cell-a#1", "timeout", 0, None, None, None, []),
@@ -128,12 +135,17 @@ def test_0004_marks_the_runs_the_gate_passed_and_keeps_the_others_unmarked(wareh
 
     con = duckdb.connect(str(warehouse_path))
     schema.migrate(con, target=3)
-    reports = {"run-passed": {"success": True, "summary": "validation passed: 2 rows, 40 expectations"},
-               "run-failed": {"success": False, "summary": "validation failed: ..."},
-               "run-none": None}
+    reports = {
+        "run-passed": {"success": True, "summary": "validation passed: 2 rows, 40 expectations"},
+        "run-failed": {"success": False, "summary": "validation failed: ..."},
+        "run-none": None,
+    }
     for run_id, report in reports.items():
-        _insert(con, "runs", [{**run_row(run_id), "started_at": T0,
-                               "validation": json.dumps(report) if report is not None else None}])
+        _insert(
+            con,
+            "runs",
+            [{**run_row(run_id), "started_at": T0, "validation": json.dumps(report) if report is not None else None}],
+        )
     con.close()
 
     con = store.connect(warehouse_path)
@@ -144,7 +156,11 @@ def test_0004_marks_the_runs_the_gate_passed_and_keeps_the_others_unmarked(wareh
         stored = con.execute("SELECT validation FROM runs WHERE run_id = 'run-passed'").fetchall()[0][0]
         assert json.loads(stored) == reports["run-passed"]
         assert _columns(con, "rejected_requests") == {
-            "run_id": "VARCHAR", "request_id": "VARCHAR", "failed_expectations": "VARCHAR[]", "record": "JSON"}
+            "run_id": "VARCHAR",
+            "request_id": "VARCHAR",
+            "failed_expectations": "VARCHAR[]",
+            "record": "JSON",
+        }
     finally:
         con.close()
 
@@ -153,7 +169,7 @@ def test_a_migration_that_fails_leaves_the_previous_version(warehouse_path, tmp_
     """Each migration is one transaction: a broken next migration changes nothing, and says so."""
     migrations = tmp_path / "migrations"
     migrations.mkdir()
-    for number, path in schema.migrations():
+    for _number, path in schema.migrations():
         (migrations / path.name).write_text(path.read_text())
     broken = migrations / f"{LATEST + 1:04d}_broken.sql"
     broken.write_text("ALTER TABLE cells ADD COLUMN half_done INTEGER;\nSELECT * FROM no_such_table;\n")

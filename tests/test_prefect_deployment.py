@@ -27,8 +27,14 @@ def test_prefect_yaml_deploys_the_nightly_schedule(prefect_server, tmp_path):
     asyncio.run(make_pool())
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "BAKEOFF_HOME": str(ROOT)}
     prefect_cli = Path(sys.executable).with_name("prefect")
-    result = subprocess.run([str(prefect_cli), "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(prefect_cli), "--no-prompt", "deploy", "--all"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
     async def read():

@@ -131,7 +131,11 @@ def make_frames(seed: int = 7, requests_per_cell: int = 24) -> tuple[pl.DataFram
     float_cols = ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "tokens_per_s")
     requests = pl.DataFrame(
         req_rows,
-        schema_overrides={**dict.fromkeys(float_cols, pl.Float64), "max_tokens": pl.Int64, "completion_tokens": pl.Int64},
+        schema_overrides={
+            **dict.fromkeys(float_cols, pl.Float64),
+            "max_tokens": pl.Int64,
+            "completion_tokens": pl.Int64,
+        },
     )
     summary = pl.DataFrame(cell_rows, infer_schema_length=None).with_columns(
         pl.col(c).cast(pl.Float64) for c in ("wall_s", "goodput_rps")
@@ -506,7 +510,9 @@ def test_cells_to_read_with_care_are_noted(frames, tmp_path):
         client_kept_up=pl.when(pl.col("cell_id") == slow).then(False).otherwise(True),
         send_lateness_p99_ms=pl.when(pl.col("cell_id") == slow).then(7.25).otherwise(0.5),
         loop_lag_p99_ms=pl.lit(3.5),
-        sweep_stop_reason=pl.when(pl.col("cell_id") == stopped).then(pl.lit("error rate 5/5 = 100% > stop_error_rate 0.1")),
+        sweep_stop_reason=pl.when(pl.col("cell_id") == stopped).then(
+            pl.lit("error rate 5/5 = 100% > stop_error_rate 0.1")
+        ),
     )
     paths = render_report(summary, requests, tmp_path, title="t", run_info={})
     md = paths["markdown"].read_text(encoding="utf-8")
@@ -543,8 +549,19 @@ def _cell_requests(dep: str, durations_ms, *, tokens=10, model="m", start=0, cel
     for i, dur in enumerate(durations_ms):
         toks = tokens[i] if isinstance(tokens, list) else tokens
         chunks = [dur * (k + 1) / toks for k in range(toks)]
-        out.append(record(start + i, run_id="run-1", cell_id=cell, deployment_id=dep, model=model, tokens=toks,
-                          max_tokens=max(toks, 8), sent_ms=0.0, chunks_ms=chunks))
+        out.append(
+            record(
+                start + i,
+                run_id="run-1",
+                cell_id=cell,
+                deployment_id=dep,
+                model=model,
+                tokens=toks,
+                max_tokens=max(toks, 8),
+                sent_ms=0.0,
+                chunks_ms=chunks,
+            )
+        )
     return out
 
 
@@ -555,26 +572,54 @@ def _stage_known_run(tmp_path, warehouse, *, slow_ms=SLOW_MS, **run_extra):
     tail_tokens = [10] * 40
     tail_tokens[20] = tail_tokens[31] = 60  # the two slowest: six times the output
     tail_ms = [100.0 * t / 10 for t in tail_tokens]
-    records = (_cell_requests("fast", FAST_MS) + _cell_requests("slow", slow_ms)
-               + _cell_requests("same", SAME_MS) + _cell_requests("tailed", tail_ms, tokens=tail_tokens, model="m2")
-               + _cell_requests("steady", STEADY_MS, model="m3"))
-    cells = [cell_row("fast/c", deployment_id="fast", wall_ms=1000.0),
-             cell_row("slow/c", deployment_id="slow", wall_ms=2000.0),
-             cell_row("same/c", deployment_id="same", wall_ms=1000.0),
-             cell_row("tailed/c", deployment_id="tailed", wall_ms=5000.0, model="m2"),
-             cell_row("steady/c", deployment_id="steady", wall_ms=2000.0, model="m3")]
+    records = (
+        _cell_requests("fast", FAST_MS)
+        + _cell_requests("slow", slow_ms)
+        + _cell_requests("same", SAME_MS)
+        + _cell_requests("tailed", tail_ms, tokens=tail_tokens, model="m2")
+        + _cell_requests("steady", STEADY_MS, model="m3")
+    )
+    cells = [
+        cell_row("fast/c", deployment_id="fast", wall_ms=1000.0),
+        cell_row("slow/c", deployment_id="slow", wall_ms=2000.0),
+        cell_row("same/c", deployment_id="same", wall_ms=1000.0),
+        cell_row("tailed/c", deployment_id="tailed", wall_ms=5000.0, model="m2"),
+        cell_row("steady/c", deployment_id="steady", wall_ms=2000.0, model="m3"),
+    ]
     deps = [deployment_row(deployment_id=d) for d in ("fast", "slow", "same", "tailed", "steady")]
     duo = [  # a co-located group: b starts second and fails first; a, started third, fails too
-        {**deployment_row(deployment_id="duo"), "instance_id": "duo-c", "start_order": 0,
-         "memory_share": 0.45, "memory_flag": "--mem-fraction-static 0.45"},
-        {**deployment_row(deployment_id="duo", started=False, failure_class="oom"), "instance_id": "duo-b",
-         "start_order": 1, "memory_share": 0.45, "memory_flag": "--mem-fraction-static 0.45",
-         "failure_message": "CUDA out of memory " + EVIL, "log_excerpt": "loading model\n" + EVIL + "\nOOM at layer 3"},
-        {**deployment_row(deployment_id="duo", started=False, failure_class="timeout"), "instance_id": "duo-a",
-         "start_order": 2, "failure_message": "no health in 60 s"},
+        {
+            **deployment_row(deployment_id="duo"),
+            "instance_id": "duo-c",
+            "start_order": 0,
+            "memory_share": 0.45,
+            "memory_flag": "--mem-fraction-static 0.45",
+        },
+        {
+            **deployment_row(deployment_id="duo", started=False, failure_class="oom"),
+            "instance_id": "duo-b",
+            "start_order": 1,
+            "memory_share": 0.45,
+            "memory_flag": "--mem-fraction-static 0.45",
+            "failure_message": "CUDA out of memory " + EVIL,
+            "log_excerpt": "loading model\n" + EVIL + "\nOOM at layer 3",
+        },
+        {
+            **deployment_row(deployment_id="duo", started=False, failure_class="timeout"),
+            "instance_id": "duo-a",
+            "start_order": 2,
+            "failure_message": "no health in 60 s",
+        },
     ]
-    run = {**run_row(ttft_ms=50.0), "host": "bench-01 " + EVIL, "gpu_name": "RTX 5090", "gpu_driver": "575.1",
-           "git_sha": "abc123", "bakeoff_version": "0.1.0", **run_extra}
+    run = {
+        **run_row(ttft_ms=50.0),
+        "host": "bench-01 " + EVIL,
+        "gpu_name": "RTX 5090",
+        "gpu_driver": "575.1",
+        "git_sha": "abc123",
+        "bakeoff_version": "0.1.0",
+        **run_extra,
+    }
     keys = {k: None for d in deps + duo for k in d}  # Arrow takes a dict table's columns from its first row
     store.load_run(warehouse, stage(tmp_path, records, cells, run, [{**keys, **d} for d in deps + duo]))
 
@@ -595,12 +640,16 @@ def _mean_tps(durations_ms, tokens=10):
 def test_winner_with_ratio_and_interval(known_report):
     page, md = known_report
     ratio = _mean_tps(FAST_MS) / _mean_tps(SLOW_MS)  # 2.00: every slow request took twice as long
-    verdicts = [line.replace("\\", "") for line in md.splitlines()  # Markdown's escapes of [ and ] dropped
-                if line.startswith("- m · w · closed, concurrency 2: ")]
+    verdicts = [
+        line.replace("\\", "")
+        for line in md.splitlines()  # Markdown's escapes of [ and ] dropped
+        if line.startswith("- m · w · closed, concurrency 2: ")
+    ]
     fast_slow = [v for v in verdicts if "fast is" in v and " slow [" in v]
     assert len(fast_slow) == 1, verdicts
-    got = re.search(r"fast is ([0-9.]+)× slow \[([0-9.]+)–([0-9.]+)\] on per-request output tokens/s \(mean\)",
-                    fast_slow[0])
+    got = re.search(
+        r"fast is ([0-9.]+)× slow \[([0-9.]+)–([0-9.]+)\] on per-request output tokens/s \(mean\)", fast_slow[0]
+    )
     assert got, fast_slow
     assert got.group(1) == f"{ratio:.2f}"
     assert 1.0 < float(got.group(2)) <= ratio <= float(got.group(3))
@@ -631,8 +680,13 @@ def test_configuration_throughput_figures(known_report):
     _, md = known_report
     rows = {r[0]: r for r in md_rows(section(md, "## Throughput", "### Who wins")) if len(r) == 9}
     # cell: 200 tokens / 1 s; per request: mean and max of 10 tokens / duration; req/s 20 / 1 s
-    assert rows["fast"][4:] == (expected_fmt(200.0), expected_fmt(_mean_tps(FAST_MS)),
-                                expected_fmt(10 / 0.095), expected_fmt(20.0), rows["fast"][8])
+    assert rows["fast"][4:] == (
+        expected_fmt(200.0),
+        expected_fmt(_mean_tps(FAST_MS)),
+        expected_fmt(10 / 0.095),
+        expected_fmt(20.0),
+        rows["fast"][8],
+    )
     assert rows["slow"][4] == expected_fmt(100.0) and rows["slow"][7] == expected_fmt(10.0)
     # goodput: SLO TTFT <= 50 ms; a request's first token comes at duration / 10 (<= 22 ms): all meet it
     assert rows["fast"][8] == expected_fmt(20.0) and rows["tailed"][8] == expected_fmt(40 / 5.0)
@@ -644,11 +698,16 @@ def test_feasibility_names_the_first_failed_instance(known_report):
     assert "### duo · co-located (3 instances)" in part and "### fast · alone" in part
     assert "**started whole (1 instance)**" in part
     verdict = next(line for line in part.splitlines() if line.startswith("**did not start whole"))
-    assert verdict.startswith("**did not start whole: duo-b (start order 1) did not start first: oom: "
-                              "CUDA out of memory")
+    assert verdict.startswith(
+        "**did not start whole: duo-b (start order 1) did not start first: oom: CUDA out of memory"
+    )
     rows = {r[0]: r for r in md_rows(part)}
-    assert rows["duo-b"][6:9] == ("no", "oom", "CUDA out of memory &lt;script>alert('x')&lt;/script> — loading model "
-                                  "&lt;script>alert('x')&lt;/script> OOM at layer 3")
+    assert rows["duo-b"][6:9] == (
+        "no",
+        "oom",
+        "CUDA out of memory &lt;script>alert('x')&lt;/script> — loading model "
+        "&lt;script>alert('x')&lt;/script> OOM at layer 3",
+    )
     assert rows["duo-b"][4:6] == ("45%", "--mem-fraction-static 0.45") and rows["duo-c"][6] == "yes"
     assert rows["duo-a"][7] == "timeout"
     html_rows = {r[0]: r for r in parse_html(section(page, 'id="feasibility"', 'id="throughput"')).tables[0]}
@@ -702,19 +761,36 @@ def _stage_colocation(tmp_path, warehouse, *, a_ms=SLOW_MS, model="m", **run_ext
     from warehouse import store
 
     def inst(dep, iid, order, port, parallel):
-        return {**deployment_row(deployment_id=dep), "instance_id": iid, "start_order": order, "model": model,
-                "flags": ["--model", "/m.gguf", "--host", "127.0.0.1", "--port", str(port), "--parallel", str(parallel)]}
+        return {
+            **deployment_row(deployment_id=dep),
+            "instance_id": iid,
+            "start_order": order,
+            "model": model,
+            "flags": ["--model", "/m.gguf", "--host", "127.0.0.1", "--port", str(port), "--parallel", str(parallel)],
+        }
 
     def reqs(dep, iid, durations, start=0):
-        return [dc_replace(r, instance_id=iid)
-                for r in _cell_requests(dep, durations, start=start, cell=f"{iid}/c", model=model)]
+        return [
+            dc_replace(r, instance_id=iid)
+            for r in _cell_requests(dep, durations, start=start, cell=f"{iid}/c", model=model)
+        ]
 
-    records = (reqs("solo", "solo-0", FAST_MS) + reqs("pair", "pair-a", a_ms) + reqs("pair", "pair-b", SAME_MS)
-               + reqs("one", "one-0", FAST_MS))
-    cells = [{**cell_row(f"{iid}/c", deployment_id=dep, wall_ms=1000.0, model=model), "instance_id": iid}
-             for dep, iid in (("solo", "solo-0"), ("pair", "pair-a"), ("pair", "pair-b"), ("one", "one-0"))]
-    deps = [inst("solo", "solo-0", 0, 8001, 4), inst("pair", "pair-a", 0, 8002, 4), inst("pair", "pair-b", 1, 8003, 4),
-            inst("one", "one-0", 0, 8004, 1)]
+    records = (
+        reqs("solo", "solo-0", FAST_MS)
+        + reqs("pair", "pair-a", a_ms)
+        + reqs("pair", "pair-b", SAME_MS)
+        + reqs("one", "one-0", FAST_MS)
+    )
+    cells = [
+        {**cell_row(f"{iid}/c", deployment_id=dep, wall_ms=1000.0, model=model), "instance_id": iid}
+        for dep, iid in (("solo", "solo-0"), ("pair", "pair-a"), ("pair", "pair-b"), ("one", "one-0"))
+    ]
+    deps = [
+        inst("solo", "solo-0", 0, 8001, 4),
+        inst("pair", "pair-a", 0, 8002, 4),
+        inst("pair", "pair-b", 1, 8003, 4),
+        inst("one", "one-0", 0, 8004, 1),
+    ]
     # TTFT SLO 15 ms: a request's first token comes at duration / 10, so solo's (9.5-11 ms) all meet it and
     # pair-a's (19-22 ms) none
     store.load_run(warehouse, stage(tmp_path, records, cells, {**run_row(ttft_ms=15.0), **run_extra}, deps))
@@ -758,7 +834,9 @@ def test_comparable_flags_drop_port_host_and_memory():
     from reports.colocation import comparable_flags
 
     assert comparable_flags(["--host", "0.0.0.0", "--port", "9", "--parallel", "4", "--port=7"], None) == (
-        "--parallel", "4")
+        "--parallel",
+        "4",
+    )
     assert comparable_flags(["--gpu-memory-utilization", "0.45", "--x"], "--gpu-memory-utilization 0.45") == ("--x",)
 
 
@@ -778,7 +856,8 @@ def test_recommendation_not_enough_evidence_when_the_best_two_tie(known_report):
     assert tp[3].startswith(f"fast {expected_fmt(_mean_tps(FAST_MS))} tok/s (n=20), runner-up same ")
     assert tp[4] == "not enough evidence: the interval includes 1"
     assert recs[("Highest throughput", "m2 · w · closed, concurrency 2")][4] == (
-        "not enough evidence: nothing to compare it with")
+        "not enough evidence: nothing to compare it with"
+    )
     # duo (3 instances) did not start whole; every other group is alone
     assert recs[("Multi-model serving", "")][4] == "not enough evidence: no co-located group started whole"
 
@@ -807,8 +886,11 @@ def test_multi_model_rule():
     def group(dep, n, whole):
         from types import SimpleNamespace
 
-        return SimpleNamespace(deployment_id=dep, started_whole=whole,
-                               instances=Table((Column("i", "i"),), tuple((str(i),) for i in range(n))))
+        return SimpleNamespace(
+            deployment_id=dep,
+            started_whole=whole,
+            instances=Table((Column("i", "i"),), tuple((str(i),) for i in range(n))),
+        )
 
     assert multi_model([group("a", 1, True), group("pair", 2, True), group("trio", 3, False)]).verdict == "pair"
     assert multi_model([group("pair", 2, True), group("trio", 3, True)]).verdict == "trio"
@@ -903,17 +985,34 @@ def test_method_workloads_overhead_and_cells_to_read_with_care(tmp_path, warehou
     from warehouse import store
 
     matrix = tmp_path / "matrix.yaml"
-    matrix.write_text("name: t\nworkloads:\n  - {id: w, prompts: study, limit_prompts: 6, output_lengths: [32, 64], "
-                      "ignore_eos: true}\n", encoding="utf-8")
+    matrix.write_text(
+        "name: t\nworkloads:\n  - {id: w, prompts: study, limit_prompts: 6, output_lengths: [32, 64], "
+        "ignore_eos: true}\n",
+        encoding="utf-8",
+    )
     records = _cell_requests("fast", FAST_MS) + _cell_requests("lag", FAST_MS[:18])
     records += _cell_requests("lag", FAST_MS[:2], start=18)
     records[-1].status, records[-1].completion_tokens = "timeout", None  # one of lag's 20 failed
-    cells = [{**cell_row("fast/c", deployment_id="fast", wall_ms=1000.0, planned=20), "warmup_requests": 4,
-              "send_lateness_p50_ms": 0.25, "send_lateness_p99_ms": 0.75, "loop_lag_p99_ms": 1.5,
-              "loop_lag_max_ms": 2.5, "client_kept_up": True},
-             {**cell_row("lag/c", deployment_id="lag", wall_ms=1000.0, planned=24), "warmup_requests": 4,
-              "send_lateness_p50_ms": 3.0, "send_lateness_p99_ms": 41.5, "loop_lag_p99_ms": 12.5,
-              "loop_lag_max_ms": 80.0, "client_kept_up": False}]
+    cells = [
+        {
+            **cell_row("fast/c", deployment_id="fast", wall_ms=1000.0, planned=20),
+            "warmup_requests": 4,
+            "send_lateness_p50_ms": 0.25,
+            "send_lateness_p99_ms": 0.75,
+            "loop_lag_p99_ms": 1.5,
+            "loop_lag_max_ms": 2.5,
+            "client_kept_up": True,
+        },
+        {
+            **cell_row("lag/c", deployment_id="lag", wall_ms=1000.0, planned=24),
+            "warmup_requests": 4,
+            "send_lateness_p50_ms": 3.0,
+            "send_lateness_p99_ms": 41.5,
+            "loop_lag_p99_ms": 12.5,
+            "loop_lag_max_ms": 80.0,
+            "client_kept_up": False,
+        },
+    ]
     deps = [deployment_row(deployment_id=d) for d in ("fast", "lag")]
     store.load_run(warehouse, stage(tmp_path, records, cells, {**run_row(), "matrix_path": str(matrix)}, deps))
     md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
@@ -924,9 +1023,12 @@ def test_method_workloads_overhead_and_cells_to_read_with_care(tmp_path, warehou
     assert ("fast/c", "fast", "0.250", "0.750", "1.50", "2.50", "yes") in rows
     assert ("lag/c", "lag", "3.00", "41.50", "12.50", "80.00", "no") in rows
     care = {r[2] for r in rows if len(r) == 3 and r[0] == "lag/c"}
-    assert care == {"the load generator did not keep up: its timings may be skewed (P99 send lateness 41.50 ms, "
-                    "P99 loop lag 12.50 ms)", "1 of 20 requests failed", "fewer requests recorded than planned "
-                    "(20 of 24 recorded)"}
+    assert care == {
+        "the load generator did not keep up: its timings may be skewed (P99 send lateness 41.50 ms, "
+        "P99 loop lag 12.50 ms)",
+        "1 of 20 requests failed",
+        "fewer requests recorded than planned (20 of 24 recorded)",
+    }
     assert not any(r[0] == "fast/c" for r in rows if len(r) == 3)  # fast ran as planned, all ok, client kept up
 
 
@@ -944,21 +1046,43 @@ def test_nightly_trend_flags_the_regression_on_the_right_night(tmp_path, warehou
     # on a new engine version; flat history: MAD 0, so any move past 2% is flagged (detect_regressions)
     for n in range(1, 6):
         run_id, scale = f"run-{n}", 2.0 if n == 5 else 1.0
-        records = [record(i, run_id=run_id, cell_id="fast/c", deployment_id="fast",
-                          chunks_ms=[d * scale * (k + 1) / 10 for k in range(10)], tokens=10, max_tokens=10)
-                   for i, d in enumerate(FAST_MS)]
+        records = [
+            record(
+                i,
+                run_id=run_id,
+                cell_id="fast/c",
+                deployment_id="fast",
+                chunks_ms=[d * scale * (k + 1) / 10 for k in range(10)],
+                tokens=10,
+                max_tokens=10,
+            )
+            for i, d in enumerate(FAST_MS)
+        ]
         run = {**run_row(run_id), "started_at": (T0 + timedelta(days=n)).isoformat()}
         dep = {**deployment_row(run_id, deployment_id="fast"), "engine_version": "0.3.40" if n == 5 else "0.3.36"}
-        store.load_run(warehouse, stage(tmp_path / f"n{n}", records,
-                                        [cell_row("fast/c", run_id=run_id, deployment_id="fast", wall_ms=1000 * scale)],
-                                        run, [dep]))
+        store.load_run(
+            warehouse,
+            stage(
+                tmp_path / f"n{n}",
+                records,
+                [cell_row("fast/c", run_id=run_id, deployment_id="fast", wall_ms=1000 * scale)],
+                run,
+                [dep],
+            ),
+        )
     md = render_run(warehouse, "run-5", tmp_path / "r", nights=14)["markdown"].read_text(encoding="utf-8")
     part = section(md, "## Nightly trend", "## Method")
     assert "- **fast** Output tok/s: regressed since 2026-11-06 (-50%)" in part
     assert "- **fast** E2E P95 ms: regressed since 2026-11-06 (+100%)" in part
     rows = {r[2]: r for r in md_rows(part) if len(r) == 9 and r[0] == "fast"}
-    assert rows["Output tok/s"][3:] == ("200.0", "200.0", "200.0", "200.0", "100.0 ▼ regressed",
-                                        "regressed since 2026-11-06 (-50%)")
+    assert rows["Output tok/s"][3:] == (
+        "200.0",
+        "200.0",
+        "200.0",
+        "200.0",
+        "100.0 ▼ regressed",
+        "regressed since 2026-11-06 (-50%)",
+    )
     versions = [r for r in md_rows(part) if len(r) == 4 and r[1].startswith("run-")]
     assert [v[2] for v in versions] == ["llamacpp 0.3.36"] * 4 + ["llamacpp 0.3.40"] and versions[4][3] == "changed"
     # re-rendered for night 4: that night ends the trend, nothing regressed yet
@@ -979,8 +1103,9 @@ def test_the_demo_pair_matches_the_four_slot_server_alone():
     flags = {}
     for port, p in enumerate((p for g in plan(matrix) for p in g.instances), start=8000):
         # as a container: the same command line without needing the built llama-server binary
-        launch = instance_launch(matrix, p, base_dir=Path("."), port=port, launcher="docker",
-                                 images={p.engine_name: "image"})
+        launch = instance_launch(
+            matrix, p, base_dir=Path("."), port=port, launcher="docker", images={p.engine_name: "image"}
+        )
         flags[p.instance_id] = comparable_flags(launch.flags, " ".join(launch.memory_args) or None)
     assert flags["pair-a"] == flags["pair-b"] == flags["llamacpp-p4"] != flags["llamacpp-p1"]
 
@@ -994,6 +1119,9 @@ def test_a_model_name_is_escaped_in_the_new_sections(tmp_path, warehouse):
     assert EVIL not in md and "<script" not in md and EVIL not in page and page.count("<script") == 2
     shape = "&lt;script>alert('x')&lt;/script> · w · closed, concurrency 2"
     assert any(r[0] == "pair-a" and r[3] == shape for r in md_rows(section(md, "## Co-location", "## Recommendations")))
-    for start, end in (('id="colocation"', 'id="recommendations"'), ('id="recommendations"', 'id="deployment"'),
-                       ('id="trend"', 'id="method"')):
+    for start, end in (
+        ('id="colocation"', 'id="recommendations"'),
+        ('id="recommendations"', 'id="deployment"'),
+        ('id="trend"', 'id="method"'),
+    ):
         assert html.escape(EVIL, quote=False) in section(page, start, end).replace("&#39;", "'")

@@ -14,6 +14,7 @@ import struct
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -47,7 +48,21 @@ def _run_chromium(binary: str, profile: Path, *args: str) -> subprocess.Complete
 class _ChartDom(HTMLParser):
     """For each chart div: the tags and classes found inside it, and its text."""
 
-    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+    VOID: ClassVar[set[str]] = {
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "track",
+        "wbr",
+    }
 
     def __init__(self, ids: set[str]) -> None:
         super().__init__(convert_charrefs=True)

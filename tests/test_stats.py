@@ -19,7 +19,7 @@ def test_constant_sample_has_a_zero_width_interval():
 def test_estimate_is_the_sample_statistic_and_nans_are_dropped():
     ci = stats.bootstrap_ci([1.0, 2.0, float("nan"), 3.0, 10.0], 0.9, n_resamples=200)
     assert ci.n == 4
-    assert ci.estimate == pytest.approx(3 + 0.7 * 7)   # rank 0.9 * 3 = 2.7 between 3 and 10
+    assert ci.estimate == pytest.approx(3 + 0.7 * 7)  # rank 0.9 * 3 = 2.7 between 3 and 10
     assert ci.low <= ci.estimate <= ci.high
 
 
@@ -34,8 +34,10 @@ def test_median_interval_width_matches_theory():
     # about 2 * 1.96 * 0.0627 = 0.246 wide. One sample's width is noisy (the median is discrete), so
     # average over 20 seeded samples: it must be of that size, not half or double.
     rng = np.random.default_rng(7)
-    widths = [(lambda ci: ci.high - ci.low)(stats.bootstrap_ci(rng.normal(size=400), "median", n_resamples=1000, seed=i))
-              for i in range(20)]
+    widths = [
+        (lambda ci: ci.high - ci.low)(stats.bootstrap_ci(rng.normal(size=400), "median", n_resamples=1000, seed=i))
+        for i in range(20)
+    ]
     assert 0.20 < np.mean(widths) < 0.30
 
 
@@ -53,7 +55,7 @@ def test_interval_covers_the_true_percentile_about_95_percent_of_the_time():
 def test_ratio_interval_of_a_known_ratio():
     rng = np.random.default_rng(5)
     b = rng.lognormal(mean=3.0, sigma=0.3, size=500)
-    a = 2.0 * rng.lognormal(mean=3.0, sigma=0.3, size=500)   # a's median is twice b's
+    a = 2.0 * rng.lognormal(mean=3.0, sigma=0.3, size=500)  # a's median is twice b's
     ci = stats.bootstrap_ratio_ci(a, b, "median", seed=2)
     assert ci.low < 2.0 < ci.high
     assert 1.8 < ci.estimate < 2.2
@@ -62,7 +64,7 @@ def test_ratio_interval_of_a_known_ratio():
 
 
 def test_resampling_in_batches_gives_the_same_size_of_result(monkeypatch):
-    monkeypatch.setattr(stats, "_BATCH_CELLS", 1000)   # forces many batches for n = 300
+    monkeypatch.setattr(stats, "_BATCH_CELLS", 1000)  # forces many batches for n = 300
     x = np.random.default_rng(3).normal(size=300)
     ci = stats.bootstrap_ci(x, "mean", n_resamples=777)
     assert ci.low < ci.estimate < ci.high
@@ -82,7 +84,7 @@ def test_stability_by_hand():
     frame = pl.DataFrame({"k": ["x"] * 5 + ["y"] * 2, "v": [1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 10.0]})
     x, y = stats.stability(frame, ["k"], "v").sort("k").iter_rows(named=True)
     assert x["n"] == 5 and x["mean"] == 3.0
-    assert x["std"] == pytest.approx(math.sqrt(2.5))     # sample std of 1..5
+    assert x["std"] == pytest.approx(math.sqrt(2.5))  # sample std of 1..5
     assert x["cv"] == pytest.approx(math.sqrt(2.5) / 3)
     assert (x["p25"], x["p75"], x["iqr"]) == (2.0, 4.0, 2.0)
     assert (x["min"], x["max"], x["range"]) == (1.0, 5.0, 4.0)
@@ -92,11 +94,14 @@ def test_stability_by_hand():
 def nights(values, **config) -> pl.DataFrame:
     import datetime as dt
 
-    return pl.DataFrame({
-        "night": [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(len(values))],
-        "engine": config.get("engine", "vllm"), "concurrency": config.get("concurrency", 4),
-        "metric": [float(v) for v in values],
-    })
+    return pl.DataFrame(
+        {
+            "night": [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(len(values))],
+            "engine": config.get("engine", "vllm"),
+            "concurrency": config.get("concurrency", 4),
+            "metric": [float(v) for v in values],
+        }
+    )
 
 
 def test_a_latency_jump_beyond_the_noise_is_flagged_and_the_noise_is_not():
@@ -128,8 +133,8 @@ def test_flat_history_needs_the_relative_floor():
 
 
 def test_configurations_are_judged_separately_and_one_outlier_does_not_widen_the_band():
-    a = nights([10, 10.2, 9.9, 10.1, 40, 10, 10.1, 13], engine="a")    # 40: an old outlier night
-    b = nights([20, 26, 14, 22, 18, 25, 15, 23], engine="b")           # noisy: 23 is within its noise
+    a = nights([10, 10.2, 9.9, 10.1, 40, 10, 10.1, 13], engine="a")  # 40: an old outlier night
+    b = nights([20, 26, 14, 22, 18, 25, 15, 23], engine="b")  # noisy: 23 is within its noise
     out = stats.detect_regressions(pl.concat([b, a]), "metric").sort("engine", "night")
     assert out.filter(pl.col("engine") == "a")["regressed"][-1] is True
     assert out.filter(pl.col("engine") == "b")["regressed"][-1] is False
@@ -141,12 +146,16 @@ def test_nightly_regressions_reads_v_nightly(tmp_path, warehouse):
     from tests.builders import T0, cell_row, record, run_row, stage
     from warehouse import store
 
-    ttfts = [10, 11, 10, 9, 10, 30]   # ms, one request a night; the last night regressed
+    ttfts = [10, 11, 10, 9, 10, 30]  # ms, one request a night; the last night regressed
     for i, t in enumerate(ttfts):
         run = run_row(f"n{i}")
         run["started_at"] = (T0 + timedelta(days=i)).isoformat()
-        store.load_run(warehouse, stage(tmp_path / str(i), [record(0, run_id=f"n{i}", chunks_ms=(t, t + 5))],
-                                        [cell_row(run_id=f"n{i}")], run))
+        store.load_run(
+            warehouse,
+            stage(
+                tmp_path / str(i), [record(0, run_id=f"n{i}", chunks_ms=(t, t + 5))], [cell_row(run_id=f"n{i}")], run
+            ),
+        )
     out = stats.nightly_regressions(warehouse, "ttft_ms_p50").sort("night")
     assert out["run_id"].to_list() == [f"n{i}" for i in range(6)]
     assert out["regressed"].to_list() == [None, None, None, False, False, True]
@@ -161,10 +170,15 @@ def test_comparison_ci_pairs_instances_like_v_comparison(tmp_path, warehouse):
     recs = [record(i, cell_id="v", deployment_id="dv", engine="vllm", chunks_ms=(20, 30)) for i in range(5)]
     recs += [record(i, cell_id="s", deployment_id="ds", engine="sglang", chunks_ms=(10, 15)) for i in range(4)]
     recs += [record(0, cell_id="l", deployment_id="dl", engine="llamacpp", chunks_ms=(50, 60))]
-    cells = [cell_row("v", deployment_id="dv", engine="vllm"), cell_row("s", deployment_id="ds", engine="sglang"),
-             cell_row("l", deployment_id="dl", engine="llamacpp", concurrency=8)]
-    store.load_run(warehouse, stage(tmp_path, recs, cells, run_row(),
-                                    [deployment_row(deployment_id=d) for d in ("dv", "ds", "dl")]))
+    cells = [
+        cell_row("v", deployment_id="dv", engine="vllm"),
+        cell_row("s", deployment_id="ds", engine="sglang"),
+        cell_row("l", deployment_id="dl", engine="llamacpp", concurrency=8),
+    ]
+    store.load_run(
+        warehouse,
+        stage(tmp_path, recs, cells, run_row(), [deployment_row(deployment_id=d) for d in ("dv", "ds", "dl")]),
+    )
     out = stats.comparison_ci(warehouse, "run-1", "ttft_ms", "median", n_resamples=200).sort("engine_a")
     assert out["engine_a"].to_list() == ["sglang", "vllm"] and out["engine_b"].to_list() == ["vllm", "sglang"]
     v = out.row(1, named=True)

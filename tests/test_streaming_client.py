@@ -31,8 +31,9 @@ class ScriptedServer:
     pieces (with a pause between them, so each is its own read); `close_after` closes the connection
     after that response. Counts connections and requests."""
 
-    def __init__(self, script: list[list[bytes]], *, pause: float = 0.002, close_after: bool = False,
-                 hang: bool = False) -> None:
+    def __init__(
+        self, script: list[list[bytes]], *, pause: float = 0.002, close_after: bool = False, hang: bool = False
+    ) -> None:
         self.script, self.pause, self.close_after, self.hang = list(script), pause, close_after, hang
         self.connections = 0
         self.requests: list[bytes] = []
@@ -50,7 +51,13 @@ class ScriptedServer:
         try:
             while self.script:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
                 self.requests.append(head + await reader.readexactly(length))
                 for piece in self.script.pop(0):
                     writer.write(piece)
@@ -70,6 +77,7 @@ def collect(lines: list[tuple[bytes, int]]):
     def on_line(payload: bytes, t: int) -> int:
         lines.append((payload, t))
         return DONE if payload == b"[DONE]" else CONTINUE
+
     return on_line
 
 
@@ -92,7 +100,10 @@ def test_every_split_of_the_response_gives_the_same_lines(framing):
 
     async def main():
         for cut in range(1, len(wire)):
-            async with ScriptedServer([[wire[:cut], wire[cut:]]], pause=0.002) as server, StreamingClient(server.url) as client:
+            async with (
+                ScriptedServer([[wire[:cut], wire[cut:]]], pause=0.002) as server,
+                StreamingClient(server.url) as client,
+            ):
                 lines = []
                 resp = await post(client, lines)
                 assert resp.status == 200, cut
@@ -171,8 +182,10 @@ def test_a_stale_connection_is_resent_once_on_a_fresh_one():
     # Reading is paused so that the client cannot see the close before it sends.
     async def main():
         wire = OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(SSE)
-        async with ScriptedServer([[wire]] * 2, pause=0.05, close_after=True) as server, \
-                StreamingClient(server.url) as client:
+        async with (
+            ScriptedServer([[wire]] * 2, pause=0.05, close_after=True) as server,
+            StreamingClient(server.url) as client,
+        ):
             await post(client)
             (conn,) = client._idle
             conn.transport.pause_reading()
@@ -188,7 +201,11 @@ def test_a_stale_connection_is_resent_once_on_a_fresh_one():
 def test_error_status_returns_its_body():
     async def main():
         body = b'{"error": "model not found"}'
-        wire = b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        wire = (
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         async with ScriptedServer([[wire]]) as server, StreamingClient(server.url) as client:
             lines = []
             resp = await post(client, lines)
@@ -206,12 +223,15 @@ def test_informational_head_is_skipped():
     run(main())
 
 
-@pytest.mark.parametrize("wire, message", [
-    (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1.x response"),
-    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
-    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcdXY", "chunk not followed by CRLF"),
-    (OK_HEAD + b"Content-Length: nope\r\n\r\n", "bad Content-Length"),
-])
+@pytest.mark.parametrize(
+    "wire, message",
+    [
+        (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1.x response"),
+        (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+        (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcdXY", "chunk not followed by CRLF"),
+        (OK_HEAD + b"Content-Length: nope\r\n\r\n", "bad Content-Length"),
+    ],
+)
 def test_malformed_responses_are_protocol_errors(wire, message):
     async def main():
         async with ScriptedServer([[wire]], hang=True) as server, StreamingClient(server.url) as client:
@@ -238,8 +258,10 @@ def test_body_cut_short_is_a_protocol_error():
 def test_silence_longer_than_the_read_timeout_is_a_timeout():
     async def main():
         wire = OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(EVENTS[0])[:-5]
-        async with ScriptedServer([[wire, chunked(EVENTS[1])[:-5]]], pause=0.2, hang=True) as server, \
-                StreamingClient(server.url, read_timeout=0.3) as client:
+        async with (
+            ScriptedServer([[wire, chunked(EVENTS[1])[:-5]]], pause=0.2, hang=True) as server,
+            StreamingClient(server.url, read_timeout=0.3) as client,
+        ):
             lines = []
             t = asyncio.get_running_loop().time()
             with pytest.raises(StreamError) as err:

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
-import pyarrow.parquet as pq
-
 from tasks.bench import CellOutcome, completed_rate_rps, run_sweep, sweep_rates, sweep_stop_reason
 from tasks.matrix import MatrixError, Sweep, load_matrix
+from tasks.night import bench_group
 from tasks.plan import Cell, plan
 from tasks.records import CellRow
-from tasks.night import bench_group
 from tests import builders
 
 S = 1_000_000_000  # ns
@@ -121,12 +120,15 @@ def sweep_matrix(tmp_path: Path, sweep: dict, **load):
 
 
 def test_saturation_first_then_rising_rates_with_readable_ids(tmp_path):
-    matrix, group = sweep_matrix(tmp_path, {"saturation_concurrency": 16, "rates": 3, "low_fraction": 0.2,
-                                            "high_fraction": 0.8})
+    matrix, group = sweep_matrix(
+        tmp_path, {"saturation_concurrency": 16, "rates": 3, "low_fraction": 0.2, "high_fraction": 0.8}
+    )
     engine = FakeEngine()
     outs = run_sweep(matrix, group.instances[0], engine)
     assert [o.row.cell_id for o in outs] == [
-        "ext-0.w.sweep-sat-c16.r0", "ext-0.w.sweep-poisson2rps.r0", "ext-0.w.sweep-poisson5rps.r0",
+        "ext-0.w.sweep-sat-c16.r0",
+        "ext-0.w.sweep-poisson2rps.r0",
+        "ext-0.w.sweep-poisson5rps.r0",
         "ext-0.w.sweep-poisson8rps.r0",
     ]
     closed, *open_ = engine.cells
@@ -144,7 +146,9 @@ def test_the_sweep_stops_when_the_ttft_factor_trips(tmp_path, caplog):
     assert outs[-1].row.cell_id == "ext-0.w.sweep-poisson5rps.r0"
     assert "stopped at 5 requests/s" in caplog.text and "skipped 7, 9 requests/s" in caplog.text
     # The reason is kept on the cell that tripped the rule (warehouse: cells.sweep_stop_reason).
-    assert outs[-1].row.sweep_stop_reason == "p99 TTFT 50.0 ms > stop_ttft_factor 3 x the lowest rate's p50 TTFT 10.0 ms"
+    assert (
+        outs[-1].row.sweep_stop_reason == "p99 TTFT 50.0 ms > stop_ttft_factor 3 x the lowest rate's p50 TTFT 10.0 ms"
+    )
     assert [o.row.sweep_stop_reason for o in outs[:-1]] == [None] * 3
     assert engine.outcomes[-1].row.sweep_stop_reason is None  # a new row: the one measured is not changed
 
@@ -174,20 +178,34 @@ def test_the_stop_reason_reaches_the_staged_cells_row(tmp_path):
     returns, so the staged cells.parquet has the reason on the tripping cell."""
     matrix, group = sweep_matrix(tmp_path, {"rates": 5, "stop_ttft_factor": 3})
     engine = FakeEngine(knee=1.0)
-    got = bench_group(matrix, group, run_id="run-1", run_dir=tmp_path / "run", base_dir=tmp_path, images={},
-                      where="group 1/1", run_cell=lambda matrix, cell, *args, **kw: engine(cell))
+    got = bench_group(
+        matrix,
+        group,
+        run_id="run-1",
+        run_dir=tmp_path / "run",
+        base_dir=tmp_path,
+        images={},
+        where="group 1/1",
+        run_cell=lambda matrix, cell, *args, **kw: engine(cell),
+    )
     run_dir = builders.stage(tmp_path, got.records, got.cells)
     staged = {r["cell_id"]: r["sweep_stop_reason"] for r in pq.read_table(run_dir / "cells.parquet").to_pylist()}
     assert staged == {
-        "ext-0.w.sweep-sat-c16.r0": None, "ext-0.w.sweep-poisson1rps.r0": None, "ext-0.w.sweep-poisson3rps.r0": None,
-        "ext-0.w.sweep-poisson5rps.r0": "p99 TTFT 50.0 ms > stop_ttft_factor 3 x the lowest rate's p50 TTFT 10.0 ms"}
+        "ext-0.w.sweep-sat-c16.r0": None,
+        "ext-0.w.sweep-poisson1rps.r0": None,
+        "ext-0.w.sweep-poisson3rps.r0": None,
+        "ext-0.w.sweep-poisson5rps.r0": "p99 TTFT 50.0 ms > stop_ttft_factor 3 x the lowest rate's p50 TTFT 10.0 ms",
+    }
 
 
 def test_gamma_sweep_cells_carry_the_burstiness(tmp_path):
     matrix, group = sweep_matrix(tmp_path, {"rates": 2, "arrival": "gamma", "burstiness": 0.5})
     engine = FakeEngine()
     run_sweep(matrix, group.instances[0], engine)
-    assert [c.cell_id for c in engine.cells[1:]] == ["ext-0.w.sweep-gamma1rps-b0.5.r0", "ext-0.w.sweep-gamma9rps-b0.5.r0"]
+    assert [c.cell_id for c in engine.cells[1:]] == [
+        "ext-0.w.sweep-gamma1rps-b0.5.r0",
+        "ext-0.w.sweep-gamma9rps-b0.5.r0",
+    ]
 
 
 # ---------------------------------------------------------------- the matrix
@@ -198,8 +216,16 @@ def test_a_sweep_alone_plans_no_ordinary_cells_and_takes_the_defaults(tmp_path):
     assert group.cells == ()
     assert matrix.load.sweep == Sweep()
     s = matrix.load.sweep
-    assert (s.saturation_concurrency, s.rates, s.low_fraction, s.high_fraction, s.arrival, s.stop_error_rate,
-            s.stop_ttft_factor, s.stop_ttft_p99_ms) == (16, 5, 0.1, 0.9, "poisson", 0.05, 10.0, None)
+    assert (
+        s.saturation_concurrency,
+        s.rates,
+        s.low_fraction,
+        s.high_fraction,
+        s.arrival,
+        s.stop_error_rate,
+        s.stop_ttft_factor,
+        s.stop_ttft_p99_ms,
+    ) == (16, 5, 0.1, 0.9, "poisson", 0.05, 10.0, None)
     # Beside ordinary levels, the ordinary cells stay.
     _, group = sweep_matrix(tmp_path, {}, concurrency=[2])
     assert [c.cell_id for c in group.cells] == ["ext-0.w.c2.r0", "ext-0.v.c2.r0"]
@@ -209,7 +235,10 @@ def test_a_sweep_alone_plans_no_ordinary_cells_and_takes_the_defaults(tmp_path):
     "sweep, expected",
     [
         ({"rates": 0}, "load.sweep.rates: Input should be greater than or equal to 1"),
-        ({"saturation_concurrency": 0}, "load.sweep.saturation_concurrency: Input should be greater than or equal to 1"),
+        (
+            {"saturation_concurrency": 0},
+            "load.sweep.saturation_concurrency: Input should be greater than or equal to 1",
+        ),
         ({"low_fraction": 0.5, "high_fraction": 0.5}, "load.sweep: low_fraction: must be below high_fraction"),
         ({"high_fraction": 1.5}, "load.sweep.high_fraction: Input should be less than or equal to 1"),
         ({"low_fraction": 0}, "load.sweep.low_fraction: Input should be greater than 0"),
@@ -239,30 +268,56 @@ def test_sweep_on_the_real_engine(tmp_path, llama_server, smollm2):
     from tests.builders import cpu_engine_matrix
 
     data = cpu_engine_matrix(
-        "sweep-engine", llama_server, smollm2,
+        "sweep-engine",
+        llama_server,
+        smollm2,
         workloads=[{"id": "study", "limit_prompts": 3, "output_lengths": [8]}],
         # Stop rules off: this checks the cells, not how a 2-core machine's TTFT varies.
-        load={"requests_per_cell": 6, "warmup_requests": 1, "request_timeout_s": 60,
-              "sweep": {"saturation_concurrency": 2, "rates": 2, "low_fraction": 0.3, "high_fraction": 0.6,
-                        "stop_error_rate": 1, "stop_ttft_factor": None}},
+        load={
+            "requests_per_cell": 6,
+            "warmup_requests": 1,
+            "request_timeout_s": 60,
+            "sweep": {
+                "saturation_concurrency": 2,
+                "rates": 2,
+                "low_fraction": 0.3,
+                "high_fraction": 0.6,
+                "stop_error_rate": 1,
+                "stop_ttft_factor": None,
+            },
+        },
     )
     path = tmp_path / "matrix.yaml"
     path.write_text(yaml.safe_dump(data))
     matrix, _ = load_matrix(path)
     (group,) = plan(matrix)
     (planned,) = group.instances
-    handle = deploy.launch_instance(matrix, planned, start_order=0, run_id="run-1", run_dir=tmp_path / "run",
-                                    base_dir=tmp_path)
+    handle = deploy.launch_instance(
+        matrix, planned, start_order=0, run_id="run-1", run_dir=tmp_path / "run", base_dir=tmp_path
+    )
     try:
-        outs = run_sweep(matrix, planned, lambda cell: run_cell(
-            matrix, cell, handle.target, handle.request_extras(matrix.workloads[0]), run_id="run-1", base_dir=tmp_path,
-            label=cell.cell_id))
+        outs = run_sweep(
+            matrix,
+            planned,
+            lambda cell: run_cell(
+                matrix,
+                cell,
+                handle.target,
+                handle.request_extras(matrix.workloads[0]),
+                run_id="run-1",
+                base_dir=tmp_path,
+                label=cell.cell_id,
+            ),
+        )
     finally:
         handle.stop()
     rows = [o.row for o in outs]
-    assert [r.cell_id for r in rows][0] == "cpu-0.study.sweep-sat-c2.r0"
-    assert [(r.load_kind, r.concurrency, r.arrival) for r in rows] == \
-        [("closed", 2, "closed"), ("open", None, "poisson"), ("open", None, "poisson")]
+    assert next(r.cell_id for r in rows) == "cpu-0.study.sweep-sat-c2.r0"
+    assert [(r.load_kind, r.concurrency, r.arrival) for r in rows] == [
+        ("closed", 2, "closed"),
+        ("open", None, "poisson"),
+        ("open", None, "poisson"),
+    ]
     sat = completed_rate_rps(outs[0])
     rates = [r.rate_rps for r in rows[1:]]
     assert rates == sorted(rates) and rates[0] < rates[1]

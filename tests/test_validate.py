@@ -5,11 +5,10 @@ fails, named by its expectation and column, with the right count. The requests a
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-
-import pytest
+from datetime import UTC, datetime
 
 import pyarrow as pa
+import pytest
 
 from tasks.records import REQUEST_SCHEMA, RequestRecord, records_to_arrow
 from warehouse.chunks import to_staged
@@ -21,7 +20,7 @@ IN_SET = "expect_column_values_to_be_in_set"
 NOT_NULL = "expect_column_values_to_not_be_null"
 UNIQUE = "expect_column_values_to_be_unique"
 
-CELL_START = datetime(2026, 1, 1, 3, 0, tzinfo=timezone.utc)
+CELL_START = datetime(2026, 1, 1, 3, 0, tzinfo=UTC)
 
 
 def ok_record(i: int, **changes) -> RequestRecord:
@@ -214,21 +213,28 @@ CASES = {
     "duplicate request_id": (_dup_request_id, UNIQUE, ("request_id",), None, 2, ["r-0", "r-0"]),
     "unknown status": (_unknown_status, IN_SET, ("status",), None, 1, ["r-2"]),
     "negative timestamp": (_negative_timestamp, BETWEEN, ("scheduled_at",), None, 1, ["r-0"]),
-    "out-of-order timestamps": (
-        _out_of_order, PAIR, ("done_at", "last_token_at"), None, 1, ["r-1"]),
+    "out-of-order timestamps": (_out_of_order, PAIR, ("done_at", "last_token_at"), None, 1, ["r-1"]),
     "done before sent, across missing points": (
-        _done_before_sent_with_gap, PAIR, ("done_at", "sent_at"), None, 1, ["r-4"]),
+        _done_before_sent_with_gap,
+        PAIR,
+        ("done_at", "sent_at"),
+        None,
+        1,
+        ["r-4"],
+    ),
     "ok row missing first_token_at": (
-        _ok_missing_first_token, NOT_NULL, ("first_token_at",), "status == 'ok'", 1, ["r-0"]),
-    "non-monotone chunk_times": (
-        _chunks_not_monotone, IN_SET, ("chunk_times_ordered",), None, 1, ["r-1"]),
-    "chunk after last_token_at": (
-        _chunk_outside_window, IN_SET, ("chunk_times_in_token_window",), None, 1, ["r-0"]),
-    "chunk before first_token_at": (
-        _chunk_before_window, IN_SET, ("chunk_times_in_token_window",), None, 1, ["r-1"]),
+        _ok_missing_first_token,
+        NOT_NULL,
+        ("first_token_at",),
+        "status == 'ok'",
+        1,
+        ["r-0"],
+    ),
+    "non-monotone chunk_times": (_chunks_not_monotone, IN_SET, ("chunk_times_ordered",), None, 1, ["r-1"]),
+    "chunk after last_token_at": (_chunk_outside_window, IN_SET, ("chunk_times_in_token_window",), None, 1, ["r-0"]),
+    "chunk before first_token_at": (_chunk_before_window, IN_SET, ("chunk_times_in_token_window",), None, 1, ["r-1"]),
     "max_tokens 0": (_max_tokens_zero, BETWEEN, ("max_tokens",), None, 1, ["r-3"]),
-    "negative completion_tokens": (
-        _negative_completion_tokens, BETWEEN, ("completion_tokens",), None, 1, ["r-0"]),
+    "negative completion_tokens": (_negative_completion_tokens, BETWEEN, ("completion_tokens",), None, 1, ["r-0"]),
     "null run_id": (_null_run_id, NOT_NULL, ("run_id",), None, 1, ["r-6"]),
     "two bad statuses": (_two_bad_statuses, IN_SET, ("status",), None, 2, ["r-4", "r-5"]),
 }
@@ -278,12 +284,17 @@ def test_bad_rows_fail_by_name(mutate, expectation, columns, condition, count, e
         assert saved["outcome"] == "refused" and saved["failures"][0]["row_level"] is False
     else:
         assert report.outcome == FAILED_ROWS
-        assert report.rejected == {rid: (failure.name,) for rid in example_ids}
+        assert report.rejected == dict.fromkeys(example_ids, (failure.name,))
         assert report.kept_rows == len(records) - count
-        assert line.startswith(f"validation failed: {count} of {len(records)} request rows rejected, "
-                               f"{len(records) - count} kept: {failure.name}: ")
+        assert line.startswith(
+            f"validation failed: {count} of {len(records)} request rows rejected, "
+            f"{len(records) - count} kept: {failure.name}: "
+        )
         assert (saved["outcome"], saved["rejected_rows"], saved["kept_rows"]) == (
-            "failed_rows", count, len(records) - count)
+            "failed_rows",
+            count,
+            len(records) - count,
+        )
         assert saved["failures"][0]["row_level"] is True
 
 
@@ -343,8 +354,9 @@ def test_every_failing_row_is_named_with_every_expectation_it_failed():
     assert report.rejected["r-3"] == (in_set, between)  # both, in the suite's order
     assert report.rejected["r-27"] == (in_set, between)
     assert report.kept_rows == 40 - len(expected)
-    assert report.summary_line().startswith(f"validation failed: {len(expected)} of 40 request rows rejected, "
-                                            f"{40 - len(expected)} kept: ")
+    assert report.summary_line().startswith(
+        f"validation failed: {len(expected)} of 40 request rows rejected, {40 - len(expected)} kept: "
+    )
     text = report.markdown()
     assert f"**{len(expected)} of 40 request rows rejected, {40 - len(expected)} kept.**" in text
     assert "validation_status = 'failed_rows'" in text
@@ -429,14 +441,34 @@ def _staged_helpers(sent, first, last, gaps):
     """The helper columns of a hand-written staged-form-2 table (only the columns they read)."""
     import pyarrow as pa
 
-    table = pa.table({
-        "sent_at": pa.array(sent, pa.int64()), "first_token_at": pa.array(first, pa.int64()),
-        "last_token_at": pa.array(last, pa.int64()), "chunk_times": pa.array(gaps, pa.list_(pa.int64())),
-    }).replace_schema_metadata({b"bakeoff.chunk_times": b"us_gaps"})
+    table = pa.table(
+        {
+            "sent_at": pa.array(sent, pa.int64()),
+            "first_token_at": pa.array(first, pa.int64()),
+            "last_token_at": pa.array(last, pa.int64()),
+            "chunk_times": pa.array(gaps, pa.list_(pa.int64())),
+        }
+    ).replace_schema_metadata({b"bakeoff.chunk_times": b"us_gaps"})
     full = table
-    for name in ("run_id", "cell_id", "request_id", "prompt_id", "engine", "model", "deployment_id",
-                 "instance_id", "max_tokens", "cell_started_at", "scheduled_at", "first_chunk_at", "done_at",
-                 "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "status"):
+    for name in (
+        "run_id",
+        "cell_id",
+        "request_id",
+        "prompt_id",
+        "engine",
+        "model",
+        "deployment_id",
+        "instance_id",
+        "max_tokens",
+        "cell_started_at",
+        "scheduled_at",
+        "first_chunk_at",
+        "done_at",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_prompt_tokens",
+        "status",
+    ):
         full = full.append_column(name, pa.nulls(table.num_rows))
     out = with_helper_columns(full)
     return (out.column("chunk_times_ordered").to_pylist(), out.column("chunk_times_in_token_window").to_pylist())
@@ -446,21 +478,21 @@ def test_helper_columns_from_us_gaps_by_hand():
     # offsets are rebuilt as sent_at // 1000 + running sum (µs) and compared with the token window // 1000
     rows = [
         # sent_at, first_token_at, last_token_at, gaps,                 ordered, in window
-        (100, 1_500, 4_999, [1, 1, 1, 1], True, True),           # sent 0 µs; chunks 1..4 µs; window [1, 4]
-        (100, 1_500, 4_500, [1, 1, 0, 2], True, True),           # equal offsets are fine
-        (100, 1_500, 4_500, [1, 2, -1, 2], False, True),         # a step back (offsets 1, 3, 2, 4)
-        (2_000, 1_000, 4_500, [-1, 1, 1], False, True),          # first chunk before sent_at: a negative first gap
-        (100, 1_500, 4_500, [1, 1, 1, 1, 1], True, False),       # a chunk at 5 µs, after last_token_at (4 µs)
-        (100, 2_000, 4_500, [1, 1, 1], True, False),             # a chunk at 1 µs, before first_token_at (2 µs)
-        (None, 7_000, 9_000, [7, 2], True, True),                # no sent_at: offsets from the cell start
-        (None, 7_000, 9_000, [8, 2], True, False),               # ... 10 µs is after 9 µs
-        (100, None, 4_500, [1, 1], True, False),                 # chunks while first_token_at is null
-        (100, 1_500, None, [1, 1], True, False),                 # ... or last_token_at
-        (100, 1_500, 4_500, [1, None, 1], False, False),         # a null gap: the offsets after it are unknown
-        (100, None, None, [], True, True),                       # no chunks
-        (100, None, None, None, True, True),                     # null list
+        (100, 1_500, 4_999, [1, 1, 1, 1], True, True),  # sent 0 µs; chunks 1..4 µs; window [1, 4]
+        (100, 1_500, 4_500, [1, 1, 0, 2], True, True),  # equal offsets are fine
+        (100, 1_500, 4_500, [1, 2, -1, 2], False, True),  # a step back (offsets 1, 3, 2, 4)
+        (2_000, 1_000, 4_500, [-1, 1, 1], False, True),  # first chunk before sent_at: a negative first gap
+        (100, 1_500, 4_500, [1, 1, 1, 1, 1], True, False),  # a chunk at 5 µs, after last_token_at (4 µs)
+        (100, 2_000, 4_500, [1, 1, 1], True, False),  # a chunk at 1 µs, before first_token_at (2 µs)
+        (None, 7_000, 9_000, [7, 2], True, True),  # no sent_at: offsets from the cell start
+        (None, 7_000, 9_000, [8, 2], True, False),  # ... 10 µs is after 9 µs
+        (100, None, 4_500, [1, 1], True, False),  # chunks while first_token_at is null
+        (100, 1_500, None, [1, 1], True, False),  # ... or last_token_at
+        (100, 1_500, 4_500, [1, None, 1], False, False),  # a null gap: the offsets after it are unknown
+        (100, None, None, [], True, True),  # no chunks
+        (100, None, None, None, True, True),  # null list
     ]
-    ordered, in_window = _staged_helpers(*(list(col) for col in list(zip(*rows))[:4]))
+    ordered, in_window = _staged_helpers(*(list(col) for col in list(zip(*rows, strict=True))[:4]))
     assert ordered == [r[4] for r in rows]
     assert in_window == [r[5] for r in rows]
 
@@ -477,7 +509,6 @@ def test_chunks_within_a_microsecond_of_the_token_window_pass():
 # --- validate_run: the deployments and cells suites, and the combined report --------------------
 
 from tests.builders import cell_row, deployment_row  # noqa: E402
-from warehouse.validate import validate_run  # noqa: E402
 
 COMPOUND_UNIQUE = "expect_compound_columns_to_be_unique"
 
@@ -486,8 +517,10 @@ def good_deployments() -> list[dict]:
     """Three instances: started with a memory share, failed to start (with its class and the
     whole GPU), started with no memory_share key at all (a CPU engine)."""
     started = {**deployment_row(deployment_id="dep-a"), "memory_share": 0.25}
-    failed = {**deployment_row(deployment_id="dep-b", started=False, failure_class="model_load_failed"),
-              "memory_share": 1.0}
+    failed = {
+        **deployment_row(deployment_id="dep-b", started=False, failure_class="model_load_failed"),
+        "memory_share": 1.0,
+    }
     cpu = deployment_row(deployment_id="dep-c")
     assert "memory_share" not in cpu
     return [started, failed, cpu]
@@ -495,8 +528,7 @@ def good_deployments() -> list[dict]:
 
 def good_cells() -> list[dict]:
     """Two closed-loop cells (no rate_rps key) and one open-loop cell (a rate, no concurrency)."""
-    open_loop = {**cell_row("cell-c", concurrency=None), "load_kind": "open", "arrival": "poisson",
-                 "rate_rps": 2.5}
+    open_loop = {**cell_row("cell-c", concurrency=None), "load_kind": "open", "arrival": "poisson", "rate_rps": 2.5}
     return [cell_row("cell-a"), cell_row("cell-b", concurrency=1, planned=40), open_loop]
 
 
@@ -603,18 +635,29 @@ def _dep_memory_share_over_one(ds):
 DEPLOYMENT_CASES = {
     # id: (mutation, expectation, columns, condition, failing rows, example instance_ids)
     "duplicate (run_id, instance_id)": (
-        _dep_duplicate_key, COMPOUND_UNIQUE, ("run_id", "instance_id"), None, 2, ["dep-a-0", "dep-a-0"]),
+        _dep_duplicate_key,
+        COMPOUND_UNIQUE,
+        ("run_id", "instance_id"),
+        None,
+        2,
+        ["dep-a-0", "dep-a-0"],
+    ),
     "null engine": (_dep_null_engine, NOT_NULL, ("engine",), None, 1, ["dep-b-0"]),
     "launcher key missing": (_dep_missing_launcher_key, NOT_NULL, ("launcher",), None, 1, ["dep-a-0"]),
     "null run_id": (_dep_null_run_id, NOT_NULL, ("run_id",), None, 1, ["dep-c-0"]),
     "null started": (_dep_null_started, NOT_NULL, ("started",), None, 1, ["dep-a-0"]),
     "started not a boolean": (_dep_started_not_a_bool, IN_SET, ("started",), None, 1, ["dep-c-0"]),
     "did not start, no failure_class": (
-        _dep_failed_without_class, NOT_NULL, ("failure_class",), "started == False", 1, ["dep-b-0"]),
+        _dep_failed_without_class,
+        NOT_NULL,
+        ("failure_class",),
+        "started == False",
+        1,
+        ["dep-b-0"],
+    ),
     "negative startup_s": (_dep_negative_startup, BETWEEN, ("startup_s",), None, 1, ["dep-a-0"]),
     "memory_share 0": (_dep_memory_share_zero, BETWEEN, ("memory_share",), None, 1, ["dep-a-0"]),
-    "memory_share over 1": (
-        _dep_memory_share_over_one, BETWEEN, ("memory_share",), None, 2, ["dep-b-0", "dep-c-0"]),
+    "memory_share over 1": (_dep_memory_share_over_one, BETWEEN, ("memory_share",), None, 2, ["dep-b-0", "dep-c-0"]),
 }
 
 
@@ -662,18 +705,21 @@ def _cell_rate_zero(cs):
 CELL_CASES = {
     # id: (mutation, expectation, columns, condition, failing rows, example cell_ids)
     "duplicate (run_id, cell_id)": (
-        _cell_duplicate_key, COMPOUND_UNIQUE, ("run_id", "cell_id"), None, 2, ["cell-a", "cell-a"]),
+        _cell_duplicate_key,
+        COMPOUND_UNIQUE,
+        ("run_id", "cell_id"),
+        None,
+        2,
+        ["cell-a", "cell-a"],
+    ),
     "null workload_id": (_cell_null_workload, NOT_NULL, ("workload_id",), None, 1, ["cell-c"]),
-    "deployment_id key missing": (
-        _cell_missing_deployment_key, NOT_NULL, ("deployment_id",), None, 1, ["cell-b"]),
+    "deployment_id key missing": (_cell_missing_deployment_key, NOT_NULL, ("deployment_id",), None, 1, ["cell-b"]),
     "null instance_id": (_cell_null_instance, NOT_NULL, ("instance_id",), None, 1, ["cell-a"]),
     "null load_kind": (_cell_null_load_kind, NOT_NULL, ("load_kind",), None, 1, ["cell-a"]),
     "unknown load_kind": (_cell_unknown_load_kind, IN_SET, ("load_kind",), None, 1, ["cell-b"]),
     "negative wall_ns": (_cell_negative_wall, BETWEEN, ("wall_ns",), None, 1, ["cell-c"]),
-    "negative requests_planned": (
-        _cell_negative_planned, BETWEEN, ("requests_planned",), None, 1, ["cell-a"]),
-    "concurrency below 1": (
-        _cell_concurrency_zero, BETWEEN, ("concurrency",), None, 2, ["cell-a", "cell-b"]),
+    "negative requests_planned": (_cell_negative_planned, BETWEEN, ("requests_planned",), None, 1, ["cell-a"]),
+    "concurrency below 1": (_cell_concurrency_zero, BETWEEN, ("concurrency",), None, 2, ["cell-a", "cell-b"]),
     "rate_rps 0": (_cell_rate_zero, BETWEEN, ("rate_rps",), None, 1, ["cell-c"]),
 }
 

@@ -21,16 +21,34 @@ from warehouse import store
 def _night(tmp_path, warehouse, run_id, started_at, cells_and_records):
     recs, cells, deps = [], [], {}
     for (cell_id, engine, dep, conc, wall), chunk_lists in cells_and_records:
-        cells.append(cell_row(cell_id, run_id=run_id, wall_ms=wall, deployment_id=dep, concurrency=conc,
-                              engine=engine))
+        cells.append(cell_row(cell_id, run_id=run_id, wall_ms=wall, deployment_id=dep, concurrency=conc, engine=engine))
         deps[dep] = deployment_row(run_id, dep)
         for i, chunks in enumerate(chunk_lists):
             if chunks is None:
-                recs.append(record(i, run_id=run_id, cell_id=cell_id, chunks_ms=(), tokens=None, status="timeout",
-                                   deployment_id=dep, engine=engine))
+                recs.append(
+                    record(
+                        i,
+                        run_id=run_id,
+                        cell_id=cell_id,
+                        chunks_ms=(),
+                        tokens=None,
+                        status="timeout",
+                        deployment_id=dep,
+                        engine=engine,
+                    )
+                )
             else:
-                recs.append(record(i, run_id=run_id, cell_id=cell_id, chunks_ms=chunks, tokens=len(chunks),
-                                   deployment_id=dep, engine=engine))
+                recs.append(
+                    record(
+                        i,
+                        run_id=run_id,
+                        cell_id=cell_id,
+                        chunks_ms=chunks,
+                        tokens=len(chunks),
+                        deployment_id=dep,
+                        engine=engine,
+                    )
+                )
     run = run_row(run_id, ttft_ms=25)
     run["started_at"] = started_at.isoformat()
     store.load_run(warehouse, stage(tmp_path, recs, cells, run, list(deps.values())))
@@ -38,22 +56,34 @@ def _night(tmp_path, warehouse, run_id, started_at, cells_and_records):
 
 @pytest.fixture
 def nights(tmp_path, warehouse):
-    _night(tmp_path, warehouse, "night-1", T0, [
-        (("dep-v-0.w.c2.r0", "vllm", "dep-v", 2, 100), [(10, 20, 30), (20, 40)]),
-        (("dep-v-0.w.c2.r1", "vllm", "dep-v", 2, 200), [(30, 50, 70, 90), None]),
-        (("dep-s-0.w.c2.r0", "sglang", "dep-s", 2, 100), [(5, 25), (15, 35, 55)]),
-        (("dep-s-0.w.c4.r0", "sglang", "dep-s", 4, 100), [(10, 20)]),
-    ])
-    _night(tmp_path, warehouse, "night-2", T0 + timedelta(days=1), [
-        (("dep-v-0.w.c2.r0", "vllm", "dep-v", 2, 100), [(12, 24)]),
-    ])
+    _night(
+        tmp_path,
+        warehouse,
+        "night-1",
+        T0,
+        [
+            (("dep-v-0.w.c2.r0", "vllm", "dep-v", 2, 100), [(10, 20, 30), (20, 40)]),
+            (("dep-v-0.w.c2.r1", "vllm", "dep-v", 2, 200), [(30, 50, 70, 90), None]),
+            (("dep-s-0.w.c2.r0", "sglang", "dep-s", 2, 100), [(5, 25), (15, 35, 55)]),
+            (("dep-s-0.w.c4.r0", "sglang", "dep-s", 4, 100), [(10, 20)]),
+        ],
+    )
+    _night(
+        tmp_path,
+        warehouse,
+        "night-2",
+        T0 + timedelta(days=1),
+        [
+            (("dep-v-0.w.c2.r0", "vllm", "dep-v", 2, 100), [(12, 24)]),
+        ],
+    )
     return warehouse
 
 
 def rows(con, sql, params=()):
     cur = con.execute(sql, params)
     names = [d[0] for d in cur.description]
-    return [dict(zip(names, r)) for r in cur.fetchall()]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
 def test_v_cells_by_hand(nights):
@@ -61,15 +91,15 @@ def test_v_cells_by_hand(nights):
     a = cells["dep-v-0.w.c2.r0"]
     assert (a["requests"], a["ok"], a["failed"], a["output_tokens"]) == (2, 2, 0, 5)
     assert a["output_throughput_tps"] == pytest.approx(5 / 0.1)
-    assert a["ttft_ms_p50"] == pytest.approx(15.0)        # TTFT 10, 20
-    assert a["ttft_ms_p90"] == pytest.approx(19.0)        # 10 + 0.9 * (20 - 10)
-    assert a["e2e_ms_p99"] == pytest.approx(39.9)         # E2E 30, 40
-    assert a["itl_ms_p90"] == pytest.approx(18.0)         # ITL 10, 10, 20: rank 1.8 -> 10 + 0.8 * 10
-    assert a["goodput_rps"] == pytest.approx(2 / 0.1)     # both TTFTs <= 25
+    assert a["ttft_ms_p50"] == pytest.approx(15.0)  # TTFT 10, 20
+    assert a["ttft_ms_p90"] == pytest.approx(19.0)  # 10 + 0.9 * (20 - 10)
+    assert a["e2e_ms_p99"] == pytest.approx(39.9)  # E2E 30, 40
+    assert a["itl_ms_p90"] == pytest.approx(18.0)  # ITL 10, 10, 20: rank 1.8 -> 10 + 0.8 * 10
+    assert a["goodput_rps"] == pytest.approx(2 / 0.1)  # both TTFTs <= 25
     b = cells["dep-v-0.w.c2.r1"]
     assert (b["requests"], b["ok"], b["failed"]) == (2, 1, 1)
-    assert b["goodput_rps"] == pytest.approx(0.0)         # TTFT 30 > 25
-    assert b["tpot_ms_p50"] == pytest.approx(20.0)        # (90 - 30) / 3
+    assert b["goodput_rps"] == pytest.approx(0.0)  # TTFT 30 > 25
+    assert b["tpot_ms_p50"] == pytest.approx(20.0)  # (90 - 30) / 3
     # cells' own columns pass through (c.*), e.g. those of migration 0002
     assert {"wall_ns", "started_at", "arrival", "client_kept_up"} <= set(a)
 
@@ -77,21 +107,28 @@ def test_v_cells_by_hand(nights):
 def test_v_nightly_by_hand(nights):
     got = rows(nights, "SELECT * FROM v_nightly ORDER BY night, engine, concurrency")
     assert [(r["run_id"], r["engine"], r["concurrency"]) for r in got] == [
-        ("night-1", "sglang", 2), ("night-1", "sglang", 4), ("night-1", "vllm", 2), ("night-2", "vllm", 2)]
+        ("night-1", "sglang", 2),
+        ("night-1", "sglang", 4),
+        ("night-1", "vllm", 2),
+        ("night-2", "vllm", 2),
+    ]
     assert [str(r["night"]) for r in got] == ["2026-11-01"] * 3 + ["2026-11-02"]
     v = got[2]
     # two repeats pooled: 4 requests, 3 ok, 9 tokens over 0.1 + 0.2 s
     assert (v["repeats"], v["requests"], v["ok"], v["failed"], v["output_tokens"]) == (2, 4, 3, 1, 9)
     assert v["wall_s"] == pytest.approx(0.3)
     assert v["output_throughput_tps"] == pytest.approx(9 / 0.3)
-    assert (v["output_throughput_tps_min"], v["output_throughput_tps_max"]) == (pytest.approx(20.0), pytest.approx(50.0))
+    assert (v["output_throughput_tps_min"], v["output_throughput_tps_max"]) == (
+        pytest.approx(20.0),
+        pytest.approx(50.0),
+    )
     assert v["request_throughput_rps"] == pytest.approx(3 / 0.3)
-    assert v["goodput_rps"] == pytest.approx(2 / 0.3)     # TTFT 10, 20 meet 25; 30 does not
-    assert v["ttft_ms_p50"] == pytest.approx(20.0)        # TTFT 10, 20, 30
-    assert v["ttft_ms_p90"] == pytest.approx(28.0)        # 20 + 0.8 * 10
-    assert v["e2e_ms_p50"] == pytest.approx(40.0)         # E2E 30, 40, 90
-    assert v["tpot_ms_mean"] == pytest.approx(50 / 3)     # TPOT 10, 20, 20
-    assert v["itl_ms_p50"] == pytest.approx(20.0)         # ITL 10, 10, 20, 20, 20, 20
+    assert v["goodput_rps"] == pytest.approx(2 / 0.3)  # TTFT 10, 20 meet 25; 30 does not
+    assert v["ttft_ms_p50"] == pytest.approx(20.0)  # TTFT 10, 20, 30
+    assert v["ttft_ms_p90"] == pytest.approx(28.0)  # 20 + 0.8 * 10
+    assert v["e2e_ms_p50"] == pytest.approx(40.0)  # E2E 30, 40, 90
+    assert v["tpot_ms_mean"] == pytest.approx(50 / 3)  # TPOT 10, 20, 20
+    assert v["itl_ms_p50"] == pytest.approx(20.0)  # ITL 10, 10, 20, 20, 20, 20
     assert v["itl_ms_p90"] == pytest.approx(20.0)
     assert got[3]["output_throughput_tps"] == pytest.approx(2 / 0.1)
 
@@ -100,12 +137,14 @@ def test_v_comparison_by_hand(nights):
     got = rows(nights, "SELECT * FROM v_comparison ORDER BY engine_a")
     # only concurrency 2 of night 1 has both engines; both orders are listed
     assert [(r["engine_a"], r["engine_b"], r["concurrency"], r["run_id"]) for r in got] == [
-        ("sglang", "vllm", 2, "night-1"), ("vllm", "sglang", 2, "night-1")]
+        ("sglang", "vllm", 2, "night-1"),
+        ("vllm", "sglang", 2, "night-1"),
+    ]
     v_vs_s = got[1]
     assert v_vs_s["output_throughput_ratio"] == pytest.approx((9 / 0.3) / (5 / 0.1))
-    assert v_vs_s["ttft_p50_ratio"] == pytest.approx(20.0 / 10.0)   # sglang TTFT 5, 15
+    assert v_vs_s["ttft_p50_ratio"] == pytest.approx(20.0 / 10.0)  # sglang TTFT 5, 15
     assert v_vs_s["ttft_p90_ratio"] == pytest.approx(28.0 / 14.0)
-    assert v_vs_s["e2e_p50_ratio"] == pytest.approx(40.0 / 40.0)    # sglang E2E 25, 55
+    assert v_vs_s["e2e_p50_ratio"] == pytest.approx(40.0 / 40.0)  # sglang E2E 25, 55
     assert v_vs_s["goodput_ratio"] == pytest.approx((2 / 0.3) / (2 / 0.1))
     assert got[0]["output_throughput_ratio"] == pytest.approx(1 / v_vs_s["output_throughput_ratio"])
 
@@ -123,8 +162,11 @@ def test_readme_example_queries_run(nights):
 
     text = (Path(store.__file__).parent / "README.md").read_text()
     block = re.search(r"### Example queries\s+```sql\n(.*?)```", text, re.S).group(1)
-    statements = [s for s in block.split(";")
-                  if any(line.strip() and not line.strip().startswith("--") for line in s.splitlines())]
+    statements = [
+        s
+        for s in block.split(";")
+        if any(line.strip() and not line.strip().startswith("--") for line in s.splitlines())
+    ]
     assert len(statements) >= 6
     for sql in statements:
         sql = sql.replace("RUN_ID", "night-1").replace("REQUEST_ID", "dep-v-0.w.c2.r0#0")
@@ -139,13 +181,35 @@ def test_a_run_with_rejected_rows_is_flagged_in_v_cells_and_left_out_of_v_nightl
     loaded without that row and marked; v_cells shows the flag and the cell's rejected count, v_nightly
     and v_comparison leave the night out (its percentiles lack a row)."""
     run_id = "night-3"
-    recs = [record(i, run_id=run_id, cell_id="dep-v-0.w.c2.r0", chunks_ms=(10, 20), tokens=2, deployment_id="dep-v",
-                   engine="vllm") for i in range(3)]
-    recs += [record(i, run_id=run_id, cell_id="dep-s-0.w.c2.r0", chunks_ms=(5, 25), tokens=2, deployment_id="dep-s",
-                    engine="sglang") for i in range(2)]
+    recs = [
+        record(
+            i,
+            run_id=run_id,
+            cell_id="dep-v-0.w.c2.r0",
+            chunks_ms=(10, 20),
+            tokens=2,
+            deployment_id="dep-v",
+            engine="vllm",
+        )
+        for i in range(3)
+    ]
+    recs += [
+        record(
+            i,
+            run_id=run_id,
+            cell_id="dep-s-0.w.c2.r0",
+            chunks_ms=(5, 25),
+            tokens=2,
+            deployment_id="dep-s",
+            engine="sglang",
+        )
+        for i in range(2)
+    ]
     recs[1].chunk_times = [recs[1].chunk_times[1], recs[1].chunk_times[0]]  # out of order: rejected
-    cells = [cell_row("dep-v-0.w.c2.r0", run_id=run_id, deployment_id="dep-v", engine="vllm"),
-             cell_row("dep-s-0.w.c2.r0", run_id=run_id, deployment_id="dep-s", engine="sglang")]
+    cells = [
+        cell_row("dep-v-0.w.c2.r0", run_id=run_id, deployment_id="dep-v", engine="vllm"),
+        cell_row("dep-s-0.w.c2.r0", run_id=run_id, deployment_id="dep-s", engine="sglang"),
+    ]
     deps = [deployment_row(run_id, "dep-v"), deployment_row(run_id, "dep-s")]
     run = run_row(run_id, ttft_ms=25)
     run["started_at"] = (T0 + timedelta(days=2)).isoformat()
@@ -154,10 +218,20 @@ def test_a_run_with_rejected_rows_is_flagged_in_v_cells_and_left_out_of_v_nightl
 
     got = rows(nights, "SELECT run_id, cell_id, validation_status, requests, rejected FROM v_cells ORDER BY ALL")
     assert [r for r in got if r["run_id"] == "night-3"] == [
-        {"run_id": "night-3", "cell_id": "dep-s-0.w.c2.r0", "validation_status": "failed_rows", "requests": 2,
-         "rejected": 0},
-        {"run_id": "night-3", "cell_id": "dep-v-0.w.c2.r0", "validation_status": "failed_rows", "requests": 2,
-         "rejected": 1},
+        {
+            "run_id": "night-3",
+            "cell_id": "dep-s-0.w.c2.r0",
+            "validation_status": "failed_rows",
+            "requests": 2,
+            "rejected": 0,
+        },
+        {
+            "run_id": "night-3",
+            "cell_id": "dep-v-0.w.c2.r0",
+            "validation_status": "failed_rows",
+            "requests": 2,
+            "rejected": 1,
+        },
     ]
     assert {(r["validation_status"], r["rejected"]) for r in got if r["run_id"] != "night-3"} == {(None, 0)}
     assert {r["run_id"] for r in rows(nights, "SELECT run_id FROM v_nightly")} == {"night-1", "night-2"}
@@ -169,7 +243,14 @@ def test_a_run_with_rejected_rows_is_flagged_in_v_cells_and_left_out_of_v_nightl
     text = (Path(store.__file__).parent / "README.md").read_text()
     query = re.search(r"-- Which rows the validation gate rejected.*?\n(SELECT.*?);", text, re.S).group(1)
     assert nights.execute(query).fetchall() == [
-        ("night-3", "dep-v-0.w.c2.r0#1", "dep-v-0.w.c2.r0", "ok", ["expect_column_values_to_be_in_set(chunk_times_ordered)"])]
+        (
+            "night-3",
+            "dep-v-0.w.c2.r0#1",
+            "dep-v-0.w.c2.r0",
+            "ok",
+            ["expect_column_values_to_be_in_set(chunk_times_ordered)"],
+        )
+    ]
     # the same night passing would be in both: the filter is the mark, not the data
     nights.execute("UPDATE runs SET validation_status = 'passed' WHERE run_id = 'night-3'")
     assert {r["run_id"] for r in rows(nights, "SELECT run_id FROM v_comparison")} == {"night-1", "night-3"}

@@ -7,7 +7,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from tests.builders import cell_row, deployment_row, host_sample, record, run_row, stage
@@ -18,8 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def counts(con, run_id="run-1") -> dict[str, int]:
-    return {t: con.execute(f"SELECT count(*) FROM {t} WHERE run_id = ?", [run_id]).fetchone()[0]
-            for t in (*store.TABLES_IN_LOAD_ORDER, store.REJECTED)}
+    return {
+        t: con.execute(f"SELECT count(*) FROM {t} WHERE run_id = ?", [run_id]).fetchone()[0]
+        for t in (*store.TABLES_IN_LOAD_ORDER, store.REJECTED)
+    }
 
 
 def test_fresh_file_is_at_latest_schema_with_views(warehouse):
@@ -50,17 +51,46 @@ def test_loading_twice_leaves_the_same_rows(tmp_path, warehouse):
     first = store.load_run(warehouse, run_dir)
     snapshot = warehouse.execute("SELECT * FROM requests ORDER BY request_id").fetchall()
     second = store.load_run(warehouse, run_dir)
-    assert first == second == {"runs": 1, "builds": 0, "deployments": 1, "cells": 1, "requests": 5, "gpu_samples": 0, "engine_metrics": 0,
-                               "host_samples": 2, "rejected_requests": 0}
+    assert (
+        first
+        == second
+        == {
+            "runs": 1,
+            "builds": 0,
+            "deployments": 1,
+            "cells": 1,
+            "requests": 5,
+            "gpu_samples": 0,
+            "engine_metrics": 0,
+            "host_samples": 2,
+            "rejected_requests": 0,
+        }
+    )
     assert warehouse.execute("SELECT * FROM requests ORDER BY request_id").fetchall() == snapshot
     assert counts(warehouse) == first
 
 
 def test_other_runs_are_untouched_by_a_reload(tmp_path, warehouse):
-    store.load_run(warehouse, stage(tmp_path, [record(0, run_id="run-a")], [cell_row(run_id="run-a")],
-                                    run_row("run-a"), [deployment_row("run-a")]))
-    store.load_run(warehouse, stage(tmp_path, [record(0, run_id="run-b")], [cell_row(run_id="run-b")],
-                                    run_row("run-b"), [deployment_row("run-b")]))
+    store.load_run(
+        warehouse,
+        stage(
+            tmp_path,
+            [record(0, run_id="run-a")],
+            [cell_row(run_id="run-a")],
+            run_row("run-a"),
+            [deployment_row("run-a")],
+        ),
+    )
+    store.load_run(
+        warehouse,
+        stage(
+            tmp_path,
+            [record(0, run_id="run-b")],
+            [cell_row(run_id="run-b")],
+            run_row("run-b"),
+            [deployment_row("run-b")],
+        ),
+    )
     assert counts(warehouse, "run-a")["requests"] == counts(warehouse, "run-b")["requests"] == 1
 
 
@@ -134,8 +164,13 @@ def test_kill_9_mid_load_leaves_the_previous_state(tmp_path, warehouse_path):
 def test_second_writer_gets_a_busy_message(warehouse_path):
     store.connect(warehouse_path).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(warehouse_path)!r}); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb,time; c=duckdb.connect({str(warehouse_path)!r}); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -165,7 +200,9 @@ def test_bakeoff_load_gates_a_staged_run_through_validation(tmp_path, warehouse_
     cli = [sys.executable, "-m", "flows.cli", "load", "--warehouse", str(warehouse_path)]
     dup = [record(i, run_id="run-dup") for i in range(3)]
     dup[2].request_id = dup[0].request_id
-    dup_dir = stage(tmp_path / "dup", dup, [cell_row(run_id="run-dup")], run_row("run-dup"), [deployment_row("run-dup")])
+    dup_dir = stage(
+        tmp_path / "dup", dup, [cell_row(run_id="run-dup")], run_row("run-dup"), [deployment_row("run-dup")]
+    )
     result = subprocess.run([*cli, str(dup_dir)], capture_output=True, text=True, timeout=180, env=env)
     assert result.returncode == 1
     assert "expect_column_values_to_be_unique(request_id): 2 rows" in result.stderr
@@ -180,8 +217,10 @@ def test_bakeoff_load_gates_a_staged_run_through_validation(tmp_path, warehouse_
     assert result.returncode == 1
     err = result.stderr.strip()
     assert "\n" not in err and "Traceback" not in err
-    assert err.startswith("bakeoff: validation failed: 1 of 3 request rows rejected, 2 kept: "
-                          "expect_column_values_to_be_in_set(chunk_times_ordered): 1 row, e.g. cell-a#1")
+    assert err.startswith(
+        "bakeoff: validation failed: 1 of 3 request rows rejected, 2 kept: "
+        "expect_column_values_to_be_in_set(chunk_times_ordered): 1 row, e.g. cell-a#1"
+    )
     assert "marked validation_status = 'failed_rows'" in err
     assert "requests: 2" in result.stdout and "rejected_requests: 1" in result.stdout
     with store.opened(warehouse_path, read_only=True) as con:
@@ -199,6 +238,7 @@ def test_bakeoff_load_gates_a_staged_run_through_validation(tmp_path, warehouse_
 
 # ---------------------------------------------------------------- rows the validation gate rejects
 
+
 def _bad_rows_run(tmp_path, run_id="run-1"):
     """8 requests of one cell, 4 of them bad in different ways; the real gate's verdict on them."""
     from tasks.records import records_to_arrow
@@ -206,11 +246,11 @@ def _bad_rows_run(tmp_path, run_id="run-1"):
     from warehouse.validate import validate_run
 
     records = [record(i, run_id=run_id) for i in range(8)]
-    records[1].status = "weird"                     # a CHECK would refuse the whole run without the gate
-    records[3].chunk_times = records[3].chunk_times[::-1]   # only GX sees this (a helper column)
-    records[5].max_tokens = 0                       # CHECK too
-    records[6].status = "exploded"                  # two expectations on one row:
-    records[6].scheduled_at = -1                    # status and scheduled_at >= 0
+    records[1].status = "weird"  # a CHECK would refuse the whole run without the gate
+    records[3].chunk_times = records[3].chunk_times[::-1]  # only GX sees this (a helper column)
+    records[5].max_tokens = 0  # CHECK too
+    records[6].status = "exploded"  # two expectations on one row:
+    records[6].scheduled_at = -1  # status and scheduled_at >= 0
     cells, deployments = [cell_row(run_id=run_id)], [deployment_row(run_id)]
     run_dir = stage(tmp_path, records, cells, run_row(run_id), deployments)
     verdict = validate_run(to_staged(records_to_arrow(records)), deployments, cells)  # as stage_run writes them
@@ -228,12 +268,24 @@ def test_rows_failing_the_gate_go_to_rejected_requests_and_the_run_is_marked(tmp
     assert verdict.outcome == "failed_rows", verdict.summary_line()
 
     loaded = store.load_run(warehouse, run_dir, verdict)
-    assert loaded == {"runs": 1, "builds": 0, "deployments": 1, "cells": 1, "requests": 4, "gpu_samples": 0,
-                      "host_samples": 0, "engine_metrics": 0, "rejected_requests": 4}
+    assert loaded == {
+        "runs": 1,
+        "builds": 0,
+        "deployments": 1,
+        "cells": 1,
+        "requests": 4,
+        "gpu_samples": 0,
+        "host_samples": 0,
+        "engine_metrics": 0,
+        "rejected_requests": 4,
+    }
     kept = [r[0] for r in warehouse.execute("SELECT request_id FROM requests ORDER BY ALL").fetchall()]
     assert kept == ["cell-a#0", "cell-a#2", "cell-a#4", "cell-a#7"]
-    rejected = dict(warehouse.execute(
-        "SELECT request_id, failed_expectations FROM rejected_requests WHERE run_id = 'run-1'").fetchall())
+    rejected = dict(
+        warehouse.execute(
+            "SELECT request_id, failed_expectations FROM rejected_requests WHERE run_id = 'run-1'"
+        ).fetchall()
+    )
     assert rejected == {
         "cell-a#1": [f"{IN_SET}(status)"],
         "cell-a#3": [f"{IN_SET}(chunk_times_ordered)"],
@@ -241,8 +293,9 @@ def test_rows_failing_the_gate_go_to_rejected_requests_and_the_run_is_marked(tmp
         "cell-a#6": [f"{IN_SET}(status)", f"{BETWEEN}(scheduled_at)"],
     }
     # the whole staged row, as staged (staged form 2: µs gaps, here 30 ms then two steps back), nothing lost
-    record_json = json.loads(warehouse.execute(
-        "SELECT record FROM rejected_requests WHERE request_id = 'cell-a#3'").fetchall()[0][0])
+    record_json = json.loads(
+        warehouse.execute("SELECT record FROM rejected_requests WHERE request_id = 'cell-a#3'").fetchall()[0][0]
+    )
     assert records[3].chunk_times == [30_000_000, 20_000_000, 10_000_000] and records[3].sent_at == 0
     assert record_json["chunk_times"] == [30_000, -10_000, -10_000]
     assert (record_json["run_id"], record_json["status"], record_json["prompt_id"]) == ("run-1", "ok", "p3")
@@ -253,8 +306,10 @@ def test_rows_failing_the_gate_go_to_rejected_requests_and_the_run_is_marked(tmp
     assert (saved["outcome"], saved["kept_rows"], saved["rejected_rows"]) == ("failed_rows", 4, 4)
 
     # loading again (same verdict) changes nothing
-    snapshot = {t: warehouse.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
-                for t in ("runs", "requests", "rejected_requests", "cells")}
+    snapshot = {
+        t: warehouse.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+        for t in ("runs", "requests", "rejected_requests", "cells")
+    }
     assert store.load_run(warehouse, run_dir, verdict) == loaded
     assert {t: warehouse.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in snapshot} == snapshot
 
@@ -277,7 +332,9 @@ def test_a_clean_reload_of_a_marked_run_clears_its_rejected_rows(tmp_path, wareh
     assert store.load_run(warehouse, good_dir, passed)["rejected_requests"] == 0
     assert counts(warehouse)["requests"] == 8 and counts(warehouse)["rejected_requests"] == 0
     assert warehouse.execute("SELECT run_id, validation_status FROM runs ORDER BY ALL").fetchall() == [
-        ("run-1", "passed"), ("run-2", "failed_rows")]
+        ("run-1", "passed"),
+        ("run-2", "failed_rows"),
+    ]
     assert counts(warehouse, "run-2")["rejected_requests"] == 4  # another run's rows are untouched
 
 
@@ -338,8 +395,12 @@ def test_gate_and_load_judges_the_staged_rows_and_loads_with_the_verdict(tmp_pat
     run_dir, _, _ = _bad_rows_run(tmp_path / "bad")
     path = tmp_path / "wh.duckdb"
     verdict, loaded = store.gate_and_load(path, run_dir)
-    assert verdict.outcome == "failed_rows" and sorted(verdict.rejected) == ["cell-a#1", "cell-a#3", "cell-a#5",
-                                                                             "cell-a#6"]
+    assert verdict.outcome == "failed_rows" and sorted(verdict.rejected) == [
+        "cell-a#1",
+        "cell-a#3",
+        "cell-a#5",
+        "cell-a#6",
+    ]
     assert (loaded["requests"], loaded["rejected_requests"]) == (4, 4)
     assert json.loads((run_dir / "run.json").read_text())["validation"]["outcome"] == "failed_rows"
     with store.opened(path, read_only=True) as con:
@@ -347,7 +408,9 @@ def test_gate_and_load_judges_the_staged_rows_and_loads_with_the_verdict(tmp_pat
 
     dup = [record(i, run_id="run-dup") for i in range(3)]
     dup[2].request_id = dup[0].request_id
-    dup_dir = stage(tmp_path / "dup", dup, [cell_row(run_id="run-dup")], run_row("run-dup"), [deployment_row("run-dup")])
+    dup_dir = stage(
+        tmp_path / "dup", dup, [cell_row(run_id="run-dup")], run_row("run-dup"), [deployment_row("run-dup")]
+    )
     never = tmp_path / "never.duckdb"
     verdict, loaded = store.gate_and_load(never, dup_dir)
     assert verdict.outcome == "refused" and loaded == {} and not never.exists()

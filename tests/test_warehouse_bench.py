@@ -9,8 +9,27 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path):
     from benchmarks import warehouse_bench
 
     out = tmp_path / "bench.json"
-    assert warehouse_bench.main(["--rows", "3000", "--summary-rows", "30000", "--nights", "4", "--repeats", "1",
-                                 "--naive-rows", "50", "--tmp", str(tmp_path / "scratch"), "--json", str(out)]) == 0
+    assert (
+        warehouse_bench.main(
+            [
+                "--rows",
+                "3000",
+                "--summary-rows",
+                "30000",
+                "--nights",
+                "4",
+                "--repeats",
+                "1",
+                "--naive-rows",
+                "50",
+                "--tmp",
+                str(tmp_path / "scratch"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["load"]["rows"] == 3000
     # the comparisons of the load, measured in the same run

@@ -26,8 +26,15 @@ def test_study_default_is_40_prompts_by_4_lengths():
 
 
 def test_shared_prefix_groups_share_one_long_system_prompt():
-    w = Workload(id="sp", kind="shared_prefix", num_requests=10, groups=3, input_tokens=100, shared_fraction=0.8,
-                 output_tokens=16)
+    w = Workload(
+        id="sp",
+        kind="shared_prefix",
+        num_requests=10,
+        groups=3,
+        input_tokens=100,
+        shared_fraction=0.8,
+        output_tokens=16,
+    )
     specs = build_requests(w, seed=1)
     assert len(specs) == 10
     # Round robin over the groups; each group's requests carry the same 80-word system prompt.
@@ -64,11 +71,20 @@ def test_random_without_range_is_exact():
 @pytest.mark.parametrize(
     "workload, expected",
     [
-        ({"kind": "random", "groups": 2}, "workloads.0: groups: only used by kind shared_prefix, this workload is kind random"),
-        ({"kind": "prompts", "num_requests": 5}, "workloads.0: num_requests: only used by kind shared_prefix or random, this workload is kind prompts"),
+        (
+            {"kind": "random", "groups": 2},
+            "workloads.0: groups: only used by kind shared_prefix, this workload is kind random",
+        ),
+        (
+            {"kind": "prompts", "num_requests": 5},
+            "workloads.0: num_requests: only used by kind shared_prefix or random, this workload is kind prompts",
+        ),
         ({"kind": "shared_prefix", "output_lengths": [4]}, "workloads.0: output_lengths: only used by kind prompts"),
         ({"kind": "shared_prefix", "shared_fraction": 1}, "workloads.0.shared_fraction: Input should be less than 1"),
-        ({"kind": "random", "range_ratio": -0.1}, "workloads.0.range_ratio: Input should be greater than or equal to 0"),
+        (
+            {"kind": "random", "range_ratio": -0.1},
+            "workloads.0.range_ratio: Input should be greater than or equal to 0",
+        ),
         ({"kind": "zipf"}, "workloads.0.kind: 'zipf' is not allowed"),
     ],
 )

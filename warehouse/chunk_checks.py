@@ -25,8 +25,10 @@ def with_helper_columns(table: pa.Table) -> pa.Table:
     or a null gap, is False. Empty or null list: both True.
     """
     if not chunks.is_us_gaps(table.schema):
-        raise ValueError("requests table is not in staged form 2 (chunk_times as µs gaps): stage it first "
-                         "(warehouse/chunks.py to_staged)")
+        raise ValueError(
+            "requests table is not in staged form 2 (chunk_times as µs gaps): stage it first "
+            "(warehouse/chunks.py to_staged)"
+        )
     n = table.num_rows
     v, gaps, parents, value_null = chunks.gaps_to_offsets_us(table.column("chunk_times"), table.column("sent_at"))
     unordered = np.zeros(n, dtype=bool)

@@ -114,9 +114,7 @@ def _exception_message(info: Any) -> str | None:
     if "raised_exception" in info:
         return str(info.get("exception_message")) if info.get("raised_exception") else None
     messages = [
-        str(v.get("exception_message"))
-        for v in info.values()
-        if isinstance(v, dict) and v.get("raised_exception")
+        str(v.get("exception_message")) for v in info.values() if isinstance(v, dict) and v.get("raised_exception")
     ]
     return "; ".join(dict.fromkeys(messages)) if messages else None
 

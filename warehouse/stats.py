@@ -263,8 +263,10 @@ def nightly_regressions(con, metric: str, *, nights: int = 60, until_run: str | 
     filter on `night` is applied after every night has been summarised."""
     until = "WHERE started_at <= (SELECT started_at FROM runs WHERE run_id = ?)" if until_run else ""
     params = [until_run, nights] if until_run else [nights]
-    ids = [r[0] for r in con.execute(f"SELECT run_id FROM runs {until} ORDER BY started_at DESC LIMIT ?",
-                                     params).fetchall()]
+    ids = [
+        r[0]
+        for r in con.execute(f"SELECT run_id FROM runs {until} ORDER BY started_at DESC LIMIT ?", params).fetchall()
+    ]
     cols = ", ".join(["run_id", "night", *CONFIG_COLUMNS, metric])
     frame = pl.from_arrow(
         con.sql(

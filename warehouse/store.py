@@ -38,8 +38,16 @@ if TYPE_CHECKING:
 
 STAGED_ROW_GROUP = 128 * 1024
 ROW_TYPES = {"deployments": DeploymentRow, "cells": CellRow}
-TABLES_IN_LOAD_ORDER = ("runs", "builds", "deployments", "cells", "requests", "gpu_samples", "host_samples",
-                        "engine_metrics")
+TABLES_IN_LOAD_ORDER = (
+    "runs",
+    "builds",
+    "deployments",
+    "cells",
+    "requests",
+    "gpu_samples",
+    "host_samples",
+    "engine_metrics",
+)
 # Filled by the load from the validation verdict, not from a staged file of its own.
 REJECTED = "rejected_requests"
 VALIDATION_STATUSES = ("passed", "failed_rows")  # runs.validation_status; NULL: no verdict
@@ -59,8 +67,7 @@ class NoSuchRun(WarehouseError):
 
     def __init__(self, run_ids: list[str] | str) -> None:
         ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
-        super().__init__(f"no run {', '.join(ids)} in the warehouse "
-                         "(see `bakeoff sql \"select run_id from runs\"`)")
+        super().__init__(f'no run {", ".join(ids)} in the warehouse (see `bakeoff sql "select run_id from runs"`)')
         self.run_ids = ids
 
 
@@ -126,9 +133,17 @@ class StagedRun:
         return self.run_dir / f"{table}.parquet"
 
 
-def stage_run(run_dir: Path, run: dict, deployments: list[dict], cells: list[dict], requests: pa.Table,
-              gpu_samples: list[dict] = (), host_samples: list[dict] = (), builds: list[dict] = (),
-              engine_metrics: list[dict] = ()) -> StagedRun:
+def stage_run(
+    run_dir: Path,
+    run: dict,
+    deployments: list[dict],
+    cells: list[dict],
+    requests: pa.Table,
+    gpu_samples: list[dict] = (),
+    host_samples: list[dict] = (),
+    builds: list[dict] = (),
+    engine_metrics: list[dict] = (),
+) -> StagedRun:
     """Write a run's rows under run_dir. Files are written then renamed, and run.json last, so a
     half-written run never looks staged.
 
@@ -137,8 +152,14 @@ def stage_run(run_dir: Path, run: dict, deployments: list[dict], cells: list[dic
     form the gate judges and the load stores."""
     run_dir.mkdir(parents=True, exist_ok=True)
     staged = StagedRun(run_dir)
-    tables = (("builds", builds), ("deployments", deployments), ("cells", cells), ("gpu_samples", gpu_samples),
-              ("host_samples", host_samples), ("engine_metrics", engine_metrics))
+    tables = (
+        ("builds", builds),
+        ("deployments", deployments),
+        ("cells", cells),
+        ("gpu_samples", gpu_samples),
+        ("host_samples", host_samples),
+        ("engine_metrics", engine_metrics),
+    )
     for table, rows in tables:
         _write_parquet(_rows_table(table, rows), staged.table_file(table))
     write_staged_requests(requests, staged.table_file("requests"))
@@ -176,20 +197,25 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
 
 def read_staged_run(run_dir: Path) -> dict:
     staged = StagedRun(Path(run_dir))
-    missing = [p.name for p in [staged.run_file, *(staged.table_file(t) for t in TABLES_IN_LOAD_ORDER[1:])] if not p.exists()]
+    missing = [
+        p.name for p in [staged.run_file, *(staged.table_file(t) for t in TABLES_IN_LOAD_ORDER[1:])] if not p.exists()
+    ]
     if missing:
         raise WarehouseError(f"{run_dir}: not a staged run (missing {', '.join(missing)})")
     if not chunks.is_us_gaps(pq.read_schema(staged.table_file("requests"))):
-        raise WarehouseError(f"{run_dir}: staged by an older bakeoff (chunk_times as ns offsets, before staged "
-                             "form 2); this bakeoff does not load it")
+        raise WarehouseError(
+            f"{run_dir}: staged by an older bakeoff (chunk_times as ns offsets, before staged "
+            "form 2); this bakeoff does not load it"
+        )
     return json.loads(staged.run_file.read_text())
 
 
 # ---------------------------------------------------------------- the gate, then the load
 
 
-def gate_and_load(warehouse: duckdb.DuckDBPyConnection | str | os.PathLike,
-                  run_dir: Path) -> tuple[ValidationReport, dict[str, int]]:
+def gate_and_load(
+    warehouse: duckdb.DuckDBPyConnection | str | os.PathLike, run_dir: Path
+) -> tuple[ValidationReport, dict[str, int]]:
     """Run the validation gate on a staged run's rows and load the run with its verdict.
 
     The verdict is saved in run.json (`validation`); a refused run loads nothing (counts {}), and a
@@ -199,9 +225,11 @@ def gate_and_load(warehouse: duckdb.DuckDBPyConnection | str | os.PathLike,
 
     staged = StagedRun(Path(run_dir))
     run = read_staged_run(staged.run_dir)
-    verdict = validate_run(pq.read_table(staged.table_file("requests")),
-                           pq.read_table(staged.table_file("deployments")).to_pylist(),
-                           pq.read_table(staged.table_file("cells")).to_pylist())
+    verdict = validate_run(
+        pq.read_table(staged.table_file("requests")),
+        pq.read_table(staged.table_file("deployments")).to_pylist(),
+        pq.read_table(staged.table_file("cells")).to_pylist(),
+    )
     _write_run_file(staged, {**run, "validation": verdict.to_json()})
     if verdict.outcome not in VALIDATION_STATUSES:
         return verdict, {}
@@ -239,16 +267,19 @@ def _verdict(run: dict, run_dir: Path, verdict: ValidationReport | None) -> tupl
     """(validation JSON for runs.validation, runs.validation_status, rejected request_id -> expectations)."""
     if verdict is not None:
         if verdict.outcome not in VALIDATION_STATUSES:
-            raise WarehouseError(f"run {run['run_id']} was refused by the validation gate, nothing loaded: "
-                                 f"{verdict.summary_line()}")
+            raise WarehouseError(
+                f"run {run['run_id']} was refused by the validation gate, nothing loaded: {verdict.summary_line()}"
+            )
         return verdict.to_json(), verdict.outcome, dict(verdict.rejected)
     saved = run.get("validation")
     if saved is None:
         return None, None, {}
     if isinstance(saved, dict) and saved.get("success") is True:
         return saved, "passed", {}
-    raise WarehouseError(f"run {run['run_id']}: its saved validation did not pass; load it with "
-                         f"`bakeoff load {run_dir}`, which validates it again and keeps the failing rows apart")
+    raise WarehouseError(
+        f"run {run['run_id']}: its saved validation did not pass; load it with "
+        f"`bakeoff load {run_dir}`, which validates it again and keeps the failing rows apart"
+    )
 
 
 def _load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, verdict: ValidationReport | None) -> dict[str, int]:
@@ -284,7 +315,9 @@ def _load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, verdict: Validation
                     con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(path)])
             counts[table] = con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]).fetchall()[0][0]
         if rejected and pq.read_metadata(staged.table_file("requests")).num_rows == 0:
-            raise WarehouseError(f"run {run_id}: the verdict rejects {len(rejected)} request rows, the staged run has none")
+            raise WarehouseError(
+                f"run {run_id}: the verdict rejects {len(rejected)} request rows, the staged run has none"
+            )
         counts[REJECTED] = con.execute(f"SELECT count(*) FROM {REJECTED} WHERE run_id = ?", [run_id]).fetchall()[0][0]
         con.execute("COMMIT")
     except duckdb.ConstraintException as exc:
@@ -304,13 +337,18 @@ def _check_run_id(con: duckdb.DuckDBPyConnection, path: Path, run_id: str, where
         raise WarehouseError(f"{path}: {foreign} rows belong to another run than {run_id}")
 
 
-def _insert_requests_apart(con: duckdb.DuckDBPyConnection, path: Path, run_id: str,
-                           rejected: dict[str, tuple[str, ...]]) -> None:
+def _insert_requests_apart(
+    con: duckdb.DuckDBPyConnection, path: Path, run_id: str, rejected: dict[str, tuple[str, ...]]
+) -> None:
     """The rows the verdict rejects -> rejected_requests (run_id, request_id, the expectations they
     failed, the whole staged row as JSON); the others -> requests, as _insert_requests does. A rejected
     row keeps whatever run_id it had inside its JSON (a null run_id is one reason to reject it)."""
-    ids = pa.table({"request_id": pa.array(list(rejected), pa.string()),
-                    "failed_expectations": pa.array([list(v) for v in rejected.values()], pa.list_(pa.string()))})
+    ids = pa.table(
+        {
+            "request_id": pa.array(list(rejected), pa.string()),
+            "failed_expectations": pa.array([list(v) for v in rejected.values()], pa.list_(pa.string())),
+        }
+    )
     con.register(_REJECTED_FRAME, ids)
     try:
         kept = f"AND s.request_id NOT IN (SELECT request_id FROM {_REJECTED_FRAME})"
@@ -318,11 +356,15 @@ def _insert_requests_apart(con: duckdb.DuckDBPyConnection, path: Path, run_id: s
         con.execute(
             f"INSERT INTO {REJECTED} (run_id, request_id, failed_expectations, record) "
             f"SELECT ?, s.request_id, r.failed_expectations, to_json(s) "
-            f"FROM read_parquet(?) s JOIN {_REJECTED_FRAME} r ON s.request_id = r.request_id", [run_id, str(path)])
+            f"FROM read_parquet(?) s JOIN {_REJECTED_FRAME} r ON s.request_id = r.request_id",
+            [run_id, str(path)],
+        )
         found = con.execute(f"SELECT count(*) FROM {REJECTED} WHERE run_id = ?", [run_id]).fetchall()[0][0]
         if found != len(rejected):
-            raise WarehouseError(f"{path}: the validation verdict rejects {len(rejected)} request rows, "
-                                 f"{found} of them are in the staged file (was it changed after validation?)")
+            raise WarehouseError(
+                f"{path}: the validation verdict rejects {len(rejected)} request rows, "
+                f"{found} of them are in the staged file (was it changed after validation?)"
+            )
         _insert_requests(con, path, where=f"WHERE request_id NOT IN (SELECT request_id FROM {_REJECTED_FRAME})")
     finally:
         con.unregister(_REJECTED_FRAME)
@@ -334,9 +376,16 @@ def _insert_requests(con: duckdb.DuckDBPyConnection, path: Path, where: str = ""
     try:
         con.execute(f"INSERT INTO requests BY NAME SELECT * FROM read_parquet(?) {where}", [str(path)])
     except duckdb.ConversionException as exc:
-        raise WarehouseError(f"{path}: a chunk gap does not fit requests.chunk_times (INTEGER µs, at most 35 min): "
-                             f"{str(exc).splitlines()[0]}") from None
+        raise WarehouseError(
+            f"{path}: a chunk gap does not fit requests.chunk_times (INTEGER µs, at most 35 min): "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
 
 
 def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
-    return {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+    return {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+        ).fetchall()
+    }

@@ -28,8 +28,15 @@ OK_REQUIRED_COLUMNS = ("sent_at", "first_token_at", "last_token_at", "done_at")
 _REQUIRED = [c for c in not_null_columns(RequestRecord) if c != "chunk_times"]
 NOT_NULL_COLUMNS = (*ID_COLUMNS, "status", *(c for c in _REQUIRED if c not in (*ID_COLUMNS, "status")))
 assert set(NOT_NULL_COLUMNS) == set(_REQUIRED), "an id column of the suite is nullable in RequestRecord"
-INPUT_COLUMNS = (*ID_COLUMNS, "max_tokens", "cell_started_at", *TIMESTAMP_COLUMNS, "chunk_times", *TOKEN_COLUMNS,
-                 "status")
+INPUT_COLUMNS = (
+    *ID_COLUMNS,
+    "max_tokens",
+    "cell_started_at",
+    *TIMESTAMP_COLUMNS,
+    "chunk_times",
+    *TOKEN_COLUMNS,
+    "status",
+)
 
 DEPLOYMENT_NOT_NULL_COLUMNS = not_null_columns(DeploymentRow)
 DEPLOYMENT_KEY = ("run_id", "instance_id")

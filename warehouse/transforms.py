@@ -35,7 +35,9 @@ def request_metrics(requests: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def cell_summary(metrics: pl.DataFrame, cells: pl.DataFrame, slo: dict[str, float | None] | None = None) -> pl.DataFrame:
+def cell_summary(
+    metrics: pl.DataFrame, cells: pl.DataFrame, slo: dict[str, float | None] | None = None
+) -> pl.DataFrame:
     """One row per cell: counts, throughput, goodput, latency mean and percentiles, pooled ITL."""
     slo = {k: v for k, v in (slo or {}).items() if v is not None}
     ok = pl.col("status") == "ok"
@@ -83,13 +85,15 @@ def cell_summary(metrics: pl.DataFrame, cells: pl.DataFrame, slo: dict[str, floa
     return out
 
 
-def load_run_frames(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[dict, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def load_run_frames(
+    con: duckdb.DuckDBPyConnection, run_id: str
+) -> tuple[dict, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(run row, deployments, cells, requests) of one run, from the tables, as stored."""
     cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
     rows = cur.fetchall()  # fetch all: DuckDB 2 refuses new queries while a result is unfinished
     if not rows:
         raise NoSuchRun(run_id)
-    run = dict(zip([d[0] for d in cur.description], rows[0]))
+    run = dict(zip([d[0] for d in cur.description], rows[0], strict=True))
 
     def frame(table: str) -> pl.DataFrame:
         return pl.from_arrow(con.sql(f"SELECT * FROM {table} WHERE run_id = ?", params=[run_id]).to_arrow_table())

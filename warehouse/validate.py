@@ -38,10 +38,18 @@ def validate_run(requests: pa.Table, deployments: list, cells: list) -> Validati
     context = gx_runner.new_context(gx)
     runs = (
         ("requests", requests.num_rows, lambda: frame, lambda: suites.request_expectations(gxe, Column)),
-        ("deployments", len(deployments), lambda: gx_runner.rows_to_pandas(deployments, suites.DEPLOYMENT_COLUMNS),
-         lambda: suites.deployment_expectations(gxe, Column)),
-        ("cells", len(cells), lambda: gx_runner.rows_to_pandas(cells, suites.CELL_COLUMNS),
-         lambda: suites.cell_expectations(gxe)),
+        (
+            "deployments",
+            len(deployments),
+            lambda: gx_runner.rows_to_pandas(deployments, suites.DEPLOYMENT_COLUMNS),
+            lambda: suites.deployment_expectations(gxe, Column),
+        ),
+        (
+            "cells",
+            len(cells),
+            lambda: gx_runner.rows_to_pandas(cells, suites.CELL_COLUMNS),
+            lambda: suites.cell_expectations(gxe),
+        ),
     )
     success, failures, evaluated, gx_results = True, [], 0, {}
     for table, rows, data, expectations in runs:

@@ -135,33 +135,36 @@ class ValidationReport:
 
     def summary_line(self) -> str:
         if self.success:
-            return (
-                f"validation passed: {self.rows_text()}, "
-                f"{self.evaluated_expectations} expectations"
-            )
+            return f"validation passed: {self.rows_text()}, {self.evaluated_expectations} expectations"
         failures = "; ".join(f.describe() for f in self.failures)
         if self.outcome == FAILED_ROWS:
-            return (f"validation failed: {len(self.rejected)} of {self.row_count} request rows rejected, "
-                    f"{self.kept_rows} kept: {failures}")
+            return (
+                f"validation failed: {len(self.rejected)} of {self.row_count} request rows rejected, "
+                f"{self.kept_rows} kept: {failures}"
+            )
         return "validation failed: " + failures
 
     def markdown(self) -> str:
         """The result for the Prefect UI (an artifact of the run)."""
-        head = f"**{'passed' if self.success else 'FAILED'}**: {self.rows_text()}, " \
-               f"{self.evaluated_expectations} expectations (Great Expectations {self.gx_version})"
+        head = (
+            f"**{'passed' if self.success else 'FAILED'}**: {self.rows_text()}, "
+            f"{self.evaluated_expectations} expectations (Great Expectations {self.gx_version})"
+        )
         if self.success:
             return head
         if self.outcome == FAILED_ROWS:
-            verdict = (f"**{len(self.rejected)} of {self.row_count} request rows rejected, {self.kept_rows} kept.** "
-                       "The kept rows are loaded into `requests`, the rejected ones into `rejected_requests`, "
-                       "and the run is marked `validation_status = 'failed_rows'` (left out of `v_nightly` "
-                       "and `v_comparison`).")
+            verdict = (
+                f"**{len(self.rejected)} of {self.row_count} request rows rejected, {self.kept_rows} kept.** "
+                "The kept rows are loaded into `requests`, the rejected ones into `rejected_requests`, "
+                "and the run is marked `validation_status = 'failed_rows'` (left out of `v_nightly` "
+                "and `v_comparison`)."
+            )
         else:
             names = ", ".join(f"`{f.name}`" for f in self.refusing())
-            verdict = (f"**The whole run is refused: nothing is loaded.** Not about single request rows: "
-                       f"{names}.")
-        rows = "\n".join(f"| `{f.name}` | {f.unexpected_count} | {f.example_text() or f.error or ''} |"
-                         for f in self.failures)
+            verdict = f"**The whole run is refused: nothing is loaded.** Not about single request rows: {names}."
+        rows = "\n".join(
+            f"| `{f.name}` | {f.unexpected_count} | {f.example_text() or f.error or ''} |" for f in self.failures
+        )
         return f"{head}\n\n{verdict}\n\n| expectation | failing rows | examples |\n|---|---:|---|\n{rows}"
 
     def to_json(self) -> dict[str, Any]:
@@ -179,7 +182,6 @@ class ValidationReport:
             "failures": [f.to_json() for f in self.failures],
             "gx_result": self.gx_result,
         }
-
 
 
 def _short(value: Any) -> str:
