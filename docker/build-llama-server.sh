@@ -5,7 +5,7 @@
 #   docker/build-llama-server.sh OUT_DIR [LLAMA_CPP_PYTHON_VERSION]
 #
 # Writes OUT_DIR/llama-server. Skips everything when that binary already exists (the cache).
-# Portable flags: a -DGGML_NATIVE=ON build dies with SIGILL on the CI/dev machines (DESIGN.md).
+# Portable flags: a -DGGML_NATIVE=ON build dies with SIGILL on the CI/dev machines (their CPUs lack what the build machine has).
 set -euo pipefail
 out=${1:?usage: build-llama-server.sh OUT_DIR [VERSION]}
 version=${2:-0.3.36}

@@ -1,7 +1,7 @@
 """GPU memory planning for co-location: from "this instance may use X of the GPU" to each engine's own flag,
 a safe start order, and a prediction of whether the group fits, before anything starts.
 
-Memory semantics (DESIGN.md, checked against the engines' sources):
+Memory semantics (checked against the engines' sources):
 - vLLM `--gpu-memory-utilization U`: the instance may use U x TOTAL memory. At start vLLM refuses
   when the FREE memory is below U x total ("Free memory on device ... on startup is less than desired
   GPU memory utilization"). Its KV cache gets U x total - weights - activations.

@@ -1,4 +1,4 @@
-"""Tests of reports.render: the HTML and Markdown report built from summary + request frames.
+"""Tests of the report: the HTML and Markdown report built from summary + request frames.
 
 The frames are built here with the shapes warehouse.transforms produces: raw per-request rows
 first, then the per-cell summary aggregated from them (so the two agree, as in a real run).
@@ -17,7 +17,8 @@ import polars as pl
 import pytest
 
 from reports import render_report
-from reports.render import CHART_IDS, METRIC_DEFINITIONS
+from reports.charts import CHART_IDS
+from reports.model import METRIC_DEFINITIONS
 
 DEPLOYMENTS = (
     # deployment_id, engine, model, base decode tokens/s, base ttft ms, has SLO

@@ -19,7 +19,7 @@ from typing import ClassVar
 import pytest
 
 from reports import render_report
-from reports.render import CHART_IDS
+from reports.charts import CHART_IDS
 from tests.test_report import RUN_INFO, make_frames
 
 pytestmark = pytest.mark.browser

@@ -1,4 +1,4 @@
-"""llama.cpp's native `llama-server`: the CPU engine (DESIGN.md says why not llama-cpp-python's server:
+"""llama.cpp's native `llama-server`: the CPU engine (not llama-cpp-python's own server:
 it batches concurrent requests with --parallel, reports usage, and has /health and /metrics)."""
 
 from __future__ import annotations
