@@ -19,6 +19,7 @@ import polars as pl
 from reports.charts import LATENCY_METRICS, Chart, build_charts
 from reports.header import environment_rows, run_info
 from reports.tables import MISSING, Column, Table, fmt_gib, fmt_ratio, fmt_value, kv_table
+from warehouse.stats import LOAD_SHAPE_COLUMNS
 from warehouse.suites import STATUSES  # the request statuses, as the gate allows them
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -46,17 +47,7 @@ METRIC_DEFINITIONS: tuple[tuple[str, str], ...] = (
 )
 
 # A configuration: what one instance measured on one workload at one load shape (repeats pooled).
-SHAPE_COLUMNS = (
-    "model",
-    "workload_id",
-    "load_kind",
-    "arrival",
-    "concurrency",
-    "rate_rps",
-    "burstiness",
-    "max_concurrency",
-    "duration_limit_s",
-)
+SHAPE_COLUMNS = LOAD_SHAPE_COLUMNS  # warehouse/stats.py: what makes two cells comparable
 CONFIG_COLUMNS = ("deployment_id", "instance_id", "engine", *SHAPE_COLUMNS)
 HEADER_ON_TOP = ("run_id", "matrix_name", "started_at", "status", "validation")
 LOG_EXCERPT_CHARS = 400  # the tail of an engine log: where its error is

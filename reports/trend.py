@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reports.tables import MISSING, Column, Table, fmt_value
+from warehouse.stats import LOAD_SHAPE_COLUMNS
 
 DEFAULT_NIGHTS = 14
 TREND_METRICS = (
@@ -14,20 +15,7 @@ TREND_METRICS = (
     ("ttft_ms_p50", "TTFT P50 ms"),
     ("e2e_ms_p95", "E2E P95 ms"),
 )
-KEY = (
-    "deployment_id",
-    "instance_id",
-    "engine",
-    "model",
-    "workload_id",
-    "load_kind",
-    "arrival",
-    "concurrency",
-    "rate_rps",
-    "burstiness",
-    "max_concurrency",
-    "duration_limit_s",
-)
+KEY = ("deployment_id", "instance_id", "engine", *LOAD_SHAPE_COLUMNS)  # one configuration
 
 
 @dataclass(frozen=True)
