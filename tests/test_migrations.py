@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 
 import duckdb
 import pytest
@@ -73,7 +74,7 @@ def _stored_chunks(con, rows: list[dict]) -> list[dict]:
     for row in rows:
         base = (row["sent_at"] or 0) // 1000
         us = [c // 1000 for c in row["chunk_times"]]
-        out.append({**row, "chunk_times": [u - p for u, p in zip(us, [base, *us[:-1]], strict=True)]})
+        out.append({**row, "chunk_times": [u - p for p, u in itertools.pairwise([base, *us])]})
     return out
 
 
