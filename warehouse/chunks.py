@@ -101,7 +101,8 @@ def to_staged(requests: pa.Table) -> pa.Table:
     if not pa.types.is_list(field.type) or not pa.types.is_integer(field.type.value_type):
         raise TypeError(f"requests.chunk_times is {field.type}, expected a list of int64 ns offsets")
     narrow, wide = pa.list_(STAGED_GAP_TYPE), pa.list_(pa.int64())
-    gap_type, pieces = narrow, []
+    gap_type = narrow
+    pieces: list[pa.Array] = []
     for batch in requests.select(["sent_at", "chunk_times"]).to_batches(max_chunksize=_BATCH_ROWS):
         gaps = offsets_to_gaps(batch.column("chunk_times"), batch.column("sent_at"))
         if gap_type == narrow and not _fits(gaps.values, STAGED_GAP_TYPE):
@@ -145,4 +146,4 @@ def _numpy(values: pa.Array) -> np.ndarray:
     """int64 numpy view of an integer Arrow array, nulls as 0 (no copy when there is no null)."""
     if values.null_count:
         values = values.fill_null(0)
-    return values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.int64)

@@ -17,7 +17,7 @@ How GX is used, and why so:
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,8 +25,11 @@ import pyarrow as pa
 from warehouse.suites import TABLE_LEVEL_EXPECTATIONS
 from warehouse.verdict import EXAMPLE_KEYS, MAX_EXAMPLES, Failure
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def import_gx():
+
+def import_gx() -> tuple[Any, Any, Any]:
     # GX 1.24 has no analytics client left (the variable is only named in a docstring), but older
     # 1.x releases read it: keep it off without overriding an explicit setting.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -91,7 +94,7 @@ def failure(result: Any, table: str = "requests") -> Failure:
     )
 
 
-def _row_ids(res: dict, table: str, expectation: str, unexpected_count: int) -> tuple[str, ...]:
+def _row_ids(res: dict[str, Any], table: str, expectation: str, unexpected_count: int) -> tuple[str, ...]:
     """The request_id of every failing row, or () when the failure cannot be pinned to rows: not the
     requests suite, a table-level expectation, no full list (not COMPLETE), a list shorter than the
     count, or a failing row without a request_id (nothing to name it by)."""
@@ -101,9 +104,10 @@ def _row_ids(res: dict, table: str, expectation: str, unexpected_count: int) -> 
     if not isinstance(rows, list) or len(rows) != unexpected_count:
         return ()
     ids = [row.get("request_id") if isinstance(row, dict) else None for row in rows]
-    if not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+    names = [i for i in ids if isinstance(i, str)]
+    if len(names) != len(ids) or len(set(names)) != len(names):
         return ()
-    return tuple(ids)
+    return tuple(names)
 
 
 def _exception_message(info: Any) -> str | None:
@@ -203,7 +207,7 @@ def _get(row: Any, column: str) -> Any:
     return row.get(column) if isinstance(row, dict) else getattr(row, column, None)
 
 
-def rows_to_pandas(rows: list, columns: tuple[str, ...]):
+def rows_to_pandas(rows: list[Any], columns: tuple[str, ...]) -> pd.DataFrame:
     """Rows (dataclasses or dicts) -> pandas through Arrow, only `columns`; a key missing from a dict
     is a null. A column Arrow cannot type (mixed values, e.g. 0.5 and "half") is kept as a pandas
     object column of the values as they are, so GX reports it (as a failure or an error) instead
@@ -225,7 +229,7 @@ def rows_to_pandas(rows: list, columns: tuple[str, ...]):
     return pd.DataFrame(series)
 
 
-def to_pandas(table: pa.Table):
+def to_pandas(table: pa.Table) -> pd.DataFrame:
     """Arrow -> pandas with pyarrow's default mapping: an integer column holding nulls becomes
     float64 with NaN, one without nulls stays int64.
 

@@ -50,7 +50,7 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
     ).fetchall()[0][0]  # fetchall: DuckDB 2 refuses the next query while a result is unfinished
     if not exists:
         return 0
-    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
+    return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0])
 
 
 def check_not_newer(con: duckdb.DuckDBPyConnection) -> int:

@@ -16,9 +16,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:
+    import duckdb
+
+# A sample: a numpy array, a polars Series or a sequence of numbers (None/NaN dropped).
+Sample: TypeAlias = "np.ndarray | pl.Series | Sequence[float | None]"
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
@@ -62,7 +69,9 @@ def _statistic(stat: str | float | Callable[[np.ndarray], np.ndarray]) -> Callab
     return lambda m: np.quantile(m, q, axis=-1, method="linear")
 
 
-def _resampled(values: np.ndarray, fn, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+def _resampled(
+    values: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], n_resamples: int, rng: np.random.Generator
+) -> np.ndarray:
     n = len(values)
     out = np.empty(n_resamples)
     batch = max(1, _BATCH_CELLS // max(n, 1))
@@ -73,13 +82,13 @@ def _resampled(values: np.ndarray, fn, n_resamples: int, rng: np.random.Generato
     return out
 
 
-def _clean(values) -> np.ndarray:
+def _clean(values: Sample) -> np.ndarray:
     a = np.asarray(values.to_numpy() if isinstance(values, pl.Series) else values, dtype=float)
-    return a[~np.isnan(a)]
+    return np.asarray(a[~np.isnan(a)], dtype=float)
 
 
 def bootstrap_ci(
-    values,
+    values: Sample,
     stat: str | float = "median",
     *,
     n_resamples: int = DEFAULT_RESAMPLES,
@@ -99,13 +108,13 @@ def bootstrap_ci(
 
 
 def bootstrap_ratio_ci(
-    a,
-    b,
+    a: Sample,
+    b: Sample,
     stat: str | float = "median",
     *,
     n_resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
 ) -> Interval:
     """Interval of stat(a) / stat(b), a and b resampled independently (e.g. TTFTs of two engines)."""
     xa, xb = _clean(a), _clean(b)
@@ -149,7 +158,7 @@ def grouped_ci(
     return pl.DataFrame(rows)
 
 
-def _stat_name(stat) -> str:
+def _stat_name(stat: str | float) -> str:
     if isinstance(stat, str):
         return "p50" if stat == "median" else stat
     return f"p{float(stat) * 100:g}"
@@ -254,7 +263,9 @@ def detect_regressions(
     return pl.concat(parts) if parts else nightly
 
 
-def nightly_regressions(con, metric: str, *, nights: int = 60, until_run: str | None = None, **kw) -> pl.DataFrame:
+def nightly_regressions(
+    con: duckdb.DuckDBPyConnection, metric: str, *, nights: int = 60, until_run: str | None = None, **kw: Any
+) -> pl.DataFrame:
     """`detect_regressions` over v_nightly's last `nights` runs (read-only query); with `until_run`, the
     last `nights` runs that started no later than that run (a report re-rendered for an older night).
 
@@ -268,11 +279,14 @@ def nightly_regressions(con, metric: str, *, nights: int = 60, until_run: str | 
         for r in con.execute(f"SELECT run_id FROM runs {until} ORDER BY started_at DESC LIMIT ?", params).fetchall()
     ]
     cols = ", ".join(["run_id", "night", *CONFIG_COLUMNS, metric])
-    frame = pl.from_arrow(
-        con.sql(
-            f"SELECT {cols} FROM v_nightly WHERE run_id BETWEEN ? AND ? AND run_id = ANY(?::VARCHAR[])",
-            params=[min(ids, default=""), max(ids, default=""), ids],
-        ).to_arrow_table()
+    frame = cast(
+        pl.DataFrame,
+        pl.from_arrow(
+            con.sql(
+                f"SELECT {cols} FROM v_nightly WHERE run_id BETWEEN ? AND ? AND run_id = ANY(?::VARCHAR[])",
+                params=[min(ids, default=""), max(ids, default=""), ids],
+            ).to_arrow_table()
+        ),
     )
     return detect_regressions(frame, metric, **kw)
 
@@ -292,7 +306,7 @@ PER_REQUEST_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "tokens_per_s
 
 
 def comparison_ci(
-    con,
+    con: duckdb.DuckDBPyConnection,
     run_id: str,
     metric: str = "ttft_ms",
     stat: str | float = "median",
@@ -307,12 +321,15 @@ def comparison_ci(
     if metric not in PER_REQUEST_METRICS:
         raise ValueError(f"metric must be one of {PER_REQUEST_METRICS}, got {metric!r}")
     shape = ", ".join(f"c.{k}" for k in LOAD_SHAPE_COLUMNS)
-    requests = pl.from_arrow(
-        con.sql(
-            f"SELECT q.engine, q.deployment_id, q.instance_id, {shape}, q.{metric} AS value "
-            "FROM v_requests q JOIN cells c USING (run_id, cell_id) WHERE q.run_id = ? AND q.status = 'ok'",
-            params=[run_id],
-        ).to_arrow_table()
+    requests = cast(
+        pl.DataFrame,
+        pl.from_arrow(
+            con.sql(
+                f"SELECT q.engine, q.deployment_id, q.instance_id, {shape}, q.{metric} AS value "
+                "FROM v_requests q JOIN cells c USING (run_id, cell_id) WHERE q.run_id = ? AND q.status = 'ok'",
+                params=[run_id],
+            ).to_arrow_table()
+        ),
     )
     rows = []
     name = _stat_name(stat)

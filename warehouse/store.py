@@ -19,10 +19,11 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -85,7 +86,7 @@ def _busy_message(path: Path, exc: Exception) -> str:
     return f"warehouse {path} is busy: it is held for writing{holder}; try again when that finishes"
 
 
-def connect(path: str | os.PathLike, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (and for writers, create and migrate) the warehouse file."""
     path = Path(path)
     if read_only and not path.exists():
@@ -110,7 +111,7 @@ def connect(path: str | os.PathLike, *, read_only: bool = False) -> duckdb.DuckD
 
 
 @contextmanager
-def opened(path: str | os.PathLike, *, read_only: bool = False):
+def opened(path: str | os.PathLike[str], *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     con = connect(path, read_only=read_only)
     try:
         yield con
@@ -135,14 +136,14 @@ class StagedRun:
 
 def stage_run(
     run_dir: Path,
-    run: dict,
-    deployments: list[dict],
-    cells: list[dict],
+    run: dict[str, Any],
+    deployments: Sequence[DeploymentRow | dict[str, Any]],
+    cells: Sequence[CellRow | dict[str, Any]],
     requests: pa.Table,
-    gpu_samples: list[dict] = (),
-    host_samples: list[dict] = (),
-    builds: list[dict] = (),
-    engine_metrics: list[dict] = (),
+    gpu_samples: Sequence[dict[str, Any]] = (),
+    host_samples: Sequence[dict[str, Any]] = (),
+    builds: Sequence[dict[str, Any]] = (),
+    engine_metrics: Sequence[dict[str, Any]] = (),
 ) -> StagedRun:
     """Write a run's rows under run_dir. Files are written then renamed, and run.json last, so a
     half-written run never looks staged.
@@ -167,13 +168,13 @@ def stage_run(
     return staged
 
 
-def _write_run_file(staged: StagedRun, run: dict) -> None:
+def _write_run_file(staged: StagedRun, run: dict[str, Any]) -> None:
     tmp = staged.run_file.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(run, indent=2, default=str))
     tmp.replace(staged.run_file)
 
 
-def _rows_table(table: str, rows: list) -> pa.Table:
+def _rows_table(table: str, rows: Sequence[Any]) -> pa.Table:
     """Rows as Arrow: the contract's dataclasses (tasks/records.py) with their own types, even when
     there are none; dict rows (the telemetry tables) as they are."""
     row_type = ROW_TYPES.get(table)
@@ -195,7 +196,7 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
-def read_staged_run(run_dir: Path) -> dict:
+def read_staged_run(run_dir: Path) -> dict[str, Any]:
     staged = StagedRun(Path(run_dir))
     missing = [
         p.name for p in [staged.run_file, *(staged.table_file(t) for t in TABLES_IN_LOAD_ORDER[1:])] if not p.exists()
@@ -207,14 +208,15 @@ def read_staged_run(run_dir: Path) -> dict:
             f"{run_dir}: staged by an older bakeoff (chunk_times as ns offsets, before staged "
             "form 2); this bakeoff does not load it"
         )
-    return json.loads(staged.run_file.read_text())
+    run: dict[str, Any] = json.loads(staged.run_file.read_text())
+    return run
 
 
 # ---------------------------------------------------------------- the gate, then the load
 
 
 def gate_and_load(
-    warehouse: duckdb.DuckDBPyConnection | str | os.PathLike, run_dir: Path
+    warehouse: duckdb.DuckDBPyConnection | str | os.PathLike[str], run_dir: Path
 ) -> tuple[ValidationReport, dict[str, int]]:
     """Run the validation gate on a staged run's rows and load the run with its verdict.
 
@@ -263,7 +265,9 @@ def load_run(con: duckdb.DuckDBPyConnection, run_dir: Path, verdict: ValidationR
         con.execute(f"SET preserve_insertion_order = {'true' if previous else 'false'}")
 
 
-def _verdict(run: dict, run_dir: Path, verdict: ValidationReport | None) -> tuple[dict | None, str | None, dict]:
+def _verdict(
+    run: dict[str, Any], run_dir: Path, verdict: ValidationReport | None
+) -> tuple[dict[str, Any] | None, str | None, dict[str, tuple[str, ...]]]:
     """(validation JSON for runs.validation, runs.validation_status, rejected request_id -> expectations)."""
     if verdict is not None:
         if verdict.outcome not in VALIDATION_STATUSES:

@@ -6,6 +6,8 @@ Percentiles are linear-interpolated, like DuckDB's quantile_cont.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import duckdb
 import polars as pl
 
@@ -87,7 +89,7 @@ def cell_summary(
 
 def load_run_frames(
     con: duckdb.DuckDBPyConnection, run_id: str
-) -> tuple[dict, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(run row, deployments, cells, requests) of one run, from the tables, as stored."""
     cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
     rows = cur.fetchall()  # fetch all: DuckDB 2 refuses new queries while a result is unfinished
@@ -96,12 +98,17 @@ def load_run_frames(
     run = dict(zip([d[0] for d in cur.description], rows[0], strict=True))
 
     def frame(table: str) -> pl.DataFrame:
-        return pl.from_arrow(con.sql(f"SELECT * FROM {table} WHERE run_id = ?", params=[run_id]).to_arrow_table())
+        return cast(
+            pl.DataFrame,
+            pl.from_arrow(con.sql(f"SELECT * FROM {table} WHERE run_id = ?", params=[run_id]).to_arrow_table()),
+        )
 
     return run, frame("deployments"), frame("cells"), frame("requests")
 
 
-def summarize_run(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[dict, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def summarize_run(
+    con: duckdb.DuckDBPyConnection, run_id: str
+) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(run, deployments, per-cell summary, per-request metrics) for the report."""
     run, deployments, cells, requests = load_run_frames(con, run_id)
     metrics = request_metrics(requests)

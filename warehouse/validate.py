@@ -14,6 +14,8 @@ the chunk_times helper columns (warehouse/chunk_checks.py), the GX plumbing (war
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 
@@ -24,7 +26,7 @@ from warehouse.verdict import FAILED_ROWS, PASSED, REFUSED, Failure, ValidationR
 __all__ = ["FAILED_ROWS", "PASSED", "REFUSED", "Failure", "ValidationReport", "validate_run"]
 
 
-def validate_run(requests: pa.Table, deployments: list, cells: list) -> ValidationReport:
+def validate_run(requests: pa.Table, deployments: list[Any], cells: list[Any]) -> ValidationReport:
     """The gate of a whole run: the requests suite, the deployments suite and the cells suite, in
     one GX context, one validation run per suite, combined into one report.
 
@@ -36,7 +38,7 @@ def validate_run(requests: pa.Table, deployments: list, cells: list) -> Validati
     started = time.perf_counter()
     frame = gx_runner.to_pandas(with_helper_columns(requests.select(suites.INPUT_COLUMNS)))
     context = gx_runner.new_context(gx)
-    runs = (
+    runs: tuple[tuple[str, int, Callable[[], Any], Callable[[], list[Any]]], ...] = (
         ("requests", requests.num_rows, lambda: frame, lambda: suites.request_expectations(gxe, Column)),
         (
             "deployments",
