@@ -3,7 +3,7 @@ a pandas frame, Arrow/rows -> pandas, and GX's results -> Failure.
 
 How GX is used, and why so:
 - GX 1.x on a pandas frame (pyarrow -> pandas through Arrow, default mapping: see `to_pandas` for why
-  not nullable Int64); GX's SQL path on DuckDB is broken (it was tried: its queries fail on DuckDB 2).
+  not nullable Int64); GX's SQL path on DuckDB is broken, so it is not used.
 - An ephemeral context per gate run; per suite (table) a pandas data source / data asset /
   whole-dataframe batch definition, one ExpectationSuite and one ValidationDefinition. Setup costs a
   few ms; the import of great_expectations costs seconds, so it happens lazily (`import_gx`).
