@@ -123,41 +123,35 @@ def _plan_instance(
         "kv_min_bytes": kv_min,
     }
 
+    def verdict(
+        fits: bool | None,
+        reason: str,
+        *,
+        flag: str | None = None,
+        value: float | None = None,
+        budget: int | None = None,
+        kv: int | None = None,
+    ) -> MemoryPlan:
+        return MemoryPlan(
+            **base, flag=flag, flag_value=value, budget_bytes=budget, kv_bytes=kv, fits=fits, reason=reason
+        )
+
     # The adapter's flag and what its value is a fraction of (tasks/engines: the engines own them).
     adapter = adapter_for(kind)
     flag, of_what = adapter.memory_flag, adapter.memory_fraction_of
     if flag is None:
-        return MemoryPlan(
-            **base,
-            flag=None,
-            flag_value=None,
-            budget_bytes=None,
-            kv_bytes=None,
-            fits=None,
-            reason=f"{kind} has no GPU memory flag",
-        )
+        return verdict(None, f"{kind} has no GPU memory flag")
     if spec.memory_share is None and spec.memory_flag is None:
-        return MemoryPlan(
-            **base,
-            flag=None,
-            flag_value=None,
-            budget_bytes=None,
-            kv_bytes=None,
-            fits=None,
-            reason=f"no memory_share or memory_flag: {kind} uses its default",
-        )
+        return verdict(None, f"no memory_share or memory_flag: {kind} uses its default")
     if total is None or free is None:
         value = (
             spec.memory_flag if spec.memory_flag is not None else (spec.memory_share if of_what == "total" else None)
         )
-        return MemoryPlan(
-            **base,
+        return verdict(
+            None,
+            "GPU memory unknown: set gpu.memory_total_mib or plan on the GPU box",
             flag=flag if value is not None else None,
-            flag_value=value,
-            budget_bytes=None,
-            kv_bytes=None,
-            fits=None,
-            reason="GPU memory unknown: set gpu.memory_total_mib or plan on the GPU box",
+            value=value,
         )
 
     # The flag, and the budget it gives this instance.
@@ -174,47 +168,38 @@ def _plan_instance(
         value = round(budget / free, 4) if free > 0 else float("inf")
         how = f"share {spec.memory_share} of total = {value:.3f} of the {free / GIB:.1f} GiB free at start"
         if value > SGLANG_MAX_FRACTION:
-            return MemoryPlan(
-                **base,
+            return verdict(
+                False,
+                f"{how}: above {SGLANG_MAX_FRACTION}, not enough free memory left for this share",
                 flag=flag,
-                flag_value=value,
-                budget_bytes=budget,
-                kv_bytes=None,
-                fits=False,
-                reason=f"{how}: above {SGLANG_MAX_FRACTION}, not enough free memory left for this share",
+                value=value,
+                budget=budget,
             )
 
     if of_what == "total" and budget > free:  # vLLM checks the whole share against free memory at start
-        return MemoryPlan(
-            **base,
-            flag=flag,
-            flag_value=value,
-            budget_bytes=budget,
-            kv_bytes=None,
-            fits=False,
-            reason=f"{how}: vLLM needs {budget / GIB:.1f} GiB free at start, "
+        return verdict(
+            False,
+            f"{how}: vLLM needs {budget / GIB:.1f} GiB free at start, "
             f"predicted free {free / GIB:.1f} GiB (free memory on device ... is less than desired)",
+            flag=flag,
+            value=value,
+            budget=budget,
         )
     if budget + overhead > free:
-        return MemoryPlan(
-            **base,
+        return verdict(
+            False,
+            f"{how}: {(budget + overhead) / GIB:.1f} GiB with process overhead, predicted free {free / GIB:.1f} GiB",
             flag=flag,
-            flag_value=value,
-            budget_bytes=budget,
-            kv_bytes=None,
-            fits=False,
-            reason=f"{how}: {(budget + overhead) / GIB:.1f} GiB with process overhead, "
-            f"predicted free {free / GIB:.1f} GiB",
+            value=value,
+            budget=budget,
         )
     if weights is None or kv_min is None:
-        return MemoryPlan(
-            **base,
+        return verdict(
+            None,
+            f"{how}: model architecture unknown (params_b, layers, kv_heads, head_dim)",
             flag=flag,
-            flag_value=value,
-            budget_bytes=budget,
-            kv_bytes=None,
-            fits=None,
-            reason=f"{how}: model architecture unknown (params_b, layers, kv_heads, head_dim)",
+            value=value,
+            budget=budget,
         )
     kv = budget - weights - activation_bytes(model)
     if kv <= 0:
@@ -223,34 +208,31 @@ def _plan_instance(
             if kind == "sglang"
             else "No available memory for the cache blocks"
         )
-        return MemoryPlan(
-            **base,
+        return verdict(
+            False,
+            f"{how}: budget {budget / GIB:.2f} GiB < weights {weights / GIB:.2f} GiB + activations: {failure}",
             flag=flag,
-            flag_value=value,
-            budget_bytes=budget,
-            kv_bytes=kv,
-            fits=False,
-            reason=f"{how}: budget {budget / GIB:.2f} GiB < weights {weights / GIB:.2f} GiB + activations: {failure}",
+            value=value,
+            budget=budget,
+            kv=kv,
         )
     if kv < kv_min:
-        return MemoryPlan(
-            **base,
-            flag=flag,
-            flag_value=value,
-            budget_bytes=budget,
-            kv_bytes=kv,
-            fits=False,
-            reason=f"{how}: KV cache {kv / GIB:.2f} GiB < one {spec.context_length}-token sequence "
+        return verdict(
+            False,
+            f"{how}: KV cache {kv / GIB:.2f} GiB < one {spec.context_length}-token sequence "
             f"({kv_min / GIB:.2f} GiB): lower context_length or raise the share",
+            flag=flag,
+            value=value,
+            budget=budget,
+            kv=kv,
         )
-    return MemoryPlan(
-        **base,
+    return verdict(
+        True,
+        f"{how}: weights {weights / GIB:.2f} GiB + KV {kv / GIB:.2f} GiB ({kv // per_token:,} tokens)",
         flag=flag,
-        flag_value=value,
-        budget_bytes=budget,
-        kv_bytes=kv,
-        fits=True,
-        reason=f"{how}: weights {weights / GIB:.2f} GiB + KV {kv / GIB:.2f} GiB ({kv // per_token:,} tokens)",
+        value=value,
+        budget=budget,
+        kv=kv,
     )
 
 

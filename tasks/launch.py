@@ -2,7 +2,7 @@
 environment are decided, from (matrix, planned instance, memory flag, port).
 
 Every caller builds it here: the night's launcher (tasks/deploy.py), the preflight check,
-`bakeoff compose` (tasks/compose.py) and `bakeoff plan` (tasks/planner.py), so what a user copies is
+`bakeoff compose` (tasks/compose.py) and `bakeoff plan` (tasks/gpu_memory.py), so what a user copies is
 what a night runs.
 """
 
@@ -84,7 +84,7 @@ def instance_launch(
     images: dict[str, str] | None = None,
     launcher: str | None = None,
 ) -> InstanceLaunch:
-    """The launch of one instance. memory_args: the planner's memory flag (tasks/planner.py), as the
+    """The launch of one instance. memory_args: the planner's memory flag (tasks/gpu_memory.py), as the
     caller holds it; images: engine name -> the tag the night's build produced; launcher: instead of
     the engine's own (`bakeoff compose` writes containers whatever a night runs). Raises MatrixError
     (one line) for what the user can fix: a missing model file, an unbuilt binary, no image."""

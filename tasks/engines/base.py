@@ -25,7 +25,7 @@ class EngineAdapter:
     # (failure class, regex over the server log), first match wins; quoted from the engine's source.
     failure_patterns: ClassVar[list[tuple[str, str]]] = []
 
-    # The engine's GPU memory flag, set by the planner (tasks/planner.py), and what its value is a
+    # The engine's GPU memory flag, set by the planner (tasks/gpu_memory.py), and what its value is a
     # fraction of: "total" memory (vLLM) or the memory "free_at_start" (SGLang).
     memory_flag: ClassVar[str | None] = None
     memory_fraction_of: ClassVar[str | None] = None
@@ -44,7 +44,7 @@ class EngineAdapter:
         port: int,
         memory_args: list[str] = (),
     ) -> LaunchSpec:
-        """The server's command line. `memory_args` come from the planner (tasks/planner.py)."""
+        """The server's command line. `memory_args` come from the planner (tasks/gpu_memory.py)."""
         raise NotImplementedError
 
     def request_extras(self, workload: Workload) -> dict:
