@@ -92,7 +92,6 @@ class Comparison:
     high: float
     n_a: int
     n_b: int
-    cell_ratio: float | None  # a's cell output tok/s over b's: a point figure (one wall time per cell)
     winner: str | None  # None: no measurable difference, or not enough data
     verdict: str
 
@@ -557,7 +556,7 @@ def _configurations(con, run_id: str, requests: pl.DataFrame, names: dict) -> li
     return sorted(out, key=lambda c: (c["shape"], c["name"]))
 
 
-COMPARED_METRIC = "per-request output tokens/s (mean)"
+COMPARED_METRIC = "output tokens/s"
 COMPARISON_COLUMNS = (
     Column("shape", "Model · workload · load", numeric=False),
     Column("a", "A", numeric=False),
@@ -565,7 +564,6 @@ COMPARISON_COLUMNS = (
     Column("ratio_text", "A / B", numeric=False),
     Column("interval_text", "95% interval", numeric=False),
     Column("n_text", "Requests (a / b)", numeric=False),
-    Column("cell_ratio_text", "Cell output tok/s A / B", numeric=False),
     Column("verdict", "Verdict", numeric=False),
 )
 
@@ -584,46 +582,29 @@ def verdict_sentence(
     return None, f"no measurable difference between {a} and {b} on {metric} ({ratio:.2f}× {interval}, includes 1)"
 
 
-def _comparisons(con, run_id: str, configs: list[dict], names: dict) -> tuple[Comparison, ...]:
-    from warehouse.stats import comparison_ci
+def _comparisons(con, run_id: str, names: dict) -> tuple[Comparison, ...]:
+    from warehouse.stats import throughput_comparison_ci
 
-    ci = comparison_ci(con, run_id, "tokens_per_s", "mean")
+    ci = throughput_comparison_ci(con, run_id)
     if ci.height == 0:
         return ()
-    cell_tps = {
-        (tuple(c[k] for k in SHAPE_COLUMNS), c["deployment_id"], c["instance_id"]): c["output_tps"] for c in configs
-    }
     out = []
     for r in ci.iter_rows(named=True):
-        ratio = r["tokens_per_s_mean_ratio"]
+        ratio = r["output_tps_ratio"]
         pair_a, pair_b = (r["deployment_a"], r["instance_a"]), (r["deployment_b"], r["instance_b"])
         # both orders are listed: keep the better-first one (the first by name when undecided)
         if not (ratio > 1 or ((math.isnan(ratio) or ratio == 1) and pair_a < pair_b)):
             continue
-        key = tuple(r[k] for k in SHAPE_COLUMNS)
-        ta, tb = cell_tps.get((key, *pair_a)), cell_tps.get((key, *pair_b))
         a, b = names.get(pair_a, pair_a[1]), names.get(pair_b, pair_b[1])
         winner, sentence = verdict_sentence(a, b, ratio, r["ci_low"], r["ci_high"])
         out.append(
-            Comparison(
-                shape_text(r),
-                a,
-                b,
-                ratio,
-                r["ci_low"],
-                r["ci_high"],
-                r["n_a"],
-                r["n_b"],
-                ta / tb if ta is not None and tb else None,
-                winner,
-                sentence,
-            )
+            Comparison(shape_text(r), a, b, ratio, r["ci_low"], r["ci_high"], r["n_a"], r["n_b"], winner, sentence)
         )
     return tuple(sorted(out, key=lambda c: (c.shape, c.a, c.b)))
 
 
 def throughput(con, run_id: str, configs: list[dict], names: dict) -> Throughput:
-    comps = _comparisons(con, run_id, configs, names)
+    comps = _comparisons(con, run_id, names)
     table = Table.from_records(
         configs,
         CONFIGURATION_COLUMNS,
@@ -640,7 +621,6 @@ def throughput(con, run_id: str, configs: list[dict], names: dict) -> Throughput
             "ratio_text": fmt_ratio(c.ratio),
             "interval_text": MISSING if math.isnan(c.low) else f"{c.low:.2f}–{c.high:.2f}",
             "n_text": f"{c.n_a:,} / {c.n_b:,}",
-            "cell_ratio_text": fmt_ratio(c.cell_ratio),
             "verdict": c.verdict,
         }
         for c in comps
@@ -649,9 +629,11 @@ def throughput(con, run_id: str, configs: list[dict], names: dict) -> Throughput
         comp_rows,
         COMPARISON_COLUMNS,
         caption=(
-            f"Each comparable pair (same model, workload and load shape): the ratio of {COMPARED_METRIC} with its "
-            "95% percentile-bootstrap interval (warehouse/stats.comparison_ci); an interval that includes 1 names no "
-            "winner. The cell output tok/s ratio is a point figure: one wall time per cell gives no interval."
+            "Each comparable pair (same model, workload and load shape): the ratio of the cells' output tokens/s "
+            "(Σ ok output tokens / Σ cell wall seconds) with a 95% percentile-bootstrap interval "
+            "(warehouse/stats.throughput_comparison_ci: by Little's law throughput = mean in flight × Σ tokens / "
+            "Σ request time; requests are resampled, the mean in flight held at its measured value). An interval "
+            "that includes 1 names no winner."
         ),
     )
     return Throughput(table, comps, comp_table, COMPARED_METRIC)
@@ -814,14 +796,17 @@ def build_model(con, run_id: str, *, title: str | None = None, compose=None, nig
     configs = _configurations(con, run_id, requests, names)
     matrix = read_matrix(run.get("matrix_path"))
     groups = feasibility(con, run_id)
+    tput = throughput(con, run_id, configs, names)
     return replace(
         base,
         environment=kv_table(environment_rows(run, deps), caption="Where and with what this run measured."),
         feasibility=groups,
-        throughput=throughput(con, run_id, configs, names),
+        throughput=tput,
         stability=stability(requests, configs),
         colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text),
-        recommendations=recommendations(requests, names, groups, SHAPE_COLUMNS, shape_text, workload_kinds(matrix)),
+        recommendations=recommendations(
+            requests, names, groups, SHAPE_COLUMNS, shape_text, workload_kinds(matrix), configs, tput.comparisons
+        ),
         deployment=deployment_to_copy(groups, run.get("matrix_path"), compose),
         method=method(
             _records(con, "SELECT * FROM v_cells WHERE run_id = ?", [run_id]),

@@ -1,7 +1,8 @@
 """Recommendations: every one a stated rule applied to the measured results. The rules are the data
 below (RULES, and the multi-model rule); no conclusion is written by hand.
 
-A metric rule, per model · workload: take the configurations measured at the rule's load (the heaviest
+The throughput rule reads the cells' output tok/s and its interval (THROUGHPUT_RULE). A metric rule,
+per model · workload: take the configurations measured at the rule's load (the heaviest
 or the lightest load shape tested for that model and workload, all of them at that exact shape), rank
 them by the statistic, and name the best only when the 95% percentile-bootstrap interval of its ratio
 to the runner-up (warehouse/stats.bootstrap_ratio_ci, ok requests) excludes 1; otherwise "not enough
@@ -48,10 +49,11 @@ class MetricRule:
         )
 
 
+THROUGHPUT_RULE = (
+    "the highest cell output tok/s (Σ ok output tokens / Σ wall seconds) at the heaviest tested load, where the "
+    "95% interval of its ratio to the runner-up (warehouse/stats.throughput_comparison_ci) excludes 1"
+)
 RULES: tuple[MetricRule, ...] = (
-    MetricRule(
-        "Highest throughput", "tokens_per_s", "mean", "per-request output tok/s (mean)", "tok/s", True, "heaviest"
-    ),
     MetricRule("Lowest latency (first token)", "ttft_ms", "median", "TTFT P50", "ms", False, "lightest"),
     MetricRule("Lowest latency (under load)", "e2e_ms", 0.95, "E2E P95", "ms", False, "heaviest"),
     MetricRule("Latency consistency", "e2e_ms", _cv, "E2E coefficient of variation", "", False, "heaviest"),
@@ -130,6 +132,49 @@ def apply_rule(rule: MetricRule, ok: pl.DataFrame, shape_cols: Sequence[str], sh
     return out
 
 
+def highest_throughput(
+    configs: Sequence[dict], comparisons: Sequence, shape_cols: Sequence[str]
+) -> list[Recommendation]:
+    """THROUGHPUT_RULE per model · workload. `configs`: reports.model's configuration rows (name, shape,
+    output_tps and the shape columns); `comparisons`: reports.model.Comparison (better-first pairs)."""
+    by_pair = {(c.shape, c.a, c.b): c for c in comparisons}
+    out = []
+    per_workload: dict[tuple, list[dict]] = {}
+    for c in configs:
+        per_workload.setdefault((str(c["model"]), str(c["workload_id"])), []).append(c)
+    for _key, rows in sorted(per_workload.items()):
+        heaviest = max((_load_weight(r) for r in rows), default=(0, 0.0))
+        at = [r for r in rows if _load_weight(r) == heaviest and r.get("output_tps") is not None]
+        shapes = {r["shape"] for r in at}
+        scope = sorted(shapes)[0] if shapes else ""
+        at = sorted((r for r in at if r["shape"] == scope), key=lambda r: (-r["output_tps"], r["name"]))
+        if len(at) < 2:
+            only = at[0]["name"] if at else "none"
+            out.append(
+                Recommendation(
+                    "Highest throughput",
+                    scope,
+                    THROUGHPUT_RULE,
+                    f"one configuration measured ({only})",
+                    f"{NOT_ENOUGH}: nothing to compare it with",
+                    False,
+                )
+            )
+            continue
+        best, runner = at[0], at[1]
+        comp = by_pair.get((scope, best["name"], runner["name"]))
+        evidence = f"{best['name']} {fmt_value(best['output_tps'])} tok/s, runner-up {runner['name']} " + (
+            f"{fmt_value(runner['output_tps'])} tok/s"
+        )
+        decided = False
+        if comp is not None and not math.isnan(comp.low):
+            evidence += f": ratio {comp.ratio:.2f}× [{comp.low:.2f}–{comp.high:.2f}] (n={comp.n_a} / {comp.n_b})"
+            decided = comp.low > 1
+        verdict = best["name"] if decided else f"{NOT_ENOUGH}: the interval includes 1"
+        out.append(Recommendation("Highest throughput", scope, THROUGHPUT_RULE, evidence, verdict, decided))
+    return out
+
+
 def multi_model(groups: Sequence) -> Recommendation:
     """`groups`: reports.model.FeasibilityGroup (deployment_id, started_whole, instance count in its table)."""
     sizes = [(len(g.instances.rows), g.deployment_id, g.started_whole) for g in groups]
@@ -180,6 +225,8 @@ def recommendations(
     shape_cols: Sequence[str],
     shape_text,
     workload_kinds: dict[str, str] | None = None,
+    configs: Sequence[dict] = (),
+    comparisons: Sequence = (),
 ) -> Recommendations:
     """Every rule over the run: `requests` as reports.model._requests_frame gives them; `workload_kinds`
     maps workload id to its kind where the matrix file is still there (the shared-prefix rule needs it)."""
@@ -192,7 +239,7 @@ def recommendations(
         .join(named, on=["deployment_id", "instance_id"], how="left")
         .with_columns(pl.coalesce("name", "instance_id").alias("name"))
     )
-    items: list[Recommendation] = [multi_model(groups)]
+    items: list[Recommendation] = [multi_model(groups), *highest_throughput(configs, comparisons, shape_cols)]
     for rule in RULES:
         frame = ok
         if rule.workload_kind is not None:

@@ -582,7 +582,7 @@ def _stage_known_run(tmp_path, warehouse, *, slow_ms=SLOW_MS, **run_extra):
     )
     cells = [
         cell_row("fast/c", deployment_id="fast", wall_ms=1000.0),
-        cell_row("slow/c", deployment_id="slow", wall_ms=2000.0),
+        cell_row("slow/c", deployment_id="slow", wall_ms=2000.0 * sum(slow_ms) / sum(SLOW_MS)),
         cell_row("same/c", deployment_id="same", wall_ms=1000.0),
         cell_row("tailed/c", deployment_id="tailed", wall_ms=5000.0, model="m2"),
         cell_row("steady/c", deployment_id="steady", wall_ms=2000.0, model="m3"),
@@ -640,7 +640,7 @@ def _mean_tps(durations_ms, tokens=10):
 
 def test_winner_with_ratio_and_interval(known_report):
     page, md = known_report
-    ratio = _mean_tps(FAST_MS) / _mean_tps(SLOW_MS)  # 2.00: every slow request took twice as long
+    ratio = (200 / 1.0) / (200 / 2.0)  # cells' output tok/s: 20 requests x 10 tokens in 1 s, and in 2 s
     verdicts = [
         line.replace("\\", "")
         for line in md.splitlines()  # Markdown's escapes of [ and ] dropped
@@ -648,16 +648,13 @@ def test_winner_with_ratio_and_interval(known_report):
     ]
     fast_slow = [v for v in verdicts if "fast is" in v and " slow [" in v]
     assert len(fast_slow) == 1, verdicts
-    got = re.search(
-        r"fast is ([0-9.]+)× slow \[([0-9.]+)–([0-9.]+)\] on per-request output tokens/s \(mean\)", fast_slow[0]
-    )
+    got = re.search(r"fast is ([0-9.]+)× slow \[([0-9.]+)–([0-9.]+)\] on output tokens/s$", fast_slow[0])
     assert got, fast_slow
     assert got.group(1) == f"{ratio:.2f}"
     assert 1.0 < float(got.group(2)) <= ratio <= float(got.group(3))
     assert "same is" in " ".join(verdicts) and " slow [" in " ".join(verdicts)  # "same" beats "slow" too
-    # the cell figure beside it: 200 tok/s over 100 tok/s
     row = next(r for r in md_rows(md) if r[:3] == ("m · w · closed, concurrency 2", "fast", "slow"))
-    assert row[6] == "2.00×"
+    assert row[3] == "2.00×" and row[4] == f"{got.group(2)}–{got.group(3)}"
     assert "fast is" in html.unescape(page) and "no measurable difference" in page
 
 
@@ -853,8 +850,10 @@ def test_recommendation_not_enough_evidence_when_the_best_two_tie(known_report):
     _, md = known_report
     recs = _recommendations(md)
     tp = recs[("Highest throughput", "m · w · closed, concurrency 2")]
-    # fast and same have the same durations in another order: the best two tie, the rule cannot decide
-    assert tp[3].startswith(f"fast {expected_fmt(_mean_tps(FAST_MS))} tok/s (n=20), runner-up same ")
+    # fast and same have the same durations in another order and the same wall time: a tie the rule cannot decide
+    assert tp[3].startswith(
+        f"fast {expected_fmt(200.0)} tok/s, runner-up same {expected_fmt(200.0)} tok/s: ratio 1.00× ["
+    )
     assert tp[4] == "not enough evidence: the interval includes 1"
     assert recs[("Highest throughput", "m2 · w · closed, concurrency 2")][4] == (
         "not enough evidence: nothing to compare it with"

@@ -187,3 +187,15 @@ def test_comparison_ci_pairs_instances_like_v_comparison(tmp_path, warehouse):
     assert sql == [(pytest.approx(2.0),)]
     with pytest.raises(ValueError, match="metric must be one of"):
         stats.comparison_ci(warehouse, "run-1", "ttft_ms; DROP TABLE runs")
+
+
+def test_ratio_of_sums_draws_a_request_whole():
+    # every request produced tokens at exactly 10 tok/s (a) and 5 tok/s (b), in very different amounts: a
+    # resample keeping each request's tokens with its own time has no spread; one that broke pairs would
+    tokens = np.array([5.0, 50.0, 500.0, 20.0, 80.0])
+    ci = stats.bootstrap_ratio_of_sums_ci(tokens, tokens / 10, tokens, tokens / 5, n_resamples=500)
+    assert ci.estimate == pytest.approx(2.0)
+    assert ci.low == pytest.approx(2.0) and ci.high == pytest.approx(2.0)
+    scaled = stats.bootstrap_ratio_of_sums_ci(tokens, tokens / 10, tokens, tokens / 5, scale_a=3.0, n_resamples=50)
+    assert scaled.estimate == pytest.approx(6.0)
+    assert np.isnan(stats.bootstrap_ratio_of_sums_ci([], [], tokens, tokens).estimate)

@@ -364,3 +364,137 @@ def comparison_ci(
                     }
                 )
     return pl.DataFrame(rows)
+
+
+def _pairs(num: Sample, den: Sample) -> np.ndarray:
+    m = np.column_stack([_clean_keep(num), _clean_keep(den)])
+    return np.asarray(m[~np.isnan(m).any(axis=1)], dtype=float)
+
+
+def _clean_keep(values: Sample) -> np.ndarray:
+    return np.asarray(values.to_numpy() if isinstance(values, pl.Series) else values, dtype=float)
+
+
+def _ratio_of_sums_resampled(pairs: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Σnum/Σden of n_resamples resamples of the (num, den) rows, a row drawn whole."""
+    n = len(pairs)
+    out = np.empty(n_resamples)
+    batch = max(1, _BATCH_CELLS // max(n, 1))
+    for start in range(0, n_resamples, batch):
+        size = min(batch, n_resamples - start)
+        idx = rng.integers(0, n, size=(size, n))
+        out[start : start + size] = pairs[idx, 0].sum(axis=-1) / pairs[idx, 1].sum(axis=-1)
+    return out
+
+
+def bootstrap_ratio_of_sums_ci(
+    num_a: Sample,
+    den_a: Sample,
+    num_b: Sample,
+    den_b: Sample,
+    *,
+    scale_a: float = 1.0,
+    scale_b: float = 1.0,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int | Sequence[int] = 0,
+) -> Interval:
+    """Interval of (scale_a · Σnum_a/Σden_a) / (scale_b · Σnum_b/Σden_b): the (num, den) rows of a and of b
+    resampled independently, a row drawn whole (a request's tokens with its own time). NaN rows are dropped."""
+    pa, pb = _pairs(num_a, den_a), _pairs(num_b, den_b)
+    if len(pa) == 0 or len(pb) == 0 or pa[:, 1].sum() <= 0 or pb[:, 1].sum() <= 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    rng = np.random.default_rng(seed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = (_ratio_of_sums_resampled(pa, n_resamples, rng) * scale_a) / (
+            _ratio_of_sums_resampled(pb, n_resamples, rng) * scale_b
+        )
+    estimate = (scale_a * pa[:, 0].sum() / pa[:, 1].sum()) / (scale_b * pb[:, 0].sum() / pb[:, 1].sum())
+    alpha = 1.0 - confidence
+    low, high = np.nanquantile(ratios, [alpha / 2, 1 - alpha / 2], method="linear")
+    return Interval(float(estimate), float(low), float(high), min(len(pa), len(pb)))
+
+
+def throughput_comparison_ci(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """comparison_ci's pairs, on the cell output throughput (Σ ok output tokens / Σ cell wall seconds) with an
+    interval. By Little's law a configuration's throughput is L · Σtokens/Σbusy, where busy is a request's
+    sent-to-done time and L = Σbusy/Σwall its mean number in flight; the interval resamples requests (a
+    request's tokens with its own busy time, failed requests counting their time and no tokens) with L held
+    at its measured value. Column `output_tps_ratio` is exactly the ratio of the cells' throughputs."""
+    shape = ", ".join(f"c.{k}" for k in LOAD_SHAPE_COLUMNS)
+    requests = cast(
+        pl.DataFrame,
+        pl.from_arrow(
+            con.sql(
+                f"SELECT q.engine, q.deployment_id, q.instance_id, {shape}, "
+                "CASE WHEN q.status = 'ok' THEN coalesce(q.completion_tokens, 0) ELSE 0 END::DOUBLE AS tokens, "
+                "(r.done_at - r.sent_at) / 1e9 AS busy_s "
+                "FROM v_requests q JOIN requests r ON r.run_id = q.run_id AND r.request_id = q.request_id "
+                "JOIN cells c ON c.run_id = q.run_id AND c.cell_id = q.cell_id "
+                "WHERE q.run_id = ? AND r.done_at IS NOT NULL AND r.sent_at IS NOT NULL",
+                params=[run_id],
+            ).to_arrow_table()
+        ),
+    )
+    key_cols = [*LOAD_SHAPE_COLUMNS, "deployment_id", "instance_id"]
+    wall = {
+        tuple(r[:-1]): r[-1]
+        for r in con.execute(
+            f"SELECT {', '.join('c.' + k for k in key_cols)}, sum(c.wall_ns) / 1e9 FROM cells c "
+            "WHERE c.run_id = ? GROUP BY ALL",
+            [run_id],
+        ).fetchall()
+    }
+    rows = []
+    for i, (key, group) in enumerate(
+        sorted(
+            requests.partition_by(list(LOAD_SHAPE_COLUMNS), as_dict=True).items(),
+            key=lambda kv: tuple((v is None, v) for v in kv[0]),
+        )
+    ):
+        by_instance = sorted(group.partition_by("deployment_id", "instance_id", as_dict=True).items())
+
+        def in_flight(dep: str, inst: str, frame: pl.DataFrame, key: tuple[object, ...] = key) -> float:
+            wall_s = wall.get((*key, dep, inst))
+            busy = float(frame["busy_s"].sum())
+            return busy / wall_s if wall_s else float("nan")
+
+        for (dep_a, inst_a), a in by_instance:
+            for (dep_b, inst_b), b in by_instance:
+                if (dep_a, inst_a) == (dep_b, inst_b):
+                    continue
+                ci = bootstrap_ratio_of_sums_ci(
+                    a["tokens"],
+                    a["busy_s"],
+                    b["tokens"],
+                    b["busy_s"],
+                    scale_a=in_flight(dep_a, inst_a, a),
+                    scale_b=in_flight(dep_b, inst_b, b),
+                    n_resamples=n_resamples,
+                    confidence=confidence,
+                    seed=[seed, i],
+                )
+                rows.append(
+                    {
+                        **dict(zip(LOAD_SHAPE_COLUMNS, key, strict=True)),
+                        "engine_a": a["engine"][0],
+                        "engine_b": b["engine"][0],
+                        "deployment_a": dep_a,
+                        "deployment_b": dep_b,
+                        "instance_a": inst_a,
+                        "instance_b": inst_b,
+                        "n_a": a.height,
+                        "n_b": b.height,
+                        "output_tps_ratio": ci.estimate,
+                        "ci_low": ci.low,
+                        "ci_high": ci.high,
+                    }
+                )
+    return pl.DataFrame(rows)
