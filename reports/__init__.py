@@ -9,6 +9,7 @@ Entry points:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,13 +22,39 @@ from reports.model import ReportModel, build_model, model_from_frames
 __all__ = ["render_report", "render_run", "write_report"]
 
 
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A temporary name, then a rename: a full disk leaves the previous file or none, never a truncated one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def chart_pngs(model: ReportModel, charts_dir: Path) -> dict[str, Path]:
+    """Every chart of the model as a PNG (vl-convert), for the Markdown report and the Prefect artifacts."""
+    import vl_convert as vlc
+
+    charts_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for c in model.all_charts:
+        path = charts_dir / f"{c.div_id}.png"
+        _write_atomically(path, vlc.vegalite_to_png(c.spec, scale=1.5))
+        out[c.div_id] = path
+    return out
+
+
 def write_report(model: ReportModel, out_dir: Path) -> dict[str, Path]:
-    """Write ``report.html`` and ``report.md`` into out_dir; returns ``{"html": path, "markdown": path}``."""
+    """Write ``report.html``, ``report.md`` and ``charts/*.png`` into out_dir, each file atomically; returns
+    ``{"html": path, "markdown": path, "charts": dir}``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"html": out_dir / "report.html", "markdown": out_dir / "report.md"}
-    paths["html"].write_text(render_html(model), encoding="utf-8")
-    paths["markdown"].write_text(render_markdown(model), encoding="utf-8")
+    paths = {"html": out_dir / "report.html", "markdown": out_dir / "report.md", "charts": out_dir / "charts"}
+    pngs = chart_pngs(model, paths["charts"])
+    images = {div_id: f"charts/{p.name}" for div_id, p in pngs.items()}
+    _write_atomically(paths["html"], render_html(model).encode("utf-8"))
+    _write_atomically(paths["markdown"], render_markdown(model, images).encode("utf-8"))
     return paths
 
 

@@ -310,7 +310,7 @@ def _throughput_chart(
     return chart, per_cell.height > 0
 
 
-def _chart_spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
+def chart_spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
     chart = (
         chart.configure(font="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif")
         .configure_view(stroke="#ddd")
@@ -349,7 +349,7 @@ def build_charts(summary: pl.DataFrame, requests: pl.DataFrame, dep_ids: list[st
                 "Latency distribution",
                 "Histograms of TTFT and E2E over the ok requests of each deployment (all its cells pooled); "
                 "bins are shared across deployments, log-spaced when the range spans more than 50×.",
-                _chart_spec(hist),
+                chart_spec(hist),
             )
         )
     quant = _latency_quantile_chart(summary, dep_ids)
@@ -359,7 +359,7 @@ def build_charts(summary: pl.DataFrame, requests: pl.DataFrame, dep_ids: list[st
                 CHART_IDS["latency_quantiles"],
                 "Latency percentiles per cell",
                 "Per bench cell: dot = P50, tick = P95, line = P50 to P99, diamond = mean (milliseconds).",
-                _chart_spec(quant),
+                chart_spec(quant),
             )
         )
     thr, attributable = _throughput_chart(summary, requests, dep_ids)
@@ -372,5 +372,5 @@ def build_charts(summary: pl.DataFrame, requests: pl.DataFrame, dep_ids: list[st
             )
         else:
             note += " Output tok/s uses only the cells whose requests all share one max_tokens."
-        charts.append(Chart(CHART_IDS["throughput_by_length"], "Throughput by output length", note, _chart_spec(thr)))
+        charts.append(Chart(CHART_IDS["throughput_by_length"], "Throughput by output length", note, chart_spec(thr)))
     return charts

@@ -33,9 +33,9 @@ def environment() -> jinja2.Environment:
 def render_html(model: ReportModel) -> str:
     env = environment()
     scripts = None
-    if model.charts:
+    if model.all_charts:
         specs = (
-            json.dumps({c.div_id: c.spec for c in model.charts}, separators=(",", ":"), allow_nan=False)
+            json.dumps({c.div_id: c.spec for c in model.all_charts}, separators=(",", ":"), allow_nan=False)
             .replace("<", "\\u003c")
             .replace(">", "\\u003e")
             .replace("&", "\\u0026")

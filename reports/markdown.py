@@ -43,7 +43,17 @@ def md_table(table: Table) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(m: ReportModel) -> str:
+def md_chart(chart, images: dict[str, str]) -> list[str]:
+    """A chart as its PNG (written beside the report by reports.write_report), or a pointer to the HTML."""
+    path = images.get(chart.div_id)
+    if path is None:
+        return [f"_Chart “{md_inline(chart.title)}” is in report.html._", ""]
+    return [f"![{md_inline(chart.title)}]({path})", "", f"_{md_inline(chart.note)}_", ""]
+
+
+def render_markdown(m: ReportModel, images: dict[str, str] | None = None) -> str:
+    """`images`: chart div id -> the relative path of its PNG."""
+    images = images or {}
     out: list[str] = [f"# {md_inline(m.title)}", ""]
     if m.header:
         out += [md_table(kv_table(m.header)), ""]
@@ -63,12 +73,19 @@ def render_markdown(m: ReportModel) -> str:
         if not m.feasibility:
             out += ["No deployments recorded.", ""]
     if m.throughput is not None:
-        out += ["## Throughput", "", md_table(m.throughput.configurations), "", "### Who wins", ""]
+        out += ["## Throughput", "", md_table(m.throughput.configurations), ""]
+        if m.throughput.chart is not None:
+            out += md_chart(m.throughput.chart, images)
+        out += ["### Who wins", ""]
         if m.throughput.comparisons:
             out += [f"- {md_inline(c.shape)}: {md_inline(c.verdict)}" for c in m.throughput.comparisons]
             out += ["", md_table(m.throughput.comparison_table), ""]
         else:
             out += ["No comparable pair: no two configurations ran the same model, workload and load shape.", ""]
+    if m.latency is not None:
+        out += ["## Latency", "", md_table(m.latency.table), ""]
+        for c in m.latency.charts:
+            out += md_chart(c, images)
     if m.stability is not None:
         out += ["## Stability", "", md_table(m.stability.table), "", "### The tail, explained", ""]
         out += [f"- {md_inline(t.sentence)}" for t in m.stability.tails] or ["No configuration has enough requests."]
@@ -131,7 +148,9 @@ def render_markdown(m: ReportModel) -> str:
     if m.notes is not None:
         out += ["### Notes", "", md_table(m.notes), ""]
     if m.charts:
-        out += ["_Charts (latency distribution, percentiles, throughput by output length) are in report.html._", ""]
+        out += ["## Charts", ""]
+        for c in m.charts:
+            out += md_chart(c, images)
     for s in m.deployments:
         out += [
             f"## Deployment {md_inline(s.deployment_id)}",

@@ -102,6 +102,7 @@ class Throughput:
     comparisons: tuple[Comparison, ...]
     comparison_table: Table
     metric: str  # what the verdicts compare, in words
+    chart: Chart | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,15 @@ class ReportModel:
     deployment: Any = None  # reports.deployment.DeploymentToCopy
     method: Any = None  # reports.method.Method
     trend: Any = None  # reports.trend.Trend
+    latency: Any = None  # reports.latency.Latency
     definitions: tuple[tuple[str, str], ...] = METRIC_DEFINITIONS
+
+    @property
+    def all_charts(self) -> tuple[Chart, ...]:
+        """Every chart on the page, in page order: the sections' own, then the Charts section's."""
+        own = [self.throughput.chart if self.throughput is not None else None]
+        own += list(self.latency.charts) if self.latency is not None else []
+        return (*(c for c in own if c is not None), *self.charts)
 
     @property
     def toc(self) -> list[tuple[str, str]]:
@@ -146,6 +155,7 @@ class ReportModel:
                 ("environment", "Environment", self.environment is not None),
                 ("feasibility", "Feasibility", self.feasibility is not None),
                 ("throughput", "Throughput", self.throughput is not None),
+                ("latency", "Latency", self.latency is not None),
                 ("stability", "Stability", self.stability is not None),
                 ("colocation", "Co-location", self.colocation is not None),
                 ("recommendations", "Recommendations", self.recommendations is not None),
@@ -636,7 +646,9 @@ def throughput(con, run_id: str, configs: list[dict], names: dict) -> Throughput
             "that includes 1 names no winner."
         ),
     )
-    return Throughput(table, comps, comp_table, COMPARED_METRIC)
+    from reports.latency import throughput_chart
+
+    return Throughput(table, comps, comp_table, COMPARED_METRIC, throughput_chart(configs))
 
 
 STABILITY_METRICS = (("ttft_ms", "TTFT (ms)"), ("e2e_ms", "E2E (ms)"))
@@ -780,6 +792,7 @@ def build_model(con, run_id: str, *, title: str | None = None, compose=None, nig
     (matrix_path, deployment_id) -> compose file text: see reports/deployment.py."""
     from reports.colocation import colocation
     from reports.deployment import deployment_to_copy
+    from reports.latency import latency
     from reports.matrixfile import read_matrix, workload_kinds
     from reports.method import method
     from reports.recommend import recommendations
@@ -802,6 +815,7 @@ def build_model(con, run_id: str, *, title: str | None = None, compose=None, nig
         environment=kv_table(environment_rows(run, deps), caption="Where and with what this run measured."),
         feasibility=groups,
         throughput=tput,
+        latency=latency(metrics, summary, names, SHAPE_COLUMNS, shape_text),
         stability=stability(requests, configs),
         colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text),
         recommendations=recommendations(

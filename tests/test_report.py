@@ -7,12 +7,14 @@ first, then the per-cell summary aggregated from them (so the two agree, as in a
 from __future__ import annotations
 
 import html
+import json
 import math
 import random
 import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -275,9 +277,15 @@ def test_fixture_is_realistic(frames):
 
 def test_returns_paths_of_written_files(rendered, tmp_path):
     paths, page, md = rendered
-    assert set(paths) == {"html", "markdown"}
+    assert set(paths) == {"html", "markdown", "charts"}
     assert paths["html"].name == "report.html" and paths["markdown"].name == "report.md"
-    assert paths["html"].parent == paths["markdown"].parent
+    assert paths["html"].parent == paths["markdown"].parent == paths["charts"].parent
+    # every chart as a PNG the Markdown shows, and no temporary file left behind
+    pngs = sorted(paths["charts"].glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    for p in pngs:
+        assert f"](charts/{p.name})" in md
+    assert not list(paths["html"].parent.rglob(".*.tmp"))
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     # both files hold the report, not a stub: every deployment's heading and the definitions
     for dep_id, *_ in DEPLOYMENTS:
@@ -1125,3 +1133,51 @@ def test_a_model_name_is_escaped_in_the_new_sections(tmp_path, warehouse):
         ('id="trend"', 'id="method"'),
     ):
         assert html.escape(EVIL, quote=False) in section(page, start, end).replace("&#39;", "'")
+
+
+def _latency_rows(md: str) -> dict[tuple[str, str, str], tuple[str, ...]]:
+    rows = md_rows(md.split("## Latency", 1)[1].split("\n## ", 1)[0])
+    return {r[:3]: r for r in rows if len(r) == 11}
+
+
+def test_latency_percentiles_with_intervals(known_report):
+    import statistics
+
+    page, md = known_report
+    rows = _latency_rows(md)
+    shape = "m · w · closed, concurrency 2"
+    e2e = rows[("fast", shape, "E2E")]
+    # 20 ok requests of 95/100/105/110 ms: the mean, P50 and P95 as the formula gives them
+    assert e2e[3] == "20" and e2e[4] == expected_fmt(statistics.mean(FAST_MS))
+    assert e2e[5] == expected_fmt(float(np.quantile(FAST_MS, 0.5))) and e2e[7] == expected_fmt(
+        float(np.quantile(FAST_MS, 0.95))
+    )
+    low, high = (float(x) for x in e2e[6].split("–"))
+    assert 95.0 <= low <= float(np.quantile(FAST_MS, 0.5)) <= high <= 110.0
+    # TTFT is the first of 10 evenly spaced chunks: a tenth of the duration; the slow twin's is twice it
+    assert rows[("fast", shape, "TTFT")][5] == expected_fmt(float(np.quantile([d / 10 for d in FAST_MS], 0.5)))
+    assert rows[("slow", shape, "TTFT")][5] == expected_fmt(float(np.quantile([d / 5 for d in FAST_MS], 0.5)))
+    itl = rows[("fast", shape, "ITL")]
+    assert itl[3] == str(20 * 9) and itl[6] == "pooled gaps: none"  # 9 gaps per 10-chunk request
+    # the ECDF is drawn; one load level per configuration: no latency-vs-load chart
+    assert 'id="chart-latency-ecdf"' in page and 'id="chart-latency-vs-load"' not in page
+
+
+def test_latency_against_load_where_a_configuration_ran_at_several(tmp_path, warehouse):
+    from reports import render_run
+    from tests.builders import cell_row, deployment_row, run_row, stage
+    from warehouse import store
+
+    records = _cell_requests("dep", FAST_MS, cell="dep/c2") + _cell_requests(
+        "dep", SLOW_MS, cell="dep/c8", start=len(FAST_MS)
+    )
+    cells = [
+        cell_row("dep/c2", deployment_id="dep", wall_ms=1000.0, concurrency=2),
+        cell_row("dep/c8", deployment_id="dep", wall_ms=1000.0, concurrency=8),
+    ]
+    store.load_run(warehouse, stage(tmp_path, records, cells, run_row(), [deployment_row(deployment_id="dep")]))
+    page = render_run(warehouse, "run-1", tmp_path / "r")["html"].read_text(encoding="utf-8")
+    spec = json.loads(re.search(r"var specs = (\{.*?\});\n", page, re.S).group(1))["chart-latency-vs-load"]
+    points = [v for panel in spec["hconcat"] for v in panel["data"]["values"]]
+    e2e_p50 = {p["load"]: p["ms"] for p in points if p["metric"] == "E2E" and p["stat"] == "P50"}
+    assert e2e_p50 == {2.0: float(np.quantile(FAST_MS, 0.5)), 8.0: float(np.quantile(SLOW_MS, 0.5))}
