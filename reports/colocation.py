@@ -207,7 +207,9 @@ def colocation(requests: pl.DataFrame, deps: list[dict], names: dict, config_col
         caption=(
             f"Matched so: {MATCH_RULE}. Ratios are co-located / alone over ok requests with 95% percentile-bootstrap "
             "intervals (warehouse/stats.bootstrap_ratio_ci); tok/s below 1 and latency above 1 mean slower co-located. "
-            "Met SLOs: the share of all requests meeting every SLO the run set."
+            "Met SLOs: the share of all requests meeting every SLO the run set. A co-located group's cells run one "
+            "instance at a time: its neighbours are up (holding memory, threads and caches) but idle, so this is the "
+            "cost of sharing the machine, not of serving every model at once."
         ),
     )
     return Colocation(tuple(out), table, tuple(unmatched))

@@ -101,6 +101,9 @@ def render_markdown(m: ReportModel, images: dict[str, str] | None = None) -> str
             out += [md_table(c.table), ""]
         if c.unmatched:
             out += ["Co-located without an alone twin: " + md_inline("; ".join(c.unmatched)), ""]
+    if m.characteristics is not None:
+        ch = m.characteristics
+        out += ["## Flags and characteristics", "", md_table(ch.flags), "", md_table(ch.table), ""]
     if m.recommendations is not None:
         out += ["## Recommendations", ""]
         out += [

@@ -137,6 +137,7 @@ class ReportModel:
     method: Any = None  # reports.method.Method
     trend: Any = None  # reports.trend.Trend
     latency: Any = None  # reports.latency.Latency
+    characteristics: Any = None  # reports.characteristics.Characteristics
     definitions: tuple[tuple[str, str], ...] = METRIC_DEFINITIONS
 
     @property
@@ -158,6 +159,7 @@ class ReportModel:
                 ("latency", "Latency", self.latency is not None),
                 ("stability", "Stability", self.stability is not None),
                 ("colocation", "Co-location", self.colocation is not None),
+                ("characteristics", "Flags and characteristics", self.characteristics is not None),
                 ("recommendations", "Recommendations", self.recommendations is not None),
                 ("deployment", "The deployment to copy", self.deployment is not None),
                 ("trend", "Nightly trend", self.trend is not None),
@@ -790,6 +792,7 @@ def stability(requests: pl.DataFrame, configs: list[dict]) -> Stability:
 def build_model(con, run_id: str, *, title: str | None = None, compose=None, nights: int = 14) -> ReportModel:
     """Every section of one run's report, from the warehouse (read-only queries). `compose`
     (matrix_path, deployment_id) -> compose file text: see reports/deployment.py."""
+    from reports.characteristics import characteristics
     from reports.colocation import colocation
     from reports.deployment import deployment_to_copy
     from reports.latency import latency
@@ -818,6 +821,7 @@ def build_model(con, run_id: str, *, title: str | None = None, compose=None, nig
         latency=latency(metrics, summary, names, SHAPE_COLUMNS, shape_text),
         stability=stability(requests, configs),
         colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text),
+        characteristics=characteristics(con, run_id, deps, configs, requests, nights),
         recommendations=recommendations(
             requests, names, groups, SHAPE_COLUMNS, shape_text, workload_kinds(matrix), configs, tput.comparisons
         ),

@@ -1181,3 +1181,51 @@ def test_latency_against_load_where_a_configuration_ran_at_several(tmp_path, war
     points = [v for panel in spec["hconcat"] for v in panel["data"]["values"]]
     e2e_p50 = {p["load"]: p["ms"] for p in points if p["metric"] == "E2E" and p["stat"] == "P50"}
     assert e2e_p50 == {2.0: float(np.quantile(FAST_MS, 0.5)), 8.0: float(np.quantile(SLOW_MS, 0.5))}
+
+
+def test_configuration_flags_drop_bakeoff_plumbing():
+    from reports.characteristics import configuration_flags
+
+    argv = ["--model", "/m.gguf", "--alias", "s", "--host", "0.0.0.0", "--port=8001", "--ctx-size", "4096"]
+    argv += ["--metrics", "--flash-attn", "--gpu-memory-utilization", "0.45", "--api-key", "x y"]
+    assert configuration_flags(argv) == (
+        "--ctx-size 4096",
+        "--flash-attn",
+        "--gpu-memory-utilization 0.45",
+        "--api-key 'x y'",
+    )
+    assert configuration_flags(["serve", "org/model", "--port", "1"]) == ()  # vLLM's positionals are plumbing
+    assert configuration_flags(None) == ()
+
+
+def _characteristics(md: str) -> tuple[dict, dict]:
+    part = section(md, "## Flags and characteristics", "## Recommendations")
+    flag_part, char_part = part.split("_Per engine", 1)
+    flags = {r[1]: r for r in md_rows(flag_part) if r[0] != "Group"}
+    chars = {r[0]: r for r in md_rows(char_part) if r[0] != "Engine"}
+    return flags, chars
+
+
+def test_flags_and_characteristics_from_the_run(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_colocation(tmp_path, warehouse)
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    flags, chars = _characteristics(md)
+    # every instance's command line without --model/--host/--port: the one flag each set
+    assert flags["pair-a"][4] == "--parallel 4" and flags["one-0"][4] == "--parallel 1" and flags["one-0"][5] == "1"
+    row = chars["llamacpp"]
+    # solo, pair-b and one-0 all did 200 tok/s in their 1 s cells, pair-a (twice as slow) 100: the best is named
+    assert row[1].startswith(f"{expected_fmt(200.0)} tok/s (")
+    assert row[3] == "2 co-located, started whole"  # the pair group started both instances
+    assert row[4] == "1–1 flags"
+    assert row[5] == "requests failed 0% (0/80); instances down 0% (0/4)"
+    assert row[6].startswith("1 night: requests failed 0% (0/80)")
+
+
+def test_characteristics_flip_when_the_group_does_not_start_whole(known_report):
+    _, md = known_report
+    _, chars = _characteristics(md)
+    row = chars["llamacpp"]
+    assert row[3] == "no co-located group started whole"  # duo: two of its three instances failed
+    assert row[5].endswith("instances down 25% (2/8)")
