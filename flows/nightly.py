@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -10,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from reports import render_run
@@ -136,9 +137,7 @@ def nightly(
     with store.opened(warehouse, read_only=True) as con:
         _run_row, deployment_rows, summary, _metrics = summarize(con, run_id)
         paths = report(con, run_id, run_dir / "report", compose=compose_from_path)
-    create_markdown_artifact(
-        key="bakeoff-report", markdown=paths["markdown"].read_text(), description=f"bakeoff run {run_id}"
-    )
+    publish_report(run_id, paths)
     result = {
         "run_id": run_id,
         "run_dir": str(run_dir),
@@ -157,6 +156,23 @@ def nightly(
         rejected.result = result
         raise rejected
     return result
+
+
+def publish_report(run_id: str, paths: dict[str, Path]) -> None:
+    """The night's result in the Prefect UI's run history: the Markdown report, a table of the key
+    metrics per configuration (with the verdicts naming it a winner), and a link to the HTML file."""
+    create_markdown_artifact(
+        key="bakeoff-report", markdown=paths["markdown"].read_text(), description=f"bakeoff run {run_id}"
+    )
+    create_table_artifact(
+        key="bakeoff-key-metrics",
+        table=json.loads(paths["key_metrics"].read_text()),
+        description=f"key metrics per configuration, run {run_id}",
+    )
+    html = paths["html"].resolve()
+    create_link_artifact(
+        key="bakeoff-report-html", link=html.as_uri(), link_text=str(html), description=f"HTML report of run {run_id}"
+    )
 
 
 def _teardown_on_sigterm() -> None:

@@ -9,6 +9,7 @@ Entry points:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +19,9 @@ import polars as pl
 from reports.html import render_html
 from reports.markdown import render_markdown
 from reports.model import ReportModel, build_model, model_from_frames
+from reports.tables import MISSING
 
-__all__ = ["render_report", "render_run", "write_report"]
+__all__ = ["key_metrics", "render_report", "render_run", "write_report"]
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -45,16 +47,52 @@ def chart_pngs(model: ReportModel, charts_dir: Path) -> dict[str, Path]:
     return out
 
 
+def key_metrics(model: ReportModel) -> list[dict[str, str]]:
+    """One row per configuration, as the report prints it: the throughput table's columns, TTFT P50 and
+    E2E P95 from the latency table, and the verdicts naming it a winner (Prefect's table artifact)."""
+    if model.throughput is None:
+        return []
+    headers = [c.header for c in model.throughput.configurations.columns]
+    rows = [dict(zip(headers, r, strict=True)) for r in model.throughput.configurations.rows]
+    if model.latency is not None:
+        lat_headers = [c.header for c in model.latency.table.columns]
+        for r in model.latency.table.rows:
+            rec = dict(zip(lat_headers, r, strict=True))
+            for row in rows:
+                if (row["Configuration"], row["Model · workload · load"]) == (
+                    rec["Configuration"],
+                    rec["Model · workload · load"],
+                ):
+                    if rec["Metric"] == "TTFT":
+                        row["TTFT P50 (ms)"] = rec["P50 (ms)"]
+                    if rec["Metric"] == "E2E":
+                        row["E2E P95 (ms)"] = rec["P95 (ms)"]
+    for row in rows:
+        wins = [
+            c.verdict
+            for c in model.throughput.comparisons
+            if c.winner == row["Configuration"] and c.shape == row["Model · workload · load"]
+        ]
+        row["Wins"] = "; ".join(wins) or MISSING
+    return rows
+
+
 def write_report(model: ReportModel, out_dir: Path) -> dict[str, Path]:
-    """Write ``report.html``, ``report.md`` and ``charts/*.png`` into out_dir, each file atomically; returns
-    ``{"html": path, "markdown": path, "charts": dir}``."""
+    """Write ``report.html``, ``report.md``, ``key_metrics.json`` and ``charts/*.png`` into out_dir, each file
+    atomically; returns ``{"html": path, "markdown": path, "key_metrics": path, "charts": dir}``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"html": out_dir / "report.html", "markdown": out_dir / "report.md", "charts": out_dir / "charts"}
+    paths = {
+        "html": out_dir / "report.html",
+        "markdown": out_dir / "report.md",
+        "key_metrics": out_dir / "key_metrics.json",
+        "charts": out_dir / "charts",
+    }
     pngs = chart_pngs(model, paths["charts"])
     images = {div_id: f"charts/{p.name}" for div_id, p in pngs.items()}
     _write_atomically(paths["html"], render_html(model).encode("utf-8"))
     _write_atomically(paths["markdown"], render_markdown(model, images).encode("utf-8"))
+    _write_atomically(paths["key_metrics"], json.dumps(key_metrics(model), ensure_ascii=False, indent=1).encode())
     return paths
 
 

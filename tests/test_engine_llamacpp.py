@@ -3,6 +3,7 @@ through the Prefect flow on a real (test) Prefect server, into a real DuckDB fil
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -117,6 +118,11 @@ def test_flow_end_to_end_on_the_real_engine(tmp_path, llama_server, smollm2, pre
     mine = {a.key: a.data for a in artifacts if a.flow_run_id == ours[0].id}
     assert mine["bakeoff-validation"].startswith("**passed**: 8 rows")
     assert "llamacpp-smollm2" in mine["bakeoff-report"]
+    # the run history shows the key metrics per configuration and links the HTML file
+    table = mine["bakeoff-key-metrics"]
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert [r["Configuration"] for r in rows] == ["llamacpp-smollm2"] and rows[0]["OK"] == "8"
+    assert report.resolve().as_uri() in mine["bakeoff-report-html"]
     assert {"start-instance", "bench-cell", "gate-and-load", "render-report"} <= names
 
 
