@@ -119,6 +119,9 @@ def cmd_report(
     run: Annotated[str | None, typer.Option(help="run id (default: the latest run)")] = None,
     out: Annotated[str | None, typer.Option(help="output folder (default .bakeoff/reports/RUN_ID)")] = None,
     nights: Annotated[int, typer.Option(min=1, help="nights the trend section shows, ending with the run")] = 14,
+    baseline: Annotated[
+        str | None, typer.Option(help="a run id to set this run against, configuration by configuration")
+    ] = None,
     warehouse: WarehouseOpt = None,
 ) -> int:
     """Re-render a run's report from the warehouse."""
@@ -129,7 +132,8 @@ def cmd_report(
     with store.opened(_warehouse_path(warehouse), read_only=True) as con:
         run_id = run or _latest_run(con)
         out_dir = Path(out or Path(".bakeoff/reports") / run_id)
-        paths = render_run(con, run_id, out_dir, compose=compose_from_path, nights=nights)  # NoSuchRun: exit 2
+        # NoSuchRun (the run or the baseline): exit 2
+        paths = render_run(con, run_id, out_dir, compose=compose_from_path, nights=nights, baseline=baseline)
     print(paths["html"])
     return 0
 

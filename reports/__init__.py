@@ -2,7 +2,7 @@
 the same content written as self-contained HTML (html.py, templates/) and Markdown (markdown.py).
 
 Entry points:
-* `render_run(con, run_id, out_dir, *, title=None, compose=None, nights=14)`: every section, from the warehouse alone;
+* `render_run(con, run_id, out_dir, *, title=None, compose=None, nights=14, baseline=None)`: every section, from the warehouse alone;
 * `render_report(summary, requests, out_dir, *, title, run_info)`: the per-cell sections from the two
   frames of warehouse.transforms.summarize_run (the call of flows/ before render_run).
 """
@@ -104,12 +104,15 @@ def render_run(
     title: str | None = None,
     compose: Callable[[str, str], str] | None = None,
     nights: int = 14,
+    baseline: str | None = None,
 ) -> dict[str, Path]:
     """One run's full report, from the warehouse (read-only). Raises warehouse.store.NoSuchRun for an unknown run.
     `compose(matrix_path, deployment_id)` regenerates a group's compose file (tasks.compose.compose_from_path;
     passed in because reports/ does not import tasks/); without it the section gives the command only.
-    `nights`: how many nights the trend section shows, ending with this run."""
-    return write_report(build_model(con, run_id, title=title, compose=compose, nights=nights), out_dir)
+    `nights`: how many nights the trend section shows, ending with this run. `baseline`: a run id to set this
+    run against, configuration by configuration (reports/baseline.py)."""
+    model = build_model(con, run_id, title=title, compose=compose, nights=nights, baseline=baseline)
+    return write_report(model, out_dir)
 
 
 def render_report(

@@ -132,6 +132,22 @@ def render_markdown(m: ReportModel, images: dict[str, str] | None = None) -> str
             for r in m.trend.regressions
         ] or ["No regression flagged on the latest night."]
         out += ["", md_table(m.trend.table), "", md_table(m.trend.versions), ""]
+    if m.baseline is not None:
+        b = m.baseline
+        out += [
+            "## Against the baseline",
+            "",
+            f"_Baseline run {md_inline(b.run_id)}; matched by {md_inline(b.rule)}._",
+            "",
+        ]
+        out += [f"- {md_inline(v)}" for v in b.verdicts] or [
+            "No configuration of this run was measured by the baseline."
+        ]
+        out += [""]
+        if b.verdicts:
+            out += [md_table(b.table), ""]
+        if b.unmatched:
+            out += ["Not in the baseline: " + md_inline("; ".join(b.unmatched)), ""]
     if m.method is not None:
         me = m.method
         out += [

@@ -138,6 +138,7 @@ class ReportModel:
     trend: Any = None  # reports.trend.Trend
     latency: Any = None  # reports.latency.Latency
     characteristics: Any = None  # reports.characteristics.Characteristics
+    baseline: Any = None  # reports.baseline.Baseline (only when asked for)
     definitions: tuple[tuple[str, str], ...] = METRIC_DEFINITIONS
 
     @property
@@ -163,6 +164,7 @@ class ReportModel:
                 ("recommendations", "Recommendations", self.recommendations is not None),
                 ("deployment", "The deployment to copy", self.deployment is not None),
                 ("trend", "Nightly trend", self.trend is not None),
+                ("baseline", "Against the baseline", self.baseline is not None),
                 ("method", "Method", self.method is not None),
             )
             if present
@@ -789,9 +791,13 @@ def stability(requests: pl.DataFrame, configs: list[dict]) -> Stability:
     )
 
 
-def build_model(con, run_id: str, *, title: str | None = None, compose=None, nights: int = 14) -> ReportModel:
+def build_model(
+    con, run_id: str, *, title: str | None = None, compose=None, nights: int = 14, baseline: str | None = None
+) -> ReportModel:
     """Every section of one run's report, from the warehouse (read-only queries). `compose`
-    (matrix_path, deployment_id) -> compose file text: see reports/deployment.py."""
+    (matrix_path, deployment_id) -> compose file text: see reports/deployment.py. `baseline`: a run to
+    set this one against (reports/baseline.py); NoSuchRun when the warehouse does not hold it."""
+    from reports.baseline import baseline as against_baseline
     from reports.characteristics import characteristics
     from reports.colocation import colocation
     from reports.deployment import deployment_to_copy
@@ -803,6 +809,10 @@ def build_model(con, run_id: str, *, title: str | None = None, compose=None, nig
     from warehouse.transforms import summarize_run
 
     run, _deps, summary, metrics = summarize_run(con, run_id)  # NoSuchRun
+    if baseline is not None and not con.execute("SELECT 1 FROM runs WHERE run_id = ?", [baseline]).fetchall():
+        from warehouse.store import NoSuchRun
+
+        raise NoSuchRun(baseline)
     # the header names the run; the Environment section holds the rest of the runs row
     header = {k: v for k, v in run_info(run).items() if k in HEADER_ON_TOP}
     base = model_from_frames(summary, metrics, title=title or f"bakeoff: {run['matrix_name']}", header=header)
@@ -833,4 +843,5 @@ def build_model(con, run_id: str, *, title: str | None = None, compose=None, nig
             load_shape,
         ),
         trend=trend(con, run_id, names, shape_text, nights),
+        baseline=None if baseline is None else against_baseline(con, run_id, baseline, names, shape_text),
     )

@@ -63,6 +63,16 @@ def test_no_such_run_is_bad_input(warehouse_path, capsys):
     assert "no run nope in the warehouse" in err
 
 
+def test_no_such_baseline_is_bad_input(tmp_path, warehouse_path, capsys):
+    from tests.builders import record, stage
+
+    with store.opened(warehouse_path) as con:
+        store.load_run(con, stage(tmp_path, [record(0)], [cell_row()]))
+    assert main(["report", "--run", "run-1", "--baseline", "gone", "--warehouse", str(warehouse_path)]) == 2
+    _, err = one_line(capsys)
+    assert "no run gone in the warehouse" in err
+
+
 def test_duplicate_instance_ids_are_refused_by_plan(tmp_path, capsys):
     data = yaml.safe_load(SMOKE.read_text())
     inst = data["deployments"][0]["instances"][0]

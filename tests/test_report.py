@@ -1229,3 +1229,59 @@ def test_characteristics_flip_when_the_group_does_not_start_whole(known_report):
     row = chars["llamacpp"]
     assert row[3] == "no co-located group started whole"  # duo: two of its three instances failed
     assert row[5].endswith("instances down 25% (2/8)")
+
+
+def _stage_night(tmp_path, warehouse, run_id: str, day: int, scales: dict[str, float], version: str = "0.3.36"):
+    """One night: each deployment's 20 requests of FAST_MS x its scale, the cell's wall time scaled alike."""
+    from datetime import timedelta
+
+    from tests.builders import T0, cell_row, deployment_row, record, run_row, stage
+    from warehouse import store
+
+    records, cells, deps = [], [], []
+    for dep, scale in scales.items():
+        records += [
+            record(
+                i,
+                run_id=run_id,
+                cell_id=f"{dep}/c",
+                deployment_id=dep,
+                chunks_ms=[d * scale * (k + 1) / 10 for k in range(10)],
+                tokens=10,
+                max_tokens=10,
+            )
+            for i, d in enumerate(FAST_MS)
+        ]
+        cells.append(cell_row(f"{dep}/c", run_id=run_id, deployment_id=dep, wall_ms=1000 * scale))
+        deps.append({**deployment_row(run_id, deployment_id=dep), "engine_version": version})
+    run = {**run_row(run_id), "started_at": (T0 + timedelta(days=day)).isoformat()}
+    store.load_run(warehouse, stage(tmp_path / run_id, records, cells, run, deps))
+
+
+def test_baseline_sets_two_runs_side_by_side(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_night(tmp_path, warehouse, "before", 1, {"up": 1.0, "same": 1.0})
+    # after the upgrade "up" takes half the time (twice the tok/s, half the latency), "same" is unchanged,
+    # and "new" was not measured before
+    _stage_night(tmp_path, warehouse, "after", 2, {"up": 0.5, "same": 1.0, "new": 1.0}, version="0.3.40")
+    md = render_run(warehouse, "after", tmp_path / "r", baseline="before")["markdown"].read_text(encoding="utf-8")
+    part = section(md, "## Against the baseline", "## Method")
+    rows = {r[0]: r for r in md_rows(part) if r[0] != "Configuration"}
+    assert set(rows) == {"up", "same"}
+    up = rows["up"]
+    assert up[2] == "0.3.40 / 0.3.36" and up[3] == "20 / 20"
+    assert up[4].startswith("2.00× [") and up[5].startswith("0.50× [") and up[6].startswith("0.50× [")
+    assert up[7].startswith("up against the baseline: output tok/s 2.00× [") and "(better)" in up[7]
+    assert "(worse)" not in up[7]
+    assert rows["same"][7] == "same: no measurable difference from the baseline"
+    assert "Not in the baseline: new (m · w · closed, concurrency 2)" in part.replace("\\", "")
+    # and the other way round, the same figures read as worse
+    md = render_run(warehouse, "before", tmp_path / "r2", baseline="after")["markdown"].read_text(encoding="utf-8")
+    rows = {r[0]: r for r in md_rows(section(md, "## Against the baseline", "## Method"))}
+    assert rows["up"][4].startswith("0.50× [") and "(worse)" in rows["up"][7]
+
+
+def test_report_without_baseline_has_no_baseline_section(known_report):
+    page, md = known_report
+    assert "## Against the baseline" not in md and 'id="baseline"' not in page

@@ -498,3 +498,107 @@ def throughput_comparison_ci(
                     }
                 )
     return pl.DataFrame(rows)
+
+
+RUN_COMPARISON_KEY = ("deployment_id", "instance_id", "engine", *LOAD_SHAPE_COLUMNS)
+
+
+def _run_requests(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> pl.DataFrame:
+    shape = ", ".join(f"c.{k}" for k in LOAD_SHAPE_COLUMNS)
+    return cast(
+        pl.DataFrame,
+        pl.from_arrow(
+            con.sql(
+                f"SELECT q.run_id, q.engine, q.deployment_id, q.instance_id, {shape}, q.status, q.ttft_ms, q.e2e_ms, "
+                "CASE WHEN q.status = 'ok' THEN coalesce(q.completion_tokens, 0) ELSE 0 END::DOUBLE AS tokens, "
+                "(r.done_at - r.sent_at) / 1e9 AS busy_s "
+                "FROM v_requests q JOIN requests r ON r.run_id = q.run_id AND r.request_id = q.request_id "
+                "JOIN cells c ON c.run_id = q.run_id AND c.cell_id = q.cell_id "
+                "WHERE q.run_id = ANY(?::VARCHAR[]) AND r.done_at IS NOT NULL AND r.sent_at IS NOT NULL",
+                params=[list(run_ids)],
+            ).to_arrow_table()
+        ),
+    )
+
+
+def run_comparison_ci(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    baseline_run: str,
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Each configuration (RUN_COMPARISON_KEY: the same instance of the same deployment on the same model,
+    workload and load shape) measured in both runs: this run over the baseline for the cell output
+    throughput (throughput_comparison_ci's estimator), TTFT P50 and E2E P95 (bootstrap_ratio_ci, ok
+    requests), each with its interval, and both runs' engine versions."""
+    requests = _run_requests(con, [run_id, baseline_run])
+    key = list(RUN_COMPARISON_KEY)
+    wall = {
+        tuple(r[:-1]): r[-1]
+        for r in con.execute(
+            f"SELECT run_id, {', '.join(key)}, sum(wall_ns) / 1e9 FROM cells "
+            "WHERE run_id = ANY(?::VARCHAR[]) GROUP BY ALL",
+            [[run_id, baseline_run]],
+        ).fetchall()
+    }
+    versions = {
+        (r, d, i): v
+        for r, d, i, v in con.execute(
+            "SELECT run_id, deployment_id, instance_id, engine_version FROM deployments "
+            "WHERE run_id = ANY(?::VARCHAR[])",
+            [[run_id, baseline_run]],
+        ).fetchall()
+    }
+    rows = []
+    groups = requests.partition_by(key, as_dict=True)
+    for i, (k, frame) in enumerate(sorted(groups.items(), key=lambda kv: tuple((v is None, str(v)) for v in kv[0]))):
+        mine, base = frame.filter(pl.col("run_id") == run_id), frame.filter(pl.col("run_id") == baseline_run)
+        if mine.height == 0 or base.height == 0:
+            continue
+
+        def in_flight(f: pl.DataFrame, run: str, k: tuple[object, ...] = k) -> float:
+            w = wall.get((run, *k))
+            return float(f["busy_s"].sum()) / w if w else float("nan")
+
+        tps = bootstrap_ratio_of_sums_ci(
+            mine["tokens"],
+            mine["busy_s"],
+            base["tokens"],
+            base["busy_s"],
+            scale_a=in_flight(mine, run_id),
+            scale_b=in_flight(base, baseline_run),
+            n_resamples=n_resamples,
+            confidence=confidence,
+            seed=[seed, i, 0],
+        )
+        ok_m, ok_b = mine.filter(pl.col("status") == "ok"), base.filter(pl.col("status") == "ok")
+        ttft = bootstrap_ratio_ci(
+            ok_m["ttft_ms"], ok_b["ttft_ms"], "median", n_resamples=n_resamples, seed=[seed, i, 1]
+        )
+        e2e = bootstrap_ratio_ci(ok_m["e2e_ms"], ok_b["e2e_ms"], 0.95, n_resamples=n_resamples, seed=[seed, i, 2])
+        kd = dict(zip(key, k, strict=True))
+        rows.append(
+            {
+                **kd,
+                "n": mine.height,
+                "n_baseline": base.height,
+                "version": versions.get((run_id, kd["deployment_id"], kd["instance_id"])),
+                "version_baseline": versions.get((baseline_run, kd["deployment_id"], kd["instance_id"])),
+                **{
+                    f"output_tps_{n}": v
+                    for n, v in zip(("ratio", "ci_low", "ci_high"), (tps.estimate, tps.low, tps.high), strict=True)
+                },
+                **{
+                    f"ttft_p50_{n}": v
+                    for n, v in zip(("ratio", "ci_low", "ci_high"), (ttft.estimate, ttft.low, ttft.high), strict=True)
+                },
+                **{
+                    f"e2e_p95_{n}": v
+                    for n, v in zip(("ratio", "ci_low", "ci_high"), (e2e.estimate, e2e.low, e2e.high), strict=True)
+                },
+            }
+        )
+    return pl.DataFrame(rows)
