@@ -20,7 +20,7 @@ def compose_file(matrix: Matrix, deployment_id: str, base_dir: Path) -> str:
         raise MatrixError(f"deployments: no deployment {deployment_id!r} (have: {sorted(groups)})")
     group = groups[deployment_id]
     memory = {m.instance_id: m for m in plan_group(matrix, group)}
-    services, previous = {}, None
+    services, previous, notes = {}, None, []
     for offset, planned in enumerate(sorted(group.instances, key=lambda p: memory[p.instance_id].start_order)):
         engine = matrix.engines[planned.engine_name]
         if engine.kind == "external":
@@ -35,6 +35,10 @@ def compose_file(matrix: Matrix, deployment_id: str, base_dir: Path) -> str:
             launcher="docker",
             memory_args=memory[planned.instance_id].flag_args(),
         )
+        if not (engine.image or engine.build):
+            notes.append(
+                f"# {planned.instance_id}: {launch.image} is the engine's upstream image (the matrix names none)\n"
+            )
         service = {
             "image": launch.image,
             "command": launch.spec.argv,
@@ -70,7 +74,7 @@ def compose_file(matrix: Matrix, deployment_id: str, base_dir: Path) -> str:
     header = (
         f"# bakeoff compose {deployment_id} (matrix {matrix.name}): instances start one after another,\n"
         f"# each after the previous is healthy; memory flags as the planner set them.\n"
-    )
+    ) + "".join(notes)
     return header + yaml.safe_dump({"services": services}, sort_keys=False, width=120)
 
 

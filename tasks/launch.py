@@ -100,6 +100,8 @@ def instance_launch(
     if engine.launcher == "docker":
         model_arg, volumes = container_model(model, base_dir)
         image = (images or {}).get(planned.engine_name) or engine.image or (engine.build.name if engine.build else None)
+        if not image and launcher == "docker":  # compose of a process engine: the engine's upstream image
+            image = adapter.compose_image(engine)
         if not image:
             raise MatrixError(f"engines.{planned.engine_name}: a docker engine needs `image` or `build`")
     else:

@@ -87,3 +87,20 @@ def test_a_process_on_the_gpu_sees_only_its_card(tmp_path):
     launch = instance_launch(matrix, planned, base_dir=tmp_path, port=8000)
     assert launch.spec.env["CUDA_VISIBLE_DEVICES"] == "3"
     assert launch.flags == launch.spec.argv[1:] and launch.spec.argv[0] == "/bin/true"
+
+
+def test_compose_of_a_process_engine_names_the_upstream_image():
+    # the demo's matrix runs llama-server as a process and names no image: compose still writes a file a
+    # person can run, on llama.cpp's own server image, and says the image was chosen for them
+    matrix, _ = load_matrix(ROOT / "configs" / "cpu-smoke.yaml")
+    text = compose_file(matrix, "p4-pair", ROOT / "configs")
+    services = yaml.safe_load(text)["services"]
+    assert set(services) == {"pair-a", "pair-b"}
+    assert {s["image"] for s in services.values()} == {"ghcr.io/ggml-org/llama.cpp:server"}
+    assert "# pair-a: ghcr.io/ggml-org/llama.cpp:server is the engine's upstream image" in text
+    assert services["pair-b"]["depends_on"] == {"pair-a": {"condition": "service_healthy"}}
+    # an engine that names its image keeps it, with no such note
+    seed, _ = load_matrix(SEED)
+    group = next(g for g in plan(seed) if any(seed.engines[p.engine_name].image for p in g.instances))
+    seed_text = compose_file(seed, group.deployment_id, SEED.parent)
+    assert "upstream image" not in seed_text

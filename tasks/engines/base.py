@@ -30,6 +30,14 @@ class EngineAdapter:
     memory_flag: ClassVar[str | None] = None
     memory_fraction_of: ClassVar[str | None] = None
     gpu_by_default: ClassVar[bool] = False  # whether an instance gets the GPU unless `use_gpu` says
+    # The engine's upstream image, for `bakeoff compose` of an engine the matrix runs as a process (or names
+    # no image for): "{version}" is the matrix's engine version. None: compose needs `image` or `build`.
+    upstream_image: ClassVar[str | None] = None
+
+    def compose_image(self, engine: Engine) -> str | None:
+        if self.upstream_image is None:
+            return None
+        return self.upstream_image.format(version=engine.version)
 
     def uses_gpu(self, engine: Engine) -> bool:
         """Whether an instance of this engine gets the matrix's GPU (`engines.*.use_gpu` decides when set)."""

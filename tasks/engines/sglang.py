@@ -27,6 +27,7 @@ PROFILES: dict[str, list[str]] = {
 
 class SglangAdapter(EngineAdapter):
     kind = "sglang"
+    upstream_image = "lmsysorg/sglang:v{version}"
     health_path = "/health"
     metrics_path = "/metrics"  # served with --enable-metrics
     failure_patterns = GPU_FAILURE_PATTERNS

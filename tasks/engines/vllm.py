@@ -17,6 +17,7 @@ PROFILES: dict[str, list[str]] = {
 
 class VllmAdapter(EngineAdapter):
     kind = "vllm"
+    upstream_image = "vllm/vllm-openai:v{version}"
     health_path = "/health"
     metrics_path = "/metrics"
     failure_patterns = GPU_FAILURE_PATTERNS
