@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from reports.charts import LATENCY_METRICS, Chart, build_charts
@@ -509,10 +510,10 @@ def feasibility(con, run_id: str) -> tuple[FeasibilityGroup, ...]:
 def _requests_frame(con, run_id: str) -> pl.DataFrame:
     """Every request of the run with its configuration, its place in its cell and its cell's client flag."""
     shape = ", ".join(f"c.{k}" for k in SHAPE_COLUMNS if k != "model")
-    return _frame(
+    frame = _frame(
         con,
         f"""
-        SELECT q.request_id, q.cell_id, q.deployment_id, q.instance_id, q.engine, q.model, {shape},
+        SELECT r.sent_at, r.done_at, q.request_id, q.cell_id, q.deployment_id, q.instance_id, q.engine, q.model, {shape},
                q.status, q.error_class, q.completion_tokens, q.ttft_ms, q.e2e_ms, q.queue_ms, q.tokens_per_s,
                (r.done_at - r.sent_at) / 1e6 AS done_ms, c.client_kept_up, q.meets_slo,
                (row_number() OVER (PARTITION BY q.cell_id ORDER BY r.scheduled_at, q.request_id) - 1)
@@ -522,6 +523,23 @@ def _requests_frame(con, run_id: str) -> pl.DataFrame:
         WHERE q.run_id = ?""",
         [run_id],
     )
+    return _with_in_flight(frame)
+
+
+def _with_in_flight(frame: pl.DataFrame) -> pl.DataFrame:
+    """`in_flight`: the requests of its cell in flight when a request was sent, itself included (sent at or
+    before its send, not yet done): the concurrency it met, which an open loop lets vary."""
+    if frame.height == 0:
+        return frame.with_columns(pl.lit(None, pl.Int64).alias("in_flight"))
+    parts = []
+    for part in frame.partition_by("cell_id"):
+        sent = part["sent_at"].to_numpy().astype("float64")
+        done = np.sort(part["done_at"].fill_null(np.iinfo(np.int64).max).to_numpy().astype("float64"))
+        sent_sorted = np.sort(sent)
+        started = np.searchsorted(sent_sorted, sent, side="right")
+        ended = np.searchsorted(done, sent, side="right")
+        parts.append(part.with_columns(pl.Series("in_flight", started - ended, dtype=pl.Int64)))
+    return pl.concat(parts)
 
 
 CONFIGURATION_COLUMNS = (
@@ -696,6 +714,12 @@ def _tail_findings(tail: pl.DataFrame, rest: pl.DataFrame) -> list[str]:
     tl, rl = _median(tail["completion_tokens"]), _median(rest["completion_tokens"])
     if tl is not None and rl is not None and tl >= 1.5 * rl:  # output length: 1.5× the others'
         found.append(f"they generated longer outputs (median {tl:,.0f} tokens, the others {rl:,.0f})")
+    ti, ri = _median(tail["in_flight"]), _median(rest["in_flight"])
+    if ti is not None and ri is not None and ti >= 1.5 * ri and ti - ri >= 1:  # concurrency: 1.5× and 1 more
+        found.append(
+            f"they were sent while more requests were in flight (median {ti:,.0f}, the others {ri:,.0f}): "
+            "the engine was busier"
+        )
     tq, rq = _median(tail["queue_ms"]), _median(rest["queue_ms"])
     if tq is not None and rq is not None and tq >= 2 * rq and tq - rq >= 1.0:  # queue: 2× and ≥ 1 ms more
         found.append(
@@ -751,8 +775,8 @@ def tail_explanation(frame: pl.DataFrame, name: str) -> TailExplanation | None:
     return TailExplanation(
         name,
         f"{lead}: the data cannot explain them. They do not differ from the other requests "
-        "in errors, position in the cell, output length, queue delay, the client's pace or "
-        "time to first token.",
+        "in errors, position in the cell, output length, requests in flight at their send, queue delay, "
+        "the client's pace or time to first token.",
         False,
     )
 

@@ -1285,3 +1285,30 @@ def test_baseline_sets_two_runs_side_by_side(tmp_path, warehouse):
 def test_report_without_baseline_has_no_baseline_section(known_report):
     page, md = known_report
     assert "## Against the baseline" not in md and 'id="baseline"' not in page
+
+
+def test_a_tail_sent_into_a_crowd_is_explained_by_concurrency(tmp_path, warehouse):
+    from reports import render_run
+    from tests.builders import cell_row, deployment_row, record, run_row, stage
+    from warehouse import store
+
+    def req(i, sent, dur):
+        return record(
+            i,
+            cell_id="crowd/c",
+            deployment_id="crowd",
+            sent_ms=sent,
+            chunks_ms=[sent + dur * (k + 1) / 10 for k in range(10)],
+            tokens=10,
+            max_tokens=10,
+        )
+
+    # 38 requests alone in flight, one a second; mid-cell, six sent at once: two of them the slowest
+    calm = [req(i, 1000.0 * i + (500.0 if i >= 19 else 0.0), 100.0) for i in range(38)]
+    burst = [req(38 + j, 18_700.0, 300.0 if j < 2 else 100.0) for j in range(6)]
+    cells = [cell_row("crowd/c", deployment_id="crowd", wall_ms=40_000.0)]
+    store.load_run(warehouse, stage(tmp_path, calm + burst, cells, run_row(), [deployment_row(deployment_id="crowd")]))
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    tail = next(line for line in md.splitlines() if line.startswith("- crowd on ") and "the slowest 5%" in line)
+    assert "they were sent while more requests were in flight (median 6, the others 1)" in tail
+    assert "the data cannot explain" not in tail
