@@ -38,10 +38,10 @@ def _warehouse_path(warehouse: str | None) -> str:
 def cmd_run(
     matrix: Annotated[str, typer.Argument(help=f"matrix file (default {DEFAULT_MATRIX})")] = DEFAULT_MATRIX,
     warehouse: Annotated[
-        str | None, typer.Option(help="DuckDB file (default: the matrix's `warehouse`, or $BAKEOFF_WAREHOUSE)")
+        str | None, typer.Option(help="DuckDB file (default: $BAKEOFF_WAREHOUSE, else the matrix's `warehouse`)")
     ] = None,
     runs_dir: Annotated[
-        str | None, typer.Option(help="where run folders go (default: the matrix's `runs_dir`)")
+        str | None, typer.Option(help="where run folders go (default: $BAKEOFF_RUNS_DIR, else the matrix's `runs_dir`)")
     ] = None,
 ) -> int:
     """Run the nightly flow once on a matrix file."""
@@ -59,9 +59,7 @@ def cmd_run(
 
     with progress.terminal_display(cells=sum(len(g.cells) for g in plan(loaded))):
         try:
-            result = nightly(
-                matrix_path=matrix, warehouse=warehouse or os.environ.get("BAKEOFF_WAREHOUSE"), runs_dir=runs_dir
-            )
+            result = nightly(matrix_path=matrix, warehouse=warehouse, runs_dir=runs_dir)  # tasks.runs.run_paths
         except RowsRejected as exc:  # loaded and reported without the rejected rows; the night is not clean
             _print_run(exc.result)
             raise

@@ -21,7 +21,7 @@ from tasks.errors import NightFailed
 from tasks.matrix import load_matrix
 from tasks.plan import plan
 from tasks.records import records_to_arrow
-from tasks.runs import Collected, new_run
+from tasks.runs import Collected, new_run, run_paths
 from warehouse import store
 from warehouse.transforms import summarize_run
 from warehouse.verdict import FAILED_ROWS, REFUSED, ValidationReport
@@ -55,6 +55,7 @@ def _retry_if_busy(task, task_run, state) -> bool:
 
 # Plain functions wrapped as Prefect tasks: the logic stays testable without a server, and no task
 # caches its result (engine handles and records are not cacheable inputs).
+check_before_start = task(deploy.preflight, name="preflight", cache_policy=NO_CACHE)
 build_images = task(images.build_engine_images, name="build-images", cache_policy=NO_CACHE)
 start_instance = task(
     deploy.launch_instance,
@@ -83,12 +84,10 @@ def nightly(
     _teardown_on_sigterm()
     matrix, matrix_sha = load_matrix(matrix_path)
     base_dir = Path(matrix_path).resolve().parent
+    check_before_start(matrix, base_dir)  # `bakeoff run` did too; a deployment run by a worker gets it here
+    warehouse, runs_root = run_paths(matrix, warehouse, runs_dir)
     run = new_run(matrix, matrix_path, matrix_sha)
-    run_id, run_dir, warehouse = (
-        run["run_id"],
-        Path(runs_dir or matrix.runs_dir) / run["run_id"],
-        warehouse or matrix.warehouse,
-    )
+    run_id, run_dir = run["run_id"], Path(runs_root) / run["run_id"]
     got = Collected()
     try:
         tags, got.builds = build_images(matrix, run_id=run_id, log_dir=run_dir / "logs", base_dir=base_dir)

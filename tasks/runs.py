@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import platform
 import secrets
 import socket
@@ -14,6 +15,25 @@ from pathlib import Path
 from tasks import telemetry
 from tasks.matrix import Matrix
 from tasks.records import CellRow, DeploymentRow, RequestRecord
+
+ENV_WAREHOUSE = "BAKEOFF_WAREHOUSE"
+ENV_RUNS_DIR = "BAKEOFF_RUNS_DIR"
+
+
+def run_paths(matrix: Matrix, warehouse: str | None = None, runs_dir: str | None = None) -> tuple[str, str]:
+    """(warehouse file, runs folder) of a night, in one precedence for every way a night starts (`bakeoff
+    run`, a deployment run by a Prefect worker, a test): the value passed (a CLI option, a flow parameter),
+    then $BAKEOFF_WAREHOUSE / $BAKEOFF_RUNS_DIR, then the matrix's `warehouse` / `runs_dir` when the file
+    sets them, then the defaults (.bakeoff/bakeoff.duckdb, .bakeoff/runs; relative to the working folder)."""
+
+    def pick(given: str | None, env: str, field_name: str) -> str:
+        if given:
+            return given
+        if os.environ.get(env):
+            return os.environ[env]
+        return str(getattr(matrix, field_name))  # the file's value, else the field's default
+
+    return pick(warehouse, ENV_WAREHOUSE, "warehouse"), pick(runs_dir, ENV_RUNS_DIR, "runs_dir")
 
 
 def new_run(matrix: Matrix, matrix_path: str, matrix_sha: str) -> dict:

@@ -162,3 +162,49 @@ def test_bakeoff_run_prints_the_summary_then_the_one_line_and_exits_1(tmp_path, 
         "bakeoff: validation failed: 1 of 6 request rows rejected, 5 kept: "
         "expect_column_values_to_be_between(max_tokens): 1 row"
     )
+
+
+def test_the_flow_runs_the_preflight_itself(tmp_path, monkeypatch, prefect_server):
+    """A deployment run by a worker calls the flow directly, not `bakeoff run`: the flow's own preflight
+    refuses a prompts file that is not there before anything starts or any run folder is made."""
+    from prefect.client.orchestration import get_client
+
+    from flows.nightly import nightly
+    from tasks.matrix import MatrixError
+
+    data = yaml.safe_load(_matrix(tmp_path, "http://127.0.0.1:9/v1").read_text())
+    data["workloads"][0]["prompts"] = "missing-prompts.yaml"
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(yaml.safe_dump(data))
+    with pytest.raises(MatrixError, match="missing-prompts.yaml"):
+        nightly(matrix_path=str(matrix), warehouse=str(tmp_path / "wh.duckdb"), runs_dir=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "wh.duckdb").exists()
+
+    async def task_runs():
+        async with get_client() as client:
+            flow_runs = [f for f in await client.read_flow_runs() if f.parameters.get("matrix_path") == str(matrix)]
+            return flow_runs, await client.read_task_runs()
+
+    flow_runs, tasks = asyncio.run(task_runs())
+    assert len(flow_runs) == 1 and flow_runs[0].state.is_failed()
+    mine = [t for t in tasks if t.flow_run_id == flow_runs[0].id]
+    assert [t.name.rsplit("-", 1)[0] for t in mine] == ["preflight"] and mine[0].state.is_failed()
+
+
+def test_warehouse_and_runs_folder_in_one_precedence(tmp_path, monkeypatch):
+    from tasks.matrix import load_matrix
+    from tasks.runs import run_paths
+
+    data = yaml.safe_load(_matrix(tmp_path, "http://127.0.0.1:9/v1").read_text())
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump(data))
+    own = tmp_path / "own.yaml"
+    own.write_text(yaml.safe_dump({**data, "warehouse": "file.duckdb", "runs_dir": "file-runs"}))
+    monkeypatch.delenv("BAKEOFF_WAREHOUSE", raising=False)
+    monkeypatch.delenv("BAKEOFF_RUNS_DIR", raising=False)
+    assert run_paths(load_matrix(bare)[0]) == (".bakeoff/bakeoff.duckdb", ".bakeoff/runs")  # the defaults
+    assert run_paths(load_matrix(own)[0]) == ("file.duckdb", "file-runs")  # the file
+    monkeypatch.setenv("BAKEOFF_WAREHOUSE", "env.duckdb")
+    monkeypatch.setenv("BAKEOFF_RUNS_DIR", "env-runs")
+    assert run_paths(load_matrix(own)[0]) == ("env.duckdb", "env-runs")  # the environment over the file
+    assert run_paths(load_matrix(own)[0], "given.duckdb", "given-runs") == ("given.duckdb", "given-runs")

@@ -50,3 +50,8 @@ def test_prefect_yaml_deploys_the_nightly_schedule(prefect_server, tmp_path):
     limit = deployment.global_concurrency_limit
     assert limit is not None and limit.limit == 1
     assert deployment.concurrency_options.collision_strategy == "CANCEL_NEW"
+    # the worker gives the flow run the environment `bakeoff run` sets (flows/environment.py): progress in the UI
+    from flows.environment import RUN_ENVIRONMENT
+
+    assert deployment.job_variables["env"] == RUN_ENVIRONMENT
+    assert RUN_ENVIRONMENT["PREFECT_LOGGING_EXTRA_LOGGERS"] == "bakeoff"
