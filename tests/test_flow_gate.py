@@ -176,7 +176,7 @@ def test_the_flow_runs_the_preflight_itself(tmp_path, monkeypatch, prefect_serve
     data["workloads"][0]["prompts"] = "missing-prompts.yaml"
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text(yaml.safe_dump(data))
-    with pytest.raises(MatrixError, match="missing-prompts.yaml"):
+    with pytest.raises(MatrixError, match=r"missing-prompts\.yaml"):
         nightly(matrix_path=str(matrix), warehouse=str(tmp_path / "wh.duckdb"), runs_dir=str(tmp_path / "runs"))
     assert not (tmp_path / "runs").exists() and not (tmp_path / "wh.duckdb").exists()
 
