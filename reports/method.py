@@ -16,7 +16,11 @@ CARE_RULES = (
     ("failed", "requests failed"),
     ("rejected", "the validation gate rejected rows: they are in no metric"),
     ("short", "fewer requests recorded than planned"),
+    ("prefix_hit_share", "a warm prefix cache on a workload meant to be cold: TTFT and throughput read faster"),
+    ("ended_early", "replies ended before max_tokens although ignore_eos was asked: the engine dropped it"),
 )
+COLD_WORKLOADS = ("prompts", "random")  # kinds whose prompts are not meant to share a cached prefix
+PREFIX_HIT_LIMIT = 0.5  # above this share of prompt tokens served from the cache, a cold workload was warm
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,9 @@ def _span(values) -> str:
     return fmt_value(vals[0]) if len(vals) == 1 else f"{fmt_value(vals[0])}–{fmt_value(vals[-1])}"
 
 
-def care_reasons(c: dict) -> list[str]:
+def care_reasons(c: dict, workload: dict | None = None) -> list[str]:
+    """`workload`: the cell's workload as the matrix file has it (None: the file is gone; the rules that need
+    its kind or ignore_eos then say nothing)."""
     out = []
     if c.get("client_kept_up") is False:
         out.append(
@@ -84,6 +90,12 @@ def care_reasons(c: dict) -> list[str]:
         out.append(f"{c['rejected']} rows: {CARE_RULES[3][1]}")
     if c.get("requests_planned") and (c.get("requests") or 0) < c["requests_planned"]:
         out.append(f"{CARE_RULES[4][1]} ({c.get('requests') or 0} of {c['requests_planned']} recorded)")
+    if workload is not None:
+        hit = c.get("prefix_hit_share")
+        if hit is not None and hit > PREFIX_HIT_LIMIT and (workload.get("kind") or "prompts") in COLD_WORKLOADS:
+            out.append(f"{CARE_RULES[5][1]} ({hit:.0%} of prompt tokens cached, above {PREFIX_HIT_LIMIT:.0%})")
+        if c.get("ended_early") and workload.get("ignore_eos", True):
+            out.append(f"{c['ended_early']} of {c.get('ok')} ok {CARE_RULES[6][1]}")
     return out
 
 
@@ -130,7 +142,7 @@ def method(cells: list[dict], matrix: dict | None, matrix_path: str | None, load
     care = [
         {"cell_id": c["cell_id"], "deployment_id": c["deployment_id"], "reason": r}
         for c in ordered
-        for r in care_reasons(c)
+        for r in care_reasons(c, asked.get(c["workload_id"]) if matrix is not None else None)
     ]
     if matrix is not None:
         note = f"prompts, limit_prompts and output lengths from the matrix file {matrix_path} as it is now"

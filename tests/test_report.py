@@ -1312,3 +1312,46 @@ def test_a_tail_sent_into_a_crowd_is_explained_by_concurrency(tmp_path, warehous
     tail = next(line for line in md.splitlines() if line.startswith("- crowd on ") and "the slowest 5%" in line)
     assert "they were sent while more requests were in flight (median 6, the others 1)" in tail
     assert "the data cannot explain" not in tail
+
+
+def test_a_warm_cache_and_a_dropped_ignore_eos_are_read_with_care(tmp_path, warehouse):
+    from dataclasses import replace as dc_replace
+
+    from reports import render_run
+    from tests.builders import cell_row, deployment_row, run_row, stage
+    from warehouse import store
+
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(
+        "name: t\nworkloads:\n  - {id: w, prompts: study, ignore_eos: true}\n"
+        "  - {id: sp, kind: shared_prefix, ignore_eos: false}\n",
+        encoding="utf-8",
+    )
+    # "warm": 4 of each request's 5 prompt tokens cached, 3 replies of 10 short of max_tokens 16
+    warm = [
+        dc_replace(r, cached_prompt_tokens=4, max_tokens=16 if i < 3 else r.completion_tokens)
+        for i, r in enumerate(_cell_requests("warm", FAST_MS[:10]))
+    ]
+    # "shared": the same, on a shared-prefix workload without ignore_eos: the point of the workload, no flag
+    shared = [
+        dc_replace(r, cached_prompt_tokens=4, max_tokens=16 if i < 3 else r.completion_tokens)
+        for i, r in enumerate(_cell_requests("shared", FAST_MS[:10]))
+    ]
+    cells = [
+        cell_row("warm/c", deployment_id="warm", wall_ms=1000.0),
+        {**cell_row("shared/c", deployment_id="shared", wall_ms=1000.0), "workload_id": "sp"},
+    ]
+    deps = [deployment_row(deployment_id=d) for d in ("warm", "shared")]
+    store.load_run(warehouse, stage(tmp_path, warm + shared, cells, {**run_row(), "matrix_path": str(matrix)}, deps))
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    rows = md_rows(section(md, "## Method", "## Overview"))
+    care = {r[0]: set() for r in rows if len(r) == 3}
+    for r in rows:
+        if len(r) == 3:
+            care[r[0]].add(r[2])
+    assert care["warm/c"] == {
+        "a warm prefix cache on a workload meant to be cold: TTFT and throughput read faster (80% of prompt tokens "
+        "cached, above 50%)",
+        "3 of 10 ok replies ended before max_tokens although ignore_eos was asked: the engine dropped it",
+    }
+    assert "shared/c" not in care

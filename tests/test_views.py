@@ -254,3 +254,21 @@ def test_a_run_with_rejected_rows_is_flagged_in_v_cells_and_left_out_of_v_nightl
     # the same night passing would be in both: the filter is the mark, not the data
     nights.execute("UPDATE runs SET validation_status = 'passed' WHERE run_id = 'night-3'")
     assert {r["run_id"] for r in rows(nights, "SELECT run_id FROM v_comparison")} == {"night-1", "night-3"}
+
+
+def test_v_cells_validity_guards(tmp_path, warehouse):
+    """The prefix-hit share is the server's cached prompt tokens over the prompt tokens of the requests that
+    reported them; ended_early counts ok replies shorter than max_tokens (failed ones are not replies)."""
+    from tests.builders import cell_row, record, stage
+    from warehouse import store
+
+    records = [
+        record(0, tokens=8, max_tokens=8, cached_prompt_tokens=4),  # 5 prompt tokens each (the builder's)
+        record(1, tokens=3, max_tokens=8, cached_prompt_tokens=5),  # ended early
+        record(2, tokens=8, max_tokens=8),  # reported no cache count: not in the share
+        record(3, status="timeout", max_tokens=8),
+    ]
+    store.load_run(warehouse, stage(tmp_path, records, [cell_row()]))
+    (cell,) = rows(warehouse, "SELECT prefix_hit_share, ended_early FROM v_cells")
+    assert cell["prefix_hit_share"] == pytest.approx(9 / 10)
+    assert cell["ended_early"] == 1

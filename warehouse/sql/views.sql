@@ -62,7 +62,12 @@ WITH per_cell AS (
         quantile_cont(tpot_ms, [0.5, 0.9, 0.95, 0.99]) FILTER (status = 'ok') AS tpot_q,
         avg(e2e_ms) FILTER (status = 'ok')                    AS e2e_ms_mean,
         quantile_cont(e2e_ms, [0.5, 0.9, 0.95, 0.99]) FILTER (status = 'ok')  AS e2e_q,
-        list_aggregate(flatten(list(itl_ms) FILTER (status = 'ok')), 'quantile_cont', [0.5, 0.9, 0.95, 0.99]) AS itl_q
+        list_aggregate(flatten(list(itl_ms) FILTER (status = 'ok')), 'quantile_cont', [0.5, 0.9, 0.95, 0.99]) AS itl_q,
+        -- validity guards: how warm the prefix cache was (the server's own count), and replies that ended
+        -- before max_tokens (under ignore_eos, an engine that dropped it)
+        sum(cached_prompt_tokens) FILTER (cached_prompt_tokens IS NOT NULL) /
+            nullif(sum(prompt_tokens) FILTER (cached_prompt_tokens IS NOT NULL), 0) AS prefix_hit_share,
+        count(*) FILTER (status = 'ok' AND completion_tokens < max_tokens)    AS ended_early
     FROM v_requests
     GROUP BY run_id, cell_id
 )
@@ -81,6 +86,8 @@ SELECT
     p.tpot_ms_mean, p.tpot_q[1] AS tpot_ms_p50, p.tpot_q[2] AS tpot_ms_p90, p.tpot_q[3] AS tpot_ms_p95, p.tpot_q[4] AS tpot_ms_p99,
     p.e2e_ms_mean,  p.e2e_q[1]  AS e2e_ms_p50,  p.e2e_q[2]  AS e2e_ms_p90,  p.e2e_q[3]  AS e2e_ms_p95,  p.e2e_q[4]  AS e2e_ms_p99,
     p.itl_q[1] AS itl_ms_p50, p.itl_q[2] AS itl_ms_p90, p.itl_q[3] AS itl_ms_p95, p.itl_q[4] AS itl_ms_p99,
+    p.prefix_hit_share,                                       -- Σ cached / Σ prompt tokens; NULL: not reported
+    coalesce(p.ended_early, 0)                                AS ended_early,  -- ok replies short of max_tokens
     ru.validation_status,                                     -- the run's: passed / failed_rows / NULL
     coalesce(rj.rejected, 0)                                  AS rejected   -- this cell's rows in rejected_requests
 FROM cells c
