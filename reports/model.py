@@ -561,6 +561,7 @@ def _configurations(con, run_id: str, requests: pl.DataFrame, names: dict) -> li
         f"""
         SELECT {", ".join(CONFIG_COLUMNS)}, count(*) AS cells, sum(requests) AS requests, sum(ok) AS ok,
                sum(output_tokens) / sum(wall_s) AS output_tps, sum(ok) / sum(wall_s) AS rps,
+               bool_or(client_kept_up = false) AS client_fell_behind,
                sum(goodput_rps * wall_s) / sum(wall_s) AS goodput,
                min(output_throughput_tps) AS tps_cell_min, max(output_throughput_tps) AS tps_cell_max,
                stddev_samp(output_throughput_tps) / avg(output_throughput_tps) AS tps_cell_cv
@@ -614,9 +615,16 @@ def verdict_sentence(
     return None, f"no measurable difference between {a} and {b} on {metric} ({ratio:.2f}× {interval}, includes 1)"
 
 
-def _comparisons(con, run_id: str, names: dict) -> tuple[Comparison, ...]:
+def care_note(names: Sequence[str]) -> str:
+    """The clause a verdict carries when a configuration it rests on was measured while the client fell
+    behind (cells.client_kept_up false): the figures may be the client's, and the reader is told."""
+    return f"; read with care: the load generator did not keep up measuring {', '.join(sorted(set(names)))}"
+
+
+def _comparisons(con, run_id: str, names: dict, configs: list[dict]) -> tuple[Comparison, ...]:
     from warehouse.stats import throughput_comparison_ci
 
+    behind = {(c["shape"], c["name"]) for c in configs if c.get("client_fell_behind")}
     ci = throughput_comparison_ci(con, run_id)
     if ci.height == 0:
         return ()
@@ -629,6 +637,9 @@ def _comparisons(con, run_id: str, names: dict) -> tuple[Comparison, ...]:
             continue
         a, b = names.get(pair_a, pair_a[1]), names.get(pair_b, pair_b[1])
         winner, sentence = verdict_sentence(a, b, ratio, r["ci_low"], r["ci_high"])
+        late = [n for n in (a, b) if (shape_text(r), n) in behind]
+        if late:
+            sentence += care_note(late)
         out.append(
             Comparison(shape_text(r), a, b, ratio, r["ci_low"], r["ci_high"], r["n_a"], r["n_b"], winner, sentence)
         )
@@ -636,7 +647,7 @@ def _comparisons(con, run_id: str, names: dict) -> tuple[Comparison, ...]:
 
 
 def throughput(con, run_id: str, configs: list[dict], names: dict) -> Throughput:
-    comps = _comparisons(con, run_id, names)
+    comps = _comparisons(con, run_id, names, configs)
     table = Table.from_records(
         configs,
         CONFIGURATION_COLUMNS,

@@ -128,6 +128,14 @@ def apply_rule(rule: MetricRule, ok: pl.DataFrame, shape_cols: Sequence[str], sh
         )
         decided = ci.low > 1 if rule.higher_is_better else ci.high < 1
         verdict = best if decided else f"{NOT_ENOUGH}: the interval includes 1"
+        if "client_kept_up" in at.columns:
+            late = sorted(
+                n
+                for n in (best, runner)
+                if at.filter((pl.col("name") == n) & (pl.col("client_kept_up").eq(False))).height
+            )
+            if late:
+                verdict += f" (read with care: the load generator did not keep up measuring {', '.join(late)})"
         out.append(Recommendation(rule.use_case, scope, rule.text, evidence, verdict, decided))
     return out
 
@@ -171,6 +179,9 @@ def highest_throughput(
             evidence += f": ratio {comp.ratio:.2f}× [{comp.low:.2f}–{comp.high:.2f}] (n={comp.n_a} / {comp.n_b})"
             decided = comp.low > 1
         verdict = best["name"] if decided else f"{NOT_ENOUGH}: the interval includes 1"
+        late = [r["name"] for r in (best, runner) if r.get("client_fell_behind")]
+        if late:
+            verdict += f" (read with care: the load generator did not keep up measuring {', '.join(sorted(late))})"
         out.append(Recommendation("Highest throughput", scope, THROUGHPUT_RULE, evidence, verdict, decided))
     return out
 

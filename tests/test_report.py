@@ -277,7 +277,10 @@ def test_fixture_is_realistic(frames):
 
 def test_returns_paths_of_written_files(rendered, tmp_path):
     paths, page, md = rendered
-    assert set(paths) == {"html", "markdown", "charts"}
+    assert set(paths) == {"html", "markdown", "charts", "key_metrics"}
+    # one row per configuration, as the report prints it (Prefect's table artifact reads this file)
+    key = json.loads(paths["key_metrics"].read_text(encoding="utf-8"))
+    assert key == [] or {"Configuration", "Cell output tok/s", "Wins"} <= set(key[0])
     assert paths["html"].name == "report.html" and paths["markdown"].name == "report.md"
     assert paths["html"].parent == paths["markdown"].parent == paths["charts"].parent
     # every chart as a PNG the Markdown shows, and no temporary file left behind
@@ -1355,3 +1358,37 @@ def test_a_warm_cache_and_a_dropped_ignore_eos_are_read_with_care(tmp_path, ware
         "3 of 10 ok replies ended before max_tokens although ignore_eos was asked: the engine dropped it",
     }
     assert "shared/c" not in care
+
+
+def test_a_verdict_on_cells_the_client_fell_behind_in_says_so(tmp_path, warehouse):
+    from reports import render_run
+    from tests.builders import cell_row, deployment_row, run_row, stage
+    from warehouse import store
+
+    records = _cell_requests("fast", FAST_MS) + _cell_requests("slow", SLOW_MS)
+    cells = [
+        {**cell_row("fast/c", deployment_id="fast", wall_ms=1000.0), "client_kept_up": True},
+        {**cell_row("slow/c", deployment_id="slow", wall_ms=2000.0), "client_kept_up": False},
+    ]
+    deps = [deployment_row(deployment_id=d) for d in ("fast", "slow")]
+    store.load_run(warehouse, stage(tmp_path, records, cells, run_row(), deps))
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8").replace("\\", "")
+    winner = next(line for line in md.splitlines() if line.startswith("- m · w · closed, concurrency 2: fast is"))
+    assert winner.endswith("on output tokens/s; read with care: the load generator did not keep up measuring slow")
+    recs = [line for line in md.splitlines() if line.startswith("- **Highest throughput**")]
+    assert recs == [
+        "- **Highest throughput** (m · w · closed, concurrency 2): fast (read with care: the load generator did "
+        "not keep up measuring slow)"
+    ]
+
+
+def test_key_metrics_file_names_each_configuration_and_its_wins(tmp_path, warehouse):
+    from reports import render_run
+
+    _stage_known_run(tmp_path, warehouse)
+    paths = render_run(warehouse, "run-1", tmp_path / "r")
+    rows = {r["Configuration"]: r for r in json.loads(paths["key_metrics"].read_text(encoding="utf-8"))}
+    assert {"fast", "slow", "same", "tailed", "steady"} <= set(rows)
+    assert rows["fast"]["Cell output tok/s"] == expected_fmt(200.0)
+    assert rows["fast"]["E2E P95 (ms)"] == expected_fmt(float(np.quantile(FAST_MS, 0.95)))
+    assert rows["fast"]["Wins"].startswith("fast is 2.00× slow [") and rows["slow"]["Wins"] == "—"
