@@ -18,7 +18,9 @@ CARE_RULES = (
     ("short", "fewer requests recorded than planned"),
     ("prefix_hit_share", "a warm prefix cache on a workload meant to be cold: TTFT and throughput read faster"),
     ("ended_early", "replies ended before max_tokens although ignore_eos was asked: the engine dropped it"),
+    ("other_cpu_pct_mean", "the machine was busy with other work while it measured"),
 )
+BUSY_MACHINE_PCT = 25.0  # mean CPU of everything but the engines (the load generator included), % of the machine
 COLD_WORKLOADS = ("prompts", "random")  # kinds whose prompts are not meant to share a cached prefix
 PREFIX_HIT_LIMIT = 0.5  # above this share of prompt tokens served from the cache, a cold workload was warm
 
@@ -90,6 +92,12 @@ def care_reasons(c: dict, workload: dict | None = None) -> list[str]:
         out.append(f"{c['rejected']} rows: {CARE_RULES[3][1]}")
     if c.get("requests_planned") and (c.get("requests") or 0) < c["requests_planned"]:
         out.append(f"{CARE_RULES[4][1]} ({c.get('requests') or 0} of {c['requests_planned']} recorded)")
+    other = c.get("other_cpu_pct_mean")
+    if other is not None and other > BUSY_MACHINE_PCT:
+        out.append(
+            f"{CARE_RULES[7][1]} (everything but the engines used {other:.0f}% of the machine's CPU on average, "
+            f"above {BUSY_MACHINE_PCT:.0f}%; the engines {fmt_value(c.get('engine_cpu_pct_mean'))}%)"
+        )
     if workload is not None:
         hit = c.get("prefix_hit_share")
         if hit is not None and hit > PREFIX_HIT_LIMIT and (workload.get("kind") or "prompts") in COLD_WORKLOADS:

@@ -107,6 +107,37 @@ def _cpu_times() -> tuple[int, int]:
     return sum(fields), idle
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")  # the unit of /proc/PID/stat's utime and stime
+ENGINE_CPU_MIN_WINDOW_S = 0.25  # 25 ticks per core at 100 Hz: rounding stays within 4 % of a core
+
+
+def _process_tree_ticks(pid: int) -> int | None:
+    """CPU ticks (utime + stime) of a process and every live descendant (/proc/*/stat), None when it is gone.
+    vLLM and SGLang run their work in child processes; llama-server in threads of one."""
+    parents: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone between the listing and the read
+        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": comm may hold spaces
+        child, ppid = int(entry), int(fields[1])
+        parents.setdefault(ppid, []).append(child)
+        ticks[child] = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    if pid not in ticks:
+        return None
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += ticks.get(p, 0)
+        todo += parents.get(p, [])
+    return total
+
+
 def card_or_none(index: int) -> GpuInfo | None:
     """The card at `index`, or None on a machine without NVML (a CPU box simply has no GPU)."""
     try:
@@ -158,6 +189,7 @@ class Sampler:
             except NvmlUnavailable as exc:
                 self.gpu_unavailable = str(exc)
         self._last_cpu = _cpu_times()
+        self._last_engine = {i: (_process_tree_ticks(p), time.monotonic()) for i, p in self.pids.items() if p}
         self._thread = threading.Thread(target=self._loop, name="bakeoff-telemetry", daemon=True)
         self._thread.start()
         return self
@@ -192,6 +224,18 @@ class Sampler:
         self._last_cpu = (total, idle)
         load1 = os.getloadavg()[0]
         for instance_id, pid in self.pids.items() or [(None, None)]:
+            engine_cpu = None
+            if pid:
+                # the tree's clock ticks over the ticks every core had since its own previous read (timed
+                # at the read: the /proc scan takes a while on a busy box, /proc/stat's interval is not its)
+                now, now_t = _process_tree_ticks(pid), time.monotonic()
+                before, before_t = self._last_engine.get(instance_id, (None, now_t))
+                if now_t - before_t >= ENGINE_CPU_MIN_WINDOW_S or before is None:
+                    # a shorter window is a few clock ticks: its share would be mostly rounding
+                    self._last_engine[instance_id] = (now, now_t)
+                    capacity = (now_t - before_t) * _CLK_TCK * (os.cpu_count() or 1)
+                    if now is not None and before is not None and capacity > 0:
+                        engine_cpu = min(100.0, 100.0 * (now - before) / capacity)
             self.host_rows.append(
                 {
                     "run_id": self.run_id,
@@ -201,6 +245,7 @@ class Sampler:
                     "cpu_util_pct": 100.0 * (d_total - d_idle) / d_total if d_total > 0 else None,
                     "load1": load1,
                     "engine_rss_bytes": rss_bytes(pid) if pid else None,
+                    "engine_cpu_pct": engine_cpu,
                 }
             )
 

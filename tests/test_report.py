@@ -1392,3 +1392,24 @@ def test_key_metrics_file_names_each_configuration_and_its_wins(tmp_path, wareho
     assert rows["fast"]["Cell output tok/s"] == expected_fmt(200.0)
     assert rows["fast"]["E2E P95 (ms)"] == expected_fmt(float(np.quantile(FAST_MS, 0.95)))
     assert rows["fast"]["Wins"].startswith("fast is 2.00× slow [") and rows["slow"]["Wins"] == "—"
+
+
+def test_a_cell_measured_on_a_busy_machine_is_read_with_care(tmp_path, warehouse):
+    from reports import render_run
+    from tests.builders import cell_row, deployment_row, host_sample, run_row, stage
+    from warehouse import store
+
+    samples = [
+        {**host_sample(cell_id="busy/c", cpu=90.0), "instance_id": "busy-0", "engine_cpu_pct": 40.0},
+        {**host_sample(cell_id="calm/c", cpu=45.0), "instance_id": "calm-0", "engine_cpu_pct": 40.0},
+    ]
+    records = _cell_requests("busy", FAST_MS) + _cell_requests("calm", FAST_MS)
+    cells = [cell_row(f"{d}/c", deployment_id=d, wall_ms=1000.0) for d in ("busy", "calm")]
+    deps = [deployment_row(deployment_id=d) for d in ("busy", "calm")]
+    store.load_run(warehouse, stage(tmp_path, records, cells, run_row(), deps, host_samples=samples))
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    care = {r[0]: r[2] for r in md_rows(section(md, "## Method", "## Overview")) if len(r) == 3 and r[0] != "Cell"}
+    assert care == {
+        "busy/c": "the machine was busy with other work while it measured (everything but the engines used 50% of "
+        "the machine's CPU on average, above 25%; the engines 40.00%)"
+    }

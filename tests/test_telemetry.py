@@ -95,3 +95,40 @@ def test_gpu_samples_see_an_allocation_and_work():
         "samples",
         len(s.gpu_rows),
     )
+
+
+def test_engine_cpu_counts_the_process_tree():
+    """A stand-in engine whose work is in a child process (as vLLM's is): its CPU is counted, as a share of
+    the machine, and an idle one reads near zero."""
+    import subprocess
+    import sys
+
+    spin = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'print(1, flush=True)\\nwhile True: pass'])"
+    busy = subprocess.Popen(  # killed as a group: the spinner is its child
+        [sys.executable, "-c", spin], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    assert busy.stdout is not None and busy.stdout.readline() == "1\n"  # the spinner is spinning
+    idle = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert idle.stdout is not None and idle.stdout.readline() == "up\n"  # past Python's own start-up work
+    try:
+        pids = {"busy": busy.pid, "idle": idle.pid}
+        with telemetry.Sampler("r", "c", gpu_index=None, pids=pids, interval_s=0.5) as s:
+            wait_for_samples(s.host_rows, 2 * 6)
+    finally:
+        os.killpg(busy.pid, 9)
+        idle.kill()
+        busy.wait()
+        idle.wait()
+    by = {
+        i: [r["engine_cpu_pct"] for r in s.host_rows if r["instance_id"] == i and r["engine_cpu_pct"] is not None]
+        for i in pids
+    }
+    one_core = 100.0 / (os.cpu_count() or 1)
+    # the grandchild spins a core: up to 1/ncpu of the machine (a machine busy with other work gives it less);
+    # the parent only waits, so without its descendants the busy tree would read as idle as the sleeper
+    assert 0.1 * one_core < max(by["busy"]) <= one_core * 1.1  # 1.1: a clock tick's rounding
+    assert max(by["idle"]) < 0.05 * one_core

@@ -272,3 +272,24 @@ def test_v_cells_validity_guards(tmp_path, warehouse):
     (cell,) = rows(warehouse, "SELECT prefix_hit_share, ended_early FROM v_cells")
     assert cell["prefix_hit_share"] == pytest.approx(9 / 10)
     assert cell["ended_early"] == 1
+
+
+def test_v_cells_says_how_busy_the_machine_was(tmp_path, warehouse):
+    """Per sample: the machine's CPU minus every engine's (two co-located instances sampled together)."""
+    from datetime import timedelta
+
+    from tests.builders import T0, cell_row, host_sample, record, stage
+    from warehouse import store
+
+    samples = []
+    for k, (machine, a, b) in enumerate(((90.0, 30.0, 10.0), (70.0, 20.0, 10.0))):
+        at = T0 + timedelta(seconds=k)
+        samples += [
+            {**host_sample(cpu=machine), "sampled_at": at, "instance_id": "a", "engine_cpu_pct": a},
+            {**host_sample(cpu=machine), "sampled_at": at, "instance_id": "b", "engine_cpu_pct": b},
+        ]
+    samples.append({**host_sample(cpu=50.0), "sampled_at": T0 + timedelta(seconds=5), "engine_cpu_pct": None})
+    store.load_run(warehouse, stage(tmp_path, [record(0)], [cell_row()], host_samples=samples))
+    (cell,) = rows(warehouse, "SELECT engine_cpu_pct_mean, other_cpu_pct_mean, other_cpu_pct_max FROM v_cells")
+    # engines 40 and 30, others 50 and 40; the sample without an engine figure is left out
+    assert cell == pytest.approx({"engine_cpu_pct_mean": 35.0, "other_cpu_pct_mean": 45.0, "other_cpu_pct_max": 50.0})

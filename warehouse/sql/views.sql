@@ -70,6 +70,21 @@ WITH per_cell AS (
         count(*) FILTER (status = 'ok' AND completion_tokens < max_tokens)    AS ended_early
     FROM v_requests
     GROUP BY run_id, cell_id
+),
+-- the machine during the cell: per sample, the engines' CPU (every instance sampled) and the rest
+host_per_sample AS (
+    SELECT run_id, cell_id, sampled_at, max(cpu_util_pct) AS machine, sum(engine_cpu_pct) AS engines
+    FROM host_samples
+    GROUP BY ALL
+    HAVING count(engine_cpu_pct) = count(*) AND max(cpu_util_pct) IS NOT NULL
+),
+host AS (
+    SELECT run_id, cell_id,
+           avg(engines)                                       AS engine_cpu_pct_mean,
+           avg(greatest(machine - engines, 0))                AS other_cpu_pct_mean,
+           max(greatest(machine - engines, 0))                AS other_cpu_pct_max
+    FROM host_per_sample
+    GROUP BY ALL
 )
 SELECT
     c.*,
@@ -88,11 +103,13 @@ SELECT
     p.itl_q[1] AS itl_ms_p50, p.itl_q[2] AS itl_ms_p90, p.itl_q[3] AS itl_ms_p95, p.itl_q[4] AS itl_ms_p99,
     p.prefix_hit_share,                                       -- Σ cached / Σ prompt tokens; NULL: not reported
     coalesce(p.ended_early, 0)                                AS ended_early,  -- ok replies short of max_tokens
+    h.engine_cpu_pct_mean, h.other_cpu_pct_mean, h.other_cpu_pct_max,  -- % of the machine; others = not the engines
     ru.validation_status,                                     -- the run's: passed / failed_rows / NULL
     coalesce(rj.rejected, 0)                                  AS rejected   -- this cell's rows in rejected_requests
 FROM cells c
 JOIN runs ru USING (run_id)
 LEFT JOIN per_cell p USING (run_id, cell_id)
+LEFT JOIN host h USING (run_id, cell_id)
 LEFT JOIN (SELECT run_id, record ->> 'cell_id' AS cell_id, count(*) AS rejected
            FROM rejected_requests GROUP BY ALL) rj USING (run_id, cell_id);
 
