@@ -164,11 +164,14 @@ def test_warehouse_report_renders_in_headless_chromium(chromium, tmp_path, wareh
     visible = re.sub(r"<script\b.*?</script>", "", dom, flags=re.S | re.I)
     assert "Metric definitions" in visible and 'id="feasibility"' in visible and 'id="stability"' in visible
     assert "Chart failed to render" not in visible and "embedded Vega JavaScript did not load" not in visible
-    ids = set(CHART_IDS.values()) | {LATENCY_CHART_IDS["ecdf"], LATENCY_CHART_IDS["throughput"]}
+    # every chart the page holds (each section's own and the Charts section's), found by its div
+    ids = set(re.findall(r'<div class="chart[^"]*" id="([^"]+)"', visible))
+    assert ids >= set(LATENCY_CHART_IDS.values()) - {LATENCY_CHART_IDS["vs_load"]}  # one load level: no curve
     parser = _ChartDom(ids)
     parser.feed(dom)
-    assert parser.error_nodes == 0
+    assert parser.error_nodes == 0 and set(parser.found) == ids
     # the sections' own charts (throughput, latency ECDF) are on the page beside the Charts section's
     assert {LATENCY_CHART_IDS["ecdf"], LATENCY_CHART_IDS["throughput"]} <= set(parser.found), parser.found.keys()
     for div_id, seen in parser.found.items():
         assert "svg" in seen["tags"] and "marks" in seen["classes"], f"{div_id}: nothing drawn"
+        assert seen["tags"].count("path") >= 5, f"{div_id}: an empty chart"
