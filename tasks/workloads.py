@@ -17,6 +17,10 @@ import yaml
 from tasks.matrix import MatrixError, Workload
 
 DATA_DIR = Path(__file__).parent / "data"
+# Workload kinds measured cold: no request may be served from the prefix cache an earlier one left (the
+# study set sends each prompt once per output length). shared_prefix is about that cache: it stays warm.
+# reports/method.py's COLD_WORKLOADS says the same (tests/test_engine_flags.py holds them equal).
+COLD_WORKLOAD_KINDS = ("prompts", "random")
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,10 @@ def add(parser):
         "--tensor-parallel-size",
         "--enable-metrics",
     }
+
+
+def test_the_cold_workload_kinds_agree_with_the_report():
+    from reports.method import COLD_WORKLOADS
+    from tasks.workloads import COLD_WORKLOAD_KINDS
+
+    assert COLD_WORKLOADS == COLD_WORKLOAD_KINDS

@@ -118,6 +118,15 @@ def test_shared_prefix_hits_the_engines_prompt_cache(engine):
     assert all(r.prompt_tokens > 100 for r in out.records)
 
 
+def test_a_cold_workload_is_not_served_from_the_prompt_cache(engine):
+    # the study cell sends its 2 prompts twice each (requests_per_cell 4 cycles them) after a warm-up on the
+    # same prompts, at one slot: with llama-server's default the repeats would read their prompt from the
+    # KV cache (the shared-prefix test shows it does); the cold workload's `cache_prompt: false` stops that
+    _, out = run(engine, "cpu-0.study.c1.r0")
+    assert len({r.prompt_id for r in out.records}) == 2
+    assert [r.cached_prompt_tokens for r in out.records] == [0, 0, 0, 0]
+
+
 def test_random_workload_on_the_real_engine(engine):
     _, out = run(engine, "cpu-0.random.c2.r0")
     assert [r.status for r in out.records] == ["ok"] * 4  # 3 specs, cycled to requests_per_cell

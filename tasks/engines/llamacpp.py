@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from tasks.engines.base import EngineAdapter, LaunchSpec
-from tasks.matrix import Engine, Instance, MatrixError
+from tasks.matrix import Engine, Instance, MatrixError, Workload
+from tasks.workloads import COLD_WORKLOAD_KINDS
 
 
 def cached_binary(version: str) -> Path:
@@ -38,6 +39,15 @@ class LlamaCppAdapter(EngineAdapter):
         if os.environ.get("BAKEOFF_LLAMA_SERVER"):
             return Path(os.environ["BAKEOFF_LLAMA_SERVER"])
         return cached_binary(engine.version)
+
+    def request_extras(self, workload: Workload) -> dict:
+        """ignore_eos as every engine takes it, and `cache_prompt: false` on a cold workload: llama-server
+        re-uses a previous request's KV cache for a shared prompt prefix unless told not to, which made the
+        demo's study set read 75% of its prompt tokens from the cache."""
+        extras = super().request_extras(workload)
+        if workload.kind in COLD_WORKLOAD_KINDS:
+            extras["cache_prompt"] = False
+        return extras
 
     def launch_spec(
         self,
