@@ -18,7 +18,7 @@ from tasks.matrix import Matrix, Sweep
 from tasks.plan import Cell, LoadShape, PlannedInstance
 from tasks.records import CellRow, RequestRecord
 from tasks.telemetry import Sampler
-from tasks.workloads import RequestSpec, build_requests
+from tasks.workloads import RequestSpec, build_requests, warmup_specs
 
 log = logging.getLogger("bakeoff.bench")
 
@@ -82,7 +82,7 @@ def run_cell(
     seed = load.seed + cell.repeat
     workload_specs = build_requests(workload, seed=seed, base_dir=base_dir)
     specs = cycled(workload_specs, load.requests_per_cell)
-    warmup = workload_specs[: load.warmup_requests]
+    warmup = warmup_specs(workload_specs, load.warmup_requests)  # no prefix shared with measured requests
     target = dataclasses.replace(target, extra_body=extra_body)
     how = f"concurrency {shape.concurrency}" if shape.kind == "closed" else f"{shape.label} (open loop)"
     log.info("%s: %d requests at %s (%d warmup)", label, len(specs), how, len(warmup))

@@ -274,13 +274,19 @@ async def run_load(
     begins, so an interrupted cell (Ctrl-C, a cancelled flow) can still keep what was measured: the
     requests in flight are cancelled and end as status "cancelled"."""
     async with StreamingClient(target.base_url, read_timeout=request_timeout_s) as client:
-        # Warmup: sent and awaited, never recorded (first requests pay for caches and allocation).
+        # Warmup: sent and awaited, never recorded (first requests pay for caches and allocation), no more
+        # at once than the cell will have in flight: a burst above it would queue in the engine and skew
+        # what it allocates (SGLang PR #39398 saw TTFT destabilised by exactly that).
         if warmup:
             scratch = [_new_record(target, run_id, "warmup", i, s, datetime.now(UTC), 0) for i, s in enumerate(warmup)]
             t_w = time.monotonic_ns()
-            await asyncio.gather(
-                *(_one_request(client, target, s, r, t_w, temperature) for s, r in zip(warmup, scratch, strict=True))
-            )
+            slots = asyncio.Semaphore(warmup_concurrency(shape))
+
+            async def warm(spec: RequestSpec, record: RequestRecord) -> None:
+                async with slots:
+                    await _one_request(client, target, spec, record, t_w, temperature)
+
+            await asyncio.gather(*(warm(s, r) for s, r in zip(warmup, scratch, strict=True)))
 
         started_at = datetime.now(UTC)
         t0 = time.monotonic_ns()
@@ -360,6 +366,12 @@ async def _open_loop(
         task.add_done_callback(tasks.discard)
     if tasks:
         await asyncio.gather(*tasks)
+
+
+def warmup_concurrency(shape: LoadShape) -> int:
+    """How many warm-up requests may be in flight at once: the cell's concurrency (closed loop) or its cap
+    (open loop), else one at a time."""
+    return max(1, shape.concurrency or shape.max_concurrency or 1)
 
 
 async def run_closed_loop(target: Target, requests: list[RequestSpec], *, concurrency: int, **kw) -> CellResult:

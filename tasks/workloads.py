@@ -8,6 +8,7 @@ vocabulary, about one token each; the server's usage says how many tokens a prom
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,24 @@ class RequestSpec:
     text: str
     max_tokens: int
     system: str | None = None  # a system message sent before the user message
+
+
+WARMUP_MARK = "Warm-up request {i}, not measured."
+
+
+def warmup_specs(specs: list[RequestSpec], n: int) -> list[RequestSpec]:
+    """n warm-up requests shaped like the workload's first ones (same lengths, same system prompt layout)
+    that share no prompt prefix with any measured request: each first message starts with WARMUP_MARK,
+    so an engine's prefix cache (vLLM's and SGLang's hash whole blocks from the first token) cannot be
+    warmed for the requests that are measured."""
+    out = []
+    for i, spec in enumerate((specs * (n // max(len(specs), 1) + 1))[:n] if specs else []):
+        mark = WARMUP_MARK.format(i=i)
+        if spec.system is not None:
+            out.append(dataclasses.replace(spec, prompt_id=f"warmup-{i}", system=f"{mark} {spec.system}"))
+        else:
+            out.append(dataclasses.replace(spec, prompt_id=f"warmup-{i}", text=f"{mark} {spec.text}"))
+    return out
 
 
 # Common short English words: each is one token (with its leading space) in the usual BPE vocabularies.

@@ -112,3 +112,50 @@ def test_connection_refused_is_a_row():
     result = run("http://127.0.0.1:9", "mock-ok", n=2)
     assert [r.status for r in result.records] == ["disconnected"] * 2
     assert all(r.error_class == "ConnectError" for r in result.records)
+
+
+def test_warmup_keeps_to_the_cells_concurrency():
+    """A stand-in server that counts the requests it holds at once: six warm-ups for a cell of
+    concurrency 2 never have more than 2 in flight (an asyncio.gather of all six would have 6)."""
+    from tasks.loadgen import run_load
+    from tasks.plan import LoadShape
+
+    held = peak = 0
+
+    async def handle(reader, writer):
+        nonlocal held, peak
+        await reader.readuntil(b"\r\n\r\n")
+        held += 1
+        peak = max(peak, held)
+        await asyncio.sleep(0.05)
+        held -= 1
+        body = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        target = Target(f"http://127.0.0.1:{port}", "m", "mock", "m", "dep", "dep-0", {})
+        warm = [RequestSpec(f"w{i}", "warm", 1) for i in range(6)]
+        async with server:
+            return await run_load(target, [], LoadShape("closed", concurrency=2), run_id="r", cell_id="c", warmup=warm)
+
+    asyncio.run(main())
+    assert peak == 2
+
+
+def test_warmup_prompts_share_no_prefix_with_the_measured_ones():
+    from tasks.workloads import warmup_specs
+
+    measured = [RequestSpec("a", "Explain TCP.", 8), RequestSpec("b", "Explain UDP.", 16, system="You are terse.")]
+    warm = warmup_specs(measured, 3)
+    assert [w.max_tokens for w in warm] == [8, 16, 8]  # shaped like the workload, cycled
+    assert [w.prompt_id for w in warm] == ["warmup-0", "warmup-1", "warmup-2"]
+    firsts = [w.system if w.system is not None else w.text for w in warm]
+    for first in firsts:  # the first message, where a prefix cache starts matching
+        assert not any(first[:5] == m[:5] for m in ("Explain TCP.", "You are terse."))
+    assert len(set(firsts)) == 3  # nor with each other
