@@ -19,7 +19,9 @@ CARE_RULES = (
     ("prefix_hit_share", "a warm prefix cache on a workload meant to be cold: TTFT and throughput read faster"),
     ("ended_early", "replies ended before max_tokens although ignore_eos was asked: the engine dropped it"),
     ("other_cpu_pct_mean", "the machine was busy with other work while it measured"),
+    ("ok", "too few ok requests for its tail: P95 is (nearly) the slowest single request"),
 )
+MIN_OK_FOR_P95 = 20  # below 20 samples the linear P95 sits within the top two values
 BUSY_MACHINE_PCT = 25.0  # mean CPU of everything but the engines (the load generator included), % of the machine
 COLD_WORKLOADS = ("prompts", "random")  # kinds whose prompts are not meant to share a cached prefix
 PREFIX_HIT_LIMIT = 0.5  # above this share of prompt tokens served from the cache, a cold workload was warm
@@ -92,6 +94,8 @@ def care_reasons(c: dict, workload: dict | None = None) -> list[str]:
         out.append(f"{c['rejected']} rows: {CARE_RULES[3][1]}")
     if c.get("requests_planned") and (c.get("requests") or 0) < c["requests_planned"]:
         out.append(f"{CARE_RULES[4][1]} ({c.get('requests') or 0} of {c['requests_planned']} recorded)")
+    if c.get("ok") is not None and 0 < c["ok"] < MIN_OK_FOR_P95:
+        out.append(f"{CARE_RULES[8][1]} ({c['ok']} ok, fewer than {MIN_OK_FOR_P95})")
     other = c.get("other_cpu_pct_mean")
     if other is not None and other > BUSY_MACHINE_PCT:
         out.append(

@@ -1039,6 +1039,7 @@ def test_method_workloads_overhead_and_cells_to_read_with_care(tmp_path, warehou
         "P99 loop lag 12.50 ms)",
         "1 of 20 requests failed",
         "fewer requests recorded than planned (20 of 24 recorded)",
+        "too few ok requests for its tail: P95 is (nearly) the slowest single request (19 ok, fewer than 20)",
     }
     assert not any(r[0] == "fast/c" for r in rows if len(r) == 3)  # fast ran as planned, all ok, client kept up
 
@@ -1356,8 +1357,12 @@ def test_a_warm_cache_and_a_dropped_ignore_eos_are_read_with_care(tmp_path, ware
         "a warm prefix cache on a workload meant to be cold: TTFT and throughput read faster (80% of prompt tokens "
         "cached, above 50%)",
         "3 of 10 ok replies ended before max_tokens although ignore_eos was asked: the engine dropped it",
+        "too few ok requests for its tail: P95 is (nearly) the slowest single request (10 ok, fewer than 20)",
     }
-    assert "shared/c" not in care
+    # shared/c: a shared-prefix workload (its cache is the point) without ignore_eos: only its sample size
+    assert care["shared/c"] == {
+        "too few ok requests for its tail: P95 is (nearly) the slowest single request (10 ok, fewer than 20)"
+    }
 
 
 def test_a_verdict_on_cells_the_client_fell_behind_in_says_so(tmp_path, warehouse):
