@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from tasks import telemetry
 from tasks.engine_metrics import scrape
@@ -115,11 +118,13 @@ def launch_instance(
     adapter = adapter_for(engine.kind)
     row = _row(matrix, planned, start_order, run_id, memory)
     if engine.kind == "external":
-        row = dataclasses.replace(row, started=True, launcher="none", startup_s=0.0)
+        base_url = engine.url.rstrip("/")
+        startup_s = wait_external_healthy(base_url + adapter.health_path, engine.startup_timeout_s)
+        row = dataclasses.replace(row, started=True, launcher="none", startup_s=startup_s)
         model = matrix.models[planned.model_name]
         return InstanceHandle(
             row=row,
-            target=_target(planned, model.served_name or planned.model_name, engine.url.rstrip("/")),
+            target=_target(planned, model.served_name or planned.model_name, base_url),
             metrics_path=adapter.metrics_path,
             engine_kind=engine.kind,
         )
@@ -174,6 +179,42 @@ def launch_instance(
         metrics_path=adapter.metrics_path,
         engine_kind=engine.kind,
     )
+
+
+def wait_external_healthy(url: str, timeout_s: float) -> float:
+    """Wait until a server bakeoff does not start answers `url` (its /v1/models) with 200 and a JSON
+    object; returns the seconds it took. Raises DeploymentFailed: `unreachable` at once when nothing
+    listens (connection refused, no such host, the connect timed out), `health_timeout` when it did
+    not answer within `timeout_s`, or answered all that time with something else (503, an HTML page)."""
+    t0 = time.monotonic()
+    last = "no answer"
+    with httpx.Client(follow_redirects=False) as client:
+        while True:
+            left = timeout_s - (time.monotonic() - t0)
+            if left <= 0:
+                raise DeploymentFailed("health_timeout", f"{url} not healthy after {timeout_s:g} s: {last}", last)
+            try:
+                response = client.get(url, timeout=httpx.Timeout(left, connect=min(left, 10.0)))
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
+                raise DeploymentFailed("unreachable", f"{url}: {type(exc).__name__}: {exc}"[:1000]) from exc
+            except httpx.TimeoutException:
+                last = f"no answer within {timeout_s:g} s"
+                continue
+            except httpx.TransportError as exc:  # it listens but cut the connection: it may be starting
+                last = f"{type(exc).__name__}: {exc}"[:500]
+            else:
+                if response.status_code == 200 and _is_json_object(response):
+                    return time.monotonic() - t0
+                kind = response.headers.get("content-type", "no content type")
+                last = f"answered {response.status_code} ({kind}): {response.text[:300]!r}"
+            time.sleep(min(0.5, max(0.0, timeout_s - (time.monotonic() - t0))))
+
+
+def _is_json_object(response: httpx.Response) -> bool:
+    try:
+        return isinstance(response.json(), dict)
+    except ValueError:
+        return False
 
 
 def _target(planned: PlannedInstance, served_name: str, base_url: str) -> Target:

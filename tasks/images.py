@@ -228,10 +228,13 @@ def image_spec(build, base_dir: Path) -> ImageSpec:
 
 def build_engine_images(matrix, *, run_id: str, log_dir: Path, base_dir: Path) -> tuple[dict[str, str], list[dict]]:
     """Build the images of the matrix's docker engines (skipped when the tag exists), after removing
-    containers an earlier crashed run left behind. Returns (engine name -> image tag, builds rows);
-    an engine whose build failed has no tag, and its instances are recorded as image_build_failed."""
+    the engines (processes and containers) an earlier crashed run left behind. Returns (engine name ->
+    image tag, builds rows); an engine whose build failed has no tag, and its instances are recorded
+    as image_build_failed."""
+    from tasks.launchers import process
     from tasks.launchers.docker import remove_leftovers
 
+    process.remove_leftovers()
     docker_engines = {n: e for n, e in matrix.engines.items() if e.launcher == "docker"}
     if not docker_engines:
         return {}, []

@@ -1,8 +1,10 @@
 """MOCK: an OpenAI-style streaming server that misbehaves on purpose.
 
 Only for faults a real engine cannot be made to produce on demand (a 500, a connection cut
-mid-stream, malformed SSE, a hang); the real engine is tested in test_engine_llamacpp.py.
-The model name in the request picks the behaviour.
+mid-stream, malformed SSE, a hang, a byte a second, an HTML page where /v1/models should be); the
+real engine is tested in test_engine_llamacpp.py. The model name in the request picks the behaviour
+of a completion; `MockFaultyServer(health="html")` makes GET /v1/models answer a 200 HTML page (a
+captive portal or a web server on the wrong port) instead of the model list.
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):  # keep test output clean
         pass
+
+    def do_GET(self):
+        if self.server.health == "html":
+            payload, kind = b"<!doctype html><html><body><h1>Welcome to nginx!</h1></body></html>", "text/html"
+        else:
+            payload, kind = (
+                json.dumps({"object": "list", "data": [{"id": "mock-ok", "object": "model"}]}).encode(),
+                "application/json",
+            )
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -83,9 +99,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MockFaultyServer:
+    def __init__(self, health: str = "ok") -> None:
+        self.health = health  # "ok": GET /v1/models lists the models; "html": a 200 HTML page
+
     def __enter__(self) -> MockFaultyServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
+        self.httpd.health = self.health
         self.httpd.bodies = []
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()

@@ -15,6 +15,7 @@ from tasks.night import bench_group
 from tasks.plan import Cell, plan
 from tasks.records import CellRow
 from tests import builders
+from tests.mock_faulty_server import MockFaultyServer
 
 S = 1_000_000_000  # ns
 
@@ -104,10 +105,10 @@ class FakeEngine:
         return outcome(cell.cell_id, ttfts_ms=[10.0 + 10.0 * max(0.0, rate - self.knee)] * 5)
 
 
-def sweep_matrix(tmp_path: Path, sweep: dict, **load):
+def sweep_matrix(tmp_path: Path, sweep: dict, url: str = "http://127.0.0.1:9", **load):
     data = {
         "name": "sweep",
-        "engines": {"ext": {"kind": "external", "version": "1", "url": "http://127.0.0.1:9", "launcher": "none"}},
+        "engines": {"ext": {"kind": "external", "version": "1", "url": url, "launcher": "none"}},
         "models": {"m": {"path": "unused"}},
         "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
         "workloads": [{"id": "w", "limit_prompts": 3, "output_lengths": [3]}, {"id": "v", "output_lengths": [4]}],
@@ -175,19 +176,21 @@ def test_no_completed_request_at_saturation_ends_the_sweep(tmp_path):
 
 def test_the_stop_reason_reaches_the_staged_cells_row(tmp_path):
     """Through the flow's own group loop (tasks/night.bench_group): it keeps the outcomes run_sweep
-    returns, so the staged cells.parquet has the reason on the tripping cell."""
-    matrix, group = sweep_matrix(tmp_path, {"rates": 5, "stop_ttft_factor": 3})
-    engine = FakeEngine(knee=1.0)
-    got = bench_group(
-        matrix,
-        group,
-        run_id="run-1",
-        run_dir=tmp_path / "run",
-        base_dir=tmp_path,
-        images={},
-        where="group 1/1",
-        run_cell=lambda matrix, cell, *args, **kw: engine(cell),
-    )
+    returns, so the staged cells.parquet has the reason on the tripping cell. The external engine's
+    server answers its health check only (the fake engine measures the cells)."""
+    with MockFaultyServer() as server:
+        matrix, group = sweep_matrix(tmp_path, {"rates": 5, "stop_ttft_factor": 3}, url=server.url)
+        engine = FakeEngine(knee=1.0)
+        got = bench_group(
+            matrix,
+            group,
+            run_id="run-1",
+            run_dir=tmp_path / "run",
+            base_dir=tmp_path,
+            images={},
+            where="group 1/1",
+            run_cell=lambda matrix, cell, *args, **kw: engine(cell),
+        )
     run_dir = builders.stage(tmp_path, got.records, got.cells)
     staged = {r["cell_id"]: r["sweep_stop_reason"] for r in pq.read_table(run_dir / "cells.parquet").to_pylist()}
     assert staged == {

@@ -1,4 +1,6 @@
-"""Any OpenAI-compatible server that bakeoff does not start or stop (only benchmarks)."""
+"""Any OpenAI-compatible server that bakeoff does not start or stop (only benchmarks). Before its
+cells run it must answer GET /v1/models with a JSON object (`tasks/deploy.py wait_external_healthy`):
+else it is a failed start, `unreachable` or `health_timeout`."""
 
 from tasks.engines.base import EngineAdapter
 from tasks.matrix import Workload
