@@ -24,7 +24,7 @@ from tasks.launch import instance_launch
 from tasks.launchers.docker import DockerApiError, DockerInstance
 from tasks.launchers.process import DeploymentFailed, ProcessInstance, free_port, log_tail
 from tasks.loadgen import Target
-from tasks.matrix import Matrix, MatrixError, Workload
+from tasks.matrix import Engine, Matrix, MatrixError, Workload
 from tasks.plan import Group, PlannedInstance, plan
 from tasks.records import DeploymentRow
 
@@ -46,6 +46,7 @@ class InstanceHandle:
     process: ProcessInstance | DockerInstance | None = None
     metrics_path: str | None = None  # the engine's Prometheus endpoint, if it has one
     engine_kind: str = "external"
+    engine: Engine | None = None  # the matrix's engine (what an external one accepts)
 
     @property
     def started(self) -> bool:
@@ -56,7 +57,7 @@ class InstanceHandle:
 
     def request_extras(self, workload: Workload) -> dict:
         """The engine-specific fields every request of `workload` carries (e.g. ignore_eos)."""
-        return adapter_for(self.engine_kind).request_extras(workload)
+        return adapter_for(self.engine_kind).request_extras(workload, self.engine)
 
     def scrape_metrics(self, run_id: str, cell_id: str, phase: str) -> list[dict]:
         return scrape(
@@ -127,6 +128,7 @@ def launch_instance(
             target=_target(planned, model.served_name or planned.model_name, base_url),
             metrics_path=adapter.metrics_path,
             engine_kind=engine.kind,
+            engine=engine,
         )
 
     launch = instance_launch(
@@ -178,6 +180,7 @@ def launch_instance(
         process=instance,
         metrics_path=adapter.metrics_path,
         engine_kind=engine.kind,
+        engine=engine,
     )
 
 

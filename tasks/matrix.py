@@ -69,6 +69,10 @@ class Engine(_Strict):
     # Secrets are referenced by env var name only; the value never enters the file or the warehouse.
     secret_env: list[str] = []
     startup_timeout_s: float = Field(default=120.0, gt=0)
+    # external engines: the request fields beyond the OpenAI API the server honours (vLLM's, SGLang's and
+    # llama.cpp's servers take ignore_eos). A workload setting an engine does not honour is refused, never
+    # silently dropped: a reply that stops at EOS is different work from one that runs to max_tokens.
+    accepts: list[Literal["ignore_eos"]] = []
 
     @model_validator(mode="after")
     def _engine_is_reachable(self) -> Engine:
@@ -290,8 +294,23 @@ class Matrix(_Strict):
             )
         _unique("deployments", [d.id for d in self.deployments])
         self._instance_ids_unique()
+        self._external_engines_honour_the_workloads()
         _unique("workloads", [w.id for w in self.workloads])
         return self
+
+    def _external_engines_honour_the_workloads(self) -> None:
+        used = {inst.engine for dep in self.deployments for inst in dep.instances}
+        for name in sorted(used):
+            engine = self.engines[name]
+            if engine.kind != "external" or "ignore_eos" in engine.accepts:
+                continue
+            for w_i, w in enumerate(self.workloads):
+                if w.ignore_eos:
+                    raise ValueError(
+                        f"workloads.{w_i}.ignore_eos: workload {w.id!r} asks for ignore_eos, which external engine "
+                        f"{name!r} does not say it honours: add `accepts: [ignore_eos]` to engines.{name} if the "
+                        "server takes it (vLLM, SGLang and llama.cpp do), or set ignore_eos: false"
+                    )
 
     def _instance_ids_unique(self) -> None:
         """Instance ids (explicit, or the generated `<deployment>-<index>`) name rows, cells and

@@ -30,6 +30,7 @@ def external_matrix(tmp_path: Path, url: str, startup_timeout_s: float = 2):
                 "url": url,
                 "launcher": "none",
                 "startup_timeout_s": startup_timeout_s,
+                "accepts": ["ignore_eos"],  # the mock server streams to max_tokens
             }
         },
         "models": {"m": {"path": "unused", "served_name": "mock-ok"}},

@@ -28,7 +28,9 @@ pytestmark = pytest.mark.prefect
 def _matrix(tmp_path: Path, url: str) -> Path:
     data = {
         "name": "gate",
-        "engines": {"ext": {"kind": "external", "version": "1", "url": url, "launcher": "none"}},
+        "engines": {
+            "ext": {"kind": "external", "version": "1", "url": url, "launcher": "none", "accepts": ["ignore_eos"]}
+        },
         "models": {"m": {"path": "unused", "served_name": "mock-ok"}},
         "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
         "workloads": [{"id": "w", "limit_prompts": 3, "output_lengths": [3, 4]}],

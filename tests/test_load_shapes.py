@@ -240,7 +240,9 @@ def test_requests_per_cell_cuts_or_cycles_the_workload():
 def matrix_file(tmp_path: Path, load: dict, url: str = "http://127.0.0.1:9") -> Path:
     data = {
         "name": "shapes",
-        "engines": {"ext": {"kind": "external", "version": "1", "url": url, "launcher": "none"}},
+        "engines": {
+            "ext": {"kind": "external", "version": "1", "url": url, "launcher": "none", "accepts": ["ignore_eos"]}
+        },
         "models": {"m": {"path": "unused", "served_name": "mock-ok"}},
         "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
         "workloads": [{"id": "w", "limit_prompts": 3, "output_lengths": [3]}],

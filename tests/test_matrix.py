@@ -174,3 +174,40 @@ def test_cli_missing_model_file_is_bad_input_before_anything_starts(tmp_path):
     assert "models.path: 'models/absent.gguf' resolves to" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / ".bakeoff").exists()  # nothing started, nothing written
+
+
+def test_an_external_engine_must_say_it_honours_ignore_eos(tmp_path, capsys):
+    """Seen with AIPerf and GuideLLM beside bakeoff: through an external engine ignore_eos was silently not
+    sent, replies stopped at EOS and the throughput compared different work. Now refused, or sent."""
+    from flows.cli import main
+    from tasks.deploy import InstanceHandle
+    from tasks.matrix import load_matrix
+
+    data = {
+        "name": "ext",
+        "engines": {"ext": {"kind": "external", "version": "1", "url": "http://127.0.0.1:9", "launcher": "none"}},
+        "models": {"m": {"path": "unused"}},
+        "deployments": [{"id": "d", "instances": [{"engine": "ext", "model": "m"}]}],
+        "workloads": [{"id": "w", "output_lengths": [8]}],
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "workloads.0.ignore_eos: workload 'w' asks for ignore_eos" in err
+    assert "add `accepts: [ignore_eos]` to engines.ext" in err
+    data["engines"]["ext"]["accepts"] = ["ignore_eos"]
+    path.write_text(yaml.safe_dump(data))
+    matrix, _ = load_matrix(path)
+    handle = InstanceHandle(row=None, engine_kind="external", engine=matrix.engines["ext"])  # type: ignore[arg-type]
+    assert handle.request_extras(matrix.workloads[0]) == {"ignore_eos": True}  # declared: sent
+    data["workloads"][0]["ignore_eos"] = False
+    data["engines"]["ext"]["accepts"] = []
+    path.write_text(yaml.safe_dump(data))
+    matrix, _ = load_matrix(path)  # not asked for: nothing to honour
+    assert (
+        InstanceHandle(row=None, engine_kind="external", engine=matrix.engines["ext"]).request_extras(  # type: ignore[arg-type]
+            matrix.workloads[0]
+        )
+        == {}
+    )

@@ -108,7 +108,9 @@ class FakeEngine:
 def sweep_matrix(tmp_path: Path, sweep: dict, url: str = "http://127.0.0.1:9", **load):
     data = {
         "name": "sweep",
-        "engines": {"ext": {"kind": "external", "version": "1", "url": url, "launcher": "none"}},
+        "engines": {
+            "ext": {"kind": "external", "version": "1", "url": url, "launcher": "none", "accepts": ["ignore_eos"]}
+        },
         "models": {"m": {"path": "unused"}},
         "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
         "workloads": [{"id": "w", "limit_prompts": 3, "output_lengths": [3]}, {"id": "v", "output_lengths": [4]}],

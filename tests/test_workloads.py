@@ -91,7 +91,15 @@ def test_random_without_range_is_exact():
 def test_bad_workload_is_one_line_naming_the_field(tmp_path, workload, expected):
     data = {
         "name": "w",
-        "engines": {"ext": {"kind": "external", "version": "1", "url": "http://127.0.0.1:9", "launcher": "none"}},
+        "engines": {
+            "ext": {
+                "kind": "external",
+                "version": "1",
+                "url": "http://127.0.0.1:9",
+                "launcher": "none",
+                "accepts": ["ignore_eos"],
+            }
+        },
         "models": {"m": {"path": "unused"}},
         "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
         "workloads": [{"id": "w", **workload}],

@@ -55,7 +55,7 @@ class EngineAdapter:
         """The server's command line. `memory_args` come from the planner (tasks/gpu_memory.py)."""
         raise NotImplementedError
 
-    def request_extras(self, workload: Workload) -> dict:
+    def request_extras(self, workload: Workload, engine: Engine | None = None) -> dict:
         """Fields added to every request body. llama-server, vLLM and SGLang all take `ignore_eos`
         (keep generating to max_tokens, so output lengths are what the workload asked for)."""
         return {"ignore_eos": True} if workload.ignore_eos else {}

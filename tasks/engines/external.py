@@ -3,7 +3,7 @@ cells run it must answer GET /v1/models with a JSON object (`tasks/deploy.py wai
 else it is a failed start, `unreachable` or `health_timeout`."""
 
 from tasks.engines.base import EngineAdapter
-from tasks.matrix import Workload
+from tasks.matrix import Engine, Workload
 
 
 class ExternalAdapter(EngineAdapter):
@@ -11,5 +11,8 @@ class ExternalAdapter(EngineAdapter):
     health_path = "/v1/models"
     metrics_path = None
 
-    def request_extras(self, workload: Workload) -> dict:
-        return {}  # an unknown server may reject fields outside the OpenAI API
+    def request_extras(self, workload: Workload, engine: Engine | None = None) -> dict:
+        """Only what the engine says it honours (`accepts`): an unknown server may reject fields outside the
+        OpenAI API. The matrix refuses a workload asking for more (tasks/matrix.py)."""
+        accepts = engine.accepts if engine is not None else []
+        return {"ignore_eos": True} if workload.ignore_eos and "ignore_eos" in accepts else {}

@@ -40,11 +40,11 @@ class LlamaCppAdapter(EngineAdapter):
             return Path(os.environ["BAKEOFF_LLAMA_SERVER"])
         return cached_binary(engine.version)
 
-    def request_extras(self, workload: Workload) -> dict:
+    def request_extras(self, workload: Workload, engine: Engine | None = None) -> dict:
         """ignore_eos as every engine takes it, and `cache_prompt: false` on a cold workload: llama-server
         re-uses a previous request's KV cache for a shared prompt prefix unless told not to, which made the
         demo's study set read 75% of its prompt tokens from the cache."""
-        extras = super().request_extras(workload)
+        extras = super().request_extras(workload, engine)
         if workload.kind in COLD_WORKLOAD_KINDS:
             extras["cache_prompt"] = False
         return extras
