@@ -171,7 +171,11 @@ def launch_instance(
         instance.stop()
         raise
     row = dataclasses.replace(
-        row, started=True, startup_s=startup_s, measured_memory_bytes=_measured_memory(launch.gpu_index, instance)
+        row,
+        started=True,
+        startup_s=startup_s,
+        measured_memory_bytes=_measured_memory(launch.gpu_index, instance),
+        engine_version=running_version(adapter, engine, instance.base_url),
     )
     log.info("%s is healthy at %s after %.1f s", planned.instance_id, instance.base_url, startup_s)
     return InstanceHandle(
@@ -182,6 +186,22 @@ def launch_instance(
         engine_kind=engine.kind,
         engine=engine,
     )
+
+
+def running_version(adapter, engine: Engine, base_url: str) -> str:
+    """The matrix's version, with what the running server reports when it differs (llama.cpp's build,
+    e.g. "0.3.36 (server: b1-0c1e570)"; vLLM's /version; SGLang's /get_server_info). A server that does not
+    answer keeps the matrix's version: the version check is a record, not a gate."""
+    if adapter.version_path is None:
+        return engine.version
+    try:
+        response = httpx.get(base_url + adapter.version_path, timeout=5.0)
+        reported = adapter.reported_version(response.json()) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        reported = None
+    if reported is None or engine.version in reported:
+        return reported or engine.version
+    return f"{engine.version} (server: {reported})"
 
 
 def wait_external_healthy(url: str, timeout_s: float) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,10 +83,12 @@ def test_flow_end_to_end_on_the_real_engine(tmp_path, llama_server, smollm2, pre
         deps = {
             r[0]: r[1:]
             for r in con.execute(
-                "SELECT deployment_id, started, failure_class, log_excerpt, startup_s FROM deployments"
+                "SELECT deployment_id, started, failure_class, log_excerpt, startup_s, engine_version FROM deployments"
             ).fetchall()
         }
         assert deps["llamacpp-smollm2"][0] is True and deps["llamacpp-smollm2"][3] > 0
+        # the version the running server reports (its /props build), beside the matrix's
+        assert re.fullmatch(r"\S+ \(server: b\d+-[0-9a-f]+\)", deps["llamacpp-smollm2"][4]), deps["llamacpp-smollm2"][4]
         assert deps["broken-model"][0] is False
         assert deps["broken-model"][1] == "model_load_failed"
         assert "gguf" in deps["broken-model"][2].lower()

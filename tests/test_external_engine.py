@@ -105,3 +105,15 @@ def test_launch_instance_raises_so_the_flow_can_retry(tmp_path):
             matrix, group.instances[0], start_order=0, run_id="run-1", run_dir=tmp_path, base_dir=tmp_path
         )
     assert failed.value.failure_class == "unreachable"
+
+
+def test_a_server_that_does_not_say_its_version_keeps_the_matrix_version():
+    from tasks.deploy import running_version
+    from tasks.engines import adapter_for
+    from tasks.matrix import Engine
+
+    engine = Engine(kind="vllm", version="0.10.2", launcher="docker", image="vllm/vllm-openai:v0.10.2")
+    assert running_version(adapter_for("vllm"), engine, f"http://127.0.0.1:{closed_port()}") == "0.10.2"
+    assert adapter_for("vllm").reported_version({"version": "0.11.0"}) == "0.11.0"
+    assert adapter_for("sglang").reported_version({"version": ""}) is None
+    assert adapter_for("llamacpp").reported_version({"build_info": "b1-0c1e570"}) == "b1-0c1e570"

@@ -33,6 +33,10 @@ class EngineAdapter:
     # The engine's upstream image, for `bakeoff compose` of an engine the matrix runs as a process (or names
     # no image for): "{version}" is the matrix's engine version. None: compose needs `image` or `build`.
     upstream_image: ClassVar[str | None] = None
+    # Where the running server says what it is (GET, JSON), and the field that holds it: what a deployment
+    # row records beside the matrix's version, so an upgrade that did not happen (or one that did) shows.
+    version_path: ClassVar[str | None] = None
+    version_field: ClassVar[str] = "version"
 
     def compose_image(self, engine: Engine) -> str | None:
         if self.upstream_image is None:
@@ -62,6 +66,11 @@ class EngineAdapter:
 
     def version(self, engine: Engine) -> str:
         return engine.version
+
+    def reported_version(self, payload: object) -> str | None:
+        """The version from the server's version_path answer, None when it says none."""
+        value = payload.get(self.version_field) if isinstance(payload, dict) else None
+        return str(value) if value not in (None, "") else None
 
     def classify_failure(self, log_text: str) -> str | None:
         for failure_class, pattern in self.failure_patterns:

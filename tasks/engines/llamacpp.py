@@ -21,6 +21,8 @@ def cached_binary(version: str) -> Path:
 class LlamaCppAdapter(EngineAdapter):
     kind = "llamacpp"
     upstream_image = "ghcr.io/ggml-org/llama.cpp:server"  # entrypoint llama-server; CPU build
+    version_path = "/props"
+    version_field = "build_info"
     health_path = "/health"  # 503 while the model loads, 200 when ready
     metrics_path = "/metrics"  # served with --metrics
     # Log lines from tools/server/server.cpp, server-http.cpp and llama.cpp's model loader.

@@ -28,6 +28,8 @@ PROFILES: dict[str, list[str]] = {
 class SglangAdapter(EngineAdapter):
     kind = "sglang"
     upstream_image = "lmsysorg/sglang:v{version}"
+    version_path = "/get_server_info"
+    version_field = "version"
     health_path = "/health"
     metrics_path = "/metrics"  # served with --enable-metrics
     failure_patterns = GPU_FAILURE_PATTERNS

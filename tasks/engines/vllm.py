@@ -18,6 +18,8 @@ PROFILES: dict[str, list[str]] = {
 class VllmAdapter(EngineAdapter):
     kind = "vllm"
     upstream_image = "vllm/vllm-openai:v{version}"
+    version_path = "/version"
+    version_field = "version"
     health_path = "/health"
     metrics_path = "/metrics"
     failure_patterns = GPU_FAILURE_PATTERNS
