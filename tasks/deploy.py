@@ -20,7 +20,7 @@ from tasks.engine_metrics import scrape
 from tasks.engines import adapter_for
 from tasks.gpu_memory import MemoryPlan, plan_group, sglang_fraction_for
 from tasks.images import docker_client, image_spec
-from tasks.launch import instance_launch
+from tasks.launch import instance_launch, literal_secrets
 from tasks.launchers.docker import DockerApiError, DockerInstance
 from tasks.launchers.process import DeploymentFailed, ProcessInstance, free_port, log_tail
 from tasks.loadgen import Target
@@ -391,6 +391,11 @@ def preflight(matrix: Matrix, base_dir: Path) -> None:
     line) on the first problem."""
     from tasks.workloads import build_requests
 
+    for where in literal_secrets(matrix):  # a warning, not a refusal: the night can run, masked
+        log.warning(
+            "%s holds a literal credential: it is masked wherever bakeoff writes it; name it with secret_env instead",
+            where,
+        )
     for workload in matrix.workloads:
         build_requests(workload, seed=0, base_dir=base_dir)
     for name, engine in matrix.engines.items():

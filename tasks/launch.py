@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,58 @@ def container_model(model: Model, base_dir: Path) -> tuple[str, dict[str, dict[s
     return f"/models/{path.name}", {str(path.parent): {"bind": "/models", "mode": "ro"}}
 
 
+# Values never stored or logged: those of flags that carry credentials, and anything shaped like a token
+# (a provider prefix, or a long unbroken run of letters and digits) wherever it stands in the command line.
+SECRET_FLAGS = ("--api-key", "--token", "--hf-token", "--access-token", "--auth-token", "--password")
+_TOKEN_PREFIXED = re.compile(r"^(hf_|sk-|sk_|ghp_|gho_|github_pat_|xox[abp]-|AKIA)[A-Za-z0-9_-]{8,}$")
+_TOKEN_BARE = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9]{32,}$")  # hex or base62 keys; no word has 32
+MASK = "***"
+
+
+def looks_like_token(value: str) -> bool:
+    return bool(_TOKEN_PREFIXED.match(value) or _TOKEN_BARE.match(value))
+
+
+def masked(argv: Sequence[str]) -> list[str]:
+    """The command line as it may be stored and logged: credential values replaced by ***."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if hide_next:
+            out.append(MASK)
+            hide_next = False
+        elif name in SECRET_FLAGS and eq:
+            out.append(f"{name}={MASK}")
+        elif arg in SECRET_FLAGS:
+            out.append(arg)
+            hide_next = True
+        elif looks_like_token(arg) or (eq and looks_like_token(value)):
+            out.append(f"{name}={MASK}" if eq else MASK)
+        else:
+            out.append(arg)
+    return out
+
+
+def literal_secrets(matrix: Matrix) -> list[str]:
+    """One line per matrix field holding a credential literally (args, env, url): a token belongs in the
+    environment, named by `secret_env`. Warned about at preflight; masked wherever bakeoff writes it."""
+    found = []
+    for name, engine in matrix.engines.items():
+        if masked(engine.args) != list(engine.args):
+            found.append(f"engines.{name}.args")
+        found += [
+            f"engines.{name}.env.{k}" for k, v in engine.env.items() if looks_like_token(v) or k.endswith("TOKEN")
+        ]
+        if engine.url and re.search(r"//[^/@]+:[^/@]+@|[?&](api_key|token|key)=", engine.url):
+            found.append(f"engines.{name}.url")
+    for d_i, dep in enumerate(matrix.deployments):
+        for i_i, inst in enumerate(dep.instances):
+            if masked(inst.args) != list(inst.args):
+                found.append(f"deployments.{d_i}.instances.{i_i}.args")
+    return found
+
+
 @dataclass(frozen=True)
 class InstanceLaunch:
     spec: LaunchSpec  # argv, env (secrets included: never store it), port
@@ -70,8 +123,8 @@ class InstanceLaunch:
 
     @property
     def flags(self) -> list[str]:
-        """The command line as stored in `deployments.flags`: without the binary of a process."""
-        return list(self.spec.argv[1:] if self.launcher == "process" else self.spec.argv)
+        """The command line as stored in `deployments.flags`: without the binary of a process, credentials masked."""
+        return masked(self.spec.argv[1:] if self.launcher == "process" else self.spec.argv)
 
 
 def instance_launch(

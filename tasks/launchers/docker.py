@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from tasks.engines import EngineAdapter, LaunchSpec
+from tasks.launch import masked
 from tasks.launchers.process import DeploymentFailed
 
 log = logging.getLogger("bakeoff.docker")
@@ -61,7 +62,7 @@ class DockerInstance:
             if self.gpu_index is not None
             else None
         )
-        log.info("starting container %s from %s: %s", self.name, self.image, " ".join(self.spec.argv))
+        log.info("starting container %s from %s: %s", self.name, self.image, " ".join(masked(self.spec.argv)))
         self.container = self.client.containers.run(
             self.image,
             command=self.spec.argv,

@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from tasks.engines import EngineAdapter, LaunchSpec
+from tasks.launch import masked
 from tasks.telemetry import rss_bytes
 
 log = logging.getLogger("bakeoff.launcher")
@@ -130,6 +131,17 @@ def write_pid_file(pid: int, argv: list[str], *, owner_pid: int | None = None, d
     return path
 
 
+# What a process engine inherits from bakeoff's environment: what a program needs to run and find its
+# libraries and GPU, never the rest (a token in bakeoff's environment reaches an engine only through the
+# engine's `secret_env`, which names it).
+INHERITED_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "XDG_CACHE_HOME")
+INHERITED_ENV_PREFIXES = ("CUDA_", "NVIDIA_", "OMP_", "GGML_", "HIP_", "ROCR_")
+
+
+def engine_base_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in INHERITED_ENV or k.startswith(INHERITED_ENV_PREFIXES)}
+
+
 @dataclass(eq=False)
 class ProcessInstance:
     adapter: EngineAdapter
@@ -144,14 +156,14 @@ class ProcessInstance:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log.info("starting %s", " ".join(self.spec.argv))
+        log.info("starting %s", " ".join(masked(self.spec.argv)))
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(
                 self.spec.argv,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.spec.env},
+                env={**engine_base_environment(), **self.spec.env},
                 start_new_session=True,
                 preexec_fn=_die_with_parent(),
             )
