@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -108,14 +109,26 @@ def _cpu_times() -> tuple[int, int]:
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")  # the unit of /proc/PID/stat's utime and stime
+TREE_REFRESH_S = 10.0  # how often the engines' process trees are looked up again (one /proc scan)
 ENGINE_CPU_MIN_WINDOW_S = 0.25  # 25 ticks per core at 100 Hz: rounding stays within 4 % of a core
 
 
-def _process_tree_ticks(pid: int) -> int | None:
-    """CPU ticks (utime + stime) of a process and every live descendant (/proc/*/stat), None when it is gone.
-    vLLM and SGLang run their work in child processes; llama-server in threads of one."""
-    parents: dict[int, list[int]] = {}
-    ticks: dict[int, int] = {}
+def _ticks(pid: int) -> int | None:
+    """utime + stime of one process (/proc/PID/stat fields 14 and 15, clock ticks), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": comm may hold spaces
+    return int(fields[11]) + int(fields[12])
+
+
+def process_trees(roots: Iterable[int]) -> dict[int, list[int]]:
+    """Each root pid with its live descendants, from one scan of /proc (parent pids). vLLM and SGLang run
+    their work in child processes; llama-server in threads of one. The scan costs about 2 ms of the
+    interpreter, so a Sampler repeats it only every TREE_REFRESH_S, not every sample."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -124,18 +137,26 @@ def _process_tree_ticks(pid: int) -> int | None:
                 stat = f.read()
         except OSError:
             continue  # gone between the listing and the read
-        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": comm may hold spaces
-        child, ppid = int(entry), int(fields[1])
-        parents.setdefault(ppid, []).append(child)
-        ticks[child] = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    if pid not in ticks:
+        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out = {}
+    for root in roots:
+        tree, todo = [], [root]
+        while todo:
+            p = todo.pop()
+            tree.append(p)
+            todo += children.get(p, [])
+        out[root] = tree
+    return out
+
+
+def _tree_ticks(pids: list[int]) -> int | None:
+    """The summed ticks of a tree's processes; None when its root is gone (a descendant gone since the
+    last scan just stops counting)."""
+    root = _ticks(pids[0])
+    if root is None:
         return None
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        total += ticks.get(p, 0)
-        todo += parents.get(p, [])
-    return total
+    return root + sum(t for p in pids[1:] if (t := _ticks(p)) is not None)
 
 
 def card_or_none(index: int) -> GpuInfo | None:
@@ -189,7 +210,8 @@ class Sampler:
             except NvmlUnavailable as exc:
                 self.gpu_unavailable = str(exc)
         self._last_cpu = _cpu_times()
-        self._last_engine = {i: (_process_tree_ticks(p), time.monotonic()) for i, p in self.pids.items() if p}
+        self._refresh_trees()
+        self._last_engine = {i: (_tree_ticks(self._trees[p]), time.monotonic()) for i, p in self.pids.items() if p}
         self._thread = threading.Thread(target=self._loop, name="bakeoff-telemetry", daemon=True)
         self._thread.start()
         return self
@@ -209,7 +231,13 @@ class Sampler:
             next_at += self.interval_s
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
+    def _refresh_trees(self) -> None:
+        self._trees = process_trees(p for p in self.pids.values() if p)
+        self._trees_at = time.monotonic()
+
     def _sample(self) -> None:
+        if self.pids and time.monotonic() - self._trees_at >= TREE_REFRESH_S:
+            self._refresh_trees()
         at = datetime.now(UTC)
         if self._reader is not None:
             try:
@@ -228,7 +256,7 @@ class Sampler:
             if pid:
                 # the tree's clock ticks over the ticks every core had since its own previous read (timed
                 # at the read: the /proc scan takes a while on a busy box, /proc/stat's interval is not its)
-                now, now_t = _process_tree_ticks(pid), time.monotonic()
+                now, now_t = _tree_ticks(self._trees.get(pid, [pid])), time.monotonic()
                 before, before_t = self._last_engine.get(instance_id, (None, now_t))
                 if now_t - before_t >= ENGINE_CPU_MIN_WINDOW_S or before is None:
                     # a shorter window is a few clock ticks: its share would be mostly rounding
