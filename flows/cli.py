@@ -43,6 +43,12 @@ def cmd_run(
     runs_dir: Annotated[
         str | None, typer.Option(help="where run folders go (default: $BAKEOFF_RUNS_DIR, else the matrix's `runs_dir`)")
     ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="go on with a stopped night (its run id): measured cells kept, the rest measured, then loaded"
+        ),
+    ] = None,
 ) -> int:
     """Run the nightly flow once on a matrix file."""
     from flows.environment import prefect_defaults
@@ -52,17 +58,25 @@ def cmd_run(
     from tasks.plan import plan
 
     # Fail fast (exit 2, one line) before Prefect starts its server or any engine starts.
-    loaded, _ = load_matrix(matrix)
+    loaded, sha = load_matrix(matrix)
     preflight(loaded, Path(matrix).resolve().parent)
+    if resume:  # a night that is not there, or a changed matrix: refused before Prefect starts
+        from tasks.runs import resumed_run, run_paths
+
+        resumed_run(Path(run_paths(loaded, warehouse, runs_dir)[1]), resume, loaded, sha)
     prefect_defaults()
-    from flows.nightly import RowsRejected, nightly
+    from flows.nightly import MeasuredTooLittle, RowsRejected, nightly
 
     with progress.terminal_display(cells=sum(len(g.cells) for g in plan(loaded))):
         try:
-            result = nightly(matrix_path=matrix, warehouse=warehouse, runs_dir=runs_dir)  # tasks.runs.run_paths
-        except RowsRejected as exc:  # loaded and reported without the rejected rows; the night is not clean
+            # warehouse and runs folder: tasks.runs.run_paths
+            result = nightly(matrix_path=matrix, warehouse=warehouse, runs_dir=runs_dir, resume=resume)
+        except (RowsRejected, MeasuredTooLittle) as exc:  # loaded and reported, but the night is not clean
             _print_run(exc.result)
             raise
+    if "nothing_to_do" in result:
+        print(f"{result['nothing_to_do']}: nothing to resume")
+        return 0
     _print_run(result)
     return 0
 

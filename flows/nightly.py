@@ -18,10 +18,10 @@ from reports import render_run
 from tasks import bench, deploy, images, night
 from tasks.compose import compose_from_path
 from tasks.errors import NightFailed
+from tasks.hostlock import night_on_this_host
 from tasks.matrix import load_matrix
 from tasks.plan import plan
-from tasks.records import records_to_arrow
-from tasks.runs import Collected, new_run, run_paths
+from tasks.runs import Collected, measured_too_little, new_run, night_status, resumed_run, run_paths, write_night_file
 from warehouse import store
 from warehouse.transforms import summarize_run
 from warehouse.verdict import FAILED_ROWS, REFUSED, ValidationReport
@@ -29,6 +29,7 @@ from warehouse.verdict import FAILED_ROWS, REFUSED, ValidationReport
 # The work modules log to "bakeoff.*"; PREFECT_LOGGING_EXTRA_LOGGERS=bakeoff gives that logger Prefect's
 # handlers (console + the run's log in the UI) but not a level, so progress needs INFO here.
 logging.getLogger("bakeoff").setLevel(logging.INFO)
+log = logging.getLogger("bakeoff.night")
 
 
 class ValidationFailed(NightFailed, RuntimeError):
@@ -48,11 +49,6 @@ def _retry_if_flaky(task, task_run, state) -> bool:
     return getattr(exc, "failure_class", None) in deploy.RETRYABLE_FAILURES
 
 
-def _retry_if_busy(task, task_run, state) -> bool:
-    # Only a warehouse held by another writer is worth waiting for; a retry runs the gate again.
-    return isinstance(state.data, store.WarehouseBusy)
-
-
 # Plain functions wrapped as Prefect tasks: the logic stays testable without a server, and no task
 # caches its result (engine handles and records are not cacheable inputs).
 check_before_start = task(deploy.preflight, name="preflight", cache_policy=NO_CACHE)
@@ -67,71 +63,97 @@ start_instance = task(
 )
 run_cell = task(bench.run_cell, name="bench-cell", cache_policy=NO_CACHE)
 bench_group = task(night.bench_group, name="bench-group", cache_policy=NO_CACHE)
-stage = task(store.stage_run, name="stage-raw-records", cache_policy=NO_CACHE)
 summarize = task(summarize_run, name="summarize", cache_policy=NO_CACHE)
 report = task(render_run, name="render-report", cache_policy=NO_CACHE)
 
 
-@task(name="gate-and-load", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_if_busy)
+@task(name="gate-and-load", cache_policy=NO_CACHE)
 def gate_and_load(warehouse_path: str, run_dir: Path) -> tuple[ValidationReport, dict[str, int]]:
+    # A warehouse another process has open is waited for inside (store.connect_waiting), not retried:
+    # a retry would run the gate again.
     return store.gate_and_load(warehouse_path, run_dir)
+
+
+class MeasuredTooLittle(NightFailed, RuntimeError):
+    """The night ran to its end but measured too little to be green (runs.failure says why: no
+    instance started, or more than the matrix's max_failed_share of requests failed). It is loaded and
+    reported all the same; `result` is what the flow would have returned."""
+
+    result: dict
 
 
 @flow(name="bakeoff-nightly")
 def nightly(
-    matrix_path: str = "configs/cpu-smoke.yaml", warehouse: str | None = None, runs_dir: str | None = None
+    matrix_path: str = "configs/cpu-smoke.yaml",
+    warehouse: str | None = None,
+    runs_dir: str | None = None,
+    resume: str | None = None,
 ) -> dict:
+    """One night: measure the matrix, stage each piece as it ends, gate and load, report. `resume`: the
+    run id of a stopped night to go on with (its complete cells are kept, the rest measured)."""
     _teardown_on_sigterm()
     matrix, matrix_sha = load_matrix(matrix_path)
     base_dir = Path(matrix_path).resolve().parent
-    check_before_start(matrix, base_dir)  # `bakeoff run` did too; a deployment run by a worker gets it here
     warehouse, runs_root = run_paths(matrix, warehouse, runs_dir)
-    run = new_run(matrix, matrix_path, matrix_sha)
+    run = (
+        resumed_run(Path(runs_root), resume, matrix, matrix_sha) if resume else new_run(matrix, matrix_path, matrix_sha)
+    )
     run_id, run_dir = run["run_id"], Path(runs_root) / run["run_id"]
-    got = Collected()
-    try:
-        tags, got.builds = build_images(matrix, run_id=run_id, log_dir=run_dir / "logs", base_dir=base_dir)
-        groups = plan(matrix)
-        for g_i, group in enumerate(groups, 1):
-            try:
-                got.merge(
-                    bench_group(
-                        matrix,
-                        group,
-                        run_id=run_id,
-                        run_dir=run_dir,
-                        base_dir=base_dir,
-                        images=tags,
-                        where=f"group {g_i}/{len(groups)} {group.deployment_id}",
-                        start=start_instance,
-                        run_cell=run_cell,
+    with night_on_this_host(run_id, matrix.name):
+        check_before_start(matrix, base_dir)  # `bakeoff run` did too; a deployment run by a worker gets it here
+        if resume and store.holds_run(warehouse, run_id):
+            log.info("run %s has finished and is loaded in %s: nothing to resume", run_id, warehouse)
+            return {"run_id": run_id, "nothing_to_do": f"run {run_id} has finished and is loaded in {warehouse}"}
+        done = store.resume_parts(run_dir) if resume else set()
+        if resume:
+            log.info("resuming run %s: %d pieces already measured are kept", run_id, len(done))
+        else:
+            write_night_file(run_dir, run, matrix)
+
+        def keep(name: str, part: Collected, complete: bool) -> None:
+            store.stage_part(run_dir, name, complete=complete, **part.tables())
+
+        got = Collected()
+        finished = False
+        try:
+            tags, builds = build_images(matrix, run_id=run_id, log_dir=run_dir / "logs", base_dir=base_dir)
+            keep("builds", Collected(builds=builds), True)
+            groups = plan(matrix)
+            for g_i, group in enumerate(groups, 1):
+                if night.group_part(group) in done:
+                    continue  # measured whole before the night was stopped
+                try:
+                    got.merge(
+                        bench_group(
+                            matrix,
+                            group,
+                            run_id=run_id,
+                            run_dir=run_dir,
+                            base_dir=base_dir,
+                            images=tags,
+                            where=f"group {g_i}/{len(groups)} {group.deployment_id}",
+                            start=start_instance,
+                            run_cell=run_cell,
+                            keep=keep,
+                            done=frozenset(done),
+                        )
                     )
-                )
-            except night.GroupStopped as stopped:
-                got.merge(stopped.collected)  # keep what the group measured, then stop as asked
-                raise stopped.cause from None
-        run["status"] = "completed" if all(d.started and not d.failure_class for d in got.deployments) else "partial"
-    finally:
-        # Whatever happened, what was measured is staged on disk (a crash leaves status "failed").
-        run["finished_at"] = datetime.now(UTC).isoformat()
-        staged = stage(
-            run_dir,
-            run,
-            got.deployments,
-            got.cells,
-            records_to_arrow(got.records),
-            got.gpu_samples,
-            got.host_samples,
-            got.builds,
-            got.engine_metrics,
-        )
+                except night.GroupStopped as stopped:
+                    got.merge(stopped.collected)  # staged as it went; stop as asked
+                    raise stopped.cause from None
+            finished = True
+        finally:
+            # Whatever happened, what was measured is staged on disk (a crash leaves status "failed").
+            run["finished_at"] = datetime.now(UTC).isoformat()
+            staged = stage(run_dir, run, max_failed_share=matrix.max_failed_share, finished=finished)
     # The gate judges the rows as staged, as `bakeoff load RUN_DIR` does.
-    validation, counts = gate_and_load(warehouse, staged.run_dir)
+    validation, rows = gate_and_load(warehouse, staged.run_dir)
     create_markdown_artifact(
         key="bakeoff-validation", markdown=validation.markdown(), description=f"validation gate of run {run_id}"
     )
     if validation.outcome == REFUSED:
         raise ValidationFailed(f"{validation.summary_line()} (nothing loaded; raw records kept in {run_dir})")
+    store.clear_parts(run_dir)  # loaded: the run-level staged files are the copy on disk
 
     with store.opened(warehouse, read_only=True) as con:
         _run_row, deployment_rows, summary, _metrics = summarize(con, run_id)
@@ -141,20 +163,39 @@ def nightly(
         "run_id": run_id,
         "run_dir": str(run_dir),
         "warehouse": warehouse,
-        "rows": counts,
+        "rows": rows,
         "report": str(paths["html"]),
         "summary": summary,
         "deployments": deployment_rows,
     }
+    failure: RowsRejected | MeasuredTooLittle | None = None
     if validation.outcome == FAILED_ROWS:
         # Loaded and reported, but the night is not clean: the flow run ends Failed, saying so.
-        rejected = RowsRejected(
+        failure = RowsRejected(
             f"{validation.summary_line()} (run loaded without them and marked validation_status = 'failed_rows'; "
             f"rejected rows in rejected_requests; raw records kept in {run_dir})"
         )
-        rejected.result = result
-        raise rejected
+    elif run.get("failure"):
+        failure = MeasuredTooLittle(f"the night measured too little: {run['failure']} (loaded and reported)")
+    if failure is not None:
+        failure.result = result
+        raise failure
     return result
+
+
+@task(name="stage-raw-records", cache_policy=NO_CACHE)
+def stage(run_dir: Path, run: dict, *, max_failed_share: float, finished: bool) -> store.StagedRun:
+    """The run-level staged files from the night's parts, then run.json with the night's status: a
+    night that ran to its end is completed or partial, and says when it measured too little."""
+    counts = store.stage_parts(run_dir)
+    if finished:
+        run["status"] = night_status(counts.instances, counts.instances_clean)
+        run["failure"] = measured_too_little(
+            counts.instances, counts.instances_started, counts.requests, counts.requests_ok, max_failed_share
+        )
+        if run["failure"]:
+            run["status"] = "failed"
+    return store.seal_staged(run_dir, run)
 
 
 def publish_report(run_id: str, paths: dict[str, Path]) -> None:

@@ -25,9 +25,18 @@ HEADER_KEYS = (
 def run_info(run: dict) -> dict[str, str]:
     """The report header: what ran, when, where, from which code."""
     info = {k: str(run.get(k)) for k in HEADER_KEYS if run.get(k) is not None}
+    if run.get("status") is not None:
+        info["status"] = status_text(run)
     if run.get("validation_status") is not None:
         info["validation"] = validation_text(run)
     return info
+
+
+def status_text(run: dict) -> str:
+    """runs.status, with the reason when a night that ran to its end measured too little (runs.failure)."""
+    if run.get("failure"):
+        return f"{run['status']}: the night measured too little: {run['failure']}"
+    return str(run.get("status"))
 
 
 def validation_text(run: dict) -> str:
@@ -82,7 +91,7 @@ def environment_rows(run: dict, deployments: Sequence[dict]) -> list[tuple[str, 
         ("Matrix sha256", val("matrix_sha256")),
         ("Started", val("started_at")),
         ("Finished", val("finished_at")),
-        ("Run status", val("status")),
+        ("Run status", status_text(run) if run.get("status") else "—"),
         ("Validation", validation_text(run)),
     ]
     slos = [

@@ -262,6 +262,9 @@ class Matrix(_Strict):
     workloads: list[Workload] = Field(min_length=1)
     load: Load = Load()
     repeats: int = Field(default=1, ge=1, le=100)
+    # The night ends Failed (exit 1) when more than this share of its measured requests failed, or
+    # when no instance started: a night that measured (almost) nothing is not a green night.
+    max_failed_share: float = Field(default=0.5, ge=0, le=1)
     slo: Slo = Slo()
     gpu: Gpu | None = None
 

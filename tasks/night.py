@@ -59,6 +59,18 @@ class _Group:
         return outcome
 
 
+Keep = Callable[[str, Collected, bool], None]  # (part name, what it holds, complete): stage one part
+
+
+def group_part(group: Group) -> str:
+    """The name of the part that says a group ran to its end (its deployment rows)."""
+    return f"group-{group.deployment_id}"
+
+
+def sweep_part(instance_id: str) -> str:
+    return f"sweep-{instance_id}"
+
+
 def bench_group(
     matrix: Matrix,
     group: Group,
@@ -70,24 +82,38 @@ def bench_group(
     where: str,
     start: Callable[..., InstanceHandle] | None = None,
     run_cell: Callable[..., CellOutcome] = bench.run_cell,
+    keep: Keep | None = None,
+    done: frozenset[str] = frozenset(),
 ) -> Collected:
     """Deploy the group (deploy.deploy_group), run every cell of an instance that is up, then the sweep
     per instance (matrix load.sweep), and stop every instance whatever happens. Returns the group's
-    rows and records; raises GroupStopped with them when the group ends early."""
+    rows and records; raises GroupStopped with them when the group ends early.
+
+    With `keep`, each finished cell (and each instance's whole sweep) is handed to it as it ends, then
+    the group's deployment rows (the part `group_part` names, complete when the group ran to its end),
+    and only those rows are returned; a cell cut short is handed over as an incomplete part. Cells and
+    sweeps named in `done` (a resumed night's complete parts) are not measured again."""
     got = Collected()
+
+    def staged(name: str, complete: bool = True) -> None:
+        if keep is not None:
+            keep(name, got.take_measured(), complete)
+
     deployed = deploy.deploy_group(
         matrix, group, run_id=run_id, run_dir=run_dir, base_dir=base_dir, images=images, start=start
     )
     g = _Group(matrix, deployed, got, run_id, base_dir, run_cell)
+    finished = False
     try:
         for c_i, cell in enumerate(group.cells, 1):
             handle = deployed.handles.get(cell.instance_id)
-            if handle is None or not handle.check_alive():
-                continue  # did not start, or died in an earlier cell: its deployments row says so
+            if cell.cell_id in done or handle is None or not handle.check_alive():
+                continue  # measured before a resume; or did not start, or died: its deployments row says so
             got.add_cell(g.measure(cell, handle, f"{where}, cell {c_i}/{len(group.cells)} {cell.cell_id}"))
+            staged(cell.cell_id)
         for planned in group.instances if matrix.load.sweep else ():
             handle = deployed.handles.get(planned.instance_id)
-            if handle is None or not handle.check_alive():
+            if sweep_part(planned.instance_id) in done or handle is None or not handle.check_alive():
                 continue
             measured: list[CellOutcome] = []
 
@@ -105,12 +131,19 @@ def bench_group(
                 raise
             for outcome in outcomes:  # as run_sweep returns them: the last carries its stop reason
                 got.add_cell(outcome)
+            staged(sweep_part(planned.instance_id))  # a sweep is one part: a resume runs it whole
+        finished = True
     except CellInterrupted as stopped:
         got.add_cell(stopped.outcome)  # keep what the cell measured, then stop the night as asked
+        staged(f"cut-short-{stopped.outcome.row.cell_id}", complete=False)
         raise GroupStopped(got, stopped.cause) from None
     except Exception as exc:  # not a crash of the night's data: what was measured is staged all the same
+        staged(f"cut-short-{group.deployment_id}", complete=False)
         raise GroupStopped(got, exc) from None
     finally:
         deployed.stop()  # always, even when a cell raised
         got.deployments += deployed.rows()  # read now: the rows carry what check_alive found
+        if keep is not None:
+            keep(group_part(group), Collected(deployments=list(got.deployments)), finished)
+            got.take_measured()  # staged already: the caller gets the rows
     return got

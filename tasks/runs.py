@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import platform
 import secrets
@@ -13,8 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks import telemetry
+from tasks.errors import BadInput
 from tasks.matrix import Matrix
-from tasks.records import CellRow, DeploymentRow, RequestRecord
+from tasks.records import CellRow, DeploymentRow, RequestRecord, records_to_arrow
 
 ENV_WAREHOUSE = "BAKEOFF_WAREHOUSE"
 ENV_RUNS_DIR = "BAKEOFF_RUNS_DIR"
@@ -78,8 +80,26 @@ class Collected:
         self.host_samples.extend(outcome.host_samples)
 
     def merge(self, other: Collected) -> None:
-        for name in ("deployments", "cells", "records", "gpu_samples", "host_samples", "builds", "engine_metrics"):
+        for name in _FIELDS:
             getattr(self, name).extend(getattr(other, name))
+
+    def take_measured(self) -> Collected:
+        """What was measured since the last call (cells, records, samples, scrapes), moved out: the
+        night stages it as one part and keeps only the deployment rows in memory."""
+        taken = Collected()
+        for name in _MEASURED:
+            getattr(taken, name).extend(getattr(self, name))
+            getattr(self, name).clear()
+        return taken
+
+    def tables(self) -> dict:
+        """The keyword arguments of warehouse/store.stage_part."""
+        rows = {name: getattr(self, name) for name in _FIELDS if name != "records"}
+        return {**rows, "requests": records_to_arrow(self.records)}
+
+
+_FIELDS = ("deployments", "cells", "records", "gpu_samples", "host_samples", "builds", "engine_metrics")
+_MEASURED = ("cells", "records", "gpu_samples", "host_samples", "engine_metrics")
 
 
 def git_sha() -> str | None:
@@ -106,3 +126,95 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # a container user without a passwd entry
         return "unknown"
+
+
+def night_status(instances: int, instances_clean: int) -> str:
+    """runs.status of a night that ran to its end: every instance started and stayed up, or not."""
+    return "completed" if instances and instances_clean == instances else "partial"
+
+
+def measured_too_little(
+    instances: int, instances_started: int, requests: int, requests_ok: int, max_failed_share: float
+) -> str | None:
+    """Why a night that ran to its end still measured too little to be a green night (runs.failure),
+    or None. No instance started, no request sent, or more than `max_failed_share` of the requests
+    failed (the matrix's threshold)."""
+    if not instances_started:
+        return f"no instance started ({instances} planned): nothing was measured"
+    if not requests:
+        return "no request was sent: nothing was measured"
+    failed = requests - requests_ok
+    if failed / requests > max_failed_share:
+        return (
+            f"{failed} of {requests} requests failed ({failed / requests:.0%}, more than the matrix's "
+            f"max_failed_share {max_failed_share:g})"
+        )
+    return None
+
+
+# ---------------------------------------------------------------- resuming a night
+
+NIGHT_FILE = "night.json"  # written when a night starts: what `bakeoff run --resume` goes on from
+
+
+class NoSuchNight(BadInput):
+    """`--resume` named a run whose folder is not there."""
+
+
+class ChangedMatrix(BadInput):
+    """`--resume` with a matrix that differs from the one the night started with."""
+
+
+def write_night_file(run_dir: Path, run: dict, matrix: Matrix) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f"{NIGHT_FILE}.tmp"
+    tmp.write_text(json.dumps({"run": run, "matrix": matrix.model_dump(mode="json")}, indent=2, default=str))
+    tmp.replace(run_dir / NIGHT_FILE)
+
+
+def resumed_run(runs_root: Path, run_id: str, matrix: Matrix, matrix_sha: str) -> dict:
+    """The `runs` row of a stopped night, to go on with: refused (one line) when the folder is not
+    there or the matrix is not the one the night started with (the differences named)."""
+    path = runs_root / run_id / NIGHT_FILE
+    try:
+        night = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NoSuchNight(f"--resume {run_id}: no such night in {runs_root} ({path} is missing)") from None
+    except (OSError, ValueError) as exc:
+        raise NoSuchNight(f"--resume {run_id}: {path} cannot be read ({exc})") from None
+    run = dict(night["run"])
+    if run.get("matrix_sha256") != matrix_sha:
+        changes = matrix_differences(night.get("matrix") or {}, matrix.model_dump(mode="json"))
+        shown = "; ".join(changes[:3]) + (f" (and {len(changes) - 3} more)" if len(changes) > 3 else "")
+        raise ChangedMatrix(
+            f"--resume {run_id}: the matrix changed since the night started ({shown or 'the file differs'}); "
+            "resume with the same matrix, or start a new night"
+        )
+    run["status"] = "failed"  # until the night says otherwise, as a new one
+    return run
+
+
+def matrix_differences(before: object, after: object, where: str = "") -> list[str]:
+    """Dotted paths where two matrices (as JSON) differ, with both values."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: list[str] = []
+        for key in sorted(set(before) | set(after), key=str):
+            path = f"{where}.{key}" if where else str(key)
+            if key not in before:
+                out.append(f"{path} added")
+            elif key not in after:
+                out.append(f"{path} removed")
+            else:
+                out += matrix_differences(before[key], after[key], path)
+        return out
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [
+            d
+            for i, (b, a) in enumerate(zip(before, after, strict=True))
+            for d in matrix_differences(b, a, f"{where}[{i}]")
+        ]
+    return (
+        []
+        if before == after
+        else [f"{where or 'matrix'}: {json.dumps(before, default=str)[:40]} -> {json.dumps(after, default=str)[:40]}"]
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 prefect_defaults(startup_timeout_s=180)
 # Plain functions log to "bakeoff.*" outside flow runs in unit tests; that is expected there.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# One night per host (tasks/hostlock.py): the tests' nights hold a lock of their own, so a test run
+# never waits on (or refuses) a real night on this machine, or another checkout's tests.
+os.environ.setdefault("BAKEOFF_LOCK_DIR", tempfile.mkdtemp(prefix="bakeoff-test-lock-"))
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ with a table-level failure loads nothing.
 The engine is an `external` one served by the mock OpenAI-style server (tests/mock_faulty_server.py,
 model "mock-ok": a normal stream), since the point here is the flow around the gate, not an engine.
 A real engine does not produce bad rows on demand, so the flow's records are corrupted on their way to
-the gate (flows.nightly.records_to_arrow is wrapped): the gate, the load and the report are the real ones.
+the gate (tasks.runs.records_to_arrow, which turns each staged part's records into Arrow, is
+wrapped): the gate, the load and the report are the real ones.
 """
 
 from __future__ import annotations
@@ -47,16 +48,19 @@ def _run_night(tmp_path, monkeypatch, corrupt):
     from prefect.client.orchestration import get_client
 
     import flows.nightly as nightly_module
+    import tasks.runs as runs_module
 
-    real = nightly_module.records_to_arrow
+    real = runs_module.records_to_arrow
     touched: list[str] = []
 
     def corrupted(records):
+        if not records:  # a part without requests (the builds, a group's deployment rows)
+            return real(records)
         records = [dataclasses.replace(r) for r in records]
         touched.extend(corrupt(records))
         return real(records)
 
-    monkeypatch.setattr(nightly_module, "records_to_arrow", corrupted)
+    monkeypatch.setattr(runs_module, "records_to_arrow", corrupted)
     warehouse = tmp_path / "wh.duckdb"
     with MockFaultyServer() as server:
         matrix = _matrix(tmp_path, server.url)
@@ -139,17 +143,19 @@ def test_a_night_with_a_duplicated_request_id_loads_nothing(tmp_path, monkeypatc
 def test_bakeoff_run_prints_the_summary_then_the_one_line_and_exits_1(tmp_path, monkeypatch, capsys, prefect_server):
     """`bakeoff run` on such a night: the cell summary and where the run went, as on a clean night, then
     the gate's one line on stderr; exit code 1."""
-    import flows.nightly as nightly_module
+    import tasks.runs as runs_module
     from flows import cli
 
-    real = nightly_module.records_to_arrow
+    real = runs_module.records_to_arrow
 
     def corrupted(records):
+        if not records:  # a part without requests
+            return real(records)
         records = [dataclasses.replace(r) for r in records]
         records[2].max_tokens = 0
         return real(records)
 
-    monkeypatch.setattr(nightly_module, "records_to_arrow", corrupted)
+    monkeypatch.setattr(runs_module, "records_to_arrow", corrupted)
     with MockFaultyServer() as server:
         matrix = _matrix(tmp_path, server.url)
         code = cli.main(

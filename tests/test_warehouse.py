@@ -185,6 +185,50 @@ def test_second_writer_gets_a_busy_message(warehouse_path):
         holder.wait()
 
 
+def _reader(path: Path, hold_s: float) -> subprocess.Popen:
+    """A real reader (what `bakeoff sql` or a notebook is): the file open read-only for hold_s."""
+    code = (
+        f"import duckdb,time; c=duckdb.connect({str(path)!r}, read_only=True); c.sql('select 1'); "
+        f"print('held', flush=True); time.sleep({hold_s})"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_load_waits_for_a_reader_to_close_the_warehouse(tmp_path, warehouse_path, monkeypatch):
+    from tests.builders import cell_row, record, stage
+
+    store.connect(warehouse_path).close()
+    run_dir = stage(tmp_path, [record(i) for i in range(3)], [cell_row()])
+    holder = _reader(warehouse_path, 3)
+    try:
+        assert holder.poll() is None  # the reader still has the file open as the load starts
+        _verdict, counts = store.gate_and_load(warehouse_path, run_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert counts["requests"] == 3
+
+
+def test_a_reader_that_never_closes_fails_the_load_naming_it(tmp_path, warehouse_path, monkeypatch):
+    from tests.builders import cell_row, record, stage
+
+    store.connect(warehouse_path).close()
+    run_dir = stage(tmp_path, [record(i) for i in range(3)], [cell_row()])
+    monkeypatch.setenv("BAKEOFF_LOAD_WAIT_S", "1")
+    holder = _reader(warehouse_path, 60)
+    try:
+        with pytest.raises(store.WarehouseBusy) as err:
+            store.gate_and_load(warehouse_path, run_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(err.value)
+    assert f"is busy: PID {holder.pid} (" in message and "writing" not in message, message
+    assert (run_dir / "run.json").is_file()  # still staged: `bakeoff load RUN_DIR` later loses nothing
+
+
 def test_read_only_open_of_a_missing_file(tmp_path):
     with pytest.raises(store.WarehouseError, match="does not exist yet"):
         store.connect(tmp_path / "none.duckdb", read_only=True)

@@ -17,26 +17,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
+import shutil
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.errors import BadInput, Busy
-from tasks.records import CellRow, DeploymentRow, rows_to_arrow
+from tasks.records import CellRow, DeploymentRow, records_to_arrow, rows_to_arrow
 from warehouse import chunks
 from warehouse.schema import check_not_newer, migrate
 
 if TYPE_CHECKING:
     from warehouse.verdict import ValidationReport
 
+log = logging.getLogger("bakeoff.warehouse")
 STAGED_ROW_GROUP = 128 * 1024
 ROW_TYPES = {"deployments": DeploymentRow, "cells": CellRow}
 TABLES_IN_LOAD_ORDER = (
@@ -74,7 +79,7 @@ class NoSuchRun(WarehouseError):
 
 def _busy_message(path: Path, exc: Exception) -> str:
     text = str(exc)
-    holder = ""
+    holder = "another process"
     m = re.search(r"PID (\d+)", text)
     if m:
         pid = m.group(1)
@@ -82,8 +87,35 @@ def _busy_message(path: Path, exc: Exception) -> str:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
         except OSError:
             cmd = ""
-        holder = f" by PID {pid}" + (f" ({cmd[:120]})" if cmd else "")
-    return f"warehouse {path} is busy: it is held for writing{holder}; try again when that finishes"
+        holder = f"PID {pid}" + (f" ({cmd[:120]})" if cmd else "")
+    # DuckDB's lock error does not say whether the holder reads or writes: a reader (`bakeoff sql`, a
+    # notebook) holds the file as a writer does, so the message names the holder, not what it does.
+    return f"warehouse {path} is busy: {holder} has it open; try again when it closes it"
+
+
+def _load_wait_s() -> float:
+    """How long a load waits for another process to close the warehouse ($BAKEOFF_LOAD_WAIT_S, 600 s)."""
+    try:
+        return max(0.0, float(os.environ.get("BAKEOFF_LOAD_WAIT_S", "600")))
+    except ValueError:
+        raise BadInput(f"BAKEOFF_LOAD_WAIT_S={os.environ['BAKEOFF_LOAD_WAIT_S']!r}: a number of seconds") from None
+
+
+def connect_waiting(path: str | os.PathLike[str], wait_s: float) -> duckdb.DuckDBPyConnection:
+    """Open for writing, waiting up to wait_s for a process that has the file open (a reader holding it
+    for a query, another load) to close it; WarehouseBusy (exit 75) naming it when it does not."""
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            return connect(path)
+        except WarehouseBusy as busy:
+            if time.monotonic() >= deadline:
+                raise
+            if not told:
+                log.warning("%s; waiting up to %.0f s", busy, wait_s)
+                told = True
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -119,7 +151,18 @@ def opened(path: str | os.PathLike[str], *, read_only: bool = False) -> Iterator
         con.close()
 
 
+def holds_run(path: str | os.PathLike[str], run_id: str) -> bool:
+    """Whether the warehouse file holds a run (False when there is no file yet)."""
+    if not Path(path).exists():
+        return False
+    with opened(path, read_only=True) as con:
+        return con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone() != (0,)
+
+
 # ---------------------------------------------------------------- staging
+
+PARTS = "parts"  # a run folder's staged parts: one folder per finished cell, group, sweep or build
+_PART_FILE = "part.json"
 
 
 @dataclass(frozen=True)
@@ -134,6 +177,114 @@ class StagedRun:
         return self.run_dir / f"{table}.parquet"
 
 
+@dataclass(frozen=True)
+class StagedCounts:
+    """What the staged tables of a run hold, for the night's status and its verdict."""
+
+    instances: int
+    instances_started: int
+    instances_clean: int  # started, and no failure class since (crashed, unhealthy, ...)
+    requests: int
+    requests_ok: int
+
+
+def stage_part(
+    run_dir: Path,
+    name: str,
+    *,
+    complete: bool,
+    deployments: Sequence[DeploymentRow | dict[str, Any]] = (),
+    cells: Sequence[CellRow | dict[str, Any]] = (),
+    requests: pa.Table | None = None,
+    gpu_samples: Sequence[dict[str, Any]] = (),
+    host_samples: Sequence[dict[str, Any]] = (),
+    builds: Sequence[dict[str, Any]] = (),
+    engine_metrics: Sequence[dict[str, Any]] = (),
+) -> Path:
+    """Stage one piece of a night as it finishes (a cell, a sweep, a group's deployment rows, the
+    builds) under run_dir/parts/NAME, so a crash loses at most the piece in flight. The part is
+    written in a temporary folder and renamed into place; `complete` False marks a piece cut short
+    (an interrupted cell), which a resumed night measures again. A part of the same name is replaced."""
+    parts = run_dir / PARTS
+    parts.mkdir(parents=True, exist_ok=True)
+    final = parts / quote(name, safe="")
+    tmp = parts / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    tables = (
+        ("builds", builds),
+        ("deployments", deployments),
+        ("cells", cells),
+        ("gpu_samples", gpu_samples),
+        ("host_samples", host_samples),
+        ("engine_metrics", engine_metrics),
+    )
+    for table, rows in tables:
+        if rows:
+            _write_parquet(_rows_table(table, rows), tmp / f"{table}.parquet")
+    if requests is not None and requests.num_rows:
+        write_staged_requests(requests, tmp / "requests.parquet")
+    (tmp / _PART_FILE).write_text(json.dumps({"name": name, "complete": complete}))
+    if final.exists():  # a part measured again (a resumed night): the old one goes
+        old = parts / f".old-{final.name}"
+        shutil.rmtree(old, ignore_errors=True)
+        final.replace(old)
+        tmp.replace(final)
+        shutil.rmtree(old)
+    else:
+        tmp.replace(final)
+    return final
+
+
+def _parts(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    folder = run_dir / PARTS
+    if not folder.is_dir():
+        return []
+    found = []
+    for part in sorted(folder.iterdir()):
+        if part.name.startswith(".") or not (part / _PART_FILE).is_file():
+            continue  # a part being written when the night died
+        found.append((part, json.loads((part / _PART_FILE).read_text())))
+    return found
+
+
+def stage_parts(run_dir: Path) -> StagedCounts:
+    """The run-level staged files (one Parquet per table) from every part of the run, cut-short parts
+    included (a night that is not resumed keeps what it measured). Written then renamed, as each part."""
+    staged = StagedRun(run_dir)
+    parts = [p for p, _ in _parts(run_dir)]
+    for table in TABLES_IN_LOAD_ORDER[1:]:
+        pieces = [pq.read_table(p / f"{table}.parquet") for p in parts if (p / f"{table}.parquet").exists()]
+        if table == "requests":
+            empty = chunks.to_staged(records_to_arrow([]))
+        else:
+            empty = _rows_table(table, [])
+        if not pieces:
+            whole = empty
+        else:
+            whole = pa.concat_tables(pieces, promote_options="permissive")
+            whole = whole.replace_schema_metadata(pieces[0].schema.metadata)  # keeps the staged-form mark
+        _write_parquet(whole, staged.table_file(table))
+    deployments = pq.read_table(staged.table_file("deployments")).to_pylist()
+    statuses = pq.read_table(staged.table_file("requests"), columns=["status"]).column("status").to_pylist()
+    return StagedCounts(
+        instances=len(deployments),
+        instances_started=sum(1 for d in deployments if d["started"]),
+        instances_clean=sum(1 for d in deployments if d["started"] and not d["failure_class"]),
+        requests=len(statuses),
+        requests_ok=statuses.count("ok"),
+    )
+
+
+def seal_staged(run_dir: Path, run: dict[str, Any]) -> StagedRun:
+    """Write run.json, last: a run folder without it never looks staged."""
+    staged = StagedRun(run_dir)
+    tmp = staged.run_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(run, indent=2, default=str))
+    tmp.replace(staged.run_file)
+    return staged
+
+
 def stage_run(
     run_dir: Path,
     run: dict[str, Any],
@@ -145,33 +296,58 @@ def stage_run(
     builds: Sequence[dict[str, Any]] = (),
     engine_metrics: Sequence[dict[str, Any]] = (),
 ) -> StagedRun:
-    """Write a run's rows under run_dir. Files are written then renamed, and run.json last, so a
-    half-written run never looks staged.
+    """Stage a whole run at once (one part, then the run-level files and run.json), as the night does
+    piece by piece.
 
     requests: the records in memory (tasks/records.records_to_arrow, ns offsets); written in staged
     form 2 (chunk_times as µs gaps, marked in the file's schema metadata: warehouse/chunks.py), the
     form the gate judges and the load stores."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    staged = StagedRun(run_dir)
-    tables = (
-        ("builds", builds),
-        ("deployments", deployments),
-        ("cells", cells),
-        ("gpu_samples", gpu_samples),
-        ("host_samples", host_samples),
-        ("engine_metrics", engine_metrics),
+    stage_part(
+        run_dir,
+        "all",
+        complete=True,
+        deployments=deployments,
+        cells=cells,
+        requests=requests,
+        gpu_samples=gpu_samples,
+        host_samples=host_samples,
+        builds=builds,
+        engine_metrics=engine_metrics,
     )
-    for table, rows in tables:
-        _write_parquet(_rows_table(table, rows), staged.table_file(table))
-    write_staged_requests(requests, staged.table_file("requests"))
-    _write_run_file(staged, run)
-    return staged
+    stage_parts(run_dir)
+    clear_parts(run_dir)  # the run-level files hold it all
+    return seal_staged(run_dir, run)
 
 
-def _write_run_file(staged: StagedRun, run: dict[str, Any]) -> None:
-    tmp = staged.run_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(run, indent=2, default=str))
-    tmp.replace(staged.run_file)
+def resume_parts(run_dir: Path) -> set[str]:
+    """Make a stopped night's run folder ready to go on: its cut-short parts (and any part being
+    written) are removed, and the run-level files too (they are rebuilt from the parts at the end).
+    Returns the names of the complete parts, which the resumed night does not measure again."""
+    folder = run_dir / PARTS
+    if folder.is_dir():
+        for part in folder.iterdir():
+            if part.name.startswith("."):
+                shutil.rmtree(part, ignore_errors=True)
+    done = set()
+    for part, meta in _parts(run_dir):
+        if meta.get("complete"):
+            done.add(str(meta["name"]))
+        else:
+            shutil.rmtree(part)
+    staged = StagedRun(run_dir)
+    staged.run_file.unlink(missing_ok=True)  # first: the folder no longer looks staged
+    for table in TABLES_IN_LOAD_ORDER[1:]:
+        staged.table_file(table).unlink(missing_ok=True)
+    return done
+
+
+def has_parts(run_dir: Path) -> bool:
+    return bool(_parts(run_dir))
+
+
+def clear_parts(run_dir: Path) -> None:
+    """Once the run is loaded its run-level files are the staged copy; the parts go."""
+    shutil.rmtree(run_dir / PARTS, ignore_errors=True)
 
 
 def _rows_table(table: str, rows: Sequence[Any]) -> pa.Table:
@@ -232,13 +408,16 @@ def gate_and_load(
         pq.read_table(staged.table_file("deployments")).to_pylist(),
         pq.read_table(staged.table_file("cells")).to_pylist(),
     )
-    _write_run_file(staged, {**run, "validation": verdict.to_json()})
+    seal_staged(staged.run_dir, {**run, "validation": verdict.to_json()})
     if verdict.outcome not in VALIDATION_STATUSES:
         return verdict, {}
     if isinstance(warehouse, duckdb.DuckDBPyConnection):
         return verdict, load_run(warehouse, staged.run_dir, verdict)
-    with opened(warehouse) as con:
+    con = connect_waiting(warehouse, _load_wait_s())
+    try:
         return verdict, load_run(con, staged.run_dir, verdict)
+    finally:
+        con.close()
 
 
 # ---------------------------------------------------------------- loading
