@@ -111,7 +111,7 @@ class Engine(_Strict):
         allowed = "an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000"
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
-            scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme (http:// or https://)"
+            scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
             raise ValueError(f"{scheme}; allowed: {allowed}")
         try:
             parts.port  # noqa: B018 (raises on a port that is not a number in 0-65535)
