@@ -51,14 +51,16 @@ def cmd_run(
     ] = None,
 ) -> int:
     """Run the nightly flow once on a matrix file."""
+    from tasks.matrix import load_matrix
+
+    # Fail fast (exit 2, one line) before Prefect starts its server or any engine starts; a bad matrix
+    # before the engine and Prefect modules are even imported (seconds).
+    loaded, sha = load_matrix(matrix)
     from flows.environment import prefect_defaults
     from tasks import progress
     from tasks.deploy import preflight
-    from tasks.matrix import load_matrix
     from tasks.plan import plan
 
-    # Fail fast (exit 2, one line) before Prefect starts its server or any engine starts.
-    loaded, sha = load_matrix(matrix)
     preflight(loaded, Path(matrix).resolve().parent)
     if resume:  # a night that is not there, or a changed matrix: refused before Prefect starts
         from tasks.runs import resumed_run, run_paths
@@ -98,8 +100,10 @@ def cmd_plan(matrix: Annotated[str, typer.Argument()] = DEFAULT_MATRIX) -> int:
     """Print deployment groups, start order, flags and predicted memory; start nothing."""
     from tasks.gpu_memory import plan_text, planning_card
     from tasks.matrix import load_matrix
+    from tasks.workloads import check_prompt_files
 
     loaded, _ = load_matrix(matrix)
+    check_prompt_files(loaded, Path(matrix).resolve().parent)  # a bad prompts file: exit 2, as `run` says
     print(
         "\n".join(plan_text(loaded, planning_card(loaded), matrix_name=matrix, base_dir=Path(matrix).resolve().parent))
     )
@@ -150,18 +154,33 @@ def cmd_report(
     return 0
 
 
+# What `bakeoff sql` sets on its connection before the query, unless --write: DuckDB may then touch no
+# file but the warehouse it opened read-only (no ATTACH, COPY TO/FROM, EXPORT DATABASE, read_csv/glob,
+# INSTALL/LOAD, persistent secrets), and the query cannot SET its way back (lock_configuration: no
+# SET/RESET/PRAGMA of any setting, temp_directory and profiling_output included).
+READ_ONLY_SETTINGS = ("SET enable_external_access = false", "SET lock_configuration = true")
+
+
 @app.command("sql")
 def cmd_sql(
     query: Annotated[str, typer.Argument()],
     warehouse: WarehouseOpt = None,
     max_rows: Annotated[int, typer.Option(help="rows to print at most")] = 50,
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="allow statements that write: to the warehouse and to any file DuckDB can reach"),
+    ] = False,
 ) -> int:
-    """Run a SQL query on the warehouse (read-only) and print the result."""
+    """Run a SQL query on the warehouse and print the result. Read-only: nothing is written anywhere
+    (the warehouse or any other file) and no file outside the warehouse is read, unless --write."""
     import duckdb
 
     from warehouse import store
 
-    with store.opened(_warehouse_path(warehouse), read_only=True) as con:
+    with store.opened(_warehouse_path(warehouse), read_only=not write) as con:
+        if not write:
+            for setting in READ_ONLY_SETTINGS:
+                con.execute(setting)
         try:
             relation = con.sql(query)
             if relation is None:  # a statement without a result
@@ -170,7 +189,15 @@ def cmd_sql(
 
             frame = pl.from_arrow(relation.to_arrow_table())
         except duckdb.Error as exc:
-            raise BadInput(f"sql: {str(exc).splitlines()[0]}") from None
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            hint = ""
+            if not write and (
+                isinstance(exc, duckdb.PermissionException)
+                or "read-only mode" in first
+                or "configuration has been locked" in first
+            ):
+                hint = " (bakeoff sql is read-only: it writes nothing and reads no file outside the warehouse; --write allows it)"
+            raise BadInput(f"sql: {first}{hint}") from None
     with pl.Config(
         tbl_rows=max_rows,
         tbl_cols=-1,

@@ -7,11 +7,18 @@ field path and what is allowed, in one line (`MatrixError`), so the CLI can exit
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import importlib
+import math
 import os
 import re
+import stat
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,7 +30,27 @@ ID = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
 class MatrixError(BadInput, ValueError):
-    """A matrix file that cannot be used; the message is one line naming file, field and rule."""
+    """A matrix file that cannot be used; the message is one line naming file, field and rule.
+
+    Whatever the message was built from (a key with a newline in it, a file name), it is kept to one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).splitlines()))
+
+
+# Bounds on what a YAML file bakeoff reads (a matrix, a prompts file) may be, checked before and while
+# parsing: the study's matrix is 5 KB and 4 levels deep, its prompts file 21 KB.
+MAX_MATRIX_BYTES = 1 << 20  # 1 MiB
+MAX_PROMPTS_BYTES = 8 << 20  # 8 MiB
+MAX_YAML_DEPTH = 32  # nested mappings/lists; PyYAML's composer recurses, 500 levels overflow the stack
+MAX_YAML_NODES = 200_000  # nodes once aliases are expanded (a "billion laughs" file is 1 KB of aliases)
+
+# What one request's record holds in memory until the night is staged (tasks/records.RequestRecord:
+# ids, timestamps, strings, about 2 KiB, plus one int in chunk_times per streamed token), and the most
+# one bench cell's records may take.
+RECORD_BYTES = 2048
+RECORD_BYTES_PER_TOKEN = 40
+MAX_CELL_RECORD_BYTES = 2 << 30  # 2 GiB
 
 
 def _unique(what: str, ids: list[Any], noun: str = "ids") -> None:
@@ -33,7 +60,9 @@ def _unique(what: str, ids: list[Any], noun: str = "ids") -> None:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan: .inf, -.inf and .nan are refused in every float field (a duration that never ends,
+    # a rate that is not a number); every bound below is then a finite one.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Build(_Strict):
@@ -63,7 +92,7 @@ class Engine(_Strict):
     # external engines: the base URL of an OpenAI-compatible server bakeoff does not manage.
     url: str | None = None
     # For llama.cpp: the llama-cpp-python sdist version whose vendored llama.cpp is built.
-    version: str
+    version: str = Field(min_length=1)
     args: list[str] = []
     env: dict[str, str] = {}
     # Secrets are referenced by env var name only; the value never enters the file or the warehouse.
@@ -73,6 +102,24 @@ class Engine(_Strict):
     # llama.cpp's servers take ignore_eos). A workload setting an engine does not honour is refused, never
     # silently dropped: a reply that stops at EOS is different work from one that runs to max_tokens.
     accepts: list[Literal["ignore_eos"]] = []
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        allowed = "an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000"
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+            raise ValueError(f"{scheme}; allowed: {allowed}")
+        try:
+            parts.port  # noqa: B018 (raises on a port that is not a number in 0-65535)
+        except ValueError:
+            raise ValueError(f"a port that is not a number in 0-65535; allowed: {allowed}") from None
+        if not parts.hostname:
+            raise ValueError(f"no host; allowed: {allowed}")
+        return url
 
     @model_validator(mode="after")
     def _engine_is_reachable(self) -> Engine:
@@ -85,7 +132,7 @@ class Model(_Strict):
     # A local path (relative to the matrix file), pkg:MODULE/FILE for a model shipped inside a
     # Python package, or a model hub id (e.g. Qwen/Qwen2.5-3B-Instruct) that a GPU engine reads from
     # its mounted model cache.
-    path: str
+    path: str = Field(min_length=1)
     served_name: str | None = None
     # Architecture, for the memory planner (weights + KV cache per token). Optional: without
     # them the planner cannot predict whether a group fits, and says so.
@@ -130,7 +177,7 @@ class Workload(_Strict):
     # synthetic input/output lengths drawn uniformly around a mean, seeded (vLLM's "random" dataset).
     kind: Literal["prompts", "shared_prefix", "random"] = "prompts"
     # kind prompts: a built-in prompt set name (tasks/data/prompts_<name>.yaml) or a path to such a file.
-    prompts: str = "study"
+    prompts: str = Field(default="study", min_length=1)
     limit_prompts: int | None = Field(default=None, ge=1)
     output_lengths: list[Annotated[int, Field(gt=0, le=32768)]] = Field(default=[32, 64, 128, 256], min_length=1)
     # kinds shared_prefix and random. Lengths are in words of a fixed vocabulary, about one token each
@@ -209,7 +256,7 @@ class Load(_Strict):
     # open loop: at most this many requests in flight; a send waiting for a slot keeps its
     # scheduled time, so the wait shows as queue delay.
     max_concurrency: int | None = Field(default=None, ge=1, le=65536)
-    warmup_requests: int = Field(default=2, ge=0)
+    warmup_requests: int = Field(default=2, ge=0, le=100_000)
     # Per-cell limits: a request count (the workload is cycled or cut to it; default: the workload
     # once) and a duration after which no new request is sent (those in flight finish).
     requests_per_cell: int | None = Field(default=None, ge=1, le=10_000_000)
@@ -299,7 +346,65 @@ class Matrix(_Strict):
         self._instance_ids_unique()
         self._external_engines_honour_the_workloads()
         _unique("workloads", [w.id for w in self.workloads])
+        self._shares_fit_one_gpu()
+        self._cells_fit_in_memory()
         return self
+
+    def _shares_fit_one_gpu(self) -> None:
+        """The instances of a group run at once on the night's one GPU: their shares of its total memory
+        (memory_share, or a raw memory_flag where the engine's flag is a share of the total, as vLLM's is)
+        cannot add up to more than the whole card. SGLang's raw flag is a share of what is free at its
+        start, so it is not added; the planner (tasks/gpu_memory.py) judges those."""
+        # The adapters own these facts; tasks.engines imports this module, so it is imported here, at
+        # call time (through importlib: mypy's strict check of this module stays within it).
+        adapter_for = importlib.import_module("tasks.engines").adapter_for
+
+        for d_i, dep in enumerate(self.deployments):
+            parts: list[tuple[str, str, float]] = []
+            for i_i, inst in enumerate(dep.instances):
+                engine = self.engines[inst.engine]
+                adapter = adapter_for(engine.kind)
+                if adapter.memory_flag is None or not adapter.uses_gpu(engine):
+                    continue  # no GPU memory of its own to share (llama.cpp on the CPU, an external server)
+                iid = inst.id or f"{dep.id}-{i_i}"
+                if inst.memory_share is not None:
+                    parts.append((iid, "memory_share", inst.memory_share))
+                elif inst.memory_flag is not None and adapter.memory_fraction_of == "total":
+                    parts.append((iid, "memory_flag", inst.memory_flag))
+            total = math.fsum(share for _, _, share in parts)
+            if total > 1 + 1e-9:
+                terms = " + ".join(f"{iid} {share:g}" for iid, _, share in parts)
+                raise ValueError(
+                    f"deployments.{d_i}: group {dep.id!r} asks for {total:g} of one GPU's memory ({terms}); the "
+                    "instances of a group share the GPU, so their memory_share (and vLLM memory_flag) values must "
+                    "sum to at most 1"
+                )
+
+    def _cells_fit_in_memory(self) -> None:
+        """A cell's request records stay in memory until the night is staged: refuse a cell whose records
+        alone would take more than MAX_CELL_RECORD_BYTES (RECORD_BYTES each, plus RECORD_BYTES_PER_TOKEN
+        per streamed output token). A cell sends `load.requests_per_cell` requests, or its workload once;
+        the concurrency only decides how many are in flight, not how many are kept."""
+        for w_i, w in enumerate(self.workloads):
+            if w.kind == "prompts":
+                # its count is the prompts file's (bounded by MAX_PROMPTS_BYTES) x output lengths
+                tokens, count, field = max(w.output_lengths), None, f"workloads.{w_i}"
+            else:
+                tokens = math.ceil(w.output_tokens * (1 + w.range_ratio))
+                count, field = w.num_requests, f"workloads.{w_i}.num_requests"
+            if self.load.requests_per_cell is not None:
+                count, field = self.load.requests_per_cell, "load.requests_per_cell"
+            if count is None:
+                continue
+            per_record = RECORD_BYTES + RECORD_BYTES_PER_TOKEN * tokens
+            if count * per_record > MAX_CELL_RECORD_BYTES:
+                raise ValueError(
+                    f"{field}: {count:,} requests per cell of workload {w.id!r} would hold about "
+                    f"{count * per_record / 1e9:.1f} GB of request records in memory ({RECORD_BYTES} B each + "
+                    f"{RECORD_BYTES_PER_TOKEN} B per output token, up to {tokens}); at most "
+                    f"{MAX_CELL_RECORD_BYTES >> 30} GiB per cell: at most {MAX_CELL_RECORD_BYTES // per_record:,} "
+                    "requests here"
+                )
 
     def _external_engines_honour_the_workloads(self) -> None:
         used = {inst.engine for dep in self.deployments for inst in dep.instances}
@@ -332,42 +437,245 @@ class Matrix(_Strict):
                 seen[iid] = f"{where}" + ("" if inst.id else f" (generated: {dep.id}-{i_i})")
 
 
+# ---------------------------------------------------------------- reading YAML files
+
+
+class _Refused(Exception):
+    """Raised inside the YAML loader: the file is refused; the message is one line without the path."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what it would otherwise accept or die on: a key repeated in one
+    mapping (PyYAML keeps the last silently), nesting deeper than MAX_YAML_DEPTH (its composer recurses:
+    500 levels are a RecursionError), and aliases that expand past `max_nodes` nodes or refer to
+    themselves (a "billion laughs" file)."""
+
+    max_nodes = MAX_YAML_NODES
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.MappingStartEvent, yaml.SequenceStartEvent) and self._depth >= MAX_YAML_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _Refused(
+                f"line {mark.line + 1} column {mark.column + 1}: nested deeper than {MAX_YAML_DEPTH} levels "
+                f"of mappings and lists (at most {MAX_YAML_DEPTH})"
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` merges; its keys may be overridden, that is what it is for
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _Refused(
+                    f"line {line}: key {key!r} appears twice in one mapping (first on line {seen[key]}); "
+                    "YAML would keep only the last: give each key once"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded(node: yaml.Node, depth: int, memo: dict[int, tuple[int, int]], open_: set[int], limit: int) -> int:
+    """How many nodes `node` stands for once its aliases are expanded (memoised per node, so a billion
+    laughs is counted, never built), refusing a self-reference, a total above `limit`, and a depth
+    (aliases included) above MAX_YAML_DEPTH; returns the node's height."""
+    key = id(node)
+    if key in memo:
+        size, height = memo[key]
+    else:
+        if key in open_:
+            raise _Refused(f"line {node.start_mark.line + 1}: an alias refers to the node that contains it")
+        open_.add(key)
+        size, height = 1, 0
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            height = max(height, 1 + _expanded(child, depth + 1, memo, open_, limit))
+            size += memo[id(child)][0]
+            if size > limit:
+                raise _Refused(
+                    f"line {node.start_mark.line + 1}: aliases expand to more than {limit:,} nodes "
+                    f"(at most {limit:,}; a 'billion laughs' file)"
+                )
+        open_.discard(key)
+        memo[key] = (size, height)
+    if depth + height > MAX_YAML_DEPTH:
+        raise _Refused(
+            f"line {node.start_mark.line + 1}: aliases nest deeper than {MAX_YAML_DEPTH} levels (at most {MAX_YAML_DEPTH})"
+        )
+    return height
+
+
+def _read_bounded(path: Path, what: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, checked before it is read."""
+    try:
+        st = path.stat()
+    except (OSError, ValueError) as exc:
+        raise MatrixError(f"{path}: cannot read the {what} ({getattr(exc, 'strerror', None) or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise MatrixError(f"{path}: is a directory; the {what} must be a YAML file")
+    if not stat.S_ISREG(st.st_mode):
+        raise MatrixError(f"{path}: not a regular file (a device, FIFO or socket); the {what} must be a YAML file")
+    if st.st_size > max_bytes:
+        raise MatrixError(
+            f"{path}: {st.st_size:,} bytes, larger than a {what} may be (at most {max_bytes:,} bytes, "
+            f"{max_bytes >> 20} MiB)"
+        )
+    try:
+        with path.open("rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise MatrixError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if len(raw) > max_bytes:  # it grew since the stat
+        raise MatrixError(f"{path}: larger than a {what} may be (at most {max_bytes:,} bytes)")
+    return raw
+
+
+def read_yaml(
+    path: str | os.PathLike[str], what: str, *, max_bytes: int = MAX_MATRIX_BYTES, max_nodes: int = MAX_YAML_NODES
+) -> tuple[Any, bytes]:
+    """A YAML file bakeoff reads (a matrix, a prompts file) parsed into plain data, with its bytes.
+    Anything wrong with it is one MatrixError line naming the file (and the line where there is one)
+    and what is allowed: unreadable, a directory, too large, not UTF-8 text, not YAML, a repeated key,
+    too deep, aliases that expand too far, a number Python cannot hold."""
+    path = Path(path)
+    raw = _read_bounded(path, what, max_bytes)
+    if b"\x00" in raw:
+        raise MatrixError(f"{path}: a binary file (it holds NUL bytes); the {what} must be UTF-8 YAML text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise MatrixError(
+            f"{path}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 (Latin-1 or another encoding?); "
+            f"the {what} must be UTF-8 text"
+        ) from None
+    loader = _BoundedLoader(text.removeprefix("\ufeff"))
+    loader.max_nodes = max_nodes
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, raw
+        _expanded(node, 0, {}, set(), max_nodes)
+        return loader.construct_document(node), raw
+    except _Refused as exc:
+        raise MatrixError(f"{path}: {exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where, column = (f" line {mark.line + 1}:", f"column {mark.column + 1}: ") if mark else ("", "")
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise MatrixError(f"{path}:{where} not valid YAML ({column}{problem})") from None
+    except yaml.YAMLError as exc:
+        raise MatrixError(f"{path}: not valid YAML ({exc})") from None
+    except (ValueError, OverflowError) as exc:  # a scalar PyYAML parses but Python cannot hold
+        raise MatrixError(f"{path}: a value cannot be read ({str(exc).splitlines()[0][:200]})") from None
+    finally:
+        loader.dispose()
+
+
+# ---------------------------------------------------------------- validation messages
+
+MAX_ERRORS_SHOWN = 20  # more than this many problems: the rest are counted
+
+
+def _unwrap(tp: Any) -> Any:
+    """The type inside Annotated[...] and X | None."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class whose fields are at `loc` (a pydantic error location), if it is one."""
+    tp: Any = Matrix
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(part))
+            if field is None:
+                return None
+            tp = field.annotation
+        elif typing.get_origin(tp) in (list, dict):
+            tp = typing.get_args(tp)[-1]  # the item: an index or a key was this part
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    simple = re.compile(r"[A-Za-z0-9_.-]+")
+    return ".".join(str(p) if simple.fullmatch(str(p)) else repr(p) for p in loc) or "(top level)"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _describe(err: ErrorDetails) -> str:
-    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    path = _path(err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if not err["loc"] and err["type"] == "value_error":
         return msg  # a Matrix-wide rule: its message starts with the field path itself
     if err["type"] == "extra_forbidden":
-        return f"{path}: unknown field (check its spelling against the matrix reference in README)"
+        model = _model_at(err["loc"][:-1])
+        if model is None:
+            return f"{path}: unknown field"
+        names = list(model.model_fields)
+        close = difflib.get_close_matches(str(err["loc"][-1]), names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(names)}"
+        return f"{path}: unknown field; {hint}"
     if err["type"] == "missing":
         return f"{path}: required field is missing"
     if err["type"] == "literal_error":
-        return f"{path}: {err.get('input')!r} is not allowed; {msg[0].lower()}{msg[1:]}"
+        return f"{path}: {_short(err.get('input'))} is not allowed; {msg[0].lower()}{msg[1:]}"
     if "input" in err and not isinstance(err["input"], (dict, list)):
-        return f"{path}: {msg} (got {err['input']!r})"
+        return f"{path}: {msg} (got {_short(err['input'])})"
     return f"{path}: {msg}"
+
+
+def _all_errors(exc: ValidationError) -> str:
+    """Every problem, the first one first (the line reads on its own up to the first ';')."""
+    described = list(dict.fromkeys(_describe(e) for e in exc.errors(include_url=False)))
+    shown = described[:MAX_ERRORS_SHOWN]
+    more = f"; and {len(described) - len(shown)} more" if len(described) > len(shown) else ""
+    return "; ".join(shown) + more
 
 
 def load_matrix(path: str | os.PathLike[str]) -> tuple[Matrix, str]:
     """Parse and validate a matrix file; returns it with the sha256 of its bytes."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise MatrixError(f"{path}: cannot read the matrix file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise MatrixError(f"{path}:{where}: not valid YAML ({problem})") from None
+    data, raw = read_yaml(path, "matrix file")
     if not isinstance(data, dict):
-        raise MatrixError(f"{path}: the matrix must be a YAML mapping with engines, models, deployments, workloads")
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise MatrixError(
+            f"{path}: the matrix must be a YAML mapping with engines, models, deployments, workloads (got {got})"
+        )
     try:
         matrix = Matrix.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise MatrixError(f"{path}: {_describe(errors[0])}{more}") from None
+        raise MatrixError(f"{path}: {_all_errors(exc)}") from None
     return matrix, hashlib.sha256(raw).hexdigest()

@@ -13,15 +13,15 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from tasks.matrix import MatrixError, Workload
+from tasks.matrix import MAX_PROMPTS_BYTES, Matrix, MatrixError, Workload, read_yaml
 
 DATA_DIR = Path(__file__).parent / "data"
 # Workload kinds measured cold: no request may be served from the prefix cache an earlier one left (the
 # study set sends each prompt once per output length). shared_prefix is about that cache: it stays warm.
 # reports/method.py's COLD_WORKLOADS says the same (tests/test_engine_flags.py holds them equal).
 COLD_WORKLOAD_KINDS = ("prompts", "random")
+# A prompts file's YAML nodes once aliases are expanded: a few per prompt (the study's 40 prompts are 250).
+MAX_PROMPT_NODES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -69,21 +69,44 @@ def prompt_file(name_or_path: str, base_dir: Path | None = None) -> Path:
     path = Path(name_or_path)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    if not path.is_file():
+    try:
+        found = path.exists()
+    except OSError:  # a name too long for the file system, say
+        found = False
+    if not found:
         known = sorted(p.stem.removeprefix("prompts_") for p in DATA_DIR.glob("prompts_*.yaml"))
         raise MatrixError(f"workloads.prompts: {name_or_path!r} is neither a built-in prompt set {known} nor a file")
-    return path
+    return path  # a directory, a FIFO or a broken file is named by load_prompts
 
 
 def load_prompts(path: Path) -> list[tuple[str, str]]:
-    data = yaml.safe_load(path.read_text())
+    """A prompts file: `prompts:`, a list of entries with a unique `id` (a string or a number) and a
+    non-empty `text` (other keys, such as `topic`, are kept out of the requests). Read with the matrix's bounds (tasks.matrix.read_yaml): a file that is too large,
+    binary, not UTF-8, not YAML or repeats a key is one MatrixError line naming it."""
+    data, _ = read_yaml(path, "prompts file", max_bytes=MAX_PROMPTS_BYTES, max_nodes=MAX_PROMPT_NODES)
     prompts = data.get("prompts") if isinstance(data, dict) else None
-    if not prompts or not all(isinstance(p, dict) and p.get("id") and p.get("text") for p in prompts):
+    if not isinstance(prompts, list) or not prompts:
         raise MatrixError(f"{path}: prompts must be a list of entries with 'id' and 'text'")
-    ids = [p["id"] for p in prompts]
+    for i, p in enumerate(prompts):
+        if not isinstance(p, dict):
+            raise MatrixError(f"{path}: prompts.{i}: must be an entry with 'id' and 'text'")
+        if isinstance(p.get("id"), bool) or not isinstance(p.get("id"), (str, int)) or p["id"] == "":
+            raise MatrixError(f"{path}: prompts.{i}.id: must be a non-empty string or a number")
+        if not isinstance(p.get("text"), str) or not p["text"].strip():
+            raise MatrixError(f"{path}: prompts.{i}.text: must be non-empty text")
+    ids = [str(p["id"]) for p in prompts]
     if len(set(ids)) != len(ids):
-        raise MatrixError(f"{path}: prompt ids must be unique")
+        repeated = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise MatrixError(f"{path}: prompt ids must be unique, repeated: {repeated}")
     return [(str(p["id"]), str(p["text"]).strip()) for p in prompts]
+
+
+def check_prompt_files(matrix: Matrix, base_dir: Path | None = None) -> None:
+    """Read every prompts file the matrix's workloads name (MatrixError, one line, on the first bad one):
+    what `bakeoff plan` checks without starting anything; preflight builds the requests themselves."""
+    for workload in matrix.workloads:
+        if workload.kind == "prompts":
+            load_prompts(prompt_file(workload.prompts, base_dir))
 
 
 def build_requests(workload: Workload, *, seed: int, base_dir: Path | None = None) -> list[RequestSpec]:
