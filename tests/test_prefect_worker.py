@@ -57,6 +57,14 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def started_at(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None once it is gone."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def descendants(pid: int) -> list[int]:
     """Every live descendant of pid (the worker's flow-run process runs in a session of its own, so a
     process-group kill would miss it)."""
@@ -99,21 +107,20 @@ class Processes:
         return log.read_text(errors="replace")[-n:]
 
     def stop_all(self) -> None:
-        pids = []
+        """The last started first (the worker and its flow run before the server they talk to)."""
         for proc, _ in reversed(self.started):
-            if proc.poll() is None:
-                pids += [proc.pid, *descendants(proc.pid)]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc, _ in self.started:
+            if proc.poll() is not None:
+                continue
+            pids = {pid: started_at(pid) for pid in [proc.pid, *descendants(proc.pid)]}
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for pid in pids:  # what did not go on SIGTERM (a flow-run process is not our child: no wait)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for proc, _ in self.started:
+                proc.wait(timeout=30)
+            for pid, since in pids.items():  # what did not go on SIGTERM (a flow-run process is not ours to wait for)
+                if since is not None and started_at(pid) == since:  # the same process, not a reused pid
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
 
