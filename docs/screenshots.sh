@@ -11,7 +11,7 @@ browser="$(command -v chromium || command -v chromium-browser || true)"
 [ -n "$browser" ] || { echo "screenshots: Chromium is not installed (apt-get install chromium)" >&2; exit 2; }
 command -v pdftoppm >/dev/null || { echo "screenshots: pdftoppm is not installed (apt-get install poppler-utils)" >&2; exit 2; }
 out=docs/screenshots
-rm -rf "$out" && mkdir -p "$out"
+mkdir -p "$out" && rm -f "$out"/report-*.png   # not prefect-ui.png (docs/prefect-ui.sh)
 pdf="$(mktemp --suffix=.pdf)"
 trap 'rm -f "$pdf"' EXIT
 "$browser" --headless --no-sandbox --disable-gpu --virtual-time-budget=10000 --no-pdf-header-footer \
