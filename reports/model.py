@@ -553,6 +553,8 @@ CONFIGURATION_COLUMNS = (
     Column("rps", "Req/s"),
     Column("goodput", "Goodput req/s"),
 )
+# Shown where the GPU's power was sampled (NVML): the GPU's energy per output token over the cells.
+ENERGY_COLUMN = Column("j_per_token", "GPU J / output token")
 
 
 def _configurations(con, run_id: str, requests: pl.DataFrame, names: dict) -> list[dict]:
@@ -563,6 +565,7 @@ def _configurations(con, run_id: str, requests: pl.DataFrame, names: dict) -> li
                sum(output_tokens) / sum(wall_s) AS output_tps, sum(ok) / sum(wall_s) AS rps,
                bool_or(client_kept_up = false) AS client_fell_behind,
                sum(goodput_rps * wall_s) / sum(wall_s) AS goodput,
+               sum(energy_j) / nullif(sum(output_tokens) FILTER (energy_j IS NOT NULL), 0) AS j_per_token,
                min(output_throughput_tps) AS tps_cell_min, max(output_throughput_tps) AS tps_cell_max,
                stddev_samp(output_throughput_tps) / avg(output_throughput_tps) AS tps_cell_cv
         FROM v_cells WHERE run_id = ? GROUP BY ALL""",
@@ -648,12 +651,19 @@ def _comparisons(con, run_id: str, names: dict, configs: list[dict]) -> tuple[Co
 
 def throughput(con, run_id: str, configs: list[dict], names: dict) -> Throughput:
     comps = _comparisons(con, run_id, names, configs)
+    energy = any(c.get("j_per_token") is not None for c in configs)
     table = Table.from_records(
         configs,
-        CONFIGURATION_COLUMNS,
+        (*CONFIGURATION_COLUMNS, ENERGY_COLUMN) if energy else CONFIGURATION_COLUMNS,
         caption=(
             "One row per configuration (instance × model × workload × load shape), repeats pooled; per-request "
             "figures over ok requests."
+            + (
+                " GPU J / output token: the GPU's mean power (NVML samples) × cell wall time / output tokens; "
+                "on a shared GPU it counts every instance's draw."
+                if energy
+                else " No GPU power was sampled (no NVML on this machine): energy per token not measured."
+            )
         ),
     )
     comp_rows = [

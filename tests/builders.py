@@ -135,6 +135,7 @@ def stage(
     run: dict | None = None,
     deployments: list[dict] | None = None,
     host_samples: list[dict] = (),
+    gpu_samples: list[dict] = (),
 ) -> Path:
     run = run or run_row(records[0].run_id if records else "run-1")
     run_dir = tmp_path / "runs" / run["run_id"]
@@ -145,6 +146,7 @@ def stage(
         cells,
         records_to_arrow(records),
         host_samples=host_samples,
+        gpu_samples=gpu_samples,
     )
     return run_dir
 
@@ -158,6 +160,25 @@ def host_sample(run_id="run-1", cell_id="cell-a", **kw) -> dict:
         "cpu_util_pct": kw.get("cpu", 50.0),
         "load1": 1.0,
         "engine_rss_bytes": 123_456_789,
+    }
+
+
+def gpu_sample(run_id="run-1", cell_id="cell-a", *, power_w: float | None, at_s: float = 0.0, gpu_index=0) -> dict:
+    """One NVML sample as tasks/telemetry.gpu_sample writes it."""
+    from datetime import timedelta
+
+    return {
+        "run_id": run_id,
+        "cell_id": cell_id,
+        "sampled_at": T0 + timedelta(seconds=at_s),
+        "gpu_index": gpu_index,
+        "memory_used_bytes": 1 << 30,
+        "memory_total_bytes": 32 << 30,
+        "gpu_util_pct": 80,
+        "memory_util_pct": 40,
+        "power_w": power_w,
+        "temperature_c": 60,
+        "sm_clock_mhz": 2000,
     }
 
 

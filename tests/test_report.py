@@ -1445,3 +1445,41 @@ def test_a_full_disk_leaves_no_truncated_report(tmp_path, warehouse):
         assert not list((tiny / "report").rglob(".*.tmp"))
     finally:
         subprocess.run(["umount", str(tiny)], check=False)
+
+
+def test_the_gpu_energy_per_output_token_is_shown_where_power_was_sampled(tmp_path, warehouse):
+    from reports import render_run
+    from tests.builders import cell_row, deployment_row, gpu_sample, run_row, stage
+    from warehouse import store
+
+    records = _cell_requests("gpu", FAST_MS) + _cell_requests("cpu", FAST_MS)  # 20 requests of 10 tokens each
+    cells = [cell_row(f"{d}/c", deployment_id=d, wall_ms=1000.0) for d in ("gpu", "cpu")]
+    deps = [deployment_row(deployment_id=d) for d in ("gpu", "cpu")]
+    samples = [gpu_sample(cell_id="gpu/c", power_w=p, at_s=k) for k, p in enumerate((300.0, 500.0))]
+    store.load_run(warehouse, stage(tmp_path, records, cells, run_row(), deps, gpu_samples=samples))
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    part = section(md, "## Throughput", "### Who wins")
+    header = next(r for r in md_rows(part) if r[0] == "Configuration")
+    energy = header.index("GPU J / output token")
+    values = {r[0]: r[energy] for r in md_rows(part) if r[0] in ("gpu", "cpu")}
+    assert values == {"gpu": "2.00", "cpu": "—"}  # 400 W for 1 s over 200 tokens; nothing sampled
+
+
+def test_without_gpu_power_the_report_says_energy_was_not_measured(tmp_path, warehouse):
+    from reports import render_run
+    from tests.builders import cell_row, deployment_row, run_row, stage
+    from warehouse import store
+
+    store.load_run(
+        warehouse,
+        stage(
+            tmp_path,
+            _cell_requests("cpu", FAST_MS),
+            [cell_row("cpu/c", deployment_id="cpu")],
+            run_row(),
+            [deployment_row(deployment_id="cpu")],
+        ),
+    )
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    part = section(md, "## Throughput", "### Who wins")
+    assert "energy per token not measured" in part and "GPU J / output token" not in part

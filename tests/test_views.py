@@ -293,3 +293,26 @@ def test_v_cells_says_how_busy_the_machine_was(tmp_path, warehouse):
     (cell,) = rows(warehouse, "SELECT engine_cpu_pct_mean, other_cpu_pct_mean, other_cpu_pct_max FROM v_cells")
     # engines 40 and 30, others 50 and 40; the sample without an engine figure is left out
     assert cell == pytest.approx({"engine_cpu_pct_mean": 35.0, "other_cpu_pct_mean": 45.0, "other_cpu_pct_max": 50.0})
+
+
+def test_v_cells_gives_the_gpu_energy_per_output_token(tmp_path, warehouse):
+    """Mean power of the samples (every GPU sampled summed per sample) × cell wall time / output tokens;
+    NULL where no power was sampled (a CPU machine, or a board that does not report power)."""
+    from tests.builders import gpu_sample
+
+    samples = [
+        gpu_sample(cell_id="a", power_w=100.0, at_s=0),
+        gpu_sample(cell_id="a", power_w=200.0, at_s=1),
+        gpu_sample(cell_id="b", power_w=None, at_s=0),
+    ]
+    records = [record(i, cell_id=c, tokens=3) for c in ("a", "b") for i in range(3)]
+    cells = [cell_row(c, wall_ms=2000.0) for c in ("a", "b")]
+    store.load_run(warehouse, stage(tmp_path, records, cells, gpu_samples=samples))
+    got = {
+        r["cell_id"]: r
+        for r in rows(warehouse, "SELECT cell_id, gpu_power_w_mean, energy_j, energy_per_output_token_j FROM v_cells")
+    }
+    assert got["a"]["gpu_power_w_mean"] == pytest.approx(150.0)
+    assert got["a"]["energy_j"] == pytest.approx(300.0)  # 150 W for 2 s
+    assert got["a"]["energy_per_output_token_j"] == pytest.approx(300.0 / 9)
+    assert got["b"]["energy_j"] is None and got["b"]["energy_per_output_token_j"] is None

@@ -85,6 +85,18 @@ host AS (
            max(greatest(machine - engines, 0))                AS other_cpu_pct_max
     FROM host_per_sample
     GROUP BY ALL
+),
+-- the GPU's power during the cell (NVML; summed over the GPUs sampled): NULL on a machine without NVML
+gpu_per_sample AS (
+    SELECT run_id, cell_id, sampled_at, sum(power_w) AS power_w
+    FROM gpu_samples
+    GROUP BY ALL
+    HAVING count(power_w) = count(*)
+),
+gpu AS (
+    SELECT run_id, cell_id, avg(power_w) AS gpu_power_w_mean
+    FROM gpu_per_sample
+    GROUP BY ALL
 )
 SELECT
     c.*,
@@ -104,12 +116,16 @@ SELECT
     p.prefix_hit_share,                                       -- Σ cached / Σ prompt tokens; NULL: not reported
     coalesce(p.ended_early, 0)                                AS ended_early,  -- ok replies short of max_tokens
     h.engine_cpu_pct_mean, h.other_cpu_pct_mean, h.other_cpu_pct_max,  -- % of the machine; others = not the engines
+    g.gpu_power_w_mean,                                       -- mean of the samples' power (W), every GPU sampled
+    g.gpu_power_w_mean * (c.wall_ns / 1e9)                    AS energy_j,  -- mean power × cell wall time
+    g.gpu_power_w_mean * (c.wall_ns / 1e9) / nullif(p.output_tokens, 0) AS energy_per_output_token_j,
     ru.validation_status,                                     -- the run's: passed / failed_rows / NULL
     coalesce(rj.rejected, 0)                                  AS rejected   -- this cell's rows in rejected_requests
 FROM cells c
 JOIN runs ru USING (run_id)
 LEFT JOIN per_cell p USING (run_id, cell_id)
 LEFT JOIN host h USING (run_id, cell_id)
+LEFT JOIN gpu g USING (run_id, cell_id)
 LEFT JOIN (SELECT run_id, record ->> 'cell_id' AS cell_id, count(*) AS rejected
            FROM rejected_requests GROUP BY ALL) rj USING (run_id, cell_id);
 
