@@ -53,11 +53,14 @@ def _retry_if_flaky(task, task_run, state) -> bool:
 # caches its result (engine handles and records are not cacheable inputs).
 check_before_start = task(deploy.preflight, name="preflight", cache_policy=NO_CACHE)
 build_images = task(images.build_engine_images, name="build-images", cache_policy=NO_CACHE)
+# The retry policy (docs/reliability.md "Retries"): a transient start failure is tried twice more,
+# after 5 s and 30 s, each ±50% jitter; a deterministic one is recorded at once.
 start_instance = task(
     deploy.launch_instance,
     name="start-instance",
-    retries=1,
-    retry_delay_seconds=5,
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_jitter_factor=0.5,
     retry_condition_fn=_retry_if_flaky,
     cache_policy=NO_CACHE,
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -120,7 +121,7 @@ def build_image(
                 log_path=log_path,
             )
             raise BuildFailed(error_class, f"{tag}: {error.strip().splitlines()[-1] if error.strip() else error}", row)
-        wait = backoff_s * 2 ** (attempt - 1)
+        wait = backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)  # jitter: retries do not march in step
         log.warning(
             "image %s: transient failure (%s); retry %d/%d in %.0f s",
             tag,

@@ -291,3 +291,58 @@ def test_a_crash_seen_after_a_cell_reaches_the_staged_deployments_row(tmp_path, 
     staged = store.stage_run(tmp_path / "staged", run, got.deployments, got.cells, records_to_arrow(got.records))
     (staged_row,) = pq.read_table(staged.table_file("deployments")).to_pylist()
     assert staged_row["failure_class"] == "crashed_mid_run" and staged_row["started"] is True
+
+
+def _start_attempts(tmp_path: Path, matrix: Path, monkeypatch) -> tuple[int, str]:
+    """One night in-process with the flow's own start policy (its retry delays cut to 0 s, the rest as
+    configured); returns how many times start-instance ran, and the instance's failure class."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    import flows.nightly as nightly_module
+    from warehouse import store
+
+    monkeypatch.setattr(
+        nightly_module, "start_instance", nightly_module.start_instance.with_options(retry_delay_seconds=0)
+    )
+    warehouse = tmp_path / "wh.duckdb"
+    with pytest.raises(nightly_module.MeasuredTooLittle):  # nothing started: the night ends failed
+        nightly_module.nightly(matrix_path=str(matrix), warehouse=str(warehouse), runs_dir=str(tmp_path / "runs"))
+
+    async def start_runs():
+        async with get_client() as client:
+            flows = [f for f in await client.read_flow_runs() if f.parameters.get("matrix_path") == str(matrix)]
+            return [
+                t
+                for t in await client.read_task_runs()
+                if t.flow_run_id == flows[0].id and t.name.startswith("start-instance")
+            ]
+
+    (start,) = asyncio.run(start_runs())
+    with store.opened(warehouse, read_only=True) as con:
+        (failure_class,) = con.execute("SELECT failure_class FROM deployments").fetchone()
+    return start.run_count, failure_class
+
+
+def test_a_transient_start_failure_is_retried_and_a_deterministic_one_is_not(
+    tmp_path, llama_server, smollm2, prefect_server, monkeypatch
+):
+    """The retry policy with a real llama-server: a health timeout (the engine cannot be up within
+    0.05 s) is tried three times; a model that is not a GGUF file fails the same way every time, once."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    matrix = small_matrix(slow, llama_server, smollm2)
+    data = yaml.safe_load(matrix.read_text())
+    data["engines"]["cpu"]["startup_timeout_s"] = 0.05
+    matrix.write_text(yaml.safe_dump(data))
+    assert _start_attempts(slow, matrix, monkeypatch) == (3, "health_timeout")
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    matrix = small_matrix(broken, llama_server, smollm2, broken_model=True)
+    data = yaml.safe_load(matrix.read_text())
+    data["deployments"] = data["deployments"][:1]  # the broken model alone
+    matrix.write_text(yaml.safe_dump(data))
+    assert _start_attempts(broken, matrix, monkeypatch) == (1, "model_load_failed")
+    assert engine_processes(llama_server, smollm2) == []
