@@ -346,3 +346,24 @@ def test_a_transient_start_failure_is_retried_and_a_deterministic_one_is_not(
     matrix.write_text(yaml.safe_dump(data))
     assert _start_attempts(broken, matrix, monkeypatch) == (1, "model_load_failed")
     assert engine_processes(llama_server, smollm2) == []
+
+
+def test_a_flag_the_engine_does_not_know_is_a_bad_flag_not_a_flake(tmp_path, llama_server, smollm2):
+    """A real llama-server refusing an unknown flag: `bad_flag` (never retried), not `exited_at_start`."""
+    from tasks import deploy
+    from tasks.matrix import load_matrix
+    from tasks.plan import plan
+
+    matrix_path = small_matrix(tmp_path, llama_server, smollm2)
+    data = yaml.safe_load(matrix_path.read_text())
+    data["engines"]["cpu"]["args"] = ["--threads", "2", "--no-such-flag"]
+    matrix_path.write_text(yaml.safe_dump(data))
+    matrix, _ = load_matrix(matrix_path)
+    (group,) = plan(matrix)
+    with pytest.raises(deploy.DeploymentFailed) as failed:
+        deploy.launch_instance(
+            matrix, group.instances[0], start_order=0, run_id="r", run_dir=tmp_path / "run", base_dir=tmp_path
+        )
+    assert failed.value.failure_class == "bad_flag"
+    assert "bad_flag" not in deploy.RETRYABLE_FAILURES
+    assert "--no-such-flag" in failed.value.log_excerpt

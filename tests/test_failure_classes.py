@@ -45,6 +45,8 @@ GPU_CASES = [
     ("huggingface_hub.errors.RepositoryNotFoundError: 401 Client Error.", "model_not_found"),
     ("OSError: [Errno 98] Address already in use", "port_in_use"),
     ("RuntimeError: Found no NVIDIA driver on your system.", "cuda_unavailable"),
+    ("api_server.py: error: unrecognized arguments: --gpu-memory-utilisation 0.3", "bad_flag"),
+    ("launch_server.py: error: argument --mem-fraction-static: invalid float value: 'half'", "bad_flag"),
 ]
 
 
@@ -72,6 +74,8 @@ LLAMACPP_CASES = [
         "E srv  llama_server: exiting due to HTTP server error",
         "port_in_use",
     ),
+    ("error: invalid argument: --no-such-flag", "bad_flag"),
+    ('error while handling argument "--parallel": stoi', "bad_flag"),
 ]
 
 

@@ -19,4 +19,6 @@ GPU_FAILURE_PATTERNS: list[tuple[str, str]] = [
     ("model_not_found", r"No such file or directory: '[^']*(config\.json|\.safetensors|\.gguf)'"),
     ("port_in_use", r"Address already in use"),
     ("cuda_unavailable", r"Found no NVIDIA driver|CUDA driver initialization failed|No CUDA GPUs are available"),
+    # argparse (both servers' CLIs): an unknown flag, or a value it cannot parse
+    ("bad_flag", r"error: unrecognized arguments:|error: argument --[\w-]+: (invalid|expected)"),
 ]

@@ -33,6 +33,8 @@ class LlamaCppAdapter(EngineAdapter):
         ("model_load_failed", r"invalid magic|failed to load model|exiting due to model loading error"),
         ("http_server_error", r"exiting due to HTTP server error"),
         ("unsupported_cpu", r"Illegal instruction"),
+        # common/arg.cpp: an unknown flag, or a value it cannot parse (deterministic: never retried)
+        ("bad_flag", r"error: invalid argument: |error while handling argument"),
     ]
 
     def binary(self, engine: Engine) -> Path:
