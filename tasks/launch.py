@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tasks.engines import LaunchSpec, adapter_for
 from tasks.matrix import Matrix, MatrixError, Model
@@ -108,6 +109,29 @@ def literal_secrets(matrix: Matrix) -> list[str]:
             if masked(inst.args) != list(inst.args):
                 found.append(f"deployments.{d_i}.instances.{i_i}.args")
     return found
+
+
+_URL_CREDENTIALS = re.compile(r"(//[^/@:]+:)[^/@]+@|([?&](?:api_key|token|key)=)[^&]*")
+
+
+def masked_document(value: Any, key: str = "") -> Any:
+    """A matrix as JSON (model_dump) with every credential it holds literally masked, as `masked` does
+    to a command line: `args` lists, token-looking strings, `env` values of *TOKEN names, credentials
+    in a URL. What bakeoff may write to disk of a matrix (night.json)."""
+    if isinstance(value, dict):
+        return {
+            k: MASK if key == "env" and str(k).endswith("TOKEN") else masked_document(v, str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        if key == "args" and all(isinstance(v, str) for v in value):
+            return masked(value)
+        return [masked_document(v, key) for v in value]
+    if isinstance(value, str):
+        if looks_like_token(value):
+            return MASK
+        return _URL_CREDENTIALS.sub(lambda m: f"{m.group(1) or m.group(2)}{MASK}" + ("@" if m.group(1) else ""), value)
+    return value
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tasks import telemetry
 from tasks.errors import BadInput
+from tasks.launch import masked_document
 from tasks.matrix import Matrix
 from tasks.records import CellRow, DeploymentRow, RequestRecord, records_to_arrow
 
@@ -168,7 +169,8 @@ class ChangedMatrix(BadInput):
 def write_night_file(run_dir: Path, run: dict, matrix: Matrix) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f"{NIGHT_FILE}.tmp"
-    tmp.write_text(json.dumps({"run": run, "matrix": matrix.model_dump(mode="json")}, indent=2, default=str))
+    stored = masked_document(matrix.model_dump(mode="json"))  # never a literal credential on disk
+    tmp.write_text(json.dumps({"run": run, "matrix": stored}, indent=2, default=str))
     tmp.replace(run_dir / NIGHT_FILE)
 
 
@@ -184,7 +186,7 @@ def resumed_run(runs_root: Path, run_id: str, matrix: Matrix, matrix_sha: str) -
         raise NoSuchNight(f"--resume {run_id}: {path} cannot be read ({exc})") from None
     run = dict(night["run"])
     if run.get("matrix_sha256") != matrix_sha:
-        changes = matrix_differences(night.get("matrix") or {}, matrix.model_dump(mode="json"))
+        changes = matrix_differences(night.get("matrix") or {}, masked_document(matrix.model_dump(mode="json")))
         shown = "; ".join(changes[:3]) + (f" (and {len(changes) - 3} more)" if len(changes) > 3 else "")
         raise ChangedMatrix(
             f"--resume {run_id}: the matrix changed since the night started ({shown or 'the file differs'}); "

@@ -112,3 +112,77 @@ def test_the_stored_command_line_is_masked_but_the_engine_gets_the_value(tmp_pat
     launch = instance_launch(matrix, group.instances[0], base_dir=tmp_path, port=8000)
     assert FAKE in launch.spec.argv  # what the engine is started with
     assert FAKE not in launch.flags and "--api-key" in launch.flags  # what deployments.flags stores
+
+
+@pytest.mark.engine
+@pytest.mark.prefect
+def test_a_night_leaves_no_secret_anywhere(tmp_path, llama_server, smollm2, prefect_server):
+    """A whole `bakeoff run` on the real llama-server with a token in its environment that the engine
+    names (secret_env) and a literal one in its args (`--api-key`, so every request is refused 401 and
+    the night ends failed, measured too little): neither appears in the warehouse (every text value of
+    every table, and the file's bytes), the staged Parquet, run.json, night.json, the engine log, the
+    report files, the console, or the Prefect server's database and the run's artifacts."""
+    import os
+    import subprocess
+    import sys
+
+    import duckdb
+    import pyarrow.parquet as pq
+    import yaml
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.builders import cpu_engine_matrix
+
+    literal = "sk-LITERALliteralLITERALliteral9876"
+    matrix = cpu_engine_matrix(
+        "secrets",
+        llama_server,
+        smollm2,
+        workloads=[{"id": "w", "prompts": "study", "limit_prompts": 2, "output_lengths": [4]}],
+        load={"concurrency": [1], "warmup_requests": 0, "request_timeout_s": 60},
+    )
+    matrix["engines"]["cpu"]["args"] += ["--api-key", literal]
+    matrix["engines"]["cpu"]["secret_env"] = ["BAKEOFF_TEST_TOKEN"]
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(matrix))
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(root)}
+    env["BAKEOFF_TEST_TOKEN"] = FAKE
+    night = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", str(path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert night.returncode == 1, night.stderr[-3000:]  # every request refused: measured too little
+    assert "literal credential" in night.stderr or "credential" in night.stderr  # the preflight's warning
+    secrets = (FAKE, literal)
+    found: list[str] = [f"console has {s}" for s in secrets if s in night.stdout + night.stderr]
+
+    warehouse = tmp_path / ".bakeoff" / "bakeoff.duckdb"
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        texts = con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main' "
+            "AND data_type IN ('VARCHAR', 'JSON', 'VARCHAR[]') AND table_name NOT LIKE 'v_%'"
+        ).fetchall()
+        assert len(texts) > 20  # the scan reads the real tables
+        for table, column in texts:
+            for s in secrets:
+                (n,) = con.execute(
+                    f'SELECT count(*) FROM "{table}" WHERE CAST("{column}" AS VARCHAR) LIKE ?', [f"%{s}%"]
+                ).fetchone()
+                if n:
+                    found.append(f"{table}.{column} has {s}")
+        (flags,) = con.execute("SELECT flags FROM deployments").fetchone()
+        assert "--api-key" in flags  # the flag is stored, its value masked
+    files = [p for p in (tmp_path / ".bakeoff").rglob("*") if p.is_file()]
+    files += [p for p in Path(os.environ["PREFECT_HOME"]).rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files) and any(p.name == "night.json" for p in files)
+    for p in files:
+        data = p.read_bytes()
+        if p.suffix == ".parquet":
+            data += str(pq.read_table(p).to_pylist()).encode()  # zstd pages: read the values too
+        found += [f"{p} has {s}" for s in secrets if s.encode() in data]
+    assert found == []
