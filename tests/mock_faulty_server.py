@@ -6,7 +6,8 @@ real engine is tested in test_engine_llamacpp.py. The model name in the request 
 of a completion (see do_POST); `MockFaultyServer(health="html")` makes GET /v1/models answer a 200
 HTML page (a captive portal or a web server on the wrong port) instead of the model list;
 `MockFaultyServer(unavailable=3)` answers the first 3 completions 503 with an HTML body (an engine
-behind a proxy, overloaded for a while), then serves them.
+behind a proxy, overloaded for a while), then serves them; `health_unavailable=3` does the same to
+the first 3 GETs of /v1/models (an engine still loading).
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        with self.server.lock:
+            self.server.health_calls += 1
+            unavailable = self.server.health_unavailable > 0
+            self.server.health_unavailable -= unavailable
+        if unavailable:
+            self._whole(503, "application/json", b'{"error": {"message": "Loading model", "code": 503}}')
+            return
         if self.server.health == "html":
             payload, kind = HTML, "text/html"
         else:
@@ -139,9 +147,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MockFaultyServer:
-    def __init__(self, health: str = "ok", unavailable: int = 0) -> None:
+    def __init__(self, health: str = "ok", unavailable: int = 0, health_unavailable: int = 0) -> None:
         self.health = health  # "ok": GET /v1/models lists the models; "html": a 200 HTML page
         self.unavailable = unavailable  # the first this many completions are a 503
+        self.health_unavailable = health_unavailable  # the first this many GETs are a 503
 
     def __enter__(self) -> MockFaultyServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -149,6 +158,8 @@ class MockFaultyServer:
         self.httpd.health = self.health
         self.httpd.bodies = []
         self.httpd.unavailable = self.unavailable
+        self.httpd.health_unavailable = self.health_unavailable
+        self.httpd.health_calls = 0
         self.httpd.lock = threading.Lock()
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
@@ -157,6 +168,10 @@ class MockFaultyServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    @property
+    def health_calls(self) -> int:
+        return self.httpd.health_calls
 
     @property
     def bodies(self) -> list[dict]:
