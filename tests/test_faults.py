@@ -191,8 +191,8 @@ def start_engine(tmp_path: Path, llama_server: Path, smollm2: Path, *, port: int
     )
 
 
-def load_on(handle, n: int, *, concurrency: int, max_tokens: int, request_timeout_s: float = 60, **kw):
-    specs = [RequestSpec(f"p{i}", f"Count from one to fifty, request {i}.", max_tokens) for i in range(n)]
+def load_on(handle, lengths: list[int], *, concurrency: int, request_timeout_s: float = 60, **kw):
+    specs = [RequestSpec(f"p{i}", f"Count from one to fifty, request {i}.", n) for i, n in enumerate(lengths)]
     target = handle.target
     return asyncio.run(
         run_load(
@@ -209,9 +209,10 @@ def load_on(handle, n: int, *, concurrency: int, max_tokens: int, request_timeou
 
 @pytest.mark.engine
 def test_an_engine_killed_mid_cell(tmp_path, llama_server, smollm2):
-    """llama-server SIGKILLed as the cell's first request completes: the one in flight is cut
-    (disconnected, never ok), the rest fail to connect, the cell still returns every row, the
-    instance is found crashed, and teardown leaves no process."""
+    """llama-server SIGKILLed as the cell's first request (8 tokens) completes: the one in flight
+    beside it (64 tokens) is cut mid-stream (disconnected, never ok, its tokens so far kept), the rest
+    fail to connect, the cell still returns every row, the instance is found crashed, and teardown
+    leaves no process."""
     _, _, deployed = start_engine(tmp_path, llama_server, smollm2)
     (handle,) = deployed.handles.values()
     killed: dict[str, int] = {}
@@ -224,9 +225,8 @@ def test_an_engine_killed_mid_cell(tmp_path, llama_server, smollm2):
     try:
         result = load_on(
             handle,
-            6,
+            [8] + [64] * 5,
             concurrency=2,
-            max_tokens=32,
             progress=kill_at_first_done,
             on_start=lambda records, started_at, t0: killed.update(t0=t0),
         )
@@ -241,6 +241,8 @@ def test_an_engine_killed_mid_cell(tmp_path, llama_server, smollm2):
     after = [r for r in records if r.done_at > killed["at"]]
     assert len(after) >= 4 and {r.status for r in after} == {"disconnected"}, [(r.status, r.error_class) for r in after]
     assert any(r.error_class == "ConnectError" for r in after)  # sent after the engine was gone
+    cut = records[1]  # in flight when the engine died, mid-stream
+    assert cut.status == "disconnected" and cut.http_status == 200 and 1 <= len(cut.chunk_times) < 64
     assert [r.status for r in records if r.done_at <= killed["at"]].count("ok") >= 1
 
 
@@ -254,7 +256,7 @@ def test_an_engine_that_hangs_is_cut_off_at_the_request_deadline(tmp_path, llama
     try:
         os.kill(handle.pid(), signal.SIGSTOP)
         t0 = time.monotonic()
-        result = load_on(handle, 4, concurrency=2, max_tokens=8, request_timeout_s=1.5)
+        result = load_on(handle, [8] * 4, concurrency=2, request_timeout_s=1.5)
         took = time.monotonic() - t0
     finally:
         deployed.stop()
