@@ -101,6 +101,7 @@ def run_cell(
                     temperature=workload.temperature,
                     request_timeout_s=load.request_timeout_s,
                     duration_s=load.duration_s,
+                    cell_timeout_s=load.cell_timeout_s,
                     progress=_Progress(label),
                     on_start=lambda records, started_at, t0: begun.update(
                         records=records, started_at=started_at, t0=t0

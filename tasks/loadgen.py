@@ -8,6 +8,12 @@ gaps, so a late send never delays the ones after it), optionally capped by a max
 record keeps when it was due (scheduled_at) and when it went (sent_at).
 Every request is a row, whatever happens to it: HTTP errors, timeouts, disconnects and malformed
 streams are classified into `status` and never stop the cell.
+Two deadlines, neither extended by a slow stream: each request must be complete within
+`request_timeout_s` of its send, and the whole measured cell within `cell_timeout_s` of its start
+(default: `default_cell_timeout_s`, the longest a cell can take whose requests each end within their
+own deadline). Past the cell's deadline nothing more is sent and the requests in flight are cut off.
+A request cut off by either is status "timeout" (error_class request_timeout or cell_timeout) and keeps
+what it received until then: its chunk times, first/last token, the HTTP status of the head.
 The client also measures itself (ClientOverhead): how late sends were against when they could go, and
 how late a ticker on the event loop wakes up; a busy client shows in both before it skews the results.
 """
@@ -178,8 +184,18 @@ def _body(target: Target, spec: RequestSpec, temperature: float) -> dict:
 _PATH = "/v1/chat/completions"
 
 
+# The client's deadline kinds as the record's error classes (named after the matrix fields).
+_ERROR_CLASS = {"request_timeout": "request_timeout", "cutoff": "cell_timeout"}
+
+
 async def _one_request(
-    client: StreamingClient, target: Target, spec: RequestSpec, rec: RequestRecord, t0: int, temperature: float
+    client: StreamingClient,
+    target: Target,
+    spec: RequestSpec,
+    rec: RequestRecord,
+    t0: int,
+    temperature: float,
+    cutoff: float | None = None,
 ) -> None:
     def now() -> int:
         return time.monotonic_ns() - t0
@@ -228,7 +244,7 @@ async def _one_request(
     done_ns = None
     rec.sent_at = now()
     try:
-        resp = await client.post_stream(_PATH, body, on_line)
+        resp = await client.post_stream(_PATH, body, on_line, cutoff=cutoff)
         done_ns = resp.done_ns
         rec.http_status = resp.status
         if resp.status != 200:
@@ -243,8 +259,17 @@ async def _one_request(
         elif rec.first_token_at is None:
             rec.status, rec.error_class = "bad_stream", "no_content"
     except StreamError as exc:
-        rec.status = "timeout" if exc.timeout else "disconnected"
-        rec.error_class, rec.error_message = exc.kind, str(exc)[:500]
+        # What arrived before it stays: chunk times, first/last token, the head's status.
+        rec.http_status = exc.http_status
+        if exc.timeout:
+            rec.status = "timeout"
+        elif exc.kind == "line_too_long":
+            rec.status = "bad_stream"
+        else:
+            rec.status = "disconnected"
+        rec.error_class = _ERROR_CLASS.get(exc.kind, exc.kind)
+        content = f"; content chunks received: {len(rec.chunk_times)}" if rec.chunk_times else ""
+        rec.error_message = f"{exc}{content}"[:500]
     except (asyncio.CancelledError, KeyboardInterrupt, SystemExit) as exc:
         # Cut short by the caller (a cancelled cell, Ctrl-C, SIGTERM): never left looking "ok".
         rec.status, rec.error_class = "cancelled", type(exc).__name__
@@ -266,14 +291,18 @@ async def run_load(
     temperature: float = 0.0,
     request_timeout_s: float = 300.0,
     duration_s: float | None = None,
+    cell_timeout_s: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_start: Callable[[list[RequestRecord], datetime, int], None] | None = None,
 ) -> CellResult:
-    """Sends `requests` in the given load shape; stops sending new ones after `duration_s`.
+    """Sends `requests` in the given load shape; stops sending new ones after `duration_s`. Each
+    request must be complete within `request_timeout_s` of its send; the measured part must end within
+    `cell_timeout_s` (None: `default_cell_timeout_s`), after which nothing is sent and the requests in
+    flight are cut off (status "timeout", error_class "cell_timeout"); the warmup is not counted.
     `on_start(records, started_at, t0_ns)` hands the caller the cell's records as the measured part
     begins, so an interrupted cell (Ctrl-C, a cancelled flow) can still keep what was measured: the
     requests in flight are cancelled and end as status "cancelled"."""
-    async with StreamingClient(target.base_url, read_timeout=request_timeout_s) as client:
+    async with StreamingClient(target.base_url, request_timeout=request_timeout_s) as client:
         # Warmup: sent and awaited, never recorded (first requests pay for caches and allocation), no more
         # at once than the cell will have in flight: a burst above it would queue in the engine and skew
         # what it allocates (SGLang PR #39398 saw TTFT destabilised by exactly that).
@@ -288,9 +317,16 @@ async def run_load(
 
             await asyncio.gather(*(warm(s, r) for s, r in zip(warmup, scratch, strict=True)))
 
+        offsets = None if shape.kind == "closed" else arrival_offsets_ns(len(requests), shape, seed)
+        if cell_timeout_s is None:
+            span_s = offsets[-1] / 1e9 if offsets else 0.0
+            cell_timeout_s = default_cell_timeout_s(shape, len(requests), request_timeout_s, duration_s, span_s)
         started_at = datetime.now(UTC)
         t0 = time.monotonic_ns()
-        deadline = t0 + int(duration_s * 1e9) if duration_s else None
+        cell_end = t0 + int(cell_timeout_s * 1e9)
+        cutoff = cell_end / 1e9  # the loop's clock (loop.time() is time.monotonic())
+        # No request is sent after this: the duration limit or the cell's deadline, the earlier.
+        deadline = min(cell_end, t0 + int(duration_s * 1e9)) if duration_s else cell_end
         records = [_new_record(target, run_id, cell_id, i, s, started_at, 0) for i, s in enumerate(requests)]
         if on_start:
             on_start(records, started_at, t0)
@@ -299,7 +335,7 @@ async def run_load(
 
         async def send(i: int, ready_ns: int) -> None:
             nonlocal done
-            await _one_request(client, target, requests[i], records[i], t0, temperature)
+            await _one_request(client, target, requests[i], records[i], t0, temperature, cutoff)
             lateness.append(records[i].sent_at - ready_ns)
             done += 1
             if progress:
@@ -309,18 +345,25 @@ async def run_load(
             if shape.kind == "closed":
                 await _closed_loop(send, len(requests), shape.concurrency, records, t0, deadline)
             else:
-                offsets = arrival_offsets_ns(len(requests), shape, seed)
                 await _open_loop(send, offsets, shape.max_concurrency, records, t0, deadline)
         wall_ns = time.monotonic_ns() - t0
     sent = [r for r in records if r.sent_at is not None]
+    cut = sum(r.error_class == "cell_timeout" for r in sent)
+    if cut or (time.monotonic_ns() >= cell_end and len(sent) < len(records)):
+        log.warning(
+            "%s: the cell's deadline (%g s) passed: %d requests in flight cut off, %d of %d not sent",
+            cell_id,
+            cell_timeout_s,
+            cut,
+            len(records) - len(sent),
+            len(records),
+        )
     return CellResult(
         records=sent, started_at=started_at, wall_ns=wall_ns, overhead=_overhead(lateness, ticker.lags_ns)
     )
 
 
-async def _closed_loop(
-    send, n: int, concurrency: int, records: list[RequestRecord], t0: int, deadline: int | None
-) -> None:
+async def _closed_loop(send, n: int, concurrency: int, records: list[RequestRecord], t0: int, deadline: int) -> None:
     next_i = 0
 
     async def worker() -> None:
@@ -328,7 +371,7 @@ async def _closed_loop(
         while next_i < n:
             # Closed loop: the request is due the moment a slot frees up.
             ready = time.monotonic_ns()
-            if deadline is not None and ready >= deadline:
+            if ready >= deadline:
                 return
             i, next_i = next_i, next_i + 1
             records[i].scheduled_at = ready - t0
@@ -338,7 +381,7 @@ async def _closed_loop(
 
 
 async def _open_loop(
-    send, offsets: list[int], cap: int | None, records: list[RequestRecord], t0: int, deadline: int | None
+    send, offsets: list[int], cap: int | None, records: list[RequestRecord], t0: int, deadline: int
 ) -> None:
     slots = asyncio.Semaphore(cap) if cap else None
     tasks: set[asyncio.Task] = set()
@@ -349,8 +392,7 @@ async def _open_loop(
         finally:
             slots.release()
 
-    if deadline is not None:
-        offsets = [o for o in offsets if t0 + o < deadline]
+    offsets = [o for o in offsets if t0 + o < deadline]
     async for i in paced(offsets, t0):
         records[i].scheduled_at = offsets[i]
         ready = offsets[i]
@@ -358,6 +400,9 @@ async def _open_loop(
             # Waiting for a slot is the server's backlog, not client lateness: it shows as queue
             # delay (sent_at - scheduled_at), and lateness is measured from when the slot came.
             await slots.acquire()
+            if time.monotonic_ns() >= deadline:  # the slot came after the last moment to send
+                slots.release()
+                break
             ready = max(ready, time.monotonic_ns() - t0)
             task = asyncio.create_task(capped(i, ready))
         else:
@@ -366,6 +411,26 @@ async def _open_loop(
         task.add_done_callback(tasks.discard)
     if tasks:
         await asyncio.gather(*tasks)
+
+
+def default_cell_timeout_s(
+    shape: LoadShape, n: int, request_timeout_s: float, duration_s: float | None = None, span_s: float = 0.0
+) -> float:
+    """The cell deadline when the matrix sets none: the longest a cell can take whose requests each
+    end within their own deadline, plus a second for the client's lateness. With s slots (the
+    concurrency; an open loop's max_concurrency, or every request when uncapped) the k-th send waits for
+    the (k-s)-th to end, so the last one is sent at most floor((n-1)/s) request timeouts after the
+    schedule's last due time (span_s; 0 for a closed loop) and the cell ends by
+    span_s + ceil(n / s) x request_timeout_s. A duration limit stops sends, so when every send is on
+    schedule (closed loop, uncapped open loop) the cell also ends by duration_s + request_timeout_s.
+    Such a deadline never cuts off a cell that keeps its per-request deadlines; a tighter
+    cell_timeout_s bounds a night's cell against an engine that answers every request slowly."""
+    slots = shape.concurrency if shape.kind == "closed" else shape.max_concurrency
+    waves = math.ceil(n / max(1, min(slots or n, n))) if n else 0
+    bound = span_s + waves * request_timeout_s
+    if duration_s is not None and (shape.kind == "closed" or not shape.max_concurrency):
+        bound = min(bound, duration_s + request_timeout_s)
+    return bound + 1.0
 
 
 def warmup_concurrency(shape: LoadShape) -> int:

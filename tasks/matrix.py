@@ -262,6 +262,10 @@ class Load(_Strict):
     requests_per_cell: int | None = Field(default=None, ge=1, le=10_000_000)
     duration_s: float | None = Field(default=None, gt=0)
     request_timeout_s: float = Field(default=300.0, gt=0)
+    # A deadline for a cell's measured part: then nothing more is sent and the requests in flight are
+    # cut off (status timeout). Default: the longest a cell can take whose requests keep their deadline,
+    # ceil(requests / concurrency) x request_timeout_s (+ an open loop's schedule; loadgen.default_cell_timeout_s).
+    cell_timeout_s: float | None = Field(default=None, gt=0)
     seed: int = 0
     # A saturation-then-rates sweep per instance, after the cells above (see Sweep).
     sweep: Sweep | None = None

@@ -13,8 +13,16 @@ Supported, because engines send it: Content-Length, chunked and read-until-close
 reuse (a connection is reused only after its body ended cleanly and the server did not ask to close),
 plain http and https. Not supported, because engines do not need it: proxies, redirects, compression,
 HTTP/2. Errors are raised as StreamError with httpx's exception names as `kind` (ConnectError,
-ConnectTimeout, ReadTimeout, ReadError, RemoteProtocolError), so the warehouse's error classes read
-the same as before this client existed.
+ConnectTimeout, ReadError, RemoteProtocolError), so the warehouse's error classes read the same as
+before this client existed, and three of its own: `request_timeout` and `cutoff` (below), and
+`line_too_long` (an SSE line over 1 MiB: not an engine talking; reading on would only grow memory).
+
+Timeouts are deadlines, not idle timers: a request has `request_timeout` seconds from the moment
+`post_stream` is called (connecting included) to be complete, however its bytes trickle in (a server
+sending one byte a second is cut off like one sending nothing); the caller may pass an earlier
+absolute `cutoff` (the load generator's cell deadline). One timer per request, armed once: no work
+per read. A StreamError raised after the response head keeps its `http_status`; `received` is the
+response bytes read before it (the head included).
 """
 
 from __future__ import annotations
@@ -34,14 +42,27 @@ LineHandler = Callable[[bytes, int], int]  # (the bytes after "data:", monotonic
 
 _MAX_HEAD = 64 * 1024  # a response head bigger than this is not an engine talking
 _MAX_ERROR_BODY = 64 * 1024  # of a non-200 body, kept for the error message
+_MAX_LINE = 1024 * 1024  # an SSE line longer than this is not an engine talking (the stream is given up)
 
 
 class StreamError(Exception):
-    """A request that could not complete. `kind` is the class name httpx would have raised."""
+    """A request that could not complete. `kind` is the class name httpx would have raised, or one of
+    this client's own (request_timeout, cutoff, line_too_long); `timeout` is true for the deadlines."""
 
-    def __init__(self, kind: str, message: str, *, timeout: bool = False) -> None:
+    def __init__(
+        self, kind: str, message: str, *, timeout: bool = False, http_status: int | None = None, received: int = 0
+    ) -> None:
         super().__init__(message)
         self.kind, self.timeout = kind, timeout
+        self.http_status = http_status  # the response's status when its head had arrived
+        self.received = received  # response bytes read before the error
+
+
+@dataclass(frozen=True, slots=True)
+class _Deadline:
+    at: float  # loop time (time.monotonic(), seconds)
+    kind: str  # the StreamError kind when it passes
+    what: str  # its message
 
 
 @dataclass
@@ -75,9 +96,8 @@ class _Connection(asyncio.Protocol):
         self.finished = False  # the request's waiter has its result
         self.aborted = False  # the handler gave up on the stream: stop parsing, close
         self.body_over = False
-        self.last_read = 0.0
-        self.timeout = 0.0
-        self.timer: asyncio.TimerHandle | None = None
+        self.received = 0  # response bytes read, the head included
+        self.timer: asyncio.TimerHandle | None = None  # the request's deadline
 
     # asyncio.Protocol
 
@@ -89,8 +109,8 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
             return
         self.got_bytes = True
+        self.received += len(data)
         t = time.monotonic_ns()
-        self.last_read = t / 1e9  # loop.time() is time.monotonic()
         try:
             if self.status == 0:
                 data = self._head(self.pending + data)
@@ -111,6 +131,7 @@ class _Connection(asyncio.Protocol):
         self.lost = True
         self.pool._forget(self)
         if self.waiter is None or self.finished:
+            self._cancel_timer()
             return
         if self.framing == "close" and self.status and exc is None:
             self._end_of_body(time.monotonic_ns())  # a read-until-close body ends here
@@ -121,7 +142,12 @@ class _Connection(asyncio.Protocol):
             else "server disconnected without sending a response"
         )
         self._fail(
-            StreamError("RemoteProtocolError" if exc is None else "ReadError", what + (f": {exc}" if exc else ""))
+            StreamError(
+                "RemoteProtocolError" if exc is None else "ReadError",
+                what + (f": {exc}" if exc else ""),
+                http_status=self.status or None,
+                received=self.received,
+            )
         )
 
     # parsing
@@ -235,6 +261,13 @@ class _Connection(asyncio.Protocol):
         buf = self.line_buf + piece if self.line_buf else piece
         lines = buf.split(b"\n")
         self.line_buf = lines.pop()
+        if len(self.line_buf) > _MAX_LINE:
+            raise StreamError(
+                "line_too_long",
+                f"an SSE line longer than {_MAX_LINE} bytes, no newline yet",
+                http_status=self.status,
+                received=self.received,
+            )
         on_line = self.on_line
         for line in lines:
             if line[:5] != b"data:":
@@ -279,20 +312,21 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    # the read timeout: one timer, re-armed lazily from the time of the last read
+    # the deadline: one timer per request, armed once
 
-    def _arm(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.last_read = self.pool.loop.time()
-        self.timer = self.pool.loop.call_at(self.last_read + timeout, self._check_timeout)
-
-    def _check_timeout(self) -> None:
-        due = self.last_read + self.timeout
-        if self.pool.loop.time() >= due:
-            self.timer = None
-            self._fail(StreamError("ReadTimeout", f"no bytes from the server for {self.timeout:g} s", timeout=True))
-        else:
-            self.timer = self.pool.loop.call_at(due, self._check_timeout)
+    def _expire(self, kind: str, what: str) -> None:
+        # Also after [DONE] while the rest of the body drains: the answer stands, the connection is closed.
+        self.timer = None
+        head = f"HTTP {self.status}" if self.status else "no response head"
+        self._fail(
+            StreamError(
+                kind,
+                f"{what} ({head}, {self.received} bytes received)",
+                timeout=True,
+                http_status=self.status or None,
+                received=self.received,
+            )
+        )
 
     def _cancel_timer(self) -> None:
         if self.timer is not None:
@@ -301,12 +335,12 @@ class _Connection(asyncio.Protocol):
 
     # one request
 
-    async def request(self, head_and_body: bytes, on_line: LineHandler, read_timeout: float) -> StreamResponse:
+    async def request(self, head_and_body: bytes, on_line: LineHandler, deadline: _Deadline) -> StreamResponse:
         self._reset()
         self.waiter = self.pool.loop.create_future()
         self.on_line = on_line
         self.transport.write(head_and_body)
-        self._arm(read_timeout)
+        self.timer = self.pool.loop.call_at(deadline.at, self._expire, deadline.kind, deadline.what)
         try:
             return await self.waiter
         except asyncio.CancelledError:
@@ -328,7 +362,7 @@ class StreamingClient:
         base_url: str,
         *,
         connect_timeout: float = 10.0,
-        read_timeout: float = 300.0,
+        request_timeout: float = 300.0,
         ssl_context: ssl.SSLContext | None = None,
         max_idle: int = 4096,
     ) -> None:
@@ -344,28 +378,37 @@ class StreamingClient:
             "POST {path} HTTP/1.1\r\nHost: " + host_header + "\r\nUser-Agent: bakeoff\r\n"
             "Accept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {n}\r\n\r\n"
         )
-        self.connect_timeout, self.read_timeout, self.max_idle = connect_timeout, read_timeout, max_idle
+        self.connect_timeout, self.request_timeout, self.max_idle = connect_timeout, request_timeout, max_idle
         self.loop = asyncio.get_running_loop()
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
         self.opened = 0  # connections made
         self.resent = 0  # requests sent again after their reused connection closed unanswered
 
-    async def post_stream(self, path: str, body: bytes, on_line: LineHandler) -> StreamResponse:
+    async def post_stream(
+        self, path: str, body: bytes, on_line: LineHandler, *, cutoff: float | None = None
+    ) -> StreamResponse:
         """POSTs `body` (JSON) to `path`; calls on_line for every `data:` line of a 200 response.
-        Returns when the handler said DONE or ABORT, or the body ended; raises StreamError."""
+        Returns when the handler said DONE or ABORT, or the body ended; raises StreamError. The request
+        must be complete within `request_timeout` s of this call (StreamError `request_timeout`) and
+        before `cutoff`, a loop time (StreamError `cutoff`), whichever comes first."""
         message = self._head_fmt.format(path=self.prefix + path, n=len(body)).encode("latin-1") + body
+        at = self.loop.time() + self.request_timeout
+        if cutoff is not None and cutoff < at:
+            deadline = _Deadline(cutoff, "cutoff", "cut off before the response was complete")
+        else:
+            deadline = _Deadline(at, "request_timeout", f"no complete response within {self.request_timeout:g} s")
         conn = self._take_idle()
         if conn is not None:
             try:
-                return await conn.request(message, on_line, self.read_timeout)
+                return await conn.request(message, on_line, deadline)
             except StreamError as exc:
                 if exc.timeout or conn.got_bytes or not conn.lost:
                     raise
                 # closed under us before answering: the request was not taken; send it on a fresh one
                 self.resent += 1
-        conn = await self._connect()
-        return await conn.request(message, on_line, self.read_timeout)
+        conn = await self._connect(deadline)
+        return await conn.request(message, on_line, deadline)
 
     def _take_idle(self) -> _Connection | None:
         while self._idle:
@@ -374,13 +417,16 @@ class StreamingClient:
                 return conn
         return None
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, deadline: _Deadline) -> _Connection:
+        left = deadline.at - self.loop.time()
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(lambda: _Connection(self), self.host, self.port, ssl=self.ssl),
-                self.connect_timeout,
+                min(self.connect_timeout, max(left, 0.0)),
             )
         except TimeoutError:
+            if left < self.connect_timeout:
+                raise StreamError(deadline.kind, f"{deadline.what} (still connecting)", timeout=True) from None
             raise StreamError(
                 "ConnectTimeout",
                 f"no connection to {self.host}:{self.port} within {self.connect_timeout:g} s",

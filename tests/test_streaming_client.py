@@ -255,20 +255,109 @@ def test_body_cut_short_is_a_protocol_error():
     run(main())
 
 
-def test_silence_longer_than_the_read_timeout_is_a_timeout():
+def test_silence_past_the_deadline_is_a_timeout_keeping_the_head_and_what_came():
     async def main():
         wire = OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(EVENTS[0])[:-5]
         async with (
-            ScriptedServer([[wire, chunked(EVENTS[1])[:-5]]], pause=0.2, hang=True) as server,
-            StreamingClient(server.url, read_timeout=0.3) as client,
+            ScriptedServer([[wire]], hang=True) as server,
+            StreamingClient(server.url, request_timeout=0.3) as client,
         ):
             lines = []
             t = asyncio.get_running_loop().time()
             with pytest.raises(StreamError) as err:
                 await post(client, lines)
             waited = asyncio.get_running_loop().time() - t
-            assert err.value.timeout and err.value.kind == "ReadTimeout"
-            assert len(lines) == 1 and waited >= 0.5  # the second read (at 0.2 s) re-armed the timer
+            assert err.value.timeout and err.value.kind == "request_timeout"
+            assert err.value.http_status == 200 and err.value.received == len(wire)
+            assert f"HTTP 200, {len(wire)} bytes received" in str(err.value)
+            assert [p for p, _ in lines] == [b'{"n": 1}'] and 0.3 <= waited < 0.6
+
+    run(main())
+
+
+def test_a_trickling_stream_cannot_extend_the_deadline():
+    """Bytes every 0.1 s, each well within any idle timeout: the request is cut off 1 s after it was
+    sent, not when the stream ends (about 3 s later); an idle-read timeout would have let it run."""
+
+    async def main():
+        head = OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+        body = chunked(*EVENTS)
+        pieces = [head + body[:20]] + [body[i : i + 1] for i in range(20, len(body))]
+        assert len(pieces) * 0.1 > 3
+        async with (
+            ScriptedServer([pieces], pause=0.1) as server,
+            StreamingClient(server.url, request_timeout=1.0) as client,
+        ):
+            lines = []
+            t = asyncio.get_running_loop().time()
+            with pytest.raises(StreamError) as err:
+                await post(client, lines)
+            waited = asyncio.get_running_loop().time() - t
+            assert err.value.kind == "request_timeout" and err.value.http_status == 200
+            assert 1.0 <= waited < 1.3, waited
+            assert 20 < err.value.received < len(head) + len(body)
+            assert lines and lines[-1][0] != b"[DONE]"  # the lines that arrived before the cut were handed over
+
+    run(main())
+
+
+def test_a_cutoff_before_the_deadline_ends_the_request_at_the_cutoff():
+    async def main():
+        wire = OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(EVENTS[0])[:-5]
+        async with ScriptedServer([[wire]], hang=True) as server, StreamingClient(server.url) as client:
+            loop = asyncio.get_running_loop()
+            t = loop.time()
+            with pytest.raises(StreamError) as err:
+                await client.post_stream("/x", b"{}", collect([]), cutoff=t + 0.2)
+            assert err.value.timeout and err.value.kind == "cutoff" and err.value.http_status == 200
+            assert 0.2 <= loop.time() - t < 0.5
+
+    run(main())
+
+
+def test_the_deadline_counts_the_connect():
+    """A listening socket whose accept queue is full never completes a connect: the request's
+    deadline (0.3 s) ends it, not the 10 s connect timeout."""
+    import socket
+
+    async def main():
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(0)
+            port = listener.getsockname()[1]
+            # Fill the backlog: connections the listener never accepts.
+            fillers = []
+            for _ in range(4):
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", port))
+                fillers.append(s)
+            await asyncio.sleep(0.05)
+            try:
+                async with StreamingClient(f"http://127.0.0.1:{port}", request_timeout=0.3) as client:
+                    t = asyncio.get_running_loop().time()
+                    with pytest.raises(StreamError) as err:
+                        await post(client)
+                    waited = asyncio.get_running_loop().time() - t
+            finally:
+                for s in fillers:
+                    s.close()
+            assert err.value.timeout and err.value.kind == "request_timeout" and err.value.http_status is None
+            assert "still connecting" in str(err.value) and waited < 1.0
+
+    run(main())
+
+
+def test_an_endless_line_is_given_up_not_buffered():
+    async def main():
+        wire = OK_HEAD + b"Connection: close\r\n\r\ndata: " + b"x" * (2 * 1024 * 1024)
+        async with ScriptedServer([[wire]], hang=True) as server, StreamingClient(server.url) as client:
+            with pytest.raises(StreamError) as err:
+                await post(client)
+            assert err.value.kind == "line_too_long" and err.value.http_status == 200
+            assert err.value.received < 2 * 1024 * 1024  # it stopped reading past the limit
+            await asyncio.sleep(0.01)
+            assert not client._all  # the connection is closed
 
     run(main())
 
