@@ -106,7 +106,11 @@ def nightly(
         check_before_start(matrix, base_dir)  # `bakeoff run` did too; a deployment run by a worker gets it here
         if resume and store.holds_run(warehouse, run_id):
             log.info("run %s has finished and is loaded in %s: nothing to resume", run_id, warehouse)
-            return {"run_id": run_id, "nothing_to_do": f"run {run_id} has finished and is loaded in {warehouse}"}
+            return {
+                "run_id": run_id,
+                "nothing_to_do": f"run {run_id} has finished and is loaded in {warehouse} "
+                f"(`bakeoff report --run {run_id}` renders its report again)",
+            }
         done = store.resume_parts(run_dir) if resume else set()
         if resume:
             log.info("resuming run %s: %d pieces already measured are kept", run_id, len(done))

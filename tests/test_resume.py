@@ -74,6 +74,15 @@ def test_a_resume_keeps_complete_parts_and_drops_cut_short_ones(tmp_path):
     assert pq.read_metadata(run_dir / "requests.parquet").num_rows == 3
 
 
+def test_a_run_staged_whole_is_never_measured_over(tmp_path):
+    from tests.builders import stage
+
+    run_dir = stage(tmp_path, [record(i) for i in range(3)], [cell_row()])  # run.json, no parts
+    with pytest.raises(store.WarehouseError, match=r"staged whole .* `bakeoff load"):
+        store.resume_parts(run_dir)
+    assert pq.read_metadata(run_dir / "requests.parquet").num_rows == 3 and (run_dir / "run.json").exists()
+
+
 def test_a_changed_matrix_is_named():
     before = {"load": {"concurrency": [2]}, "workloads": [{"id": "w", "limit_prompts": 4}]}
     after = {"load": {"concurrency": [2, 4]}, "workloads": [{"id": "w", "limit_prompts": 8}], "repeats": 2}

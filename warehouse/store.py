@@ -322,8 +322,15 @@ def stage_run(
 def resume_parts(run_dir: Path) -> set[str]:
     """Make a stopped night's run folder ready to go on: its cut-short parts (and any part being
     written) are removed, and the run-level files too (they are rebuilt from the parts at the end).
-    Returns the names of the complete parts, which the resumed night does not measure again."""
+    Returns the names of the complete parts, which the resumed night does not measure again. A folder
+    staged whole without parts (its parts went when it was loaded, into a warehouse that no longer holds
+    it) is left as it is: WarehouseError naming `bakeoff load`, never a night measured again over it."""
     folder = run_dir / PARTS
+    if not has_parts(run_dir) and StagedRun(run_dir).run_file.exists():
+        raise WarehouseError(
+            f"{run_dir} is staged whole (run.json, no parts) but not in this warehouse: nothing to measure again; "
+            f"load it with `bakeoff load {run_dir}`"
+        )
     if folder.is_dir():
         for part in folder.iterdir():
             if part.name.startswith("."):
