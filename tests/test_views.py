@@ -316,3 +316,17 @@ def test_v_cells_gives_the_gpu_energy_per_output_token(tmp_path, warehouse):
     assert got["a"]["energy_j"] == pytest.approx(300.0)  # 150 W for 2 s
     assert got["a"]["energy_per_output_token_j"] == pytest.approx(300.0 / 9)
     assert got["b"]["energy_j"] is None and got["b"]["energy_per_output_token_j"] is None
+
+
+def test_v_nightly_carries_the_engine_version_of_each_night(tmp_path, warehouse):
+    """The night an engine was upgraded is a query: v_nightly says which version ran each night."""
+    for night, version in (("night-1", "0.10.2"), ("night-2", "0.11.0")):
+        run = run_row(night)
+        run["started_at"] = (T0 + timedelta(days=int(night[-1]))).isoformat()
+        dep = {**deployment_row(night, "dep"), "engine_version": version}
+        store.load_run(
+            warehouse,
+            stage(tmp_path, [record(0, run_id=night)], [cell_row(run_id=night)], run, [dep]),
+        )
+    got = rows(warehouse, "SELECT run_id, engine_version FROM v_nightly ORDER BY night")
+    assert [(r["run_id"], r["engine_version"]) for r in got] == [("night-1", "0.10.2"), ("night-2", "0.11.0")]

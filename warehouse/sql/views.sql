@@ -171,7 +171,8 @@ repeats AS (
 )
 SELECT
     r.run_id, (ru.started_at AT TIME ZONE 'UTC')::DATE AS night, ru.started_at, ru.matrix_name,
-    r.engine, r.model, r.deployment_id, r.instance_id, r.workload_id, r.load_kind, r.arrival,
+    r.engine, d.engine_version,                               -- the version that ran that night (deployments)
+    r.model, r.deployment_id, r.instance_id, r.workload_id, r.load_kind, r.arrival,
     r.concurrency, r.rate_rps, r.burstiness, r.max_concurrency, r.duration_limit_s,
     r.repeats,
     coalesce(p.requests, 0)                                   AS requests,
@@ -190,6 +191,7 @@ SELECT
     p.itl_q[1] AS itl_ms_p50, p.itl_q[2] AS itl_ms_p90, p.itl_q[3] AS itl_ms_p95, p.itl_q[4] AS itl_ms_p99
 FROM repeats r
 JOIN runs ru ON ru.run_id = r.run_id AND ru.validation_status IS DISTINCT FROM 'failed_rows'
+LEFT JOIN deployments d ON d.run_id = r.run_id AND d.instance_id = r.instance_id
 LEFT JOIN pooled p
   ON  p.run_id = r.run_id AND p.engine = r.engine AND p.model = r.model AND p.deployment_id = r.deployment_id
   AND p.instance_id = r.instance_id AND p.workload_id = r.workload_id
