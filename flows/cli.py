@@ -60,12 +60,12 @@ def cmd_run(
     from tasks import progress
     from tasks.deploy import preflight
     from tasks.plan import plan
+    from tasks.runs import resumed_run, run_paths
 
-    preflight(loaded, Path(matrix).resolve().parent)
+    paths = run_paths(loaded, warehouse, runs_dir)
+    preflight(loaded, Path(matrix).resolve().parent, paths)
     if resume:  # a night that is not there, or a changed matrix: refused before Prefect starts
-        from tasks.runs import resumed_run, run_paths
-
-        resumed_run(Path(run_paths(loaded, warehouse, runs_dir)[1]), resume, loaded, sha)
+        resumed_run(Path(paths[1]), resume, loaded, sha)
     prefect_defaults()
     from flows.nightly import MeasuredTooLittle, RowsRejected, nightly
 
@@ -100,10 +100,12 @@ def cmd_plan(matrix: Annotated[str, typer.Argument()] = DEFAULT_MATRIX) -> int:
     """Print deployment groups, start order, flags and predicted memory; start nothing."""
     from tasks.gpu_memory import plan_text, planning_card
     from tasks.matrix import load_matrix
+    from tasks.runs import check_paths, run_paths
     from tasks.workloads import check_prompt_files
 
     loaded, _ = load_matrix(matrix)
     check_prompt_files(loaded, Path(matrix).resolve().parent)  # a bad prompts file: exit 2, as `run` says
+    check_paths(*run_paths(loaded))  # where the night would write: writable, with room (nothing made)
     print(
         "\n".join(plan_text(loaded, planning_card(loaded), matrix_name=matrix, base_dir=Path(matrix).resolve().parent))
     )

@@ -103,7 +103,8 @@ def nightly(
     )
     run_id, run_dir = run["run_id"], Path(runs_root) / run["run_id"]
     with night_on_this_host(run_id, matrix.name):
-        check_before_start(matrix, base_dir)  # `bakeoff run` did too; a deployment run by a worker gets it here
+        # `bakeoff run` did too; a deployment run by a worker gets it here
+        check_before_start(matrix, base_dir, (warehouse, runs_root))
         if resume and store.holds_run(warehouse, run_id):
             log.info("run %s has finished and is loaded in %s: nothing to resume", run_id, warehouse)
             return {

@@ -385,11 +385,16 @@ def _row(
     )
 
 
-def preflight(matrix: Matrix, base_dir: Path) -> None:
-    """Check everything the night needs that a user can get wrong, before anything starts: model
-    files, prompt sets, engine binaries, the Docker daemon. Raises MatrixError or DockerUnavailable (one
-    line) on the first problem."""
+def preflight(matrix: Matrix, base_dir: Path, paths: tuple[str, str] | None = None) -> None:
+    """Check everything the night needs that a user can get wrong, before anything starts: the
+    warehouse and runs folder (`paths`: writable, with room), model files, prompt sets, engine
+    binaries, the Docker daemon. Raises BadInput (MatrixError) or DockerUnavailable (one line) on the
+    first problem."""
+    from tasks.runs import check_paths
     from tasks.workloads import build_requests
+
+    if paths is not None:
+        check_paths(*paths)
 
     for where in literal_secrets(matrix):  # a warning, not a refusal: the night can run, masked
         log.warning(

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import socket
 import subprocess
 from dataclasses import dataclass, field
@@ -220,3 +221,48 @@ def matrix_differences(before: object, after: object, where: str = "") -> list[s
         if before == after
         else [f"{where or 'matrix'}: {json.dumps(before, default=str)[:40]} -> {json.dumps(after, default=str)[:40]}"]
     )
+
+
+# ---------------------------------------------------------------- the paths a night writes
+
+MIN_FREE_MIB = 256  # what a night needs free where it writes (parts, the run-level files, the load)
+
+
+def check_paths(warehouse: str, runs_dir: str) -> None:
+    """Before any engine starts (preflight, `bakeoff plan`): the runs folder and the warehouse can be
+    written, and their file systems have room. Nothing is created here. BadInput, one line, when not."""
+    need = int(os.environ.get("BAKEOFF_MIN_FREE_MIB") or MIN_FREE_MIB)
+    _writable_folder(Path(runs_dir), "runs folder", need)
+    wh = Path(warehouse)
+    if wh.is_dir():
+        raise BadInput(f"warehouse {wh} is a folder: name the DuckDB file (e.g. {wh / 'bakeoff.duckdb'})")
+    if wh.exists() and not os.access(wh, os.W_OK):
+        raise BadInput(f"warehouse {wh} cannot be written ({_why_not(wh)}): the night could not load what it measures")
+    _writable_folder(wh.parent, f"warehouse {wh}'s folder", need)  # DuckDB writes its .wal beside the file
+
+
+def _writable_folder(folder: Path, what: str, need_mib: int) -> None:
+    existing = folder
+    while not existing.exists():  # the nearest existing ancestor is where the folder would be made
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BadInput(f"{what} {folder} cannot be made: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInput(f"{what} {folder} cannot be written ({_why_not(existing)})")
+    free_mib = shutil.disk_usage(existing).free // (1 << 20)
+    if free_mib < need_mib:
+        raise BadInput(
+            f"{what} {folder}: {free_mib} MiB free on its file system, a night needs at least {need_mib} MiB "
+            "($BAKEOFF_MIN_FREE_MIB)"
+        )
+
+
+def _why_not(path: Path) -> str:
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "a read-only file system"
+    except OSError:
+        pass
+    return f"no write permission for {getpass.getuser() if hasattr(os, 'getuid') else 'this user'}"
