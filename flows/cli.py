@@ -106,6 +106,10 @@ def cmd_plan(matrix: Annotated[str, typer.Argument()] = DEFAULT_MATRIX) -> int:
     loaded, _ = load_matrix(matrix)
     check_prompt_files(loaded, Path(matrix).resolve().parent)  # a bad prompts file: exit 2, as `run` says
     check_paths(*run_paths(loaded))  # where the night would write: writable, with room (nothing made)
+    from tasks.engines.flagcheck import flag_warnings, profile_notes
+
+    for line in flag_warnings(loaded) + profile_notes(loaded):  # a flag the pinned version lacks: one line each
+        print(line, file=sys.stderr)
     print(
         "\n".join(plan_text(loaded, planning_card(loaded), matrix_name=matrix, base_dir=Path(matrix).resolve().parent))
     )
@@ -249,6 +253,35 @@ def cmd_export(
         counts = export_parquet(con, out, runs=run or None)  # NoSuchRun: exit 2
     print(", ".join(f"{table}: {n}" for table, n in counts.items()))
     print(f"exported to {out} (TABLE/run_id=RUN/*.parquet)")
+    return 0
+
+
+flags_app = typer.Typer(help="The flags each engine version takes (tasks/engines/flags/).", no_args_is_help=True)
+app.add_typer(flags_app, name="flags")
+
+
+@flags_app.command("diff")
+def cmd_flags_diff(
+    engine: Annotated[str, typer.Argument(help="engine kind: vllm or sglang")],
+    old: Annotated[str, typer.Argument(help="the version you run")],
+    new: Annotated[str, typer.Argument(help="the version you consider")],
+    matrix: Annotated[str | None, typer.Option("--matrix", help="also say which of this matrix's flags break")] = None,
+) -> int:
+    """Flags added, removed and changed default between two versions of an engine."""
+    from tasks.engines.flags import diff
+
+    print("\n".join(diff(engine, old, new).lines()))
+    if matrix:
+        from tasks.engines.flagcheck import breaking, deprecated_in
+        from tasks.matrix import load_matrix
+
+        loaded = load_matrix(matrix)[0]
+        broken, going = breaking(loaded, engine, new), deprecated_in(loaded, engine, new)
+        print(f"{matrix}: {len(broken)} configured {engine} flag(s) that {engine} {new} does not take")
+        for c in broken:
+            print(f"  {c.flag}  (engines.{c.engine_name}, {c.kind} {c.version}; from {c.where})")
+        for c, note in going:
+            print(f"  {c.flag}  {note} in {new} (engines.{c.engine_name}; from {c.where})")
     return 0
 
 

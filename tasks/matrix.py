@@ -74,6 +74,16 @@ class Build(_Strict):
     files: dict[str, str] = {}  # name in the build context -> path here ($VARS and ~ expanded)
 
 
+class EngineVersion(_Strict):
+    """One entry of an engine's version axis (`engines.NAME.versions`): the version, and where it differs
+    from the engine's, its image, profile or args."""
+
+    version: str = Field(min_length=1)
+    image: str | None = None
+    profile: str | None = None
+    args: list[str] | None = None
+
+
 class Engine(_Strict):
     kind: Literal["llamacpp", "vllm", "sglang", "external"]
     launcher: Literal["process", "docker", "none"] = "process"
@@ -92,7 +102,10 @@ class Engine(_Strict):
     # external engines: the base URL of an OpenAI-compatible server bakeoff does not manage.
     url: str | None = None
     # For llama.cpp: the llama-cpp-python sdist version whose vendored llama.cpp is built.
-    version: str = Field(min_length=1)
+    version: str = Field(default="", min_length=1)  # required unless `versions` gives an axis
+    # A version axis: one configuration per entry (a version, or {version, image, profile, args}); each
+    # deployment using this engine is run once per version, side by side (tasks/version_axis.py).
+    versions: list[str | EngineVersion] = []
     args: list[str] = []
     env: dict[str, str] = {}
     # Secrets are referenced by env var name only; the value never enters the file or the warehouse.
@@ -123,6 +136,8 @@ class Engine(_Strict):
 
     @model_validator(mode="after")
     def _engine_is_reachable(self) -> Engine:
+        if not self.version and not self.versions:
+            raise ValueError("version: required field is missing (or give a version axis, versions: [...])")
         if self.kind == "external" and not self.url:
             raise ValueError("url: required for an external engine (the server's base URL)")
         return self
@@ -334,6 +349,7 @@ class Matrix(_Strict):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Matrix:
+        importlib.import_module("tasks.version_axis").expand(self)  # engines.*.versions: one engine each
         for d_i, dep in enumerate(self.deployments):
             for i_i, inst in enumerate(dep.instances):
                 where = f"deployments.{d_i}.instances.{i_i}"

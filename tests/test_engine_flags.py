@@ -10,6 +10,7 @@ import pytest
 
 from tasks.engines import sglang as sglang_adapter
 from tasks.engines import vllm as vllm_adapter
+from tasks.engines.flags import flag_list
 from tasks.gpu_memory import plan_group
 from tasks.launch import instance_launch
 from tasks.matrix import load_matrix
@@ -21,10 +22,10 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 def known_flags(kind: str, version: str) -> set[str]:
-    path = FLAGS_DIR / f"{kind}-{version}.txt"
-    if not path.exists():
+    found = flag_list(kind, version)
+    if found is None:
         pytest.fail(f"no flag list for {kind} {version}: run python -m tasks.engines.flags.refresh {kind} {version}")
-    return {line for line in path.read_text().splitlines() if line and not line.startswith("#")}
+    return set(found.flags)
 
 
 def emitted_flags(argv: list[str]) -> list[str]:
@@ -123,3 +124,93 @@ def test_the_cold_workload_kinds_agree_with_the_report():
     from tasks.workloads import COLD_WORKLOAD_KINDS
 
     assert COLD_WORKLOADS == COLD_WORKLOAD_KINDS
+
+
+# ---------------------------------------------------------------- the committed lists, parsed for real
+
+
+def test_every_committed_list_parses_with_a_header_and_defaults():
+    from tasks.engines.flags import listed_kinds, listed_versions
+
+    assert listed_kinds() == ["sglang", "vllm"]
+    assert listed_versions("vllm") == ["0.10.2", "0.33.0", "0.34.0"]
+    assert listed_versions("sglang") == ["0.5.2", "0.5.23"]
+    for kind in listed_kinds():
+        for version in listed_versions(kind):
+            found = flag_list(kind, version)
+            assert found is not None
+            header = found.path.read_text().splitlines()[:2]
+            assert header[0].startswith(f"# {kind} {version}: flags and defaults from ") and "(PyPI)" in header[0]
+            assert header[1] == f"# written by: python -m tasks.engines.flags.refresh {kind} {version}"
+            assert len(found.flags) > 150
+            assert all(f.name.startswith("-") and f.default for f in found.flags.values())
+
+
+def test_the_lists_hold_what_the_sources_say():
+    v_old, v_new = flag_list("vllm", "0.10.2"), flag_list("vllm", "0.34.0")
+    assert v_old.flags["--gpu-memory-utilization"].default == "0.9"
+    assert v_new.flags["--gpu-memory-utilization"].default == "None"  # 0.34: chosen at start (0.92 or less)
+    assert v_old.flags["--port"].default == v_new.flags["--port"].default == "8000"
+    assert v_new.flags["--enforce-eager"].default == "False"
+    s_new = flag_list("sglang", "0.5.23")
+    assert s_new.flags["--port"].default == "30000"
+    assert s_new.flags["--disable-cuda-graph"].deprecated == (
+        "deprecated: use --cuda-graph-backend-{decode,prefill}=disabled"
+    )
+    assert "--cuda-graph-backend-decode" in s_new.flags and "--cuda-graph-backend-decode" not in known_flags(
+        "sglang", "0.5.2"
+    )
+
+
+def test_lookup_reads_a_command_line_word_as_the_engine_does():
+    v = flag_list("vllm", "0.34.0")
+    assert v.lookup("--max-num-seqs=8").name == "--max-num-seqs"
+    assert v.lookup("--max_num_seqs").name == "--max-num-seqs"  # vLLM's parser takes underscores
+    assert v.lookup("--no-enforce-eager").name == "--enforce-eager"  # BooleanOptionalAction
+    assert v.lookup("--no-such-flag") is None
+    s = flag_list("sglang", "0.5.23")
+    assert s.lookup("--no-disable-radix-cache") is None  # SGLang's store_true flags have no --no- form
+
+
+def test_diff_between_the_study_and_today():
+    from tasks.engines.flags import diff
+
+    d = diff("vllm", "0.10.2", "0.34.0")
+    assert d.added and d.removed and d.changed
+    names = {f.name for f in d.added}
+    assert "--kv-cache-memory-bytes" in names or len(names) > 100
+    assert ("--gpu-memory-utilization", "0.9", "None") in d.changed
+    assert d.lines()[0].startswith(f"vllm 0.10.2 -> 0.34.0: {len(d.added)} added, {len(d.removed)} removed")
+    same = diff("sglang", "0.5.23", "0.5.23")
+    assert not (same.added or same.removed or same.changed)
+
+
+def test_refresh_reads_sglang_annotated_fields_and_deprecations():
+    import ast
+
+    from tasks.engines.flags.refresh import Defaults, _add_argument_flags, _annotated_field_flags
+
+    fields = ast.parse(
+        """
+class Memory(msgspec.Struct):
+    disable_radix_cache: A[bool, Arg(help="x", resolvable=True)] = False
+    mem_fraction_static: A[Optional[float], "help"] = None
+    tp_size: A[int, Arg(cli_name="--tensor-parallel-size", aliases=["--tp-size"])] = 1
+    disable_cuda_graph: A[bool, Arg(no_cli=True)] = False
+    plain: int = 3
+"""
+    )
+    args = ast.parse(
+        """
+def add(parser):
+    parser.add_argument("--disable-cuda-graph", action=DeprecatedStoreTrueAction, new_flag="--cuda-graph-backend=off")
+"""
+    )
+    d = Defaults([fields, args])
+    assert _annotated_field_flags(fields, d) == {
+        "--disable-radix-cache": "False",
+        "--mem-fraction-static": "None",
+        "--tensor-parallel-size": "1",
+        "--tp-size": "1",
+    }
+    assert _add_argument_flags(args, d) == {"--disable-cuda-graph": "False\tdeprecated: use --cuda-graph-backend=off"}

@@ -4,11 +4,48 @@ what to add to each request, and how to read its log when it fails."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from tasks.matrix import Engine, Instance, Workload
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CacheReset:
+    """How to empty an engine version's prefix cache between cells (read from its server's source)."""
+
+    method: str
+    path: str
+    # environment the server must be started with for the endpoint to exist (vLLM: dev mode)
+    needs_env: dict[str, str] = field(default_factory=dict)
+    # what the answer says: "status" (a 200 is the reset) or "json-success" ({"success": bool}; false
+    # while blocks are held by running requests: retry)
+    answer: str = "status"
+
+
+@dataclass(frozen=True)
+class ProfileReview:
+    """Which of a profile's workarounds an engine version still needs, and how that is known."""
+
+    needed: tuple[str, ...]  # the profile's flags this version still needs
+    not_needed: tuple[str, ...]  # the ones it no longer needs
+    basis: str  # "measured" (the study ran it) or "source" (read from the release; to be measured)
+    evidence: str
+
+
+def since(table: Sequence[tuple[str, T]], version: str) -> T | None:
+    """The value of the newest entry at or below `version` in a (since version, value) table."""
+    from tasks.engines.flags import version_key
+
+    found = None
+    for start, value in sorted(table, key=lambda e: version_key(e[0])):
+        if version_key(start) <= version_key(version):
+            found = value
+    return found
 
 
 @dataclass(frozen=True)
@@ -37,6 +74,22 @@ class EngineAdapter:
     # row records beside the matrix's version, so an upgrade that did not happen (or one that did) shows.
     version_path: ClassVar[str | None] = None
     version_field: ClassVar[str] = "version"
+    # Per version, as (first version it holds for, value) tables read from each release's source: how
+    # to reset the prefix cache (None: no endpoint), and the /metrics names of what bakeoff reads
+    # (a concept -> the exposed sample name; counters with their _total).
+    cache_resets: ClassVar[list[tuple[str, CacheReset | None]]] = []
+    metric_names_by_version: ClassVar[list[tuple[str, dict[str, str]]]] = []
+    # profile -> version -> which of its flags that version still needs (tasks/engines/*.PROFILES)
+    profile_reviews: ClassVar[dict[str, dict[str, ProfileReview]]] = {}
+
+    def cache_reset(self, version: str) -> CacheReset | None:
+        return since(self.cache_resets, version)
+
+    def metric_names(self, version: str) -> dict[str, str]:
+        return since(self.metric_names_by_version, version) or {}
+
+    def profile_review(self, profile: str, version: str) -> ProfileReview | None:
+        return self.profile_reviews.get(profile, {}).get(version)
 
     def compose_image(self, engine: Engine) -> str | None:
         if self.upstream_image is None:

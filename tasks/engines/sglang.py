@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.engines.base import EngineAdapter, LaunchSpec
+from tasks.engines.base import CacheReset, EngineAdapter, LaunchSpec, ProfileReview
 from tasks.engines.classify import GPU_FAILURE_PATTERNS
 from tasks.matrix import Engine, Instance
 
@@ -24,6 +24,59 @@ PROFILES: dict[str, list[str]] = {
     ],
 }
 
+# Which of the profile's workarounds each version still needs (docs/engine-versions.md has the review).
+# 0.5.2 has no sm_120 case at all (utils.py knows is_sm100_supported only, and server_args.py refuses
+# trtllm_mha off SM100); 0.5.23 (torch 2.14.1, flashinfer 0.7.2 for CUDA 13, sglang-kernel 0.4.10) has
+# is_sm120 / is_sm120_supported and SM120 paths in its attention and KV-cache hooks (trtllm_mha allowed on
+# SM120, FlashInfer for hybrid models), and calls --disable-cuda-graph deprecated. One GPU never uses the
+# custom all-reduce (it is for tensor parallelism), so that flag was never needed there.
+_STUDY = "--disable-cuda-graph", "--disable-radix-cache", "--attention-backend"
+PROFILE_REVIEWS: dict[str, dict[str, ProfileReview]] = {
+    "blackwell": {
+        "0.5.2": ProfileReview(
+            needed=(*_STUDY, "--disable-custom-all-reduce"),
+            not_needed=(),
+            basis="measured",
+            evidence=(
+                "the study (RTX 5090, 2025-09-18) on the custom image: no sm_120 kernels for the defaults "
+                "(--disable-custom-all-reduce is kept as the study set it; one GPU never uses it)"
+            ),
+        ),
+        "0.5.23": ProfileReview(
+            needed=(),
+            not_needed=(*_STUDY, "--disable-custom-all-reduce"),
+            basis="source",
+            evidence=(
+                "wheel: utils/common.py is_sm120, arg_groups/attention_hook.py allows trtllm_mha on SM120, "
+                "layers/attention/attention_registry.py has SM120 backends; --disable-cuda-graph deprecated "
+                "(--cuda-graph-backend-{decode,prefill}=disabled)"
+            ),
+        ),
+    },
+}
+
+# GET or POST /flush_cache in both listed versions (entrypoints/http_server.py); 200 once flushed, 400
+# while requests are running.
+CACHE_RESETS: list[tuple[str, CacheReset | None]] = [("0.5.2", CacheReset("POST", "/flush_cache"))]
+# The /metrics names (0.5.2: srt/metrics/collector.py; 0.5.23: srt/observability/metrics_collector.py).
+# 0.5.23 renamed num_aborted_requests to num_aborted_requests_total and dropped total_retracted_reqs.
+_METRICS = {
+    "running": "sglang:num_running_reqs",
+    "waiting": "sglang:num_queue_reqs",
+    "kv_cache_usage": "sglang:token_usage",
+    "prefix_cache_hit_rate": "sglang:cache_hit_rate",
+    "cached_tokens": "sglang:cached_tokens_total",
+    "prompt_tokens": "sglang:prompt_tokens_total",
+    "generation_tokens": "sglang:generation_tokens_total",
+    "ttft_seconds": "sglang:time_to_first_token_seconds",
+    "itl_seconds": "sglang:inter_token_latency_seconds",
+    "retracted": "sglang:num_retracted_reqs",
+}
+METRIC_NAMES: list[tuple[str, dict[str, str]]] = [
+    ("0.5.2", {**_METRICS, "aborted": "sglang:num_aborted_requests", "retracted_total": "sglang:total_retracted_reqs"}),
+    ("0.5.23", {**_METRICS, "aborted": "sglang:num_aborted_requests_total"}),
+]
+
 
 class SglangAdapter(EngineAdapter):
     kind = "sglang"
@@ -36,6 +89,9 @@ class SglangAdapter(EngineAdapter):
     memory_flag = "--mem-fraction-static"
     memory_fraction_of = "free_at_start"
     gpu_by_default = True
+    cache_resets = CACHE_RESETS
+    metric_names_by_version = METRIC_NAMES
+    profile_reviews = PROFILE_REVIEWS
 
     def launch_spec(
         self,
