@@ -191,10 +191,11 @@ def test_an_engine_that_dies_under_load_is_recorded_as_crashed(tmp_path, llama_s
         handle.stop()
 
 
-def test_a_cancelled_night_keeps_what_it_measured(tmp_path, llama_server, smollm2, prefect_server):
-    """SIGTERM (what a Prefect cancel sends) in the middle of a cell on the real engine: the engine is
-    stopped, the run is staged as failed, and the cell's requests are kept: finished ones as ok, the
-    ones in flight as cancelled."""
+@pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGINT"])
+def test_a_cancelled_night_keeps_what_it_measured(tmp_path, llama_server, smollm2, prefect_server, stop_signal):
+    """SIGTERM (what a Prefect cancel sends) or SIGINT (Ctrl-C) in the middle of a cell on the real
+    engine: the engine is stopped, the run is staged as failed, and the cell's requests are kept:
+    finished ones as ok, the ones in flight as cancelled."""
     import json
     import signal
     import time
@@ -221,7 +222,7 @@ def test_a_cancelled_night_keeps_what_it_measured(tmp_path, llama_server, smollm
             if "requests done" in line or time.monotonic() > deadline:
                 break
         assert "requests done" in line, "the cell never reported progress"
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(getattr(signal, stop_signal))
         rest = proc.stdout.read()
         proc.wait(timeout=120)
     finally:

@@ -221,3 +221,46 @@ def test_a_resume_is_refused_for_a_changed_matrix_or_an_unknown_run(tmp_path, ll
     unknown = _bakeoff(tmp_path, "run", str(matrix), "--resume", "no-such-run")
     assert unknown.returncode == 2 and "no such night" in unknown.stderr and "Traceback" not in unknown.stderr
     assert json.loads((run_dir / "night.json").read_text())["run"]["run_id"] == "r-1"
+
+
+KILLED_STAGER = """
+import json, sys
+from pathlib import Path
+from warehouse import store
+run_dir = Path(sys.argv[1])
+print("staging", flush=True)
+while True:  # stage again and again until killed: the kill lands anywhere inside it
+    store.stage_parts(run_dir)
+    store.seal_staged(run_dir, json.loads(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.3])
+def test_a_kill_while_staging_leaves_nothing_that_looks_staged_and_wrong(tmp_path, delay_s):
+    """SIGKILL of a real process in the middle of staging: what is left is either a whole staged run
+    or a folder whose parts resume whole; never a run-level file cut short."""
+    import pyarrow.parquet as pq
+
+    run_dir = tmp_path / "run-1"
+    for c in range(12):
+        _part(run_dir, f"cell-{c}", f"cell-{c}", 400)
+    staging = subprocess.Popen(
+        [sys.executable, "-c", KILLED_STAGER, str(run_dir), json.dumps(run_row())],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert staging.stdout is not None and staging.stdout.readline() == "staging\n"
+    time.sleep(delay_s)
+    staging.kill()
+    staging.wait()
+    for table in ("requests", "cells"):  # any run-level file there is whole (written, then renamed)
+        if (run_dir / f"{table}.parquet").exists():
+            pq.read_table(run_dir / f"{table}.parquet")
+    if (run_dir / "run.json").exists():  # sealed: a whole staged run (a temporary file left never counts)
+        store.read_staged_run(run_dir)
+    done = store.resume_parts(run_dir)
+    assert done == {f"cell-{c}" for c in range(12)}
+    counts = store.stage_parts(run_dir)
+    assert counts.requests == 12 * 400
