@@ -221,3 +221,84 @@ def test_bridge_network_publishes_the_port(docker_client, base_image, llama_serv
         assert handle.process.container.attrs["HostConfig"]["NetworkMode"] == "bridge"
     finally:
         handle.stop()
+
+
+def test_a_container_killed_mid_cell_is_recorded_and_the_cell_goes_on(
+    docker_client, base_image, llama_server, smollm2, tmp_path
+):
+    """`docker kill` of the engine's container while a cell streams from it: the requests in flight and
+    after are failure rows (a cut stream is never ok), the cell ends, the handle says crashed_mid_run, and
+    no container is left."""
+    import threading
+    import time
+
+    from tasks import bench, deploy, images
+    from tasks.matrix import load_matrix
+    from tasks.plan import plan
+
+    matrix_data = {
+        "name": "docker-kill",
+        "engines": {
+            "llamacpp-docker": {
+                "kind": "llamacpp",
+                "launcher": "docker",
+                "version": "0.3.36",
+                "args": ["--threads", "2"],
+                "startup_timeout_s": 90,
+                "build": {
+                    "name": "bakeoff/llamacpp-cpu",
+                    "dockerfile": str(ROOT / "docker" / "llamacpp-cpu.Dockerfile"),
+                    "args": {"BASE_IMAGE": base_image},
+                    "files": {"llama-server": str(llama_server)},
+                },
+            }
+        },
+        "models": {"smollm2": {"path": str(smollm2), "served_name": "smollm2"}},
+        "deployments": [
+            {
+                "id": "killed",
+                "instances": [{"engine": "llamacpp-docker", "model": "smollm2", "parallel": 2, "context_length": 512}],
+            }
+        ],
+        "workloads": [{"id": "long", "limit_prompts": 6, "output_lengths": [96]}],
+        "load": {"concurrency": [2], "warmup_requests": 0, "request_timeout_s": 120},
+    }
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(matrix_data))
+    matrix, _ = load_matrix(path)
+    tags, _builds = images.build_engine_images(matrix, run_id="r", log_dir=tmp_path / "logs", base_dir=tmp_path)
+    (group,) = plan(matrix)
+    handle = deploy.launch_instance(
+        matrix, group.instances[0], start_order=0, run_id="r", run_dir=tmp_path / "run", base_dir=tmp_path, images=tags
+    )
+    try:
+        assert handle.started and handle.check_alive()
+        container = handle.process.container
+
+        def kill_when_streaming() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not (tmp_path / "streaming").exists():
+                time.sleep(0.05)
+            time.sleep(0.5)
+            container.kill()
+
+        killer = threading.Thread(target=kill_when_streaming)
+        killer.start()
+        (tmp_path / "streaming").touch()  # the cell starts now; the kill lands within its first requests
+        outcome = bench.run_cell(
+            matrix,
+            group.cells[0],
+            handle.target,
+            handle.request_extras(matrix.workloads[0]),
+            run_id="r",
+            base_dir=tmp_path,
+            label="killed",
+        )
+        killer.join()
+        statuses = [r.status for r in outcome.records]
+        assert len(statuses) == 6 and statuses.count("ok") < 6, statuses
+        assert all(r.status != "ok" or r.completion_tokens == 96 for r in outcome.records)  # no cut stream is ok
+        assert handle.check_alive() is False and handle.row.failure_class == "crashed_mid_run"
+    finally:
+        handle.stop()
+    assert bakeoff_containers(docker_client, "r") == []

@@ -206,6 +206,7 @@ def test_a_cancelled_night_keeps_what_it_measured(tmp_path, llama_server, smollm
     matrix = small_matrix(tmp_path, llama_server, smollm2)
     data = yaml.safe_load(matrix.read_text())
     data["workloads"][0].update(limit_prompts=20, output_lengths=[96])  # ~25 s: long enough to interrupt
+    data["load"]["request_timeout_s"] = 600  # a machine busy with other work is slow, not failing
     matrix.write_text(yaml.safe_dump(data))
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -234,7 +235,9 @@ def test_a_cancelled_night_keeps_what_it_measured(tmp_path, llama_server, smollm
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
     requests = pq.read_table(run_dir / "requests.parquet").to_pylist()
     statuses = {r["status"] for r in requests}
-    assert "ok" in statuses and "cancelled" in statuses, statuses
+    assert "ok" in statuses and "cancelled" in statuses, [
+        (r["status"], r["error_class"], r["error_message"]) for r in requests
+    ]
     assert all(r["done_at"] is not None for r in requests)
     cells = pq.read_table(run_dir / "cells.parquet").to_pylist()
     assert len(cells) == 1 and cells[0]["client_kept_up"] is None  # unknown for an interrupted cell
