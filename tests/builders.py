@@ -182,6 +182,32 @@ def gpu_sample(run_id="run-1", cell_id="cell-a", *, power_w: float | None, at_s:
     }
 
 
+def external_engine_matrix(
+    name: str, url: str, served_name: str = "mock-ok", *, startup_timeout_s: float = 5, **sections
+) -> dict:
+    """A matrix measuring one `external` server (the MOCK faulty server, or a llama-server run by the
+    test) that streams to max_tokens (`accepts: [ignore_eos]`); `sections` replace top-level fields."""
+    matrix = {
+        "name": name,
+        "engines": {
+            "ext": {
+                "kind": "external",
+                "version": "1",
+                "url": url,
+                "launcher": "none",
+                "startup_timeout_s": startup_timeout_s,
+                "accepts": ["ignore_eos"],
+            }
+        },
+        "models": {"m": {"path": "unused", "served_name": served_name}},
+        "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
+        "workloads": [{"id": "w", "limit_prompts": 2, "output_lengths": [3]}],
+        "load": {"concurrency": [1], "warmup_requests": 0, "request_timeout_s": 5},
+    }
+    matrix.update(sections)
+    return matrix
+
+
 def cpu_engine_matrix(name: str, llama_server: Path, smollm2: Path, **sections) -> dict:
     """A matrix serving SmolLM2 on the real llama-server (2 slots, 512-token context per slot);
     `sections` (workloads, load, deployments, models, slo, ...) replace or add top-level fields."""

@@ -17,27 +17,12 @@ from tasks import deploy, night
 from tasks.launchers.process import DeploymentFailed
 from tasks.matrix import load_matrix
 from tasks.plan import plan
+from tests.builders import external_engine_matrix
 from tests.mock_faulty_server import MockFaultyServer
 
 
 def external_matrix(tmp_path: Path, url: str, startup_timeout_s: float = 2):
-    data = {
-        "name": "external",
-        "engines": {
-            "ext": {
-                "kind": "external",
-                "version": "1",
-                "url": url,
-                "launcher": "none",
-                "startup_timeout_s": startup_timeout_s,
-                "accepts": ["ignore_eos"],  # the mock server streams to max_tokens
-            }
-        },
-        "models": {"m": {"path": "unused", "served_name": "mock-ok"}},
-        "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
-        "workloads": [{"id": "w", "limit_prompts": 2, "output_lengths": [3]}],
-        "load": {"concurrency": [1], "warmup_requests": 0, "request_timeout_s": 5},
-    }
+    data = external_engine_matrix("external", url, startup_timeout_s=startup_timeout_s)
     path = tmp_path / "matrix.yaml"
     path.write_text(yaml.safe_dump(data))
     matrix, _ = load_matrix(path)

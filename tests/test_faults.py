@@ -27,7 +27,7 @@ from tasks.loadgen import Target, run_load
 from tasks.matrix import load_matrix
 from tasks.plan import LoadShape, plan
 from tasks.workloads import RequestSpec
-from tests.builders import cpu_engine_matrix
+from tests.builders import cpu_engine_matrix, external_engine_matrix
 from tests.mock_faulty_server import MockFaultyServer
 from tests.test_engine_llamacpp import engine_processes
 
@@ -42,23 +42,14 @@ def load(tmp_path: Path, data: dict):
 def external(tmp_path: Path, url: str, served_name: str = "mock-ok", *, startup_timeout_s: float = 5, **load_):
     return load(
         tmp_path,
-        {
-            "name": "faults",
-            "engines": {
-                "ext": {
-                    "kind": "external",
-                    "version": "1",
-                    "url": url,
-                    "launcher": "none",
-                    "startup_timeout_s": startup_timeout_s,
-                    "accepts": ["ignore_eos"],
-                }
-            },
-            "models": {"m": {"path": "unused", "served_name": served_name}},
-            "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
-            "workloads": [{"id": "w", "limit_prompts": 6, "output_lengths": [3]}],
-            "load": {"concurrency": [2], "warmup_requests": 0, **load_},
-        },
+        external_engine_matrix(
+            "faults",
+            url,
+            served_name,
+            startup_timeout_s=startup_timeout_s,
+            workloads=[{"id": "w", "limit_prompts": 6, "output_lengths": [3]}],
+            load={"concurrency": [2], "warmup_requests": 0, **load_},
+        ),
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.builders import external_engine_matrix
 from tests.mock_faulty_server import MockFaultyServer
 from warehouse import store
 
@@ -20,24 +21,13 @@ pytestmark = pytest.mark.prefect
 
 
 def _matrix(tmp_path: Path, url: str, served_name: str, **top) -> Path:
-    data = {
-        "name": "night-failure",
-        "engines": {
-            "ext": {
-                "kind": "external",
-                "version": "1",
-                "url": url,
-                "launcher": "none",
-                "startup_timeout_s": 5,
-                "accepts": ["ignore_eos"],
-            }
-        },
-        "models": {"m": {"path": "unused", "served_name": served_name}},
-        "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
-        "workloads": [{"id": "w", "limit_prompts": 4, "output_lengths": [3]}],
-        "load": {"concurrency": [1], "warmup_requests": 0, "request_timeout_s": 5},
+    data = external_engine_matrix(
+        "night-failure",
+        url,
+        served_name,
+        workloads=[{"id": "w", "limit_prompts": 4, "output_lengths": [3]}],
         **top,
-    }
+    )
     path = tmp_path / "matrix.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
