@@ -19,7 +19,7 @@ from tasks import bench, deploy, images, night
 from tasks.compose import compose_from_path
 from tasks.errors import NightFailed
 from tasks.hostlock import night_on_this_host
-from tasks.matrix import load_matrix
+from tasks.matrix import Matrix, load_matrix
 from tasks.plan import plan
 from tasks.runs import Collected, measured_too_little, new_run, night_status, resumed_run, run_paths, write_night_file
 from warehouse import store
@@ -112,16 +112,11 @@ def nightly(
                 "nothing_to_do": f"run {run_id} has finished and is loaded in {warehouse} "
                 f"(`bakeoff report --run {run_id}` renders its report again)",
             }
-        done = store.resume_parts(run_dir) if resume else set()
-        if resume:
-            log.info("resuming run %s: %d pieces already measured are kept", run_id, len(done))
-        else:
-            write_night_file(run_dir, run, matrix)
+        done = _measured_before(run_dir, run, matrix, resume)
 
         def keep(name: str, part: Collected, complete: bool) -> None:
             store.stage_part(run_dir, name, complete=complete, **part.tables())
 
-        got = Collected()
         finished = False
         try:
             tags, builds = build_images(matrix, run_id=run_id, log_dir=run_dir / "logs", base_dir=base_dir)
@@ -131,24 +126,21 @@ def nightly(
                 if night.group_part(group) in done:
                     continue  # measured whole before the night was stopped
                 try:
-                    got.merge(
-                        bench_group(
-                            matrix,
-                            group,
-                            run_id=run_id,
-                            run_dir=run_dir,
-                            base_dir=base_dir,
-                            images=tags,
-                            where=f"group {g_i}/{len(groups)} {group.deployment_id}",
-                            start=start_instance,
-                            run_cell=run_cell,
-                            keep=keep,
-                            done=frozenset(done),
-                        )
+                    bench_group(  # each piece is staged by `keep` as it ends
+                        matrix,
+                        group,
+                        run_id=run_id,
+                        run_dir=run_dir,
+                        base_dir=base_dir,
+                        images=tags,
+                        where=f"group {g_i}/{len(groups)} {group.deployment_id}",
+                        start=start_instance,
+                        run_cell=run_cell,
+                        keep=keep,
+                        done=frozenset(done),
                     )
                 except night.GroupStopped as stopped:
-                    got.merge(stopped.collected)  # staged as it went; stop as asked
-                    raise stopped.cause from None
+                    raise stopped.cause from None  # what it measured is staged already; stop as asked
             finished = True
         finally:
             # Whatever happened, what was measured is staged on disk (a crash leaves status "failed").
@@ -189,6 +181,17 @@ def nightly(
         failure.result = result
         raise failure
     return result
+
+
+def _measured_before(run_dir: Path, run: dict, matrix: Matrix, resume: str | None) -> set[str]:
+    """The complete parts a resumed night keeps (its cut-short ones dropped); a new night writes
+    night.json, what a later --resume goes on from."""
+    if not resume:
+        write_night_file(run_dir, run, matrix)
+        return set()
+    done = store.resume_parts(run_dir)
+    log.info("resuming run %s: %d pieces already measured are kept", run["run_id"], len(done))
+    return done
 
 
 @task(name="stage-raw-records", cache_policy=NO_CACHE)
