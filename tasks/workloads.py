@@ -9,17 +9,19 @@ vocabulary, about one token each; the server's usage says how many tokens a prom
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks import structured
 from tasks.matrix import MAX_PROMPTS_BYTES, Matrix, MatrixError, Workload, read_yaml
 
 DATA_DIR = Path(__file__).parent / "data"
 # Workload kinds measured cold: no request may be served from the prefix cache an earlier one left (the
 # study set sends each prompt once per output length). shared_prefix is about that cache: it stays warm.
 # reports/method.py's COLD_WORKLOADS says the same (tests/test_engine_flags.py holds them equal).
-COLD_WORKLOAD_KINDS = ("prompts", "random")
+COLD_WORKLOAD_KINDS = ("prompts", "random", "structured")
 # A prompts file's YAML nodes once aliases are expanded: a few per prompt (the study's 40 prompts are 250).
 MAX_PROMPT_NODES = 2_000_000
 
@@ -30,6 +32,11 @@ class RequestSpec:
     text: str
     max_tokens: int
     system: str | None = None  # a system message sent before the user message
+    # structured (tasks/structured.py): the schema the reply is judged against, and the request's
+    # response_format field (None: unconstrained)
+    schema_id: str | None = None
+    schema: dict | None = None
+    response_format: dict | None = None
 
 
 WARMUP_MARK = "Warm-up request {i}, not measured."
@@ -107,6 +114,8 @@ def check_prompt_files(matrix: Matrix, base_dir: Path | None = None) -> None:
     for workload in matrix.workloads:
         if workload.kind == "prompts":
             load_prompts(prompt_file(workload.prompts, base_dir))
+        elif workload.kind == "structured":
+            structured.load_schemas(structured.schema_file(workload.schemas, base_dir))
 
 
 def build_requests(workload: Workload, *, seed: int, base_dir: Path | None = None) -> list[RequestSpec]:
@@ -114,6 +123,8 @@ def build_requests(workload: Workload, *, seed: int, base_dir: Path | None = Non
         return shared_prefix_requests(workload, seed=seed)
     if workload.kind == "random":
         return random_requests(workload, seed=seed)
+    if workload.kind == "structured":
+        return structured_requests(workload, seed=seed, base_dir=base_dir)
     return prompt_requests(workload, seed=seed, base_dir=base_dir)
 
 
@@ -165,4 +176,28 @@ def random_requests(workload: Workload, *, seed: int) -> list[RequestSpec]:
     for i in range(workload.num_requests):
         n_in, n_out = length(workload.input_tokens), length(workload.output_tokens)
         specs.append(RequestSpec(f"rand{i:05d}-in{n_in}", _words(rng, n_in), n_out))
+    return specs
+
+
+def structured_requests(workload: Workload, *, seed: int, base_dir: Path | None = None) -> list[RequestSpec]:
+    """Every prompt of every schema of the set once, in a seeded shuffled order (schemas of different
+    difficulty interleave under concurrency); prompt_id is `<schema id>/<prompt id>`. The text is the
+    prompt then the schema, the same for every response_format (the unconstrained twin is told the schema
+    too, it is only not made to follow it)."""
+    specs = []
+    for s in structured.load_schemas(structured.schema_file(workload.schemas, base_dir)):
+        rf = structured.response_format(workload.response_format, s.schema_id, s.schema)
+        schema_text = json.dumps(s.schema, separators=(",", ":"))
+        for pid, text in s.prompts:
+            specs.append(
+                RequestSpec(
+                    f"{s.schema_id}/{pid}",
+                    f"{text}\n{structured.INSTRUCTION}\n{schema_text}",
+                    workload.output_tokens,
+                    schema_id=s.schema_id,
+                    schema=s.schema,
+                    response_format=rf,
+                )
+            )
+    random.Random(f"{seed}/structured").shuffle(specs)
     return specs
