@@ -44,13 +44,60 @@ class Structured:
     costs: tuple[str, ...]  # one sentence per constrained cell with a twin
 
 
+TRACE_COLUMNS = (
+    Column("name", "Instance", numeric=False),
+    Column("workload_id", "Workload", numeric=False),
+    Column("repeat", "Rep."),
+    Column("requests", "Requests"),
+    Column("ok", "OK"),
+    Column("wall_s", "Wall s"),
+    Column("send_lateness_p50_ms", "Send lateness P50 ms"),
+    Column("send_lateness_p99_ms", "Send lateness P99 ms"),
+    Column("kept_up", "On schedule", numeric=False),
+    Column("prefix_hit_share", "Prefix hit share"),
+    Column("ttft_ms_p50", "TTFT P50 ms"),
+    Column("ttft_ms_p99", "TTFT P99 ms"),
+    Column("output_throughput_tps", "Output tok/s"),
+)
+
+
 @dataclass(frozen=True)
 class Workloads:
     structured: Structured | None = None
+    trace: Table | None = None  # trace replays: on schedule or not, and the prefix reuse the trace brought
 
     @property
     def present(self) -> bool:
-        return self.structured is not None
+        return self.structured is not None or self.trace is not None
+
+
+def trace(con, run_id: str, names: dict) -> Table | None:
+    """The trace cells (arrival 'trace'): whether the replay kept to the trace's timestamps (send lateness,
+    cells.client_kept_up) and what its repeated hash blocks gave (v_cells.prefix_hit_share)."""
+    cur = con.execute(
+        "SELECT * FROM v_cells WHERE run_id = ? AND arrival = 'trace' ORDER BY deployment_id, cell_id", [run_id]
+    )
+    cols = [d[0] for d in cur.description]
+    cells = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    if not cells:
+        return None
+    rows = [
+        {
+            **c,
+            "name": names.get((c["deployment_id"], c["instance_id"]), c["instance_id"]),
+            "kept_up": "—" if c["client_kept_up"] is None else ("yes" if c["client_kept_up"] else "no: fell behind"),
+        }
+        for c in cells
+    ]
+    return Table.from_records(
+        rows,
+        TRACE_COLUMNS,
+        caption=(
+            "Trace replays, on the trace's own timestamps: send lateness (sent_at − the trace's time, scaled) and "
+            "whether the client kept to the schedule; the prefix hit share is Σ cached / Σ prompt tokens as the "
+            "server reported them, the reuse the trace's repeated hash blocks brought."
+        ),
+    )
 
 
 def _shape_key(c: dict) -> tuple:
@@ -140,5 +187,5 @@ def _share(x: float | None) -> str:
 
 
 def workloads(con, run_id: str, names: dict, load_shape) -> Workloads | None:
-    section = Workloads(structured=structured(con, run_id, names, load_shape))
+    section = Workloads(structured=structured(con, run_id, names, load_shape), trace=trace(con, run_id, names))
     return section if section.present else None

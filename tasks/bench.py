@@ -81,7 +81,8 @@ def run_cell(
     # The seed varies with the repeat so repeats are not the same request order (nor arrival times).
     seed = load.seed + cell.repeat
     workload_specs = build_requests(workload, seed=seed, base_dir=base_dir)
-    specs = cycled(workload_specs, load.requests_per_cell)
+    # a trace is sent as it is, on its own timestamps: requests_per_cell does not cut or cycle it
+    specs = cycled(workload_specs, None if workload.kind == "trace" else load.requests_per_cell)
     warmup = warmup_specs(workload_specs, load.warmup_requests)  # no prefix shared with measured requests
     target = dataclasses.replace(target, extra_body=extra_body)
     how = f"concurrency {shape.concurrency}" if shape.kind == "closed" else f"{shape.label} (open loop)"

@@ -322,7 +322,11 @@ async def run_load(
             if shape.kind == "closed":
                 await _closed_loop(send, len(requests), shape.concurrency, records, t0, deadline)
             else:
-                offsets = arrival_offsets_ns(len(requests), shape, seed)
+                offsets = (
+                    [s.at_ns for s in requests]  # a trace: its own timestamps
+                    if shape.arrival == "trace"
+                    else arrival_offsets_ns(len(requests), shape, seed)
+                )
                 await _open_loop(send, offsets, shape.max_concurrency, records, t0, deadline)
         wall_ns = time.monotonic_ns() - t0
     sent = [r for r in records if r.sent_at is not None]

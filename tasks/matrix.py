@@ -177,7 +177,9 @@ class Workload(_Strict):
     # synthetic input/output lengths drawn uniformly around a mean, seeded (vLLM's "random" dataset).
     # structured: prompts that ask for JSON, each with its JSON schema, sent with `response_format`
     # (tasks/structured.py); every ok reply is judged against its schema.
-    kind: Literal["prompts", "shared_prefix", "random", "structured"] = "prompts"
+    # trace: a request trace replayed on its own timestamps (tasks/trace.py), whatever load.concurrency
+    # and load.rates say: each trace workload is one open-loop cell (arrival "trace") per instance and repeat.
+    kind: Literal["prompts", "shared_prefix", "random", "structured", "trace"] = "prompts"
     # kind prompts: a built-in prompt set name (tasks/data/prompts_<name>.yaml) or a path to such a file.
     prompts: str = Field(default="study", min_length=1)
     limit_prompts: int | None = Field(default=None, ge=1)
@@ -200,6 +202,15 @@ class Workload(_Strict):
     schemas: str = Field(default="builtin", min_length=1)
     response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
     unconstrained_twin: bool = False
+    # trace: a built-in trace (tasks/data/trace_<name>.jsonl) or a path to a Mooncake JSONL or CSV file;
+    # its format (auto: .csv is CSV, anything else Mooncake JSONL); the factor applied to its timestamps
+    # (0.5 replays it twice as fast); the time after which no request of it is sent; the prompt tokens per
+    # hash_id block (Mooncake's traces: 512; default: 16 for the built-in traces, 512 for a file).
+    trace: str = Field(default="small", min_length=1)
+    trace_format: Literal["auto", "mooncake", "csv"] = "auto"
+    time_scale: float = Field(default=1.0, gt=0, le=1000)
+    max_duration_s: float | None = Field(default=None, gt=0)
+    block_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     # Ask the engine to keep generating past EOS so each request produces max_tokens tokens (structured:
     # off, a reply ends when its JSON does).
     ignore_eos: bool = True
@@ -212,6 +223,7 @@ class Workload(_Strict):
             "shared_prefix": {"num_requests", "input_tokens", "output_tokens", "groups", "shared_fraction"},
             "random": {"num_requests", "input_tokens", "output_tokens", "range_ratio"},
             "structured": {"schemas", "response_format", "unconstrained_twin", "output_tokens"},
+            "trace": {"trace", "trace_format", "time_scale", "max_duration_s", "block_tokens"},
         }
         for name in sorted(self.model_fields_set - only[self.kind]):
             kinds = [k for k, names in only.items() if name in names]
@@ -439,6 +451,8 @@ class Matrix(_Strict):
             elif w.kind == "structured":
                 # its count is the schema file's prompts (bounded like a prompts file)
                 tokens, count, field = w.output_tokens, None, f"workloads.{w_i}"
+            elif w.kind == "trace":
+                continue  # its count is the trace file's (bounded at 64 MiB); requests_per_cell does not apply
             else:
                 tokens = math.ceil(w.output_tokens * (1 + w.range_ratio))
                 count, field = w.num_requests, f"workloads.{w_i}.num_requests"

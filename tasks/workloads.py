@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks import structured
+from tasks import structured, trace
 from tasks.matrix import MAX_PROMPTS_BYTES, Matrix, MatrixError, Workload, read_yaml
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -37,6 +37,8 @@ class RequestSpec:
     schema_id: str | None = None
     schema: dict | None = None
     response_format: dict | None = None
+    # trace (tasks/trace.py): when the request is due, ns from the cell start (the trace's own timestamps)
+    at_ns: int | None = None
 
 
 WARMUP_MARK = "Warm-up request {i}, not measured."
@@ -116,6 +118,8 @@ def check_prompt_files(matrix: Matrix, base_dir: Path | None = None) -> None:
             load_prompts(prompt_file(workload.prompts, base_dir))
         elif workload.kind == "structured":
             structured.load_schemas(structured.schema_file(workload.schemas, base_dir))
+        elif workload.kind == "trace":
+            trace_requests(workload, seed=0, base_dir=base_dir)
 
 
 def build_requests(workload: Workload, *, seed: int, base_dir: Path | None = None) -> list[RequestSpec]:
@@ -125,6 +129,8 @@ def build_requests(workload: Workload, *, seed: int, base_dir: Path | None = Non
         return random_requests(workload, seed=seed)
     if workload.kind == "structured":
         return structured_requests(workload, seed=seed, base_dir=base_dir)
+    if workload.kind == "trace":
+        return trace_requests(workload, seed=seed, base_dir=base_dir)
     return prompt_requests(workload, seed=seed, base_dir=base_dir)
 
 
@@ -201,3 +207,22 @@ def structured_requests(workload: Workload, *, seed: int, base_dir: Path | None 
             )
     random.Random(f"{seed}/structured").shuffle(specs)
     return specs
+
+
+def trace_requests(workload: Workload, *, seed: int, base_dir: Path | None = None) -> list[RequestSpec]:
+    """The trace's requests in its order, each due at its own (scaled) timestamp, cut at max_duration_s;
+    prompts synthesised to the input lengths, hash blocks shared where hash_ids repeat. prompt_id says the
+    request's line and lengths: `t00012-in96-out8`."""
+    path = trace.trace_file(workload.trace, base_dir)
+    block = workload.block_tokens or (trace.BUILTIN_BLOCK_TOKENS if path.parent == trace.DATA_DIR else 512)
+    requests = trace.load_trace(path, workload.trace_format, block)
+    due = trace.schedule_ns(requests, workload.time_scale, workload.max_duration_s)
+    return [
+        RequestSpec(
+            f"t{i:05d}-in{r.input_tokens}-out{r.output_tokens}",
+            trace.prompt_text(r, words=_WORDS, block_tokens=block, seed=seed, index=i),
+            r.output_tokens,
+            at_ns=at,
+        )
+        for i, (r, at) in enumerate(zip(requests, due, strict=False))
+    ]

@@ -54,3 +54,29 @@ def test_no_workloads_section_without_structured_requests(tmp_path, warehouse):
     paths = render_run(warehouse, "run-1", tmp_path / "report")
     assert "Structured output" not in paths["html"].read_text()
     assert "## Workloads" not in paths["markdown"].read_text()
+
+
+def test_trace_section_says_whether_the_replay_kept_to_its_timestamps(tmp_path, warehouse):
+    records = [
+        record(i, cell_id="c-trace", sent_ms=100.0 * i, chunks_ms=(100 * i + 10, 100 * i + 20)) for i in range(4)
+    ]
+    for r in records:
+        r.prompt_tokens, r.cached_prompt_tokens = 40, 10
+    cell = {
+        **cell_row("c-trace", wall_ms=500.0),
+        "workload_id": "mooncake",
+        "load_kind": "open",
+        "arrival": "trace",
+        "concurrency": None,
+        "send_lateness_p50_ms": 0.4,
+        "send_lateness_p99_ms": 7.5,
+        "loop_lag_p99_ms": 0.5,
+        "client_kept_up": False,
+    }
+    store.load_run(warehouse, stage(tmp_path, records, [cell]))
+    paths = render_run(warehouse, "run-1", tmp_path / "report")
+    html, md = unescape(paths["html"].read_text()), paths["markdown"].read_text()
+    for text in (html, md):
+        assert "Trace replay" in text and "no: fell behind" in text
+        assert "7.50" in text and "0.250" in text  # the P99 lateness and the prefix hit share
+    assert "Structured output" not in md
