@@ -101,6 +101,15 @@ def render_markdown(m: ReportModel, images: dict[str, str] | None = None) -> str
             out += [md_table(c.table), ""]
         if c.unmatched:
             out += ["Co-located without an alone twin: " + md_inline("; ".join(c.unmatched)), ""]
+    if m.workloads is not None:
+        out += ["## Workloads", ""]
+    if m.workloads is not None and m.workloads.trace is not None:
+        out += ["### Trace replay", "", md_table(m.workloads.trace), ""]
+    if m.workloads is not None and m.workloads.structured is not None:
+        st = m.workloads.structured
+        out += ["### Structured output", ""]
+        out += [f"- {md_inline(s)}" for s in st.costs] or ["No structured cell has an unconstrained twin in this run."]
+        out += ["", md_table(st.cells), "", md_table(st.schemas), ""]
     if m.characteristics is not None:
         ch = m.characteristics
         out += ["## Flags and characteristics", "", md_table(ch.flags), "", md_table(ch.table), ""]

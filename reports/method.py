@@ -23,7 +23,7 @@ CARE_RULES = (
 )
 MIN_OK_FOR_P95 = 20  # below 20 samples the linear P95 sits within the top two values
 BUSY_MACHINE_PCT = 25.0  # mean CPU of everything but the engines (the load generator included), % of the machine
-COLD_WORKLOADS = ("prompts", "random")  # kinds whose prompts are not meant to share a cached prefix
+COLD_WORKLOADS = ("prompts", "random", "structured")  # kinds whose prompts are not meant to share a cached prefix
 PREFIX_HIT_LIMIT = 0.5  # above this share of prompt tokens served from the cache, a cold workload was warm
 
 

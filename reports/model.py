@@ -133,6 +133,7 @@ class ReportModel:
     throughput: Throughput | None = None
     stability: Stability | None = None
     colocation: Any = None  # reports.colocation.Colocation
+    workloads: Any = None  # reports.workloads.Workloads (only when a workload kind has a section)
     recommendations: Any = None  # reports.recommend.Recommendations
     deployment: Any = None  # reports.deployment.DeploymentToCopy
     method: Any = None  # reports.method.Method
@@ -161,6 +162,7 @@ class ReportModel:
                 ("latency", "Latency", self.latency is not None),
                 ("stability", "Stability", self.stability is not None),
                 ("colocation", "Co-location", self.colocation is not None),
+                ("workloads", "Workloads", self.workloads is not None),
                 ("characteristics", "Flags and characteristics", self.characteristics is not None),
                 ("recommendations", "Recommendations", self.recommendations is not None),
                 ("deployment", "The deployment to copy", self.deployment is not None),
@@ -851,6 +853,7 @@ def build_model(
     from reports.method import method
     from reports.recommend import recommendations
     from reports.trend import trend
+    from reports.workloads import workloads
     from warehouse.transforms import summarize_run
 
     run, _deps, summary, metrics = summarize_run(con, run_id)  # NoSuchRun
@@ -876,6 +879,7 @@ def build_model(
         latency=latency(metrics, summary, names, SHAPE_COLUMNS, shape_text),
         stability=stability(requests, configs),
         colocation=colocation(requests, deps, names, CONFIG_COLUMNS, shape_text),
+        workloads=workloads(con, run_id, names, load_shape),
         characteristics=characteristics(con, run_id, deps, configs, requests, nights),
         recommendations=recommendations(
             requests, names, groups, SHAPE_COLUMNS, shape_text, workload_kinds(matrix), configs, tput.comparisons

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks import progress
+from tasks import progress, structured
 from tasks.loadgen import KEPT_UP_P99_MS, Target, quantile, run_load
 from tasks.matrix import Matrix, Sweep
 from tasks.plan import Cell, LoadShape, PlannedInstance
@@ -81,7 +81,8 @@ def run_cell(
     # The seed varies with the repeat so repeats are not the same request order (nor arrival times).
     seed = load.seed + cell.repeat
     workload_specs = build_requests(workload, seed=seed, base_dir=base_dir)
-    specs = cycled(workload_specs, load.requests_per_cell)
+    # a trace is sent as it is, on its own timestamps: requests_per_cell does not cut or cycle it
+    specs = cycled(workload_specs, None if workload.kind == "trace" else load.requests_per_cell)
     warmup = warmup_specs(workload_specs, load.warmup_requests)  # no prefix shared with measured requests
     target = dataclasses.replace(target, extra_body=extra_body)
     how = f"concurrency {shape.concurrency}" if shape.kind == "closed" else f"{shape.label} (open loop)"
@@ -118,6 +119,7 @@ def run_cell(
             for r in sent:
                 if r.done_at is None:
                     r.status, r.error_class, r.done_at = "cancelled", type(exc).__name__, wall_ns
+            structured.judge(sent, workload_specs, {})  # which schema each was for; no reply kept to judge
             row = _cell_row(matrix, cell, target, run_id, len(specs), len(warmup), begun["started_at"], wall_ns, None)
             log.warning("%s: interrupted after %d requests sent; they are kept", label, len(sent))
             raise CellInterrupted(CellOutcome(row, sent, sampler.gpu_rows, sampler.host_rows), exc) from exc
@@ -134,6 +136,7 @@ def run_cell(
             KEPT_UP_P99_MS,
             ": its event loop woke late, the machine's cores are busy (an engine on the same cores?)" if busy else "",
         )
+    structured.judge(result.records, workload_specs, result.texts)  # structured replies against their schemas
     failed = sum(r.status != "ok" for r in result.records)
     if failed:
         log.warning("%s: %d of %d requests failed", label, failed, len(result.records))

@@ -27,7 +27,7 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tasks.plan import LoadShape
@@ -73,6 +73,7 @@ class CellResult:
     started_at: datetime
     wall_ns: int  # first send to last completion of the measured requests
     overhead: ClientOverhead | None = None
+    texts: dict[str, str] = field(default_factory=dict)  # request_id -> reply content, structured requests only
 
 
 def quantile(values: list[float], q: float) -> float | None:
@@ -170,7 +171,7 @@ def _body(target: Target, spec: RequestSpec, temperature: float) -> dict:
     messages = [{"role": "user", "content": spec.text}]
     if spec.system is not None:
         messages.insert(0, {"role": "system", "content": spec.system})
-    return {
+    body = {
         "model": target.served_model,
         "messages": messages,
         "max_tokens": spec.max_tokens,
@@ -179,6 +180,9 @@ def _body(target: Target, spec: RequestSpec, temperature: float) -> dict:
         "stream_options": {"include_usage": True},
         **target.extra_body,
     }
+    if spec.response_format is not None:
+        body["response_format"] = spec.response_format
+    return body
 
 
 _PATH = "/v1/chat/completions"
@@ -196,11 +200,14 @@ async def _one_request(
     t0: int,
     temperature: float,
     cutoff: float | None = None,
-) -> None:
+) -> str | None:
+    """Returns the reply's content for a request with a schema (judged after the cell), else None."""
+
     def now() -> int:
         return time.monotonic_ns() - t0
 
     saw_done = False
+    pieces: list[str] | None = [] if spec.schema is not None else None
 
     def on_line(payload: bytes, t_read: int) -> int:
         # Runs inside the client's data_received, once per SSE data line; t_read is when its read arrived.
@@ -230,6 +237,8 @@ async def _one_request(
                     rec.first_token_at = t
                 rec.last_token_at = t
                 rec.chunk_times.append(t)
+                if pieces is not None:
+                    pieces.append(content)
             if choice.get("finish_reason"):
                 rec.finish_reason = choice["finish_reason"]
         usage = event.get("usage")
@@ -277,6 +286,7 @@ async def _one_request(
     finally:
         # The response's end as its read arrived; else (an error) when this coroutine saw it.
         rec.done_at = done_ns - t0 if done_ns is not None else now()
+    return "".join(pieces) if pieces is not None else None
 
 
 async def run_load(
@@ -317,7 +327,12 @@ async def run_load(
 
             await asyncio.gather(*(warm(s, r) for s, r in zip(warmup, scratch, strict=True)))
 
-        offsets = None if shape.kind == "closed" else arrival_offsets_ns(len(requests), shape, seed)
+        if shape.kind == "closed":
+            offsets = None
+        elif shape.arrival == "trace":
+            offsets = [s.at_ns for s in requests]  # a trace: its own timestamps
+        else:
+            offsets = arrival_offsets_ns(len(requests), shape, seed)
         if cell_timeout_s is None:
             span_s = offsets[-1] / 1e9 if offsets else 0.0
             cell_timeout_s = default_cell_timeout_s(shape, len(requests), request_timeout_s, duration_s, span_s)
@@ -331,11 +346,14 @@ async def run_load(
         if on_start:
             on_start(records, started_at, t0)
         lateness: list[int] = []  # sent_at minus the moment the request could go
+        texts: dict[str, str] = {}
         done = 0
 
         async def send(i: int, ready_ns: int) -> None:
             nonlocal done
-            await _one_request(client, target, requests[i], records[i], t0, temperature, cutoff)
+            text = await _one_request(client, target, requests[i], records[i], t0, temperature, cutoff)
+            if text is not None:
+                texts[records[i].request_id] = text
             lateness.append(records[i].sent_at - ready_ns)
             done += 1
             if progress:
@@ -359,7 +377,11 @@ async def run_load(
             len(records),
         )
     return CellResult(
-        records=sent, started_at=started_at, wall_ns=wall_ns, overhead=_overhead(lateness, ticker.lags_ns)
+        records=sent,
+        started_at=started_at,
+        wall_ns=wall_ns,
+        overhead=_overhead(lateness, ticker.lags_ns),
+        texts=texts,
     )
 
 

@@ -190,7 +190,11 @@ class Workload(_Strict):
     # prompts: a prompt set x output lengths (the study's shape). shared_prefix: `groups` groups of
     # requests, each group sharing one long system prompt (what prefix caching is for). random:
     # synthetic input/output lengths drawn uniformly around a mean, seeded (vLLM's "random" dataset).
-    kind: Literal["prompts", "shared_prefix", "random"] = "prompts"
+    # structured: prompts that ask for JSON, each with its JSON schema, sent with `response_format`
+    # (tasks/structured.py); every ok reply is judged against its schema.
+    # trace: a request trace replayed on its own timestamps (tasks/trace.py), whatever load.concurrency
+    # and load.rates say: each trace workload is one open-loop cell (arrival "trace") per instance and repeat.
+    kind: Literal["prompts", "shared_prefix", "random", "structured", "trace"] = "prompts"
     # kind prompts: a built-in prompt set name (tasks/data/prompts_<name>.yaml) or a path to such a file.
     prompts: str = Field(default="study", min_length=1)
     limit_prompts: int | None = Field(default=None, ge=1)
@@ -205,7 +209,25 @@ class Workload(_Strict):
     # shared_prefix: how many groups, and which share of each prompt is the group's common prefix.
     groups: int = Field(default=4, ge=1, le=10_000)
     shared_fraction: float = Field(default=0.75, gt=0, lt=1)
-    # Ask the engine to keep generating past EOS so each request produces max_tokens tokens.
+    # structured: a built-in schema set (tasks/data/schemas_<name>.yaml) or a path to such a file; what
+    # the requests ask the engine for (json_schema: the schema itself; json_object: any JSON object, the
+    # schema only in the prompt; none: unconstrained); and whether to add the unconstrained twin, a
+    # workload `<id>-unconstrained` with the same prompts and response_format none, measured in the same
+    # cells (what constraining costs in TTFT and throughput).
+    schemas: str = Field(default="builtin", min_length=1)
+    response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
+    unconstrained_twin: bool = False
+    # trace: a built-in trace (tasks/data/trace_<name>.jsonl) or a path to a Mooncake JSONL or CSV file;
+    # its format (auto: .csv is CSV, anything else Mooncake JSONL); the factor applied to its timestamps
+    # (0.5 replays it twice as fast); the time after which no request of it is sent; the prompt tokens per
+    # hash_id block (Mooncake's traces: 512; default: 16 for the built-in traces, 512 for a file).
+    trace: str = Field(default="small", min_length=1)
+    trace_format: Literal["auto", "mooncake", "csv"] = "auto"
+    time_scale: float = Field(default=1.0, gt=0, le=1000)
+    max_duration_s: float | None = Field(default=None, gt=0)
+    block_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    # Ask the engine to keep generating past EOS so each request produces max_tokens tokens (structured:
+    # off, a reply ends when its JSON does).
     ignore_eos: bool = True
     temperature: float = Field(default=0.0, ge=0)
 
@@ -215,12 +237,32 @@ class Workload(_Strict):
             "prompts": {"prompts", "limit_prompts", "output_lengths"},
             "shared_prefix": {"num_requests", "input_tokens", "output_tokens", "groups", "shared_fraction"},
             "random": {"num_requests", "input_tokens", "output_tokens", "range_ratio"},
+            "structured": {"schemas", "response_format", "unconstrained_twin", "output_tokens"},
+            "trace": {"trace", "trace_format", "time_scale", "max_duration_s", "block_tokens"},
         }
         for name in sorted(self.model_fields_set - only[self.kind]):
             kinds = [k for k, names in only.items() if name in names]
             if kinds:
                 raise ValueError(f"{name}: only used by kind {' or '.join(kinds)}, this workload is kind {self.kind}")
+        if self.kind == "structured":
+            if self.ignore_eos and "ignore_eos" in self.model_fields_set:
+                raise ValueError(
+                    "ignore_eos: a structured reply ends when its JSON does (an engine told to ignore EOS keeps a "
+                    "grammar-constrained reply going to max_tokens); leave it out or set it false"
+                )
+            self.ignore_eos = False
+            if self.unconstrained_twin and self.response_format == "none":
+                raise ValueError("unconstrained_twin: this workload is already unconstrained (response_format none)")
         return self
+
+    def unconstrained(self) -> Workload:
+        """The unconstrained twin of a structured workload: same prompts, no response_format."""
+        return self.model_copy(
+            update={"id": f"{self.id}{TWIN_SUFFIX}", "response_format": "none", "unconstrained_twin": False}
+        )
+
+
+TWIN_SUFFIX = "-unconstrained"  # the id of a structured workload's unconstrained twin: <id>-unconstrained
 
 
 Arrival = Literal["poisson", "gamma", "constant"]
@@ -362,6 +404,7 @@ class Matrix(_Strict):
             raise ValueError(
                 f"load.sweep.workload: {sweep.workload!r} is not one of workloads: {[w.id for w in self.workloads]}"
             )
+        self._add_unconstrained_twins()
         _unique("deployments", [d.id for d in self.deployments])
         self._instance_ids_unique()
         self._external_engines_honour_the_workloads()
@@ -369,6 +412,22 @@ class Matrix(_Strict):
         self._shares_fit_one_gpu()
         self._cells_fit_in_memory()
         return self
+
+    def _add_unconstrained_twins(self) -> None:
+        """Each structured workload with unconstrained_twin gets its twin right after it (so every instance
+        measures both at each load shape, one after the other); a workload of that id already there is
+        refused as a repeated id."""
+        out: list[Workload] = []
+        for w_i, w in enumerate(self.workloads):
+            out.append(w)
+            if w.unconstrained_twin:
+                if len(w.id) + len(TWIN_SUFFIX) > 64:
+                    raise ValueError(
+                        f"workloads.{w_i}.id: {w.id!r} is too long for its twin's id {w.id + TWIN_SUFFIX!r} (at most 64 "
+                        "characters)"
+                    )
+                out.append(w.unconstrained())
+        self.workloads = out
 
     def _shares_fit_one_gpu(self) -> None:
         """The instances of a group run at once on the night's one GPU: their shares of its total memory
@@ -409,6 +468,11 @@ class Matrix(_Strict):
             if w.kind == "prompts":
                 # its count is the prompts file's (bounded by MAX_PROMPTS_BYTES) x output lengths
                 tokens, count, field = max(w.output_lengths), None, f"workloads.{w_i}"
+            elif w.kind == "structured":
+                # its count is the schema file's prompts (bounded like a prompts file)
+                tokens, count, field = w.output_tokens, None, f"workloads.{w_i}"
+            elif w.kind == "trace":
+                continue  # its count is the trace file's (bounded at 64 MiB); requests_per_cell does not apply
             else:
                 tokens = math.ceil(w.output_tokens * (1 + w.range_ratio))
                 count, field = w.num_requests, f"workloads.{w_i}.num_requests"

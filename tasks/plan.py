@@ -24,7 +24,7 @@ class PlannedInstance:
 class LoadShape:
     """How a cell's requests are sent: closed loop at a concurrency, or open loop at a rate."""
 
-    arrival: Literal["closed", "poisson", "gamma", "constant"]
+    arrival: Literal["closed", "poisson", "gamma", "constant", "trace"]  # trace: on the trace's own timestamps
     concurrency: int | None = None  # closed loop: requests in flight
     rate_rps: float | None = None  # open loop
     burstiness: float | None = None  # gamma shape
@@ -39,6 +39,8 @@ class LoadShape:
         """Readable and unique within a matrix: c4, poisson2rps, gamma2rps-b0.5, constant10rps-max8."""
         if self.arrival == "closed":
             return f"c{self.concurrency}"
+        if self.arrival == "trace":
+            return "trace"
         label = f"{self.arrival}{self.rate_rps:g}rps"
         if self.burstiness is not None:
             label += f"-b{self.burstiness:g}"
@@ -55,6 +57,9 @@ def load_shapes(load: Load) -> list[LoadShape]:
         for r in load.rates
     ]
     return closed + open_
+
+
+TRACE_SHAPE = LoadShape("trace")  # a trace workload's one shape: its own timestamps (tasks/trace.py)
 
 
 @dataclass(frozen=True)
@@ -101,9 +106,9 @@ def plan(matrix: Matrix) -> list[Group]:
                 shape=shape,
                 repeat=r,
             )
-            for inst, w, shape, r in itertools.product(
-                instances, matrix.workloads, load_shapes(matrix.load), range(matrix.repeats)
-            )
+            for inst, w in itertools.product(instances, matrix.workloads)
+            for shape in ([TRACE_SHAPE] if w.kind == "trace" else load_shapes(matrix.load))
+            for r in range(matrix.repeats)
         )
         groups.append(Group(dep.id, instances, cells))
     return groups

@@ -54,6 +54,13 @@ class RequestRecord:
     error_message: str | None = None
     http_status: int | None = None
     finish_reason: str | None = None
+    # structured workloads (tasks/structured.py): the schema a reply is judged against, what the request
+    # asked for (None: the unconstrained twin), and the judgement of an ok reply (None otherwise).
+    schema_id: str | None = None
+    response_format: str | None = None
+    output_parsed: bool | None = None
+    output_valid: bool | None = None
+    validation_error: str | None = None
 
 
 # Arrow schema of the records in memory (`records_to_arrow`). The staged requests file (Parquet) has the
@@ -85,6 +92,11 @@ REQUEST_SCHEMA = pa.schema(
         ("error_message", pa.string()),
         ("http_status", pa.int32()),
         ("finish_reason", pa.string()),
+        ("schema_id", pa.string()),
+        ("response_format", pa.string()),
+        ("output_parsed", pa.bool_()),
+        ("output_valid", pa.bool_()),
+        ("validation_error", pa.string()),
     ]
 )
 

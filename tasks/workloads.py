@@ -9,17 +9,19 @@ vocabulary, about one token each; the server's usage says how many tokens a prom
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks import structured, trace
 from tasks.matrix import MAX_PROMPTS_BYTES, Matrix, MatrixError, Workload, read_yaml
 
 DATA_DIR = Path(__file__).parent / "data"
 # Workload kinds measured cold: no request may be served from the prefix cache an earlier one left (the
 # study set sends each prompt once per output length). shared_prefix is about that cache: it stays warm.
 # reports/method.py's COLD_WORKLOADS says the same (tests/test_engine_flags.py holds them equal).
-COLD_WORKLOAD_KINDS = ("prompts", "random")
+COLD_WORKLOAD_KINDS = ("prompts", "random", "structured")
 # A prompts file's YAML nodes once aliases are expanded: a few per prompt (the study's 40 prompts are 250).
 MAX_PROMPT_NODES = 2_000_000
 
@@ -30,6 +32,13 @@ class RequestSpec:
     text: str
     max_tokens: int
     system: str | None = None  # a system message sent before the user message
+    # structured (tasks/structured.py): the schema the reply is judged against, and the request's
+    # response_format field (None: unconstrained)
+    schema_id: str | None = None
+    schema: dict | None = None
+    response_format: dict | None = None
+    # trace (tasks/trace.py): when the request is due, ns from the cell start (the trace's own timestamps)
+    at_ns: int | None = None
 
 
 WARMUP_MARK = "Warm-up request {i}, not measured."
@@ -107,6 +116,10 @@ def check_prompt_files(matrix: Matrix, base_dir: Path | None = None) -> None:
     for workload in matrix.workloads:
         if workload.kind == "prompts":
             load_prompts(prompt_file(workload.prompts, base_dir))
+        elif workload.kind == "structured":
+            structured.load_schemas(structured.schema_file(workload.schemas, base_dir))
+        elif workload.kind == "trace":
+            trace_requests(workload, seed=0, base_dir=base_dir)
 
 
 def build_requests(workload: Workload, *, seed: int, base_dir: Path | None = None) -> list[RequestSpec]:
@@ -114,6 +127,10 @@ def build_requests(workload: Workload, *, seed: int, base_dir: Path | None = Non
         return shared_prefix_requests(workload, seed=seed)
     if workload.kind == "random":
         return random_requests(workload, seed=seed)
+    if workload.kind == "structured":
+        return structured_requests(workload, seed=seed, base_dir=base_dir)
+    if workload.kind == "trace":
+        return trace_requests(workload, seed=seed, base_dir=base_dir)
     return prompt_requests(workload, seed=seed, base_dir=base_dir)
 
 
@@ -166,3 +183,46 @@ def random_requests(workload: Workload, *, seed: int) -> list[RequestSpec]:
         n_in, n_out = length(workload.input_tokens), length(workload.output_tokens)
         specs.append(RequestSpec(f"rand{i:05d}-in{n_in}", _words(rng, n_in), n_out))
     return specs
+
+
+def structured_requests(workload: Workload, *, seed: int, base_dir: Path | None = None) -> list[RequestSpec]:
+    """Every prompt of every schema of the set once, in a seeded shuffled order (schemas of different
+    difficulty interleave under concurrency); prompt_id is `<schema id>/<prompt id>`. The text is the
+    prompt then the schema, the same for every response_format (the unconstrained twin is told the schema
+    too, it is only not made to follow it)."""
+    specs = []
+    for s in structured.load_schemas(structured.schema_file(workload.schemas, base_dir)):
+        rf = structured.response_format(workload.response_format, s.schema_id, s.schema)
+        schema_text = json.dumps(s.schema, separators=(",", ":"))
+        for pid, text in s.prompts:
+            specs.append(
+                RequestSpec(
+                    f"{s.schema_id}/{pid}",
+                    f"{text}\n{structured.INSTRUCTION}\n{schema_text}",
+                    workload.output_tokens,
+                    schema_id=s.schema_id,
+                    schema=s.schema,
+                    response_format=rf,
+                )
+            )
+    random.Random(f"{seed}/structured").shuffle(specs)
+    return specs
+
+
+def trace_requests(workload: Workload, *, seed: int, base_dir: Path | None = None) -> list[RequestSpec]:
+    """The trace's requests in its order, each due at its own (scaled) timestamp, cut at max_duration_s;
+    prompts synthesised to the input lengths, hash blocks shared where hash_ids repeat. prompt_id says the
+    request's line and lengths: `t00012-in96-out8`."""
+    path = trace.trace_file(workload.trace, base_dir)
+    block = workload.block_tokens or (trace.BUILTIN_BLOCK_TOKENS if path.parent == trace.DATA_DIR else 512)
+    requests = trace.load_trace(path, workload.trace_format, block)
+    due = trace.schedule_ns(requests, workload.time_scale, workload.max_duration_s)
+    return [
+        RequestSpec(
+            f"t{i:05d}-in{r.input_tokens}-out{r.output_tokens}",
+            trace.prompt_text(r, words=_WORDS, block_tokens=block, seed=seed, index=i),
+            r.output_tokens,
+            at_ns=at,
+        )
+        for i, (r, at) in enumerate(zip(requests, due, strict=False))
+    ]

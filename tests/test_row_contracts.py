@@ -41,6 +41,7 @@ def test_request_record_matches_the_requests_table(warehouse):
         "int64": "BIGINT",
         "timestamp[us, tz=UTC]": "TIMESTAMP WITH TIME ZONE",
         "list<item: int64>": "BIGINT[]",
+        "bool": "BOOLEAN",
     }
     live = live_columns(warehouse, "requests")
     assert set(live) == {f.name for f in dataclasses.fields(RequestRecord)}

@@ -123,3 +123,121 @@ def test_the_system_prompt_is_sent_as_a_system_message():
     assert [b["messages"][1]["content"] for b in bodies] == [s.text for s in specs]
     # Requested vs produced: max_tokens is what was asked, completion_tokens what the server said.
     assert [(r.max_tokens, r.completion_tokens) for r in result.records] == [(3, 3), (3, 3)]
+
+
+# ---------------------------------------------------------------- structured (tasks/structured.py)
+
+
+def test_the_builtin_schema_set_rises_in_difficulty_and_every_schema_is_valid():
+    from tasks.structured import load_schemas, schema_file
+
+    schemas = load_schemas(schema_file("builtin"))
+    assert [s.schema_id for s in schemas] == ["flat", "nested_enum", "array_bounds"]
+    assert [s.difficulty for s in schemas] == [1, 2, 3]
+    specs = build_requests(Workload(id="j", kind="structured"), seed=0)
+    assert len(specs) == 6 and len({s.prompt_id for s in specs}) == 6
+    assert {s.response_format["type"] for s in specs} == {"json_schema"}
+    # the schema is in the text, so an unconstrained request is told the same thing
+    assert all(s.schema_id in s.prompt_id and '"type":"object"' in s.text for s in specs)
+    assert build_requests(Workload(id="j", kind="structured"), seed=0) == specs
+    unconstrained = build_requests(Workload(id="j", kind="structured", response_format="none"), seed=0)
+    assert [s.text for s in unconstrained] == [s.text for s in specs]
+    assert all(s.response_format is None and s.schema is not None for s in unconstrained)
+
+
+def test_a_structured_workload_does_not_ignore_eos_and_its_twin_is_added(tmp_path):
+    w = Workload(id="j", kind="structured")
+    assert w.ignore_eos is False  # a constrained reply ends when its JSON does
+    data = {
+        "name": "w",
+        "engines": {"ext": {"kind": "external", "version": "1", "url": "http://127.0.0.1:9", "launcher": "none"}},
+        "models": {"m": {"path": "unused"}},
+        "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
+        "workloads": [{"id": "j", "kind": "structured", "unconstrained_twin": True}, {"id": "r", "kind": "random"}],
+        "load": {"concurrency": [1]},
+    }
+    data["workloads"][1]["ignore_eos"] = False
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    matrix, _ = load_matrix(path)
+    assert [(w.id, w.response_format) for w in matrix.workloads[:2]] == [
+        ("j", "json_schema"),
+        ("j-unconstrained", "none"),
+    ]
+    from tasks.plan import plan
+
+    (group,) = plan(matrix)
+    assert [c.workload_id for c in group.cells] == ["j", "j-unconstrained", "r"]
+
+
+@pytest.mark.parametrize(
+    "workload, expected",
+    [
+        ({"kind": "structured", "ignore_eos": True}, "ignore_eos: a structured reply ends when its JSON does"),
+        ({"kind": "structured", "schemas": "nope"}, "'nope' is neither a built-in schema set"),
+        ({"kind": "prompts", "schemas": "builtin"}, "schemas: only used by kind structured"),
+        (
+            {"kind": "structured", "response_format": "none", "unconstrained_twin": True},
+            "already unconstrained",
+        ),
+    ],
+)
+def test_bad_structured_workload_is_one_line(tmp_path, workload, expected):
+    from tasks.workloads import check_prompt_files
+
+    data = {
+        "name": "w",
+        "engines": {"ext": {"kind": "external", "version": "1", "url": "http://127.0.0.1:9", "launcher": "none"}},
+        "models": {"m": {"path": "unused"}},
+        "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
+        "workloads": [{"id": "w", "ignore_eos": False, **workload}],
+    }
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(MatrixError) as err:
+        matrix, _ = load_matrix(path)
+        check_prompt_files(matrix, tmp_path)
+    assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_bad_schema_file_is_one_line_naming_the_entry(tmp_path):
+    from tasks.structured import load_schemas
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        yaml.safe_dump({"schemas": [{"id": "x", "schema": {"type": "objekt"}, "prompts": [{"id": 1, "text": "t"}]}]})
+    )
+    with pytest.raises(MatrixError, match=r"schemas\.0\.schema: not a valid JSON schema"):
+        load_schemas(path)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"name": "Ava", "age": 30}', (True, True, None)),
+        ('{"name": "Ava"}', (True, False, "(top level): 'age' is a required property")),
+        ('{"name": "Ava", "age": -1}', (True, False, "age: -1 is less than the minimum of 0")),
+        ('{"name": "Ava", "age": 3', (False, False, "not JSON: Expecting ',' delimiter: line 1 column 25 (char 24)")),
+    ],
+)
+def test_a_reply_is_judged_with_jsonschema(text, expected):
+    from tasks.structured import judge_text
+
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
+        "required": ["name", "age"],
+    }
+    assert judge_text(text, schema) == expected
+
+
+def test_the_load_generator_sends_response_format_and_keeps_only_structured_replies():
+    specs = build_requests(Workload(id="j", kind="structured"), seed=0)[:2]
+    plain = build_requests(Workload(id="r", kind="random", num_requests=1, input_tokens=3, output_tokens=3), seed=0)
+    with MockFaultyServer() as server:
+        target = Target(server.url, "mock-ok", "mock", "m", "dep", "dep-0", {})
+        result = asyncio.run(run_closed_loop(target, [*specs, *plain], run_id="r", cell_id="c", concurrency=1))
+        bodies = list(server.bodies)
+    assert [b.get("response_format") for b in bodies] == [s.response_format for s in specs] + [None]
+    # the reply text is kept for the two structured requests only (the judge reads it after the cell)
+    assert sorted(result.texts) == ["c#00000", "c#00001"] and all(result.texts.values())

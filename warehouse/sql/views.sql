@@ -26,6 +26,7 @@ SELECT
     r.run_id, r.cell_id, r.request_id, r.prompt_id, r.engine, r.model, r.deployment_id, r.instance_id,
     c.workload_id, c.load_kind, c.concurrency, c.repeat, r.max_tokens, r.status, r.error_class,
     r.prompt_tokens, r.completion_tokens, r.cached_prompt_tokens, r.finish_reason,
+    r.schema_id, r.response_format, r.output_parsed, r.output_valid, r.validation_error,
     (r.first_token_at - r.sent_at) / 1e6                           AS ttft_ms,   -- first non-empty content chunk
     (r.last_token_at - r.sent_at) / 1e6                            AS e2e_ms,    -- last content chunk
     (r.sent_at - r.scheduled_at) / 1e6                             AS queue_ms,  -- coordinated omission shows here
@@ -67,7 +68,10 @@ WITH per_cell AS (
         -- before max_tokens (under ignore_eos, an engine that dropped it)
         sum(cached_prompt_tokens) FILTER (cached_prompt_tokens IS NOT NULL) /
             nullif(sum(prompt_tokens) FILTER (cached_prompt_tokens IS NOT NULL), 0) AS prefix_hit_share,
-        count(*) FILTER (status = 'ok' AND completion_tokens < max_tokens)    AS ended_early
+        count(*) FILTER (status = 'ok' AND completion_tokens < max_tokens)    AS ended_early,
+        -- structured replies: of the ok ones judged against their schema, the share that parsed / validated
+        count(*) FILTER (output_parsed) / nullif(count(*) FILTER (output_parsed IS NOT NULL), 0) AS parsed_share,
+        count(*) FILTER (output_valid) / nullif(count(*) FILTER (output_valid IS NOT NULL), 0)   AS valid_share
     FROM v_requests
     GROUP BY run_id, cell_id
 ),
@@ -115,6 +119,7 @@ SELECT
     p.itl_q[1] AS itl_ms_p50, p.itl_q[2] AS itl_ms_p90, p.itl_q[3] AS itl_ms_p95, p.itl_q[4] AS itl_ms_p99,
     p.prefix_hit_share,                                       -- Σ cached / Σ prompt tokens; NULL: not reported
     coalesce(p.ended_early, 0)                                AS ended_early,  -- ok replies short of max_tokens
+    p.parsed_share, p.valid_share,                            -- structured: ok replies that parsed / validated; NULL: none judged
     h.engine_cpu_pct_mean, h.other_cpu_pct_mean, h.other_cpu_pct_max,  -- % of the machine; others = not the engines
     g.gpu_power_w_mean,                                       -- mean of the samples' power (W), every GPU sampled
     g.gpu_power_w_mean * (c.wall_ns / 1e9)                    AS energy_j,  -- mean power × cell wall time

@@ -1,0 +1,191 @@
+"""Per-workload sections: what the workload kinds beyond the study's prompts measure that the
+throughput and latency tables do not show. Structured output: the share of replies that parsed and that
+validated against their schema, per cell, and what constraining cost against the unconstrained twin
+(same instance, load shape and repeat; TTFT and output tokens/s). Every figure is read from v_cells and
+`requests` (warehouse/README.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reports.tables import Column, Table, fmt_ratio
+
+TWIN_SUFFIX = "-unconstrained"  # tasks/matrix.py TWIN_SUFFIX: the twin's workload id (reports never import tasks)
+
+STRUCTURED_COLUMNS = (
+    Column("name", "Instance", numeric=False),
+    Column("workload_id", "Workload", numeric=False),
+    Column("load", "Load", numeric=False),
+    Column("repeat", "Rep."),
+    Column("response_format", "response_format", numeric=False),
+    Column("ok", "OK"),
+    Column("parsed_share", "Parsed share"),
+    Column("valid_share", "Valid share"),
+    Column("ttft_ms_p50", "TTFT P50 ms"),
+    Column("output_throughput_tps", "Output tok/s"),
+    Column("ttft_cost", "TTFT P50 vs twin", numeric=False),
+    Column("tps_cost", "Output tok/s vs twin", numeric=False),
+)
+SCHEMA_COLUMNS = (
+    Column("workload_id", "Workload", numeric=False),
+    Column("response_format", "response_format", numeric=False),
+    Column("schema_id", "Schema", numeric=False),
+    Column("judged", "Judged"),
+    Column("valid", "Valid"),
+    Column("valid_share", "Valid share"),
+    Column("example_error", "An error", numeric=False),
+)
+
+
+@dataclass(frozen=True)
+class Structured:
+    cells: Table
+    schemas: Table
+    costs: tuple[str, ...]  # one sentence per constrained cell with a twin
+
+
+TRACE_COLUMNS = (
+    Column("name", "Instance", numeric=False),
+    Column("workload_id", "Workload", numeric=False),
+    Column("repeat", "Rep."),
+    Column("requests", "Requests"),
+    Column("ok", "OK"),
+    Column("wall_s", "Wall s"),
+    Column("send_lateness_p50_ms", "Send lateness P50 ms"),
+    Column("send_lateness_p99_ms", "Send lateness P99 ms"),
+    Column("kept_up", "On schedule", numeric=False),
+    Column("prefix_hit_share", "Prefix hit share"),
+    Column("ttft_ms_p50", "TTFT P50 ms"),
+    Column("ttft_ms_p99", "TTFT P99 ms"),
+    Column("output_throughput_tps", "Output tok/s"),
+)
+
+
+@dataclass(frozen=True)
+class Workloads:
+    structured: Structured | None = None
+    trace: Table | None = None  # trace replays: on schedule or not, and the prefix reuse the trace brought
+
+    @property
+    def present(self) -> bool:
+        return self.structured is not None or self.trace is not None
+
+
+def trace(con, run_id: str, names: dict) -> Table | None:
+    """The trace cells (arrival 'trace'): whether the replay kept to the trace's timestamps (send lateness,
+    cells.client_kept_up) and what its repeated hash blocks gave (v_cells.prefix_hit_share)."""
+    cur = con.execute(
+        "SELECT * FROM v_cells WHERE run_id = ? AND arrival = 'trace' ORDER BY deployment_id, cell_id", [run_id]
+    )
+    cols = [d[0] for d in cur.description]
+    cells = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    if not cells:
+        return None
+    rows = [
+        {
+            **c,
+            "name": names.get((c["deployment_id"], c["instance_id"]), c["instance_id"]),
+            "kept_up": "—" if c["client_kept_up"] is None else ("yes" if c["client_kept_up"] else "no: fell behind"),
+        }
+        for c in cells
+    ]
+    return Table.from_records(
+        rows,
+        TRACE_COLUMNS,
+        caption=(
+            "Trace replays, on the trace's own timestamps: send lateness (sent_at − the trace's time, scaled) and "
+            "whether the client kept to the schedule; the prefix hit share is Σ cached / Σ prompt tokens as the "
+            "server reported them, the reuse the trace's repeated hash blocks brought."
+        ),
+    )
+
+
+def _shape_key(c: dict) -> tuple:
+    return (c["deployment_id"], c["instance_id"], c["load_kind"], c["arrival"], c["concurrency"], c["rate_rps"],
+            c["burstiness"], c["max_concurrency"], c["repeat"])  # fmt: skip
+
+
+def structured(con, run_id: str, names: dict, load_shape) -> Structured | None:
+    """None when the run has no structured request."""
+    formats = dict(
+        con.execute(
+            "SELECT cell_id, coalesce(any_value(response_format), 'none') FROM requests "
+            "WHERE run_id = ? AND schema_id IS NOT NULL GROUP BY cell_id",
+            [run_id],
+        ).fetchall()
+    )
+    if not formats:
+        return None
+    cur = con.execute("SELECT * FROM v_cells WHERE run_id = ? ORDER BY deployment_id, cell_id", [run_id])
+    cols = [d[0] for d in cur.description]
+    cells = [dict(zip(cols, row, strict=True)) for row in cur.fetchall() if row[cols.index("cell_id")] in formats]
+    twins = {(c["workload_id"], _shape_key(c)): c for c in cells}
+    rows, costs = [], []
+    for c in cells:
+        row = {
+            **c,
+            "name": names.get((c["deployment_id"], c["instance_id"]), c["instance_id"]),
+            "load": load_shape(c),
+            "response_format": formats[c["cell_id"]],
+        }
+        twin = twins.get((c["workload_id"] + TWIN_SUFFIX, _shape_key(c)))
+        if twin is not None:
+            ttft = _ratio(c["ttft_ms_p50"], twin["ttft_ms_p50"])
+            tps = _ratio(c["output_throughput_tps"], twin["output_throughput_tps"])
+            row["ttft_cost"], row["tps_cost"] = fmt_ratio(ttft), fmt_ratio(tps)
+            costs.append(
+                f"{row['name']} · {c['workload_id']} · {row['load']}: constrained ({row['response_format']}) "
+                f"TTFT P50 is {fmt_ratio(ttft)} the unconstrained twin's, output tokens/s {fmt_ratio(tps)}; "
+                f"valid replies {_share(c['valid_share'])} against {_share(twin['valid_share'])}"
+            )
+        rows.append(row)
+    per_schema = con.execute(
+        """
+        SELECT c.workload_id, coalesce(r.response_format, 'none') AS response_format, r.schema_id,
+               count(*) FILTER (r.output_valid IS NOT NULL) AS judged,
+               count(*) FILTER (r.output_valid) AS valid,
+               any_value(r.validation_error) FILTER (NOT r.output_valid) AS example_error
+        FROM requests r JOIN cells c USING (run_id, cell_id)
+        WHERE r.run_id = ? AND r.schema_id IS NOT NULL
+        GROUP BY ALL ORDER BY c.workload_id, r.schema_id
+        """,
+        [run_id],
+    ).fetchall()
+    schema_rows = [
+        {
+            "workload_id": w,
+            "response_format": rf,
+            "schema_id": s,
+            "judged": judged,
+            "valid": valid,
+            "valid_share": valid / judged if judged else None,
+            "example_error": err,
+        }
+        for w, rf, s, judged, valid, err in per_schema
+    ]
+    return Structured(
+        Table.from_records(
+            rows,
+            STRUCTURED_COLUMNS,
+            caption=(
+                "Structured output, per cell: of the ok replies, the share that parsed as JSON and the share that "
+                "validated against its schema (jsonschema); against the unconstrained twin (same prompts without "
+                "response_format, same instance, load and repeat), constrained / unconstrained."
+            ),
+        ),
+        Table.from_records(schema_rows, SCHEMA_COLUMNS, caption="Validity per schema, all cells of a workload pooled."),
+        tuple(costs),
+    )
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _share(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0%}"
+
+
+def workloads(con, run_id: str, names: dict, load_shape) -> Workloads | None:
+    section = Workloads(structured=structured(con, run_id, names, load_shape), trace=trace(con, run_id, names))
+    return section if section.present else None

@@ -1,0 +1,82 @@
+"""The report's per-workload sections from known rows: builders.stage -> store.load_run -> render_run, the
+figures read back from both files."""
+
+from __future__ import annotations
+
+from html import unescape
+
+from reports import render_run
+from tests.builders import cell_row, record, stage
+from warehouse import store
+
+
+def _structured(cell: str, i0: int, *, valid: list[bool], response_format: str | None, sent_chunks_ms):
+    return [
+        record(
+            i0 + i,
+            cell_id=cell,
+            chunks_ms=sent_chunks_ms,
+            schema_id="flat" if i % 2 == 0 else "enum",
+            response_format=response_format,
+            output_parsed=True,
+            output_valid=v,
+            validation_error=None if v else "(top level): 'name' is a required property",
+        )
+        for i, v in enumerate(valid)
+    ]
+
+
+def test_structured_section_shows_validity_and_the_cost_of_constraining(tmp_path, warehouse):
+    # constrained: 4 of 4 valid, TTFT 20 ms; the twin: 1 of 4 valid, TTFT 10 ms -> TTFT 2.00x the twin's
+    records = _structured("c-json", 0, valid=[True] * 4, response_format="json_schema", sent_chunks_ms=(20, 30, 40))
+    records += _structured(
+        "c-twin", 10, valid=[True, False, False, False], response_format=None, sent_chunks_ms=(10, 20, 30)
+    )
+    cells = [
+        {**cell_row("c-json", wall_ms=100.0), "workload_id": "json"},
+        {**cell_row("c-twin", wall_ms=50.0), "workload_id": "json-unconstrained"},
+    ]
+    store.load_run(warehouse, stage(tmp_path, records, cells))
+    valid = dict(warehouse.execute("SELECT workload_id, valid_share FROM v_cells").fetchall())
+    assert valid == {"json": 1.0, "json-unconstrained": 0.25}
+    paths = render_run(warehouse, "run-1", tmp_path / "report")
+    html, md = unescape(paths["html"].read_text()), paths["markdown"].read_text()
+    sentence = "TTFT P50 is 2.00× the unconstrained twin's, output tokens/s 0.50×; valid replies 100% against 25%"
+    for text in (html, md):
+        assert "Structured output" in text
+        assert sentence in text
+        assert "0.250" in text  # the twin's valid share in the cells table
+        assert "'name' is a required property" in text  # an example error per schema
+
+
+def test_no_workloads_section_without_structured_requests(tmp_path, warehouse):
+    store.load_run(warehouse, stage(tmp_path, [record(0)], [cell_row()]))
+    paths = render_run(warehouse, "run-1", tmp_path / "report")
+    assert "Structured output" not in paths["html"].read_text()
+    assert "## Workloads" not in paths["markdown"].read_text()
+
+
+def test_trace_section_says_whether_the_replay_kept_to_its_timestamps(tmp_path, warehouse):
+    records = [
+        record(i, cell_id="c-trace", sent_ms=100.0 * i, chunks_ms=(100 * i + 10, 100 * i + 20)) for i in range(4)
+    ]
+    for r in records:
+        r.prompt_tokens, r.cached_prompt_tokens = 40, 10
+    cell = {
+        **cell_row("c-trace", wall_ms=500.0),
+        "workload_id": "mooncake",
+        "load_kind": "open",
+        "arrival": "trace",
+        "concurrency": None,
+        "send_lateness_p50_ms": 0.4,
+        "send_lateness_p99_ms": 7.5,
+        "loop_lag_p99_ms": 0.5,
+        "client_kept_up": False,
+    }
+    store.load_run(warehouse, stage(tmp_path, records, [cell]))
+    paths = render_run(warehouse, "run-1", tmp_path / "report")
+    html, md = unescape(paths["html"].read_text()), paths["markdown"].read_text()
+    for text in (html, md):
+        assert "Trace replay" in text and "no: fell behind" in text
+        assert "7.50" in text and "0.250" in text  # the P99 lateness and the prefix hit share
+    assert "Structured output" not in md

@@ -1,0 +1,206 @@
+"""The workload kinds beyond prompts / shared_prefix / random against the real CPU engine (llama.cpp's
+llama-server serving SmolLM2), through bench.run_cell, then into a real warehouse: small cells, short
+outputs. Each test fails if its feature is taken away (the request field not sent, the column not
+recorded, the schedule not kept)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tasks import deploy
+from tasks.bench import run_cell
+from tasks.matrix import load_matrix
+from tasks.plan import plan
+from tests import builders
+from warehouse import store
+
+pytestmark = pytest.mark.engine
+
+# A small schema set of our own (the file option; the built-in set is tests/test_workloads.py's): a
+# flat object, an enum, an array with length bounds; one prompt each, short replies.
+SCHEMAS = {
+    "schemas": [
+        {
+            "id": "flat",
+            "difficulty": 1,
+            "schema": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+                "required": ["name", "age"],
+                "additionalProperties": False,
+            },
+            "prompts": [{"id": "person", "text": "Invent a person: name and age."}],
+        },
+        {
+            "id": "enum",
+            "difficulty": 2,
+            "schema": {
+                "type": "object",
+                "properties": {"status": {"enum": ["pending", "shipped"]}, "qty": {"type": "integer"}},
+                "required": ["status", "qty"],
+                "additionalProperties": False,
+            },
+            "prompts": [{"id": "order", "text": "Describe a shipped order of three items."}],
+        },
+        {
+            "id": "array",
+            "difficulty": 3,
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "tags": {
+                        "type": "array",
+                        "minItems": 2,
+                        "maxItems": 3,
+                        "items": {"type": "string", "maxLength": 10},
+                    }
+                },
+                "required": ["tags"],
+                "additionalProperties": False,
+            },
+            "prompts": [{"id": "tags", "text": "Give two or three tags for a photo of a cat."}],
+        },
+    ]
+}
+WORKLOADS = [
+    # the shipped Mooncake-format trace (24 requests over 6 s, hash blocks of 16 tokens), its first second
+    {"id": "trace", "kind": "trace", "max_duration_s": 1.0},
+    {"id": "json", "kind": "structured", "schemas": "schemas.yaml", "output_tokens": 64, "unconstrained_twin": True},
+    {
+        "id": "jsonobj",
+        "kind": "structured",
+        "schemas": "schemas.yaml",
+        "response_format": "json_object",
+        "output_tokens": 64,
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, llama_server, smollm2):
+    """One llama-server (2 slots of 1024 tokens) for the module."""
+    tmp = tmp_path_factory.mktemp("workloads")
+    matrix = builders.cpu_engine_matrix(
+        "workloads-engine",
+        llama_server,
+        smollm2,
+        deployments=[
+            {"id": "cpu", "instances": [{"engine": "cpu", "model": "smollm2", "parallel": 2, "context_length": 1024}]}
+        ],
+        workloads=WORKLOADS,
+        load={"concurrency": [2], "warmup_requests": 1, "request_timeout_s": 300},
+    )
+    (tmp / "schemas.yaml").write_text(yaml.safe_dump(SCHEMAS))
+    path = tmp / "matrix.yaml"
+    path.write_text(yaml.safe_dump(matrix))
+    matrix, _ = load_matrix(path)
+    (group,) = plan(matrix)
+    (planned,) = group.instances
+    handle = deploy.launch_instance(matrix, planned, start_order=0, run_id="run-1", run_dir=tmp / "run", base_dir=tmp)
+    try:
+        yield matrix, group, handle, tmp
+    finally:
+        handle.stop()
+
+
+def run(engine, cell_id: str):
+    matrix, group, handle, tmp = engine
+    cell = next(c for c in group.cells if c.cell_id == cell_id)
+    workload = next(w for w in matrix.workloads if w.id == cell.workload_id)
+    return run_cell(
+        matrix, cell, handle.target, handle.request_extras(workload), run_id="run-1", base_dir=tmp, label=cell_id
+    )
+
+
+def _ttft_ms(records) -> list[float]:
+    return sorted((r.first_token_at - r.sent_at) / 1e6 for r in records if r.status == "ok")
+
+
+@pytest.fixture(scope="module")
+def structured_cells(engine):
+    """The json_schema cell and its unconstrained twin, measured one after the other on the same instance."""
+    return run(engine, "cpu-0.json.c2.r0"), run(engine, "cpu-0.json-unconstrained.c2.r0")
+
+
+def test_structured_output_is_constrained_and_judged(structured_cells):
+    constrained, twin = structured_cells
+    recs = constrained.records
+    assert [r.status for r in recs] == ["ok"] * 3
+    assert {r.schema_id for r in recs} == {"flat", "enum", "array"}
+    assert {r.response_format for r in recs} == {"json_schema"}
+    # llama-server turns the schema into a grammar: every reply parses and validates (jsonschema)
+    assert all(r.output_parsed and r.output_valid and r.validation_error is None for r in recs), [
+        (r.prompt_id, r.validation_error) for r in recs
+    ]
+    assert all(r.finish_reason == "stop" and r.completion_tokens < r.max_tokens for r in recs)
+    # The twin: the same prompts (the schema is in the text) without response_format. SmolLM2 then
+    # echoes the schema or rambles: its replies are judged, and most are not valid.
+    trecs = twin.records
+    assert sorted(r.prompt_id for r in trecs) == sorted(r.prompt_id for r in recs)
+    assert {r.response_format for r in trecs} == {None} and all(r.schema_id for r in trecs)
+    assert all(r.output_parsed is not None and r.output_valid is not None for r in trecs)
+    assert sum(r.output_valid for r in trecs) < 3
+    assert all(r.validation_error for r in trecs if not r.output_valid)
+
+
+def test_structured_cells_land_in_the_warehouse_with_their_validity(structured_cells, tmp_path):
+    constrained, twin = structured_cells
+    records, rows = [*constrained.records, *twin.records], [constrained.row, twin.row]
+    with store.opened(tmp_path / "wh.duckdb") as con:
+        store.load_run(con, builders.stage(tmp_path, records, rows))
+        got = dict(con.execute("SELECT workload_id, valid_share FROM v_cells").fetchall())
+        per_request = con.execute(
+            "SELECT count(*) FILTER (output_valid), count(*) FILTER (schema_id IS NOT NULL) FROM requests"
+        ).fetchone()
+    assert got["json"] == 1.0
+    assert got["json-unconstrained"] == sum(r.output_valid for r in twin.records) / 3
+    assert per_request == (3 + sum(r.output_valid for r in twin.records), 6)
+    print(
+        f"\nTTFT ms constrained {_ttft_ms(constrained.records)} vs unconstrained {_ttft_ms(twin.records)}; "
+        f"twin valid {got['json-unconstrained']:.2f}"
+    )
+
+
+def test_json_object_mode_parses_and_is_judged_against_the_prompted_schema(engine):
+    out = run(engine, "cpu-0.jsonobj.c2.r0")
+    recs = out.records
+    assert [r.status for r in recs] == ["ok"] * 3
+    assert {r.response_format for r in recs} == {"json_object"}
+    # a JSON-object grammar: the reply is JSON (unless max_tokens cut it short); the schema is only asked for
+    assert all(r.output_parsed for r in recs if r.finish_reason == "stop")
+    assert any(r.output_parsed for r in recs)
+    assert all(r.output_valid is not None for r in recs)
+
+
+def test_a_trace_replays_on_its_own_timestamps_with_its_prefix_reuse(engine):
+    from tasks.loadgen import KEPT_UP_P99_MS
+    from tasks.trace import DATA_DIR, load_trace
+
+    out = run(engine, "cpu-0.trace.trace.r0")
+    trace = [r for r in load_trace(DATA_DIR / "trace_small.jsonl", block_tokens=16) if r.timestamp_ms < 1000]
+    recs = out.records
+    assert len(recs) == len(trace) == 6
+    assert [r.status for r in recs] == ["ok"] * 6
+    # due at the trace's own timestamps (ms -> ns from the cell start), sent on time: an open loop
+    assert [r.scheduled_at for r in recs] == [round(t.timestamp_ms * 1e6) for t in trace]
+    assert (out.row.load_kind, out.row.arrival) == ("open", "trace")
+    lateness_ms = sorted((r.sent_at - r.scheduled_at) / 1e6 for r in recs)
+    print(f"\ntrace send lateness ms {lateness_ms}; row p99 {out.row.send_lateness_p99_ms}")
+    # the send lateness check applies: most sends within its bound, a late one only where the event loop
+    # itself stalled (a busy machine), and the row says whether the replay kept up
+    row = out.row
+    assert lateness_ms[len(lateness_ms) // 2] <= KEPT_UP_P99_MS, lateness_ms
+    assert lateness_ms[-1] <= row.loop_lag_max_ms + KEPT_UP_P99_MS, (lateness_ms, row.loop_lag_max_ms)
+    assert row.client_kept_up == (row.send_lateness_p99_ms <= KEPT_UP_P99_MS and row.loop_lag_p99_ms <= KEPT_UP_P99_MS)
+    # lengths as the trace asks (ignore_eos: exactly output_length tokens; prompts of input_length words)
+    assert [r.completion_tokens for r in recs] == [t.output_tokens for t in trace]
+    assert [r.max_tokens for r in recs] == [t.output_tokens for t in trace]
+    # prefix reuse: a request whose first hash block an earlier request had reads more of its prompt from
+    # llama-server's cache than one whose first block is new (the chat template alone is cached for those)
+    seen, shared, fresh = set(), [], []
+    for t, r in zip(trace, recs, strict=True):
+        (shared if t.hash_ids[0] in seen else fresh).append(r.cached_prompt_tokens)
+        seen.update(t.hash_ids)
+    print(f"cached prompt tokens: shared first block {shared}, fresh {fresh}")
+    assert max(shared) >= max(fresh) + 16, (shared, fresh)
