@@ -62,10 +62,14 @@ def record(
         cell_started_at=T0,
         scheduled_at=kw.pop("scheduled_at", int(sent_ms * MS)),
         sent_at=int(sent_ms * MS),
-        first_chunk_at=chunks[0] - 1 if chunks else None,
+        first_chunk_at=int(kw.pop("first_chunk_ms") * MS)
+        if "first_chunk_ms" in kw
+        else chunks[0] - 1
+        if chunks
+        else None,
         first_token_at=chunks[0] if chunks else None,
         last_token_at=chunks[-1] if chunks else None,
-        done_at=(chunks[-1] if chunks else int(sent_ms * MS)) + 1,
+        done_at=int(kw.pop("done_ms") * MS) if "done_ms" in kw else (chunks[-1] if chunks else int(sent_ms * MS)) + 1,
         chunk_times=chunks,
         prompt_tokens=5,
         completion_tokens=tokens if ok_like else None,

@@ -330,3 +330,94 @@ def test_v_nightly_carries_the_engine_version_of_each_night(tmp_path, warehouse)
         )
     got = rows(warehouse, "SELECT run_id, engine_version FROM v_nightly ORDER BY night")
     assert [(r["run_id"], r["engine_version"]) for r in got] == [("night-1", "0.10.2"), ("night-2", "0.11.0")]
+
+
+def test_v_requests_peer_by_hand(tmp_path, warehouse):
+    """Each ok request in vLLM's, SGLang's, GuideLLM's and AIPerf's definitions (warehouse/README.md's table).
+    Request 0: sent at 0 ms, the role chunk at 4, content chunks at 10, 20, 35, [DONE] at 40, 4 tokens.
+    Request 1: sent at 100, its one content chunk at 130 in the read that also held the role chunk, [DONE] at 131.
+    Request 2 timed out: not a reply, not in the view."""
+    records = [
+        record(0, chunks_ms=(10, 20, 35), tokens=4, first_chunk_ms=4, done_ms=40),
+        record(1, sent_ms=100, chunks_ms=(130,), tokens=1, first_chunk_ms=130, done_ms=131),
+        record(2, chunks_ms=(), status="timeout"),
+    ]
+    store.load_run(warehouse, stage(tmp_path, records, [cell_row()]))
+    got = rows(
+        warehouse,
+        "SELECT * EXCLUDE (run_id, cell_id, engine, model, deployment_id, instance_id, workload_id, "
+        "load_kind, concurrency, repeat, max_tokens, prompt_tokens) FROM v_requests_peer ORDER BY request_id",
+    )
+    by_hand = [
+        {
+            "request_id": "cell-a#0",
+            "completion_tokens": 4,
+            # vLLM 0.34 = bakeoff: first/last content chunk, (35 - 10) / 3, the content gaps
+            "vllm_ttft_ms": 10.0,
+            "vllm_tpot_ms": 25 / 3,
+            "vllm_itl_ms": [10.0, 15.0],
+            "vllm_e2el_ms": 35.0,
+            # vLLM 0.10: the role chunk is the first token, the end is the usage chunk before [DONE]
+            "vllm_legacy_ttft_ms": 4.0,
+            "vllm_legacy_tpot_ms": 12.0,
+            "vllm_legacy_itl_ms": [6.0, 10.0, 15.0],
+            "vllm_legacy_e2el_ms": 40.0,
+            # SGLang: content chunks, but the latency ends at the last line ([DONE])
+            "sglang_ttft_ms": 10.0,
+            "sglang_tpot_ms": 10.0,
+            "sglang_itl_ms": [10.0, 15.0],
+            "sglang_e2e_ms": 40.0,
+            # GuideLLM: TPOT with the first token (35 / 4); ITL = bakeoff's TPOT; latency to the stream's close
+            "guidellm_ttft_ms": 10.0,
+            "guidellm_tpot_ms": 8.75,
+            "guidellm_itl_ms": 25 / 3,
+            "guidellm_e2e_ms": 40.0,
+            # AIPerf: "ITL" = bakeoff's TPOT, "ICL" = the chunk gaps, latency to the last content response
+            "aiperf_ttft_ms": 10.0,
+            "aiperf_itl_ms": 25 / 3,
+            "aiperf_icl_ms": [10.0, 15.0],
+            "aiperf_request_latency_ms": 35.0,
+        },
+        {
+            "request_id": "cell-a#1",
+            "completion_tokens": 1,
+            "vllm_ttft_ms": 30.0,
+            "vllm_tpot_ms": None,
+            "vllm_itl_ms": [],
+            "vllm_e2el_ms": 30.0,
+            "vllm_legacy_ttft_ms": 30.0,
+            "vllm_legacy_tpot_ms": None,
+            "vllm_legacy_itl_ms": [],
+            "vllm_legacy_e2el_ms": 31.0,
+            "sglang_ttft_ms": 30.0,
+            "sglang_tpot_ms": None,
+            "sglang_itl_ms": [],
+            "sglang_e2e_ms": 31.0,
+            "guidellm_ttft_ms": 30.0,
+            "guidellm_tpot_ms": 30.0,
+            "guidellm_itl_ms": None,
+            "guidellm_e2e_ms": 31.0,
+            "aiperf_ttft_ms": 30.0,
+            "aiperf_itl_ms": None,
+            "aiperf_icl_ms": [],
+            "aiperf_request_latency_ms": 30.0,
+        },
+    ]
+    assert len(got) == 2
+    for row, expected in zip(got, by_hand, strict=True):
+        assert row.keys() == expected.keys()
+        for key, value in expected.items():
+            assert row[key] == (pytest.approx(value) if value is not None else None), key
+
+
+def test_v_requests_peer_agrees_with_bakeoff_where_the_definitions_match(nights):
+    """Where a peer defines a figure as bakeoff does, the view gives bakeoff's number (v_requests)."""
+    (diff,) = nights.execute(
+        """SELECT max(greatest(abs(p.vllm_ttft_ms - q.ttft_ms), abs(p.aiperf_ttft_ms - q.ttft_ms),
+                               abs(p.vllm_e2el_ms - q.e2e_ms), abs(coalesce(p.aiperf_itl_ms - q.tpot_ms, 0)),
+                               abs(coalesce(p.guidellm_itl_ms - q.tpot_ms, 0)))),
+                  bool_and(p.sglang_itl_ms = q.itl_ms AND p.aiperf_icl_ms = q.itl_ms), count(*)
+           FROM v_requests_peer p JOIN v_requests q USING (run_id, request_id)"""
+    ).fetchall()
+    assert diff[0] == 0 and diff[1] is True
+    assert diff[2] == nights.execute("SELECT count(*) FROM v_requests WHERE status = 'ok'").fetchone()[0]

@@ -49,6 +49,64 @@ FROM requests r
 JOIN cells c USING (run_id, cell_id)
 JOIN runs ru USING (run_id);
 
+-- Each ok request's figures as the other tools define them, from the same raw columns (the table of
+-- definitions, with where each comes from in the tools' source: warehouse/README.md, "Metrics in the
+-- other tools' definitions"). bakeoff's own: v_requests. What the raw columns cannot give exactly:
+-- * done_at is when the read holding [DONE] arrived: SGLang's and GuideLLM's end, and (within the same
+--   read, or microseconds) the usage-only chunk that ends vLLM 0.10's latency.
+-- * Only content chunks are timed one by one; of the others bakeoff keeps the first event (first_chunk_at),
+--   so vLLM 0.10's ITL lacks the gap to the closing finish_reason chunk.
+-- * Output lengths are the server's completion_tokens; AIPerf (unless --use-server-token-count) and vLLM or
+--   SGLang without usage re-tokenize the text; a per-request list (itl, icl) is pooled over requests.
+CREATE OR REPLACE VIEW v_requests_peer AS
+SELECT
+    r.run_id, r.cell_id, r.request_id, r.engine, r.model, r.deployment_id, r.instance_id,
+    c.workload_id, c.load_kind, c.concurrency, c.repeat, r.max_tokens, r.prompt_tokens, r.completion_tokens,
+    -- vLLM bench serve, 0.34 (benchmarks/lib/endpoint_request_func.py): first and last chunk with streamed
+    -- output (non-empty content; the role chunk does not count); TPOT (latency - ttft) / (tokens - 1); ITL the
+    -- gaps between those chunks: bakeoff's own definitions
+    (r.first_token_at - r.sent_at) / 1e6                           AS vllm_ttft_ms,
+    CASE WHEN r.completion_tokens > 1
+         THEN (r.last_token_at - r.first_token_at) / 1e6 / (r.completion_tokens - 1) END AS vllm_tpot_ms,
+    list_transform(r.chunk_times[2:], lambda g: g / 1e3)           AS vllm_itl_ms,
+    (r.last_token_at - r.sent_at) / 1e6                            AS vllm_e2el_ms,
+    -- vLLM 0.10.2 (the study's pin): the first event with a non-empty `choices` is the first token, even the
+    -- role chunk with no content; the latency ends at the last event before [DONE] (the usage-only chunk);
+    -- ITL the gaps between events with choices, the role chunk -> first content gap included
+    (r.first_chunk_at - r.sent_at) / 1e6                           AS vllm_legacy_ttft_ms,
+    CASE WHEN r.completion_tokens > 1
+         THEN (r.done_at - r.first_chunk_at) / 1e6 / (r.completion_tokens - 1) END AS vllm_legacy_tpot_ms,
+    list_concat(CASE WHEN r.first_chunk_at < r.first_token_at
+                     THEN [(r.first_token_at - r.first_chunk_at) / 1e6] ELSE [] END,
+                list_transform(r.chunk_times[2:], lambda g: g / 1e3)) AS vllm_legacy_itl_ms,
+    (r.done_at - r.sent_at) / 1e6                                  AS vllm_legacy_e2el_ms,
+    -- SGLang bench_serving (sglang/benchmark/serving.py): first content chunk; latency at the last line read
+    -- ([DONE]); TPOT (latency - ttft) / (tokens - 1); ITL the gaps between content chunks
+    (r.first_token_at - r.sent_at) / 1e6                           AS sglang_ttft_ms,
+    CASE WHEN r.completion_tokens > 1
+         THEN (r.done_at - r.first_token_at) / 1e6 / (r.completion_tokens - 1) END AS sglang_tpot_ms,
+    list_transform(r.chunk_times[2:], lambda g: g / 1e3)           AS sglang_itl_ms,
+    (r.done_at - r.sent_at) / 1e6                                  AS sglang_e2e_ms,
+    -- GuideLLM 0.8 (guidellm/schemas/base/request_stats.py): TPOT includes the first token
+    -- ((last token - start) / tokens); its ITL is one number per request, bakeoff's TPOT; request latency ends
+    -- when the stream has closed after [DONE]
+    (r.first_token_at - r.sent_at) / 1e6                           AS guidellm_ttft_ms,
+    CASE WHEN r.completion_tokens > 0
+         THEN (r.last_token_at - r.sent_at) / 1e6 / r.completion_tokens END AS guidellm_tpot_ms,
+    CASE WHEN r.completion_tokens > 1
+         THEN (r.last_token_at - r.first_token_at) / 1e6 / (r.completion_tokens - 1) END AS guidellm_itl_ms,
+    (r.done_at - r.sent_at) / 1e6                                  AS guidellm_e2e_ms,
+    -- NVIDIA AIPerf 0.13 (aiperf/metrics/types/): "ITL" is (request latency - TTFT) / (OSL - 1), bakeoff's TPOT;
+    -- the chunk gaps are "ICL"; request latency ends at the last content response
+    (r.first_token_at - r.sent_at) / 1e6                           AS aiperf_ttft_ms,
+    CASE WHEN r.completion_tokens > 1
+         THEN (r.last_token_at - r.first_token_at) / 1e6 / (r.completion_tokens - 1) END AS aiperf_itl_ms,
+    list_transform(r.chunk_times[2:], lambda g: g / 1e3)           AS aiperf_icl_ms,
+    (r.last_token_at - r.sent_at) / 1e6                            AS aiperf_request_latency_ms
+FROM requests r
+JOIN cells c USING (run_id, cell_id)
+WHERE r.status = 'ok';
+
 CREATE OR REPLACE VIEW v_cells AS
 WITH per_cell AS (
     SELECT
