@@ -1483,3 +1483,41 @@ def test_without_gpu_power_the_report_says_energy_was_not_measured(tmp_path, war
     md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
     part = section(md, "## Throughput", "### Who wins")
     assert "energy per token not measured" in part and "GPU J / output token" not in part
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.2, 0.5])
+def test_a_report_killed_while_it_renders_leaves_no_truncated_file(tmp_path, warehouse_path, delay_s):
+    """SIGKILL of a real `bakeoff report` at three points of its render (counted from its first file
+    written): every report file there is whole (each is written to a temporary name and renamed), and
+    the next render completes."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from warehouse import store
+
+    con = store.connect(warehouse_path)
+    _stage_known_run(tmp_path, con)
+    con.close()
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "flows.cli", "report", "--run", "run-1", "--out", str(out)]
+    cmd += ["--warehouse", str(warehouse_path)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline and not (out.exists() and any(out.rglob("*"))):
+        time.sleep(0.02)  # the render has begun once its first file (or temporary file) is there
+    time.sleep(delay_s)
+    proc.kill()  # (on a fast machine the longest delay may find the render done: its files are whole too)
+    proc.wait()
+    html, md = out / "report.html", out / "report.md"
+    if html.exists():
+        assert html.read_text(encoding="utf-8").rstrip().endswith("</html>")
+    if md.exists():
+        assert "## Metric definitions" in md.read_text(encoding="utf-8")
+    for chart in (out / "charts").glob("*.png") if (out / "charts").exists() else ():
+        assert chart.read_bytes().startswith(b"\x89PNG") and chart.read_bytes()[-8:-4] == b"IEND"
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert html.read_text(encoding="utf-8").rstrip().endswith("</html>")
