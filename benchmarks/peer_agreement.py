@@ -14,7 +14,7 @@ Hugging Face tokenizer rebuilt from the GGUF's own vocabulary (transformers' GGU
 llama-server's /tokenize. Prints each peer's figures beside bakeoff's in that peer's definition (and writes
 them as JSON), the difference in %, and the requests each tool actually sent (prompt and output tokens).
 
-    .venv/bin/python benchmarks/peer_agreement.py                  # the README's figures (~10 min on 2 cores)
+    .venv/bin/python benchmarks/peer_agreement.py --requests 40 --output-tokens 64   # the README figures (17 min, busy 2 cores)
     .venv/bin/python benchmarks/peer_agreement.py --requests 12 --output-tokens 16 --skip aiperf   # a quick check
 """
 
