@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from reports.tables import Column, Table, fmt_ratio
 
 TWIN_SUFFIX = "-unconstrained"  # tasks/matrix.py TWIN_SUFFIX: the twin's workload id (reports never import tasks)
+NOCANCEL_SUFFIX = "-nocancel"  # tasks/matrix.py NOCANCEL_SUFFIX: the cancel twin's workload id
 
 STRUCTURED_COLUMNS = (
     Column("name", "Instance", numeric=False),
@@ -61,14 +62,74 @@ TRACE_COLUMNS = (
 )
 
 
+CANCEL_COLUMNS = (
+    Column("name", "Instance", numeric=False),
+    Column("workload_id", "Workload", numeric=False),
+    Column("load", "Load", numeric=False),
+    Column("repeat", "Rep."),
+    Column("requests", "Requests"),
+    Column("cancel_picked", "Picked to cancel"),
+    Column("cancelled_by_client", "Cancelled"),
+    Column("cancel_ms_p50", "Send → cancel P50 ms"),
+    Column("ok", "OK"),
+    Column("ttft_ms_p50", "TTFT P50 ms (ok)"),
+    Column("tpot_ms_p50", "TPOT P50 ms (ok)"),
+    Column("ttft_cost", "TTFT P50 vs no-cancel twin", numeric=False),
+    Column("tpot_cost", "TPOT P50 vs no-cancel twin", numeric=False),
+)
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    cells: Table
+    effects: tuple[str, ...]  # one sentence per cell with cancellations and a no-cancel twin
+
+
 @dataclass(frozen=True)
 class Workloads:
     structured: Structured | None = None
     trace: Table | None = None  # trace replays: on schedule or not, and the prefix reuse the trace brought
+    cancellation: Cancellation | None = None
 
     @property
     def present(self) -> bool:
-        return self.structured is not None or self.trace is not None
+        return any(x is not None for x in (self.structured, self.trace, self.cancellation))
+
+
+def cancellation(con, run_id: str, names: dict, load_shape) -> Cancellation | None:
+    """The cells that cancelled requests (v_cells.cancel_picked > 0): how many, how soon, and whether the
+    requests that were not cancelled ran slower than in the no-cancel twin (same instance, load, repeat)."""
+    cur = con.execute("SELECT * FROM v_cells WHERE run_id = ? ORDER BY deployment_id, cell_id", [run_id])
+    cols = [d[0] for d in cur.description]
+    every = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    cells = [c for c in every if c["cancel_picked"]]
+    if not cells:
+        return None
+    twins = {(c["workload_id"], _shape_key(c)): c for c in every}
+    rows, effects = [], []
+    for c in cells:
+        row = {**c, "name": names.get((c["deployment_id"], c["instance_id"]), c["instance_id"]), "load": load_shape(c)}
+        twin = twins.get((c["workload_id"] + NOCANCEL_SUFFIX, _shape_key(c)))
+        if twin is not None:
+            ttft, tpot = _ratio(c["ttft_ms_p50"], twin["ttft_ms_p50"]), _ratio(c["tpot_ms_p50"], twin["tpot_ms_p50"])
+            row["ttft_cost"], row["tpot_cost"] = fmt_ratio(ttft), fmt_ratio(tpot)
+            effects.append(
+                f"{row['name']} · {c['workload_id']} · {row['load']}: with {c['cancelled_by_client']} of "
+                f"{c['requests']} requests cancelled, the requests that were not had TTFT P50 {fmt_ratio(ttft)} and "
+                f"TPOT P50 {fmt_ratio(tpot)} those of the same workload without cancellations"
+            )
+        rows.append(row)
+    return Cancellation(
+        Table.from_records(
+            rows,
+            CANCEL_COLUMNS,
+            caption=(
+                "Cancellation, per cell: requests picked to cancel, those the client did cancel (closing the stream; "
+                "the rest ended first), sent → cancel; latency of the ok requests against the no-cancel twin."
+            ),
+        ),
+        tuple(effects),
+    )
 
 
 def trace(con, run_id: str, names: dict) -> Table | None:
@@ -187,5 +248,9 @@ def _share(x: float | None) -> str:
 
 
 def workloads(con, run_id: str, names: dict, load_shape) -> Workloads | None:
-    section = Workloads(structured=structured(con, run_id, names, load_shape), trace=trace(con, run_id, names))
+    section = Workloads(
+        structured=structured(con, run_id, names, load_shape),
+        trace=trace(con, run_id, names),
+        cancellation=cancellation(con, run_id, names, load_shape),
+    )
     return section if section.present else None

@@ -237,7 +237,17 @@ async def _one_request(
     done_ns = None
     rec.sent_at = now()
     try:
-        resp = await client.post_stream(_PATH, body, on_line)
+        if spec.cancel_after_ns is None:
+            resp = await client.post_stream(_PATH, body, on_line)
+        else:  # a client that gives up: the stream is closed (the connection aborted) at the delay
+            rec.cancel_after_ns = spec.cancel_after_ns
+            try:
+                resp = await asyncio.wait_for(client.post_stream(_PATH, body, on_line), spec.cancel_after_ns / 1e9)
+            except TimeoutError:
+                done_ns = time.monotonic_ns()  # the stream is closed: the request is over now
+                rec.cancelled_at = done_ns - t0
+                rec.status, rec.error_class = "cancelled", "client_cancel"
+                return None
         done_ns = resp.done_ns
         rec.http_status = resp.status
         if resp.status != 200:

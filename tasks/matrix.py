@@ -211,6 +211,14 @@ class Workload(_Strict):
     time_scale: float = Field(default=1.0, gt=0, le=1000)
     max_duration_s: float | None = Field(default=None, gt=0)
     block_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    # Any kind: cancel this share of the requests (seeded) after a delay from their send, closing the stream
+    # as a client that gives up does; the delay is cancel_after_ms, or drawn around it (exponential: that
+    # mean; uniform: 0 to twice it). cancel_twin adds `<id>-nocancel`, the same workload without
+    # cancellations, measured right after it: whether cancellations slowed the requests that were not.
+    cancel_share: float = Field(default=0.0, ge=0, le=1)
+    cancel_after_ms: float = Field(default=1000.0, gt=0, le=3_600_000)
+    cancel_delay: Literal["fixed", "exponential", "uniform"] = "fixed"
+    cancel_twin: bool = False
     # Ask the engine to keep generating past EOS so each request produces max_tokens tokens (structured:
     # off, a reply ends when its JSON does).
     ignore_eos: bool = True
@@ -229,6 +237,8 @@ class Workload(_Strict):
             kinds = [k for k, names in only.items() if name in names]
             if kinds:
                 raise ValueError(f"{name}: only used by kind {' or '.join(kinds)}, this workload is kind {self.kind}")
+        if self.cancel_twin and self.cancel_share == 0:
+            raise ValueError("cancel_twin: this workload cancels nothing (cancel_share 0); set cancel_share")
         if self.kind == "structured":
             if self.ignore_eos and "ignore_eos" in self.model_fields_set:
                 raise ValueError(
@@ -240,6 +250,17 @@ class Workload(_Strict):
                 raise ValueError("unconstrained_twin: this workload is already unconstrained (response_format none)")
         return self
 
+    def without_cancellations(self) -> Workload:
+        """The cancel twin: the same workload, nothing cancelled."""
+        return self.model_copy(
+            update={
+                "id": f"{self.id}{NOCANCEL_SUFFIX}",
+                "cancel_share": 0.0,
+                "cancel_twin": False,
+                "unconstrained_twin": False,
+            }
+        )
+
     def unconstrained(self) -> Workload:
         """The unconstrained twin of a structured workload: same prompts, no response_format."""
         return self.model_copy(
@@ -248,6 +269,7 @@ class Workload(_Strict):
 
 
 TWIN_SUFFIX = "-unconstrained"  # the id of a structured workload's unconstrained twin: <id>-unconstrained
+NOCANCEL_SUFFIX = "-nocancel"  # the id of a workload's twin without cancellations: <id>-nocancel
 
 
 Arrival = Literal["poisson", "gamma", "constant"]
@@ -394,19 +416,21 @@ class Matrix(_Strict):
         return self
 
     def _add_unconstrained_twins(self) -> None:
-        """Each structured workload with unconstrained_twin gets its twin right after it (so every instance
+        """Each structured workload with unconstrained_twin (each workload with cancel_twin) gets its twin right
+        after it (so every instance
         measures both at each load shape, one after the other); a workload of that id already there is
         refused as a repeated id."""
         out: list[Workload] = []
         for w_i, w in enumerate(self.workloads):
             out.append(w)
-            if w.unconstrained_twin:
-                if len(w.id) + len(TWIN_SUFFIX) > 64:
+            twins = [w.unconstrained()] if w.unconstrained_twin else []
+            twins += [w.without_cancellations()] if w.cancel_twin else []
+            for twin in twins:
+                if len(twin.id) > 64:
                     raise ValueError(
-                        f"workloads.{w_i}.id: {w.id!r} is too long for its twin's id {w.id + TWIN_SUFFIX!r} (at most 64 "
-                        "characters)"
+                        f"workloads.{w_i}.id: {w.id!r} is too long for its twin's id {twin.id!r} (at most 64 characters)"
                     )
-                out.append(w.unconstrained())
+            out += twins
         self.workloads = out
 
     def _shares_fit_one_gpu(self) -> None:

@@ -61,6 +61,10 @@ class RequestRecord:
     output_parsed: bool | None = None
     output_valid: bool | None = None
     validation_error: str | None = None
+    # cancellation (Workload.cancel_share): the delay after sent_at the client was to cancel at (None: not
+    # picked), and when it did close the stream (None: the reply ended first, or not picked)
+    cancel_after_ns: int | None = None
+    cancelled_at: int | None = None
 
 
 # Arrow schema of the records in memory (`records_to_arrow`). The staged requests file (Parquet) has the
@@ -97,6 +101,8 @@ REQUEST_SCHEMA = pa.schema(
         ("output_parsed", pa.bool_()),
         ("output_valid", pa.bool_()),
         ("validation_error", pa.string()),
+        ("cancel_after_ns", pa.int64()),
+        ("cancelled_at", pa.int64()),
     ]
 )
 

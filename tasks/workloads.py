@@ -39,6 +39,8 @@ class RequestSpec:
     response_format: dict | None = None
     # trace (tasks/trace.py): when the request is due, ns from the cell start (the trace's own timestamps)
     at_ns: int | None = None
+    # cancellation (Workload.cancel_share): close the stream this long after the send (None: never)
+    cancel_after_ns: int | None = None
 
 
 WARMUP_MARK = "Warm-up request {i}, not measured."
@@ -226,3 +228,23 @@ def trace_requests(workload: Workload, *, seed: int, base_dir: Path | None = Non
         )
         for i, (r, at) in enumerate(zip(requests, due, strict=False))
     ]
+
+
+def with_cancellations(specs: list[RequestSpec], workload: Workload, *, seed: int) -> list[RequestSpec]:
+    """The cell's requests with workload.cancel_share of them (each drawn, seeded) to be cancelled after
+    their delay: cancel_after_ms, or drawn around it (exponential with that mean; uniform in 0 to twice it)."""
+    if workload.cancel_share <= 0:
+        return specs
+    rng = random.Random(f"{seed}/cancel")
+    mean_s = workload.cancel_after_ms / 1e3
+    draw = {
+        "fixed": lambda: mean_s,
+        "exponential": lambda: rng.expovariate(1 / mean_s),
+        "uniform": lambda: rng.uniform(0, 2 * mean_s),
+    }[workload.cancel_delay]
+    out = []
+    for spec in specs:
+        picked = rng.random() < workload.cancel_share
+        delay = draw()  # drawn for every request, so the picks do not shift the delays of the others
+        out.append(dataclasses.replace(spec, cancel_after_ns=max(1, round(delay * 1e9))) if picked else spec)
+    return out

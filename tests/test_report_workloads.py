@@ -80,3 +80,30 @@ def test_trace_section_says_whether_the_replay_kept_to_its_timestamps(tmp_path, 
         assert "Trace replay" in text and "no: fell behind" in text
         assert "7.50" in text and "0.250" in text  # the P99 lateness and the prefix hit share
     assert "Structured output" not in md
+
+
+def test_cancellation_section_sets_the_requests_left_against_the_no_cancel_twin(tmp_path, warehouse):
+    # the cell with cancellations: 2 ok requests with TTFT 30 ms and TPOT 20 ms (chunks at 30, 50, 70),
+    # 2 cancelled at 15 ms; the twin: 4 ok with TTFT 10 ms, TPOT 10 ms -> 3.00x and 2.00x
+    kept = [record(i, cell_id="c-cancel", chunks_ms=(30, 50, 70)) for i in range(2)]
+    gone = [
+        record(i, cell_id="c-cancel", chunks_ms=(), status="cancelled", error_class="client_cancel", tokens=None)
+        for i in (2, 3)
+    ]
+    for r in gone:
+        r.cancel_after_ns, r.cancelled_at, r.done_at = 15_000_000, 15_000_000, 15_000_000
+    twin = [record(i, cell_id="c-nocancel", chunks_ms=(10, 20, 30)) for i in range(4)]
+    cells = [
+        {**cell_row("c-cancel"), "workload_id": "chat"},
+        {**cell_row("c-nocancel"), "workload_id": "chat-nocancel"},
+    ]
+    store.load_run(warehouse, stage(tmp_path, [*kept, *gone, *twin], cells))
+    got = warehouse.execute(
+        "SELECT cancel_picked, cancelled_by_client, cancel_ms_p50 FROM v_cells WHERE cell_id = 'c-cancel'"
+    ).fetchone()
+    assert got == (2, 2, 15.0)
+    paths = render_run(warehouse, "run-1", tmp_path / "report")
+    html, md = unescape(paths["html"].read_text()), paths["markdown"].read_text()
+    sentence = "with 2 of 4 requests cancelled, the requests that were not had TTFT P50 3.00× and TPOT P50 2.00×"
+    for text in (html, md):
+        assert "Cancellation" in text and sentence in text

@@ -241,3 +241,43 @@ def test_the_load_generator_sends_response_format_and_keeps_only_structured_repl
     assert [b.get("response_format") for b in bodies] == [s.response_format for s in specs] + [None]
     # the reply text is kept for the two structured requests only (the judge reads it after the cell)
     assert sorted(result.texts) == ["c#00000", "c#00001"] and all(result.texts.values())
+
+
+# ---------------------------------------------------------------- cancellation (any kind)
+
+
+@pytest.mark.parametrize("delay", ["fixed", "exponential", "uniform"])
+def test_a_share_of_requests_is_picked_to_cancel_after_a_fixed_or_drawn_delay(delay):
+    from tasks.workloads import with_cancellations
+
+    w = Workload(
+        id="r", kind="random", num_requests=2000, input_tokens=3, output_tokens=3, cancel_share=0.3, cancel_delay=delay
+    )
+    specs = with_cancellations(build_requests(w, seed=0), w, seed=0)
+    delays = [s.cancel_after_ns / 1e9 for s in specs if s.cancel_after_ns is not None]
+    assert len(delays) / len(specs) == pytest.approx(0.3, abs=0.03)
+    assert statistics.fmean(delays) == pytest.approx(1.0, rel=0.1)  # cancel_after_ms 1000: the mean
+    if delay == "fixed":
+        assert set(delays) == {1.0}
+    elif delay == "uniform":
+        assert min(delays) > 0 and max(delays) <= 2.0
+    assert with_cancellations(build_requests(w, seed=0), w, seed=0) == specs  # seeded
+    assert with_cancellations(specs, w.without_cancellations(), seed=0) is specs
+
+
+def test_cancel_twin_adds_the_workload_without_cancellations(tmp_path):
+    data = {
+        "name": "w",
+        "engines": {"ext": {"kind": "external", "version": "1", "url": "http://127.0.0.1:9", "launcher": "none"}},
+        "models": {"m": {"path": "unused"}},
+        "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
+        "workloads": [{"id": "r", "kind": "random", "ignore_eos": False, "cancel_share": 0.2, "cancel_twin": True}],
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    matrix, _ = load_matrix(path)
+    assert [(w.id, w.cancel_share) for w in matrix.workloads] == [("r", 0.2), ("r-nocancel", 0.0)]
+    data["workloads"][0]["cancel_share"] = 0
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(MatrixError, match="cancel_twin: this workload cancels nothing"):
+        load_matrix(path)

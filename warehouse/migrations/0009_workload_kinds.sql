@@ -13,3 +13,9 @@ ALTER TABLE requests ADD COLUMN response_format VARCHAR;
 ALTER TABLE requests ADD COLUMN output_parsed BOOLEAN;
 ALTER TABLE requests ADD COLUMN output_valid BOOLEAN;
 ALTER TABLE requests ADD COLUMN validation_error VARCHAR;
+
+-- cancellation (any workload's cancel_share): cancel_after_ns, the delay after sent_at the client was to
+-- close the stream at (NULL: the request was not picked); cancelled_at, ns from the cell start when it
+-- did, status 'cancelled' and error_class 'client_cancel' (NULL: not picked, or the reply ended first).
+ALTER TABLE requests ADD COLUMN cancel_after_ns BIGINT;
+ALTER TABLE requests ADD COLUMN cancelled_at BIGINT;

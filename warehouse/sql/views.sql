@@ -27,6 +27,8 @@ SELECT
     c.workload_id, c.load_kind, c.concurrency, c.repeat, r.max_tokens, r.status, r.error_class,
     r.prompt_tokens, r.completion_tokens, r.cached_prompt_tokens, r.finish_reason,
     r.schema_id, r.response_format, r.output_parsed, r.output_valid, r.validation_error,
+    r.cancel_after_ns, r.cancelled_at,
+    (r.cancelled_at - r.sent_at) / 1e6                             AS cancel_ms, -- the client closed the stream
     (r.first_token_at - r.sent_at) / 1e6                           AS ttft_ms,   -- first non-empty content chunk
     (r.last_token_at - r.sent_at) / 1e6                            AS e2e_ms,    -- last content chunk
     (r.sent_at - r.scheduled_at) / 1e6                             AS queue_ms,  -- coordinated omission shows here
@@ -71,7 +73,11 @@ WITH per_cell AS (
         count(*) FILTER (status = 'ok' AND completion_tokens < max_tokens)    AS ended_early,
         -- structured replies: of the ok ones judged against their schema, the share that parsed / validated
         count(*) FILTER (output_parsed) / nullif(count(*) FILTER (output_parsed IS NOT NULL), 0) AS parsed_share,
-        count(*) FILTER (output_valid) / nullif(count(*) FILTER (output_valid IS NOT NULL), 0)   AS valid_share
+        count(*) FILTER (output_valid) / nullif(count(*) FILTER (output_valid IS NOT NULL), 0)   AS valid_share,
+        -- cancellation: requests picked for it, those the client did cancel (the rest ended first), when
+        count(*) FILTER (cancel_after_ns IS NOT NULL)         AS cancel_picked,
+        count(*) FILTER (cancelled_at IS NOT NULL)            AS cancelled_by_client,
+        quantile_cont(cancel_ms, 0.5)                         AS cancel_ms_p50
     FROM v_requests
     GROUP BY run_id, cell_id
 ),
@@ -108,6 +114,8 @@ SELECT
     p.prefix_hit_share,                                       -- Σ cached / Σ prompt tokens; NULL: not reported
     coalesce(p.ended_early, 0)                                AS ended_early,  -- ok replies short of max_tokens
     p.parsed_share, p.valid_share,                            -- structured: ok replies that parsed / validated; NULL: none judged
+    coalesce(p.cancel_picked, 0) AS cancel_picked, coalesce(p.cancelled_by_client, 0) AS cancelled_by_client,
+    p.cancel_ms_p50,                                          -- cancellation: picked, cancelled, sent -> cancel
     h.engine_cpu_pct_mean, h.other_cpu_pct_mean, h.other_cpu_pct_max,  -- % of the machine; others = not the engines
     ru.validation_status,                                     -- the run's: passed / failed_rows / NULL
     coalesce(rj.rejected, 0)                                  AS rejected   -- this cell's rows in rejected_requests
