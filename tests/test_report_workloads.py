@@ -36,7 +36,8 @@ def test_structured_section_shows_validity_and_the_cost_of_constraining(tmp_path
         {**cell_row("c-json", wall_ms=100.0), "workload_id": "json"},
         {**cell_row("c-twin", wall_ms=50.0), "workload_id": "json-unconstrained"},
     ]
-    store.load_run(warehouse, stage(tmp_path, records, cells))
+    verdict, _ = store.gate_and_load(warehouse, stage(tmp_path, records, cells))
+    assert verdict.outcome == "passed", verdict
     valid = dict(warehouse.execute("SELECT workload_id, valid_share FROM v_cells").fetchall())
     assert valid == {"json": 1.0, "json-unconstrained": 0.25}
     paths = render_run(warehouse, "run-1", tmp_path / "report")
@@ -97,7 +98,9 @@ def test_cancellation_section_sets_the_requests_left_against_the_no_cancel_twin(
         {**cell_row("c-cancel"), "workload_id": "chat"},
         {**cell_row("c-nocancel"), "workload_id": "chat-nocancel"},
     ]
-    store.load_run(warehouse, stage(tmp_path, [*kept, *gone, *twin], cells))
+    # through the validation gate: the cancelled rows and the new columns pass it
+    verdict, _ = store.gate_and_load(warehouse, stage(tmp_path, [*kept, *gone, *twin], cells))
+    assert verdict.outcome == "passed", verdict
     got = warehouse.execute(
         "SELECT cancel_picked, cancelled_by_client, cancel_ms_p50 FROM v_cells WHERE cell_id = 'c-cancel'"
     ).fetchone()
