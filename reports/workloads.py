@@ -79,6 +79,55 @@ CANCEL_COLUMNS = (
 )
 
 
+TURN_COLUMNS = (
+    Column("name", "Instance", numeric=False),
+    Column("workload_id", "Workload", numeric=False),
+    Column("load", "Load (sessions)", numeric=False),
+    Column("turn", "Turn"),
+    Column("requests", "Requests"),
+    Column("ok", "OK"),
+    Column("prompt_tokens_mean", "Prompt tokens mean"),
+    Column("prefix_hit_share", "Prefix hit share"),
+    Column("ttft_ms_p50", "TTFT P50 ms"),
+    Column("ttft_ms_p95", "TTFT P95 ms"),
+)
+
+
+def multi_turn(con, run_id: str, names: dict, load_shape) -> Table | None:
+    """Multi-turn sessions, by turn: TTFT and the share of the prompt the server read from its prefix cache
+    (Σ cached / Σ prompt tokens): what prefix caching buys on a chat workload, turn by turn."""
+    cur = con.execute(
+        """
+        SELECT c.deployment_id, c.instance_id, c.workload_id, c.load_kind, c.arrival, c.concurrency, c.rate_rps,
+               c.burstiness, c.max_concurrency, c.duration_limit_s, q.turn,
+               count(*) AS requests, count(*) FILTER (q.status = 'ok') AS ok,
+               avg(q.prompt_tokens) FILTER (q.status = 'ok') AS prompt_tokens_mean,
+               sum(q.cached_prompt_tokens) FILTER (q.cached_prompt_tokens IS NOT NULL)
+                   / nullif(sum(q.prompt_tokens) FILTER (q.cached_prompt_tokens IS NOT NULL), 0) AS prefix_hit_share,
+               quantile_cont(q.ttft_ms, 0.5) FILTER (q.status = 'ok') AS ttft_ms_p50,
+               quantile_cont(q.ttft_ms, 0.95) FILTER (q.status = 'ok') AS ttft_ms_p95
+        FROM v_requests q JOIN cells c USING (run_id, cell_id)
+        WHERE q.run_id = ? AND q.turn IS NOT NULL
+        GROUP BY ALL ORDER BY c.deployment_id, c.instance_id, c.workload_id, c.concurrency, c.rate_rps, q.turn
+        """,
+        [run_id],
+    )
+    cols = [d[0] for d in cur.description]
+    rows = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    if not rows:
+        return None
+    for r in rows:
+        r["name"], r["load"] = names.get((r["deployment_id"], r["instance_id"]), r["instance_id"]), load_shape(r)
+    return Table.from_records(
+        rows,
+        TURN_COLUMNS,
+        caption=(
+            "Multi-turn sessions by turn (repeats pooled): each turn sends the conversation so far, so its prompt "
+            "grows; the prefix hit share is Σ cached / Σ prompt tokens as the server reported them."
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class Cancellation:
     cells: Table
@@ -90,10 +139,11 @@ class Workloads:
     structured: Structured | None = None
     trace: Table | None = None  # trace replays: on schedule or not, and the prefix reuse the trace brought
     cancellation: Cancellation | None = None
+    multi_turn: Table | None = None  # TTFT and prefix hit share by turn
 
     @property
     def present(self) -> bool:
-        return any(x is not None for x in (self.structured, self.trace, self.cancellation))
+        return any(x is not None for x in (self.structured, self.trace, self.cancellation, self.multi_turn))
 
 
 def cancellation(con, run_id: str, names: dict, load_shape) -> Cancellation | None:
@@ -252,5 +302,6 @@ def workloads(con, run_id: str, names: dict, load_shape) -> Workloads | None:
         structured=structured(con, run_id, names, load_shape),
         trace=trace(con, run_id, names),
         cancellation=cancellation(con, run_id, names, load_shape),
+        multi_turn=multi_turn(con, run_id, names, load_shape),
     )
     return section if section.present else None

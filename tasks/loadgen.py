@@ -15,6 +15,8 @@ how late a ticker on the event loop wakes up; a busy client shows in both before
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -162,7 +164,7 @@ def _overhead(lateness_ns: list[int], lags_ns: list[int]) -> ClientOverhead:
 
 
 def _body(target: Target, spec: RequestSpec, temperature: float) -> dict:
-    messages = [{"role": "user", "content": spec.text}]
+    messages = [*spec.history, {"role": "user", "content": spec.text}]  # history: a session's turns so far
     if spec.system is not None:
         messages.insert(0, {"role": "system", "content": spec.system})
     body = {
@@ -191,7 +193,7 @@ async def _one_request(
         return time.monotonic_ns() - t0
 
     saw_done = False
-    pieces: list[str] | None = [] if spec.schema is not None else None
+    pieces: list[str] | None = [] if spec.schema is not None or spec.session_id is not None else None
 
     def on_line(payload: bytes, t_read: int) -> int:
         # Runs inside the client's data_received, once per SSE data line; t_read is when its read arrived.
@@ -311,7 +313,11 @@ async def run_load(
         started_at = datetime.now(UTC)
         t0 = time.monotonic_ns()
         deadline = t0 + int(duration_s * 1e9) if duration_s else None
-        records = [_new_record(target, run_id, cell_id, i, s, started_at, 0) for i, s in enumerate(requests)]
+        # a multi_turn session is one unit the load shape schedules, with one record per turn
+        flat = [t for s in requests for t in (s.turns or (s,))]
+        records = [_new_record(target, run_id, cell_id, i, s, started_at, 0) for i, s in enumerate(flat)]
+        first = list(itertools.accumulate((len(s.turns or (s,)) for s in requests), initial=0))
+        heads = [records[j] for j in first[:-1]]  # each unit's first record: the loops stamp scheduled_at on it
         if on_start:
             on_start(records, started_at, t0)
         lateness: list[int] = []  # sent_at minus the moment the request could go
@@ -320,24 +326,29 @@ async def run_load(
 
         async def send(i: int, ready_ns: int) -> None:
             nonlocal done
-            text = await _one_request(client, target, requests[i], records[i], t0, temperature)
-            if text is not None:
-                texts[records[i].request_id] = text
-            lateness.append(records[i].sent_at - ready_ns)
+            if requests[i].turns:
+                await _session(
+                    client, target, requests[i].turns, records[first[i] : first[i + 1]], t0, temperature, lateness
+                )
+            else:
+                text = await _one_request(client, target, requests[i], heads[i], t0, temperature)
+                if text is not None and requests[i].schema is not None:
+                    texts[heads[i].request_id] = text
+            lateness.append(heads[i].sent_at - ready_ns)
             done += 1
             if progress:
                 progress(done, len(requests))
 
         with _LagTicker() as ticker:
             if shape.kind == "closed":
-                await _closed_loop(send, len(requests), shape.concurrency, records, t0, deadline)
+                await _closed_loop(send, len(requests), shape.concurrency, heads, t0, deadline)
             else:
                 offsets = (
                     [s.at_ns for s in requests]  # a trace: its own timestamps
                     if shape.arrival == "trace"
                     else arrival_offsets_ns(len(requests), shape, seed)
                 )
-                await _open_loop(send, offsets, shape.max_concurrency, records, t0, deadline)
+                await _open_loop(send, offsets, shape.max_concurrency, heads, t0, deadline)
         wall_ns = time.monotonic_ns() - t0
     sent = [r for r in records if r.sent_at is not None]
     return CellResult(
@@ -347,6 +358,34 @@ async def run_load(
         overhead=_overhead(lateness, ticker.lags_ns),
         texts=texts,
     )
+
+
+async def _session(
+    client: StreamingClient,
+    target: Target,
+    turns: tuple[RequestSpec, ...],
+    records: list[RequestRecord],
+    t0: int,
+    temperature: float,
+    lateness: list[int],
+) -> None:
+    """A multi_turn session: each turn after its think time, with the conversation so far; a turn due
+    when its think time ends (scheduled_at), its lateness measured from then. A failed turn ends the
+    session (the turns after it are not sent)."""
+    history: list[dict] = []
+    for k, (spec, rec) in enumerate(zip(turns, records, strict=True)):
+        rec.session_id, rec.turn = spec.session_id, spec.turn
+        if k:
+            await asyncio.sleep(spec.think_s)
+            rec.scheduled_at = time.monotonic_ns() - t0
+        reply = await _one_request(
+            client, target, dataclasses.replace(spec, history=tuple(history)), rec, t0, temperature
+        )
+        if k:
+            lateness.append(rec.sent_at - rec.scheduled_at)
+        if rec.status != "ok":
+            return
+        history += [{"role": "user", "content": spec.text}, {"role": "assistant", "content": reply or ""}]
 
 
 async def _closed_loop(

@@ -179,7 +179,10 @@ class Workload(_Strict):
     # (tasks/structured.py); every ok reply is judged against its schema.
     # trace: a request trace replayed on its own timestamps (tasks/trace.py), whatever load.concurrency
     # and load.rates say: each trace workload is one open-loop cell (arrival "trace") per instance and repeat.
-    kind: Literal["prompts", "shared_prefix", "random", "structured", "trace"] = "prompts"
+    # multi_turn: `sessions` chat sessions of `turns` turns (uniform from min_turns when given), each turn
+    # the whole conversation so far plus a new user message of input_tokens words, think_time_s apart; the
+    # load's concurrency or rate applies to sessions.
+    kind: Literal["prompts", "shared_prefix", "random", "structured", "trace", "multi_turn"] = "prompts"
     # kind prompts: a built-in prompt set name (tasks/data/prompts_<name>.yaml) or a path to such a file.
     prompts: str = Field(default="study", min_length=1)
     limit_prompts: int | None = Field(default=None, ge=1)
@@ -202,6 +205,13 @@ class Workload(_Strict):
     schemas: str = Field(default="builtin", min_length=1)
     response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
     unconstrained_twin: bool = False
+    # multi_turn: sessions, turns per session, the think time between a reply and the next user message
+    # (fixed, or exponential with that mean).
+    sessions: int = Field(default=8, ge=1, le=100_000)
+    turns: int = Field(default=4, ge=1, le=1000)
+    min_turns: int | None = Field(default=None, ge=1, le=1000)
+    think_time_s: float = Field(default=1.0, ge=0, le=3600)
+    think_time: Literal["fixed", "exponential"] = "fixed"
     # trace: a built-in trace (tasks/data/trace_<name>.jsonl) or a path to a Mooncake JSONL or CSV file;
     # its format (auto: .csv is CSV, anything else Mooncake JSONL); the factor applied to its timestamps
     # (0.5 replays it twice as fast); the time after which no request of it is sent; the prompt tokens per
@@ -232,11 +242,24 @@ class Workload(_Strict):
             "random": {"num_requests", "input_tokens", "output_tokens", "range_ratio"},
             "structured": {"schemas", "response_format", "unconstrained_twin", "output_tokens"},
             "trace": {"trace", "trace_format", "time_scale", "max_duration_s", "block_tokens"},
+            "multi_turn": {
+                "sessions",
+                "turns",
+                "min_turns",
+                "think_time_s",
+                "think_time",
+                "input_tokens",
+                "output_tokens",
+            },
         }
         for name in sorted(self.model_fields_set - only[self.kind]):
             kinds = [k for k, names in only.items() if name in names]
             if kinds:
                 raise ValueError(f"{name}: only used by kind {' or '.join(kinds)}, this workload is kind {self.kind}")
+        if self.min_turns is not None and self.min_turns > self.turns:
+            raise ValueError(f"min_turns: must be at most turns ({self.min_turns} > {self.turns})")
+        if self.kind == "multi_turn" and self.cancel_share:
+            raise ValueError("cancel_share: not with kind multi_turn (a session's turns are not cancelled)")
         if self.cancel_twin and self.cancel_share == 0:
             raise ValueError("cancel_twin: this workload cancels nothing (cancel_share 0); set cancel_share")
         if self.kind == "structured":
@@ -475,6 +498,8 @@ class Matrix(_Strict):
             elif w.kind == "structured":
                 # its count is the schema file's prompts (bounded like a prompts file)
                 tokens, count, field = w.output_tokens, None, f"workloads.{w_i}"
+            elif w.kind == "multi_turn":
+                tokens, count, field = w.output_tokens, w.sessions * w.turns, f"workloads.{w_i}.sessions"
             elif w.kind == "trace":
                 continue  # its count is the trace file's (bounded at 64 MiB); requests_per_cell does not apply
             else:

@@ -65,6 +65,9 @@ class RequestRecord:
     # picked), and when it did close the stream (None: the reply ended first, or not picked)
     cancel_after_ns: int | None = None
     cancelled_at: int | None = None
+    # multi_turn: the session the request belongs to and its turn in it (1 = the first)
+    session_id: str | None = None
+    turn: int | None = None
 
 
 # Arrow schema of the records in memory (`records_to_arrow`). The staged requests file (Parquet) has the
@@ -103,6 +106,8 @@ REQUEST_SCHEMA = pa.schema(
         ("validation_error", pa.string()),
         ("cancel_after_ns", pa.int64()),
         ("cancelled_at", pa.int64()),
+        ("session_id", pa.string()),
+        ("turn", pa.int32()),
     ]
 )
 

@@ -110,3 +110,21 @@ def test_cancellation_section_sets_the_requests_left_against_the_no_cancel_twin(
     sentence = "with 2 of 4 requests cancelled, the requests that were not had TTFT P50 3.00× and TPOT P50 2.00×"
     for text in (html, md):
         assert "Cancellation" in text and sentence in text
+
+
+def test_multi_turn_section_shows_ttft_and_prefix_hits_by_turn(tmp_path, warehouse):
+    records = []
+    for s in range(2):
+        for t, (prompt, cached, ttft) in enumerate([(40, 0, 30), (80, 40, 20), (120, 80, 10)], start=1):
+            r = record(len(records), cell_id="c-chat", chunks_ms=(ttft, ttft + 5))
+            r.session_id, r.turn, r.prompt_tokens, r.cached_prompt_tokens = f"s{s}", t, prompt, cached
+            records.append(r)
+    verdict, _ = store.gate_and_load(
+        warehouse, stage(tmp_path, records, [{**cell_row("c-chat"), "workload_id": "chat"}])
+    )
+    assert verdict.outcome == "passed", verdict
+    paths = render_run(warehouse, "run-1", tmp_path / "report")
+    html, md = unescape(paths["html"].read_text()), paths["markdown"].read_text()
+    assert "| 3 | 2 | 2 | 120.0 | 0.667 | 10.00 |" in md  # turn 3: 160/240 of the prompt cached, TTFT 10 ms
+    for text in (html, md):
+        assert "Multi-turn sessions" in text and "0.500" in text  # turn 2: 80/160

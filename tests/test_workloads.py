@@ -281,3 +281,35 @@ def test_cancel_twin_adds_the_workload_without_cancellations(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(MatrixError, match="cancel_twin: this workload cancels nothing"):
         load_matrix(path)
+
+
+# ---------------------------------------------------------------- multi_turn
+
+
+def test_multi_turn_sessions_send_the_conversation_so_far_each_turn():
+    w = Workload(id="chat", kind="multi_turn", sessions=2, turns=3, input_tokens=5, output_tokens=3, think_time_s=0.01)
+    specs = build_requests(w, seed=0)
+    assert [s.prompt_id for s in specs] == ["s0000", "s0001"] and all(len(s.turns) == 3 for s in specs)
+    with MockFaultyServer() as server:
+        target = Target(server.url, "mock-ok", "mock", "m", "dep", "dep-0", {})
+        result = asyncio.run(run_closed_loop(target, specs, run_id="r", cell_id="c", concurrency=2))
+        bodies = list(server.bodies)
+    recs = result.records
+    assert len(recs) == 6 and [r.status for r in recs] == ["ok"] * 6
+    assert sorted((r.session_id, r.turn) for r in recs) == [(s, t) for s in ("s0000", "s0001") for t in (1, 2, 3)]
+    # each turn: the user messages and replies so far, then the new user message (2 k + 1 messages)
+    assert sorted(len(b["messages"]) for b in bodies) == [1, 1, 3, 3, 5, 5]
+    third = next(b for b in bodies if len(b["messages"]) == 5)
+    assert [m["role"] for m in third["messages"]] == ["user", "assistant", "user", "assistant", "user"]
+    assert all(m["content"] for m in third["messages"])  # the replies as the server streamed them
+    # a later turn is due when its think time ends, after the reply before it
+    by = {(r.session_id, r.turn): r for r in recs}
+    assert all(by[s, t].scheduled_at >= by[s, t - 1].done_at + 10_000_000 for s in ("s0000", "s0001") for t in (2, 3))
+
+
+def test_multi_turn_turns_are_drawn_between_min_turns_and_turns():
+    w = Workload(id="chat", kind="multi_turn", sessions=200, turns=6, min_turns=2, think_time="exponential")
+    counts = [len(s.turns) for s in build_requests(w, seed=1)]
+    assert min(counts) == 2 and max(counts) == 6
+    thinks = [t.think_s for s in build_requests(w, seed=1) for t in s.turns[1:]]
+    assert statistics.fmean(thinks) == pytest.approx(1.0, rel=0.15) and len(set(thinks)) > 100

@@ -64,6 +64,16 @@ SCHEMAS = {
     ]
 }
 WORKLOADS = [
+    # two chat sessions of three turns, 50 ms of think time
+    {
+        "id": "chat",
+        "kind": "multi_turn",
+        "sessions": 2,
+        "turns": 3,
+        "input_tokens": 12,
+        "output_tokens": 6,
+        "think_time_s": 0.05,
+    },
     # half the requests (a seeded draw: 3 of these 4) cancelled 300 ms after their send; replies of 24 tokens take seconds
     {
         "id": "cancel",
@@ -251,3 +261,19 @@ def test_cancelled_requests_close_their_stream_and_are_recorded(engine):
         f"\ntokens generated {generated:g}: ok {ok_tokens}, warm-up 24, cancelled replies streamed {seen} before the cancel"
     )
     assert generated < ok_tokens + 24 + len(picked) * 24 - 16, generated
+
+
+def test_multi_turn_sessions_read_more_of_their_prompt_from_the_cache_each_turn(engine):
+    out = run(engine, "cpu-0.chat.c2.r0")
+    recs = out.records
+    assert len(recs) == 6 and [r.status for r in recs] == ["ok"] * 6
+    for sid in ("s0000", "s0001"):
+        turns = sorted((r for r in recs if r.session_id == sid), key=lambda r: r.turn)
+        assert [r.turn for r in turns] == [1, 2, 3]
+        prompt = [r.prompt_tokens for r in turns]
+        cached = [r.cached_prompt_tokens for r in turns]
+        print(f"\n{sid}: prompt tokens by turn {prompt}, cached {cached}")
+        assert prompt[0] < prompt[1] < prompt[2]  # the whole conversation each turn
+        # llama-server keeps the session's conversation in its slot: each turn reads more of it from the cache
+        assert cached[0] < cached[1] < cached[2], cached
+        assert cached[2] >= prompt[1]  # the third turn reads (about) the whole second turn's prompt

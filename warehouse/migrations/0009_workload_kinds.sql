@@ -19,3 +19,9 @@ ALTER TABLE requests ADD COLUMN validation_error VARCHAR;
 -- did, status 'cancelled' and error_class 'client_cancel' (NULL: not picked, or the reply ended first).
 ALTER TABLE requests ADD COLUMN cancel_after_ns BIGINT;
 ALTER TABLE requests ADD COLUMN cancelled_at BIGINT;
+
+-- multi_turn: session_id, the chat session the request is a turn of, and turn, its place in it (1 = the
+-- first); each turn sends the whole conversation so far, so prompt_tokens and cached_prompt_tokens (the
+-- server's count) grow by turn.
+ALTER TABLE requests ADD COLUMN session_id VARCHAR;
+ALTER TABLE requests ADD COLUMN turn INTEGER;

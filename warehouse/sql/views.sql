@@ -27,7 +27,7 @@ SELECT
     c.workload_id, c.load_kind, c.concurrency, c.repeat, r.max_tokens, r.status, r.error_class,
     r.prompt_tokens, r.completion_tokens, r.cached_prompt_tokens, r.finish_reason,
     r.schema_id, r.response_format, r.output_parsed, r.output_valid, r.validation_error,
-    r.cancel_after_ns, r.cancelled_at,
+    r.cancel_after_ns, r.cancelled_at, r.session_id, r.turn,
     (r.cancelled_at - r.sent_at) / 1e6                             AS cancel_ms, -- the client closed the stream
     (r.first_token_at - r.sent_at) / 1e6                           AS ttft_ms,   -- first non-empty content chunk
     (r.last_token_at - r.sent_at) / 1e6                            AS e2e_ms,    -- last content chunk
