@@ -217,7 +217,10 @@ async def _one_request(
             rec.error_message = json.dumps(event["error"])[:500]
             return ABORT
         for choice in event.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if rec.first_reasoning_at is None and delta.get("reasoning_content"):
+                rec.first_reasoning_at = t  # a reasoning engine's thinking, streamed before the answer
             if content:
                 if rec.first_token_at is None:
                     rec.first_token_at = t
@@ -233,6 +236,7 @@ async def _one_request(
             rec.completion_tokens = usage.get("completion_tokens")
             details = usage.get("prompt_tokens_details") or {}
             rec.cached_prompt_tokens = details.get("cached_tokens")
+            rec.reasoning_tokens = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
         return CONTINUE
 
     body = json.dumps(_body(target, spec, temperature)).encode()
@@ -262,7 +266,8 @@ async def _one_request(
         elif not saw_done:
             rec.status, rec.error_class = "disconnected", "stream_ended_without_done"
         elif rec.first_token_at is None:
-            rec.status, rec.error_class = "bad_stream", "no_content"
+            # reasoning only: the budget ran out before the answer began
+            rec.status, rec.error_class = "bad_stream", "no_answer" if rec.first_reasoning_at else "no_content"
     except StreamError as exc:
         rec.status = "timeout" if exc.timeout else "disconnected"
         rec.error_class, rec.error_message = exc.kind, str(exc)[:500]

@@ -68,6 +68,11 @@ class RequestRecord:
     # multi_turn: the session the request belongs to and its turn in it (1 = the first)
     session_id: str | None = None
     turn: int | None = None
+    # reasoning engines (vLLM, SGLang, llama.cpp with a reasoning format): the first chunk with non-empty
+    # delta.reasoning_content (first_token_at stays the first *answer* chunk), and
+    # usage.completion_tokens_details.reasoning_tokens
+    first_reasoning_at: int | None = None
+    reasoning_tokens: int | None = None
 
 
 # Arrow schema of the records in memory (`records_to_arrow`). The staged requests file (Parquet) has the
@@ -108,6 +113,8 @@ REQUEST_SCHEMA = pa.schema(
         ("cancelled_at", pa.int64()),
         ("session_id", pa.string()),
         ("turn", pa.int32()),
+        ("first_reasoning_at", pa.int64()),
+        ("reasoning_tokens", pa.int32()),
     ]
 )
 

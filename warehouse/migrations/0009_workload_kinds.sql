@@ -25,3 +25,10 @@ ALTER TABLE requests ADD COLUMN cancelled_at BIGINT;
 -- server's count) grow by turn.
 ALTER TABLE requests ADD COLUMN session_id VARCHAR;
 ALTER TABLE requests ADD COLUMN turn INTEGER;
+
+-- reasoning tokens (engines that stream delta.reasoning_content): first_reasoning_at, ns from the cell
+-- start of the first chunk with reasoning content (first_token_at stays the first answer chunk), and
+-- reasoning_tokens, usage.completion_tokens_details.reasoning_tokens as the server reported it (NULL: not
+-- reported). Both NULL for a model that does not reason.
+ALTER TABLE requests ADD COLUMN first_reasoning_at BIGINT;
+ALTER TABLE requests ADD COLUMN reasoning_tokens INTEGER;
