@@ -12,6 +12,19 @@ from reports.tables import Column, Table, fmt_ratio
 
 TWIN_SUFFIX = "-unconstrained"  # tasks/matrix.py TWIN_SUFFIX: the twin's workload id (reports never import tasks)
 NOCANCEL_SUFFIX = "-nocancel"  # tasks/matrix.py NOCANCEL_SUFFIX: the cancel twin's workload id
+SEND_BOUND_MS = 2.0  # tasks/loadgen.py KEPT_UP_P99_MS: the client's bound on P99 send lateness
+
+
+def _on_schedule(c: dict) -> str:
+    """Whether the trace's requests left on time (P99 send lateness within the client's bound), and, when
+    they did but the client did not keep up otherwise, that its event loop lagged (chunk times may be late)."""
+    p99 = c.get("send_lateness_p99_ms")
+    if p99 is None:
+        return "—"
+    if p99 > SEND_BOUND_MS:
+        return f"no: sends fell behind (P99 {p99:.1f} ms > {SEND_BOUND_MS:g} ms)"
+    return "yes" if c.get("client_kept_up") is not False else "yes (but the event loop lagged)"
+
 
 STRUCTURED_COLUMNS = (
     Column("name", "Instance", numeric=False),
@@ -196,7 +209,7 @@ def trace(con, run_id: str, names: dict) -> Table | None:
         {
             **c,
             "name": names.get((c["deployment_id"], c["instance_id"]), c["instance_id"]),
-            "kept_up": "—" if c["client_kept_up"] is None else ("yes" if c["client_kept_up"] else "no: fell behind"),
+            "kept_up": _on_schedule(c),
         }
         for c in cells
     ]

@@ -78,7 +78,7 @@ def test_trace_section_says_whether_the_replay_kept_to_its_timestamps(tmp_path, 
     paths = render_run(warehouse, "run-1", tmp_path / "report")
     html, md = unescape(paths["html"].read_text()), paths["markdown"].read_text()
     for text in (html, md):
-        assert "Trace replay" in text and "no: fell behind" in text
+        assert "Trace replay" in text and "no: sends fell behind (P99 7.5 ms > 2 ms)" in text
         assert "7.50" in text and "0.250" in text  # the P99 lateness and the prefix hit share
     assert "Structured output" not in md
 
