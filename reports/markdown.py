@@ -103,8 +103,15 @@ def render_markdown(m: ReportModel, images: dict[str, str] | None = None) -> str
             out += ["Co-located without an alone twin: " + md_inline("; ".join(c.unmatched)), ""]
     if m.workloads is not None:
         out += ["## Workloads", ""]
+    if m.workloads is not None and m.workloads.multi_turn is not None:
+        out += ["### Multi-turn sessions", "", md_table(m.workloads.multi_turn), ""]
     if m.workloads is not None and m.workloads.trace is not None:
         out += ["### Trace replay", "", md_table(m.workloads.trace), ""]
+    if m.workloads is not None and m.workloads.cancellation is not None:
+        ca = m.workloads.cancellation
+        out += ["### Cancellation", ""]
+        out += [f"- {md_inline(s)}" for s in ca.effects] or ["No cell with cancellations has a no-cancel twin."]
+        out += ["", md_table(ca.cells), ""]
     if m.workloads is not None and m.workloads.structured is not None:
         st = m.workloads.structured
         out += ["### Structured output", ""]

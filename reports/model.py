@@ -45,6 +45,14 @@ METRIC_DEFINITIONS: tuple[tuple[str, str], ...] = (
     ("Per-request tokens/s", "per-request tokens/s = completion_tokens / E2E"),
     ("Output throughput", "output throughput = Σ completion_tokens / cell wall time"),
     ("Goodput", "goodput = requests meeting every SLO / cell wall time"),
+    (
+        "Reasoning",
+        "time to first reasoning token = first_reasoning_at − sent_at (first chunk with non-empty "
+        "reasoning_content); TTFT above is then the time to the first answer token; reasoning tokens = "
+        "usage.completion_tokens_details.reasoning_tokens as the server reports it",
+    ),
+    ("Valid share", "valid share = ok structured replies that validate against their schema / ok replies judged"),
+    ("Prefix hit share", "prefix hit share = Σ cached_prompt_tokens / Σ prompt_tokens (the server's counts)"),
 )
 
 # A configuration: what one instance measured on one workload at one load shape (repeats pooled).

@@ -11,6 +11,20 @@ from dataclasses import dataclass
 from reports.tables import Column, Table, fmt_ratio
 
 TWIN_SUFFIX = "-unconstrained"  # tasks/matrix.py TWIN_SUFFIX: the twin's workload id (reports never import tasks)
+NOCANCEL_SUFFIX = "-nocancel"  # tasks/matrix.py NOCANCEL_SUFFIX: the cancel twin's workload id
+SEND_BOUND_MS = 2.0  # tasks/loadgen.py KEPT_UP_P99_MS: the client's bound on P99 send lateness
+
+
+def _on_schedule(c: dict) -> str:
+    """Whether the trace's requests left on time (P99 send lateness within the client's bound), and, when
+    they did but the client did not keep up otherwise, that its event loop lagged (chunk times may be late)."""
+    p99 = c.get("send_lateness_p99_ms")
+    if p99 is None:
+        return "—"
+    if p99 > SEND_BOUND_MS:
+        return f"no: sends fell behind (P99 {p99:.1f} ms > {SEND_BOUND_MS:g} ms)"
+    return "yes" if c.get("client_kept_up") is not False else "yes (but the event loop lagged)"
+
 
 STRUCTURED_COLUMNS = (
     Column("name", "Instance", numeric=False),
@@ -61,14 +75,124 @@ TRACE_COLUMNS = (
 )
 
 
+CANCEL_COLUMNS = (
+    Column("name", "Instance", numeric=False),
+    Column("workload_id", "Workload", numeric=False),
+    Column("load", "Load", numeric=False),
+    Column("repeat", "Rep."),
+    Column("requests", "Requests"),
+    Column("cancel_picked", "Picked to cancel"),
+    Column("cancelled_by_client", "Cancelled"),
+    Column("cancel_ms_p50", "Send → cancel P50 ms"),
+    Column("ok", "OK"),
+    Column("ttft_ms_p50", "TTFT P50 ms (ok)"),
+    Column("tpot_ms_p50", "TPOT P50 ms (ok)"),
+    Column("ttft_cost", "TTFT P50 vs no-cancel twin", numeric=False),
+    Column("tpot_cost", "TPOT P50 vs no-cancel twin", numeric=False),
+)
+
+
+TURN_COLUMNS = (
+    Column("name", "Instance", numeric=False),
+    Column("workload_id", "Workload", numeric=False),
+    Column("load", "Load (sessions)", numeric=False),
+    Column("turn", "Turn"),
+    Column("requests", "Requests"),
+    Column("ok", "OK"),
+    Column("prompt_tokens_mean", "Prompt tokens mean"),
+    Column("prefix_hit_share", "Prefix hit share"),
+    Column("ttft_ms_p50", "TTFT P50 ms"),
+    Column("ttft_ms_p95", "TTFT P95 ms"),
+)
+
+
+def multi_turn(con, run_id: str, names: dict, load_shape) -> Table | None:
+    """Multi-turn sessions, by turn: TTFT and the share of the prompt the server read from its prefix cache
+    (Σ cached / Σ prompt tokens): what prefix caching buys on a chat workload, turn by turn."""
+    cur = con.execute(
+        """
+        SELECT c.deployment_id, c.instance_id, c.workload_id, c.load_kind, c.arrival, c.concurrency, c.rate_rps,
+               c.burstiness, c.max_concurrency, c.duration_limit_s, q.turn,
+               count(*) AS requests, count(*) FILTER (q.status = 'ok') AS ok,
+               avg(q.prompt_tokens) FILTER (q.status = 'ok') AS prompt_tokens_mean,
+               sum(q.cached_prompt_tokens) FILTER (q.cached_prompt_tokens IS NOT NULL)
+                   / nullif(sum(q.prompt_tokens) FILTER (q.cached_prompt_tokens IS NOT NULL), 0) AS prefix_hit_share,
+               quantile_cont(q.ttft_ms, 0.5) FILTER (q.status = 'ok') AS ttft_ms_p50,
+               quantile_cont(q.ttft_ms, 0.95) FILTER (q.status = 'ok') AS ttft_ms_p95
+        FROM v_requests q JOIN cells c USING (run_id, cell_id)
+        WHERE q.run_id = ? AND q.turn IS NOT NULL
+        GROUP BY ALL ORDER BY c.deployment_id, c.instance_id, c.workload_id, c.concurrency, c.rate_rps, q.turn
+        """,
+        [run_id],
+    )
+    cols = [d[0] for d in cur.description]
+    rows = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    if not rows:
+        return None
+    for r in rows:
+        r["name"], r["load"] = names.get((r["deployment_id"], r["instance_id"]), r["instance_id"]), load_shape(r)
+    return Table.from_records(
+        rows,
+        TURN_COLUMNS,
+        caption=(
+            "Multi-turn sessions by turn (repeats pooled): each turn sends the conversation so far, so its prompt "
+            "grows; the prefix hit share is Σ cached / Σ prompt tokens as the server reported them."
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    cells: Table
+    effects: tuple[str, ...]  # one sentence per cell with cancellations and a no-cancel twin
+
+
 @dataclass(frozen=True)
 class Workloads:
     structured: Structured | None = None
     trace: Table | None = None  # trace replays: on schedule or not, and the prefix reuse the trace brought
+    cancellation: Cancellation | None = None
+    multi_turn: Table | None = None  # TTFT and prefix hit share by turn
 
     @property
     def present(self) -> bool:
-        return self.structured is not None or self.trace is not None
+        return any(x is not None for x in (self.structured, self.trace, self.cancellation, self.multi_turn))
+
+
+def cancellation(con, run_id: str, names: dict, load_shape) -> Cancellation | None:
+    """The cells that cancelled requests (v_cells.cancel_picked > 0): how many, how soon, and whether the
+    requests that were not cancelled ran slower than in the no-cancel twin (same instance, load, repeat)."""
+    cur = con.execute("SELECT * FROM v_cells WHERE run_id = ? ORDER BY deployment_id, cell_id", [run_id])
+    cols = [d[0] for d in cur.description]
+    every = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    cells = [c for c in every if c["cancel_picked"]]
+    if not cells:
+        return None
+    twins = {(c["workload_id"], _shape_key(c)): c for c in every}
+    rows, effects = [], []
+    for c in cells:
+        row = {**c, "name": names.get((c["deployment_id"], c["instance_id"]), c["instance_id"]), "load": load_shape(c)}
+        twin = twins.get((c["workload_id"] + NOCANCEL_SUFFIX, _shape_key(c)))
+        if twin is not None:
+            ttft, tpot = _ratio(c["ttft_ms_p50"], twin["ttft_ms_p50"]), _ratio(c["tpot_ms_p50"], twin["tpot_ms_p50"])
+            row["ttft_cost"], row["tpot_cost"] = fmt_ratio(ttft), fmt_ratio(tpot)
+            effects.append(
+                f"{row['name']} · {c['workload_id']} · {row['load']}: with {c['cancelled_by_client']} of "
+                f"{c['requests']} requests cancelled, the requests that were not had TTFT P50 {fmt_ratio(ttft)} and "
+                f"TPOT P50 {fmt_ratio(tpot)} those of the same workload without cancellations"
+            )
+        rows.append(row)
+    return Cancellation(
+        Table.from_records(
+            rows,
+            CANCEL_COLUMNS,
+            caption=(
+                "Cancellation, per cell: requests picked to cancel, those the client did cancel (closing the stream; "
+                "the rest ended first), sent → cancel; latency of the ok requests against the no-cancel twin."
+            ),
+        ),
+        tuple(effects),
+    )
 
 
 def trace(con, run_id: str, names: dict) -> Table | None:
@@ -85,7 +209,7 @@ def trace(con, run_id: str, names: dict) -> Table | None:
         {
             **c,
             "name": names.get((c["deployment_id"], c["instance_id"]), c["instance_id"]),
-            "kept_up": "—" if c["client_kept_up"] is None else ("yes" if c["client_kept_up"] else "no: fell behind"),
+            "kept_up": _on_schedule(c),
         }
         for c in cells
     ]
@@ -187,5 +311,10 @@ def _share(x: float | None) -> str:
 
 
 def workloads(con, run_id: str, names: dict, load_shape) -> Workloads | None:
-    section = Workloads(structured=structured(con, run_id, names, load_shape), trace=trace(con, run_id, names))
+    section = Workloads(
+        structured=structured(con, run_id, names, load_shape),
+        trace=trace(con, run_id, names),
+        cancellation=cancellation(con, run_id, names, load_shape),
+        multi_turn=multi_turn(con, run_id, names, load_shape),
+    )
     return section if section.present else None

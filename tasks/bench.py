@@ -18,7 +18,7 @@ from tasks.matrix import Matrix, Sweep
 from tasks.plan import Cell, LoadShape, PlannedInstance
 from tasks.records import CellRow, RequestRecord
 from tasks.telemetry import Sampler
-from tasks.workloads import RequestSpec, build_requests, warmup_specs
+from tasks.workloads import RequestSpec, build_requests, warmup_specs, with_cancellations
 
 log = logging.getLogger("bakeoff.bench")
 
@@ -83,6 +83,7 @@ def run_cell(
     workload_specs = build_requests(workload, seed=seed, base_dir=base_dir)
     # a trace is sent as it is, on its own timestamps: requests_per_cell does not cut or cycle it
     specs = cycled(workload_specs, None if workload.kind == "trace" else load.requests_per_cell)
+    specs = with_cancellations(specs, workload, seed=seed)  # cancel_share of them closed after their delay
     warmup = warmup_specs(workload_specs, load.warmup_requests)  # no prefix shared with measured requests
     target = dataclasses.replace(target, extra_body=extra_body)
     how = f"concurrency {shape.concurrency}" if shape.kind == "closed" else f"{shape.label} (open loop)"

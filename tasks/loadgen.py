@@ -21,6 +21,8 @@ how late a ticker on the event loop wakes up; a busy client shows in both before
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -168,7 +170,7 @@ def _overhead(lateness_ns: list[int], lags_ns: list[int]) -> ClientOverhead:
 
 
 def _body(target: Target, spec: RequestSpec, temperature: float) -> dict:
-    messages = [{"role": "user", "content": spec.text}]
+    messages = [*spec.history, {"role": "user", "content": spec.text}]  # history: a session's turns so far
     if spec.system is not None:
         messages.insert(0, {"role": "system", "content": spec.system})
     body = {
@@ -207,7 +209,7 @@ async def _one_request(
         return time.monotonic_ns() - t0
 
     saw_done = False
-    pieces: list[str] | None = [] if spec.schema is not None else None
+    pieces: list[str] | None = [] if spec.schema is not None or spec.session_id is not None else None
 
     def on_line(payload: bytes, t_read: int) -> int:
         # Runs inside the client's data_received, once per SSE data line; t_read is when its read arrived.
@@ -231,7 +233,10 @@ async def _one_request(
             rec.error_message = json.dumps(event["error"])[:500]
             return ABORT
         for choice in event.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if rec.first_reasoning_at is None and delta.get("reasoning_content"):
+                rec.first_reasoning_at = t  # a reasoning engine's thinking, streamed before the answer
             if content:
                 if rec.first_token_at is None:
                     rec.first_token_at = t
@@ -247,13 +252,26 @@ async def _one_request(
             rec.completion_tokens = usage.get("completion_tokens")
             details = usage.get("prompt_tokens_details") or {}
             rec.cached_prompt_tokens = details.get("cached_tokens")
+            rec.reasoning_tokens = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
         return CONTINUE
 
     body = json.dumps(_body(target, spec, temperature)).encode()
     done_ns = None
     rec.sent_at = now()
     try:
-        resp = await client.post_stream(_PATH, body, on_line, cutoff=cutoff)
+        if spec.cancel_after_ns is None:
+            resp = await client.post_stream(_PATH, body, on_line, cutoff=cutoff)
+        else:  # a client that gives up: the stream is closed (the connection aborted) at the delay
+            rec.cancel_after_ns = spec.cancel_after_ns
+            try:
+                resp = await asyncio.wait_for(
+                    client.post_stream(_PATH, body, on_line, cutoff=cutoff), spec.cancel_after_ns / 1e9
+                )
+            except TimeoutError:
+                done_ns = time.monotonic_ns()  # the stream is closed: the request is over now
+                rec.cancelled_at = done_ns - t0
+                rec.status, rec.error_class = "cancelled", "client_cancel"
+                return None
         done_ns = resp.done_ns
         rec.http_status = resp.status
         if resp.status != 200:
@@ -266,7 +284,8 @@ async def _one_request(
         elif not saw_done:
             rec.status, rec.error_class = "disconnected", "stream_ended_without_done"
         elif rec.first_token_at is None:
-            rec.status, rec.error_class = "bad_stream", "no_content"
+            # reasoning only: the budget ran out before the answer began
+            rec.status, rec.error_class = "bad_stream", "no_answer" if rec.first_reasoning_at else "no_content"
     except StreamError as exc:
         # What arrived before it stays: chunk times, first/last token, the head's status.
         rec.http_status = exc.http_status
@@ -342,7 +361,11 @@ async def run_load(
         cutoff = cell_end / 1e9  # the loop's clock (loop.time() is time.monotonic())
         # No request is sent after this: the duration limit or the cell's deadline, the earlier.
         deadline = min(cell_end, t0 + int(duration_s * 1e9)) if duration_s else cell_end
-        records = [_new_record(target, run_id, cell_id, i, s, started_at, 0) for i, s in enumerate(requests)]
+        # a multi_turn session is one unit the load shape schedules, with one record per turn
+        flat = [t for s in requests for t in (s.turns or (s,))]
+        records = [_new_record(target, run_id, cell_id, i, s, started_at, 0) for i, s in enumerate(flat)]
+        first = list(itertools.accumulate((len(s.turns or (s,)) for s in requests), initial=0))
+        heads = [records[j] for j in first[:-1]]  # each unit's first record: the loops stamp scheduled_at on it
         if on_start:
             on_start(records, started_at, t0)
         lateness: list[int] = []  # sent_at minus the moment the request could go
@@ -351,19 +374,31 @@ async def run_load(
 
         async def send(i: int, ready_ns: int) -> None:
             nonlocal done
-            text = await _one_request(client, target, requests[i], records[i], t0, temperature, cutoff)
-            if text is not None:
-                texts[records[i].request_id] = text
-            lateness.append(records[i].sent_at - ready_ns)
+            if requests[i].turns:
+                await _session(
+                    client,
+                    target,
+                    requests[i].turns,
+                    records[first[i] : first[i + 1]],
+                    t0,
+                    temperature,
+                    lateness,
+                    cutoff,
+                )
+            else:
+                text = await _one_request(client, target, requests[i], heads[i], t0, temperature, cutoff)
+                if text is not None and requests[i].schema is not None:
+                    texts[heads[i].request_id] = text
+            lateness.append(heads[i].sent_at - ready_ns)
             done += 1
             if progress:
                 progress(done, len(requests))
 
         with _LagTicker() as ticker:
             if shape.kind == "closed":
-                await _closed_loop(send, len(requests), shape.concurrency, records, t0, deadline)
+                await _closed_loop(send, len(requests), shape.concurrency, heads, t0, deadline)
             else:
-                await _open_loop(send, offsets, shape.max_concurrency, records, t0, deadline)
+                await _open_loop(send, offsets, shape.max_concurrency, heads, t0, deadline)
         wall_ns = time.monotonic_ns() - t0
     sent = [r for r in records if r.sent_at is not None]
     cut = sum(r.error_class == "cell_timeout" for r in sent)
@@ -383,6 +418,35 @@ async def run_load(
         overhead=_overhead(lateness, ticker.lags_ns),
         texts=texts,
     )
+
+
+async def _session(
+    client: StreamingClient,
+    target: Target,
+    turns: tuple[RequestSpec, ...],
+    records: list[RequestRecord],
+    t0: int,
+    temperature: float,
+    lateness: list[int],
+    cutoff: float | None = None,
+) -> None:
+    """A multi_turn session: each turn after its think time, with the conversation so far; a turn due
+    when its think time ends (scheduled_at), its lateness measured from then. A failed turn ends the
+    session (the turns after it are not sent)."""
+    history: list[dict] = []
+    for k, (spec, rec) in enumerate(zip(turns, records, strict=True)):
+        rec.session_id, rec.turn = spec.session_id, spec.turn
+        if k:
+            await asyncio.sleep(spec.think_s)
+            rec.scheduled_at = time.monotonic_ns() - t0
+        reply = await _one_request(
+            client, target, dataclasses.replace(spec, history=tuple(history)), rec, t0, temperature, cutoff
+        )
+        if k:
+            lateness.append(rec.sent_at - rec.scheduled_at)
+        if rec.status != "ok":
+            return
+        history += [{"role": "user", "content": spec.text}, {"role": "assistant", "content": reply or ""}]
 
 
 async def _closed_loop(send, n: int, concurrency: int, records: list[RequestRecord], t0: int, deadline: int) -> None:

@@ -194,7 +194,10 @@ class Workload(_Strict):
     # (tasks/structured.py); every ok reply is judged against its schema.
     # trace: a request trace replayed on its own timestamps (tasks/trace.py), whatever load.concurrency
     # and load.rates say: each trace workload is one open-loop cell (arrival "trace") per instance and repeat.
-    kind: Literal["prompts", "shared_prefix", "random", "structured", "trace"] = "prompts"
+    # multi_turn: `sessions` chat sessions of `turns` turns (uniform from min_turns when given), each turn
+    # the whole conversation so far plus a new user message of input_tokens words, think_time_s apart; the
+    # load's concurrency or rate applies to sessions.
+    kind: Literal["prompts", "shared_prefix", "random", "structured", "trace", "multi_turn"] = "prompts"
     # kind prompts: a built-in prompt set name (tasks/data/prompts_<name>.yaml) or a path to such a file.
     prompts: str = Field(default="study", min_length=1)
     limit_prompts: int | None = Field(default=None, ge=1)
@@ -217,6 +220,13 @@ class Workload(_Strict):
     schemas: str = Field(default="builtin", min_length=1)
     response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
     unconstrained_twin: bool = False
+    # multi_turn: sessions, turns per session, the think time between a reply and the next user message
+    # (fixed, or exponential with that mean).
+    sessions: int = Field(default=8, ge=1, le=100_000)
+    turns: int = Field(default=4, ge=1, le=1000)
+    min_turns: int | None = Field(default=None, ge=1, le=1000)
+    think_time_s: float = Field(default=1.0, ge=0, le=3600)
+    think_time: Literal["fixed", "exponential"] = "fixed"
     # trace: a built-in trace (tasks/data/trace_<name>.jsonl) or a path to a Mooncake JSONL or CSV file;
     # its format (auto: .csv is CSV, anything else Mooncake JSONL); the factor applied to its timestamps
     # (0.5 replays it twice as fast); the time after which no request of it is sent; the prompt tokens per
@@ -226,6 +236,14 @@ class Workload(_Strict):
     time_scale: float = Field(default=1.0, gt=0, le=1000)
     max_duration_s: float | None = Field(default=None, gt=0)
     block_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    # Any kind: cancel this share of the requests (seeded) after a delay from their send, closing the stream
+    # as a client that gives up does; the delay is cancel_after_ms, or drawn around it (exponential: that
+    # mean; uniform: 0 to twice it). cancel_twin adds `<id>-nocancel`, the same workload without
+    # cancellations, measured right after it: whether cancellations slowed the requests that were not.
+    cancel_share: float = Field(default=0.0, ge=0, le=1)
+    cancel_after_ms: float = Field(default=1000.0, gt=0, le=3_600_000)
+    cancel_delay: Literal["fixed", "exponential", "uniform"] = "fixed"
+    cancel_twin: bool = False
     # Ask the engine to keep generating past EOS so each request produces max_tokens tokens (structured:
     # off, a reply ends when its JSON does).
     ignore_eos: bool = True
@@ -239,11 +257,26 @@ class Workload(_Strict):
             "random": {"num_requests", "input_tokens", "output_tokens", "range_ratio"},
             "structured": {"schemas", "response_format", "unconstrained_twin", "output_tokens"},
             "trace": {"trace", "trace_format", "time_scale", "max_duration_s", "block_tokens"},
+            "multi_turn": {
+                "sessions",
+                "turns",
+                "min_turns",
+                "think_time_s",
+                "think_time",
+                "input_tokens",
+                "output_tokens",
+            },
         }
         for name in sorted(self.model_fields_set - only[self.kind]):
             kinds = [k for k, names in only.items() if name in names]
             if kinds:
                 raise ValueError(f"{name}: only used by kind {' or '.join(kinds)}, this workload is kind {self.kind}")
+        if self.min_turns is not None and self.min_turns > self.turns:
+            raise ValueError(f"min_turns: must be at most turns ({self.min_turns} > {self.turns})")
+        if self.kind == "multi_turn" and self.cancel_share:
+            raise ValueError("cancel_share: not with kind multi_turn (a session's turns are not cancelled)")
+        if self.cancel_twin and self.cancel_share == 0:
+            raise ValueError("cancel_twin: this workload cancels nothing (cancel_share 0); set cancel_share")
         if self.kind == "structured":
             if self.ignore_eos and "ignore_eos" in self.model_fields_set:
                 raise ValueError(
@@ -255,6 +288,17 @@ class Workload(_Strict):
                 raise ValueError("unconstrained_twin: this workload is already unconstrained (response_format none)")
         return self
 
+    def without_cancellations(self) -> Workload:
+        """The cancel twin: the same workload, nothing cancelled."""
+        return self.model_copy(
+            update={
+                "id": f"{self.id}{NOCANCEL_SUFFIX}",
+                "cancel_share": 0.0,
+                "cancel_twin": False,
+                "unconstrained_twin": False,
+            }
+        )
+
     def unconstrained(self) -> Workload:
         """The unconstrained twin of a structured workload: same prompts, no response_format."""
         return self.model_copy(
@@ -263,6 +307,7 @@ class Workload(_Strict):
 
 
 TWIN_SUFFIX = "-unconstrained"  # the id of a structured workload's unconstrained twin: <id>-unconstrained
+NOCANCEL_SUFFIX = "-nocancel"  # the id of a workload's twin without cancellations: <id>-nocancel
 
 
 Arrival = Literal["poisson", "gamma", "constant"]
@@ -414,19 +459,21 @@ class Matrix(_Strict):
         return self
 
     def _add_unconstrained_twins(self) -> None:
-        """Each structured workload with unconstrained_twin gets its twin right after it (so every instance
+        """Each structured workload with unconstrained_twin (each workload with cancel_twin) gets its twin right
+        after it (so every instance
         measures both at each load shape, one after the other); a workload of that id already there is
         refused as a repeated id."""
         out: list[Workload] = []
         for w_i, w in enumerate(self.workloads):
             out.append(w)
-            if w.unconstrained_twin:
-                if len(w.id) + len(TWIN_SUFFIX) > 64:
+            twins = [w.unconstrained()] if w.unconstrained_twin else []
+            twins += [w.without_cancellations()] if w.cancel_twin else []
+            for twin in twins:
+                if len(twin.id) > 64:
                     raise ValueError(
-                        f"workloads.{w_i}.id: {w.id!r} is too long for its twin's id {w.id + TWIN_SUFFIX!r} (at most 64 "
-                        "characters)"
+                        f"workloads.{w_i}.id: {w.id!r} is too long for its twin's id {twin.id!r} (at most 64 characters)"
                     )
-                out.append(w.unconstrained())
+            out += twins
         self.workloads = out
 
     def _shares_fit_one_gpu(self) -> None:
@@ -471,6 +518,8 @@ class Matrix(_Strict):
             elif w.kind == "structured":
                 # its count is the schema file's prompts (bounded like a prompts file)
                 tokens, count, field = w.output_tokens, None, f"workloads.{w_i}"
+            elif w.kind == "multi_turn":
+                tokens, count, field = w.output_tokens, w.sessions * w.turns, f"workloads.{w_i}.sessions"
             elif w.kind == "trace":
                 continue  # its count is the trace file's (bounded at 64 MiB); requests_per_cell does not apply
             else:

@@ -61,6 +61,18 @@ class RequestRecord:
     output_parsed: bool | None = None
     output_valid: bool | None = None
     validation_error: str | None = None
+    # cancellation (Workload.cancel_share): the delay after sent_at the client was to cancel at (None: not
+    # picked), and when it did close the stream (None: the reply ended first, or not picked)
+    cancel_after_ns: int | None = None
+    cancelled_at: int | None = None
+    # multi_turn: the session the request belongs to and its turn in it (1 = the first)
+    session_id: str | None = None
+    turn: int | None = None
+    # reasoning engines (vLLM, SGLang, llama.cpp with a reasoning format): the first chunk with non-empty
+    # delta.reasoning_content (first_token_at stays the first *answer* chunk), and
+    # usage.completion_tokens_details.reasoning_tokens
+    first_reasoning_at: int | None = None
+    reasoning_tokens: int | None = None
 
 
 # Arrow schema of the records in memory (`records_to_arrow`). The staged requests file (Parquet) has the
@@ -97,6 +109,12 @@ REQUEST_SCHEMA = pa.schema(
         ("output_parsed", pa.bool_()),
         ("output_valid", pa.bool_()),
         ("validation_error", pa.string()),
+        ("cancel_after_ns", pa.int64()),
+        ("cancelled_at", pa.int64()),
+        ("session_id", pa.string()),
+        ("turn", pa.int32()),
+        ("first_reasoning_at", pa.int64()),
+        ("reasoning_tokens", pa.int32()),
     ]
 )
 

@@ -39,6 +39,15 @@ class RequestSpec:
     response_format: dict | None = None
     # trace (tasks/trace.py): when the request is due, ns from the cell start (the trace's own timestamps)
     at_ns: int | None = None
+    # cancellation (Workload.cancel_share): close the stream this long after the send (None: never)
+    cancel_after_ns: int | None = None
+    # multi_turn: a session's spec holds its turns (each with session_id and turn); the load generator sends
+    # them one after the other, each with the conversation so far (history) and think_s after the reply before
+    session_id: str | None = None
+    turn: int | None = None
+    turns: tuple[RequestSpec, ...] | None = None
+    history: tuple[dict, ...] = ()
+    think_s: float = 0.0
 
 
 WARMUP_MARK = "Warm-up request {i}, not measured."
@@ -131,6 +140,8 @@ def build_requests(workload: Workload, *, seed: int, base_dir: Path | None = Non
         return structured_requests(workload, seed=seed, base_dir=base_dir)
     if workload.kind == "trace":
         return trace_requests(workload, seed=seed, base_dir=base_dir)
+    if workload.kind == "multi_turn":
+        return multi_turn_requests(workload, seed=seed)
     return prompt_requests(workload, seed=seed, base_dir=base_dir)
 
 
@@ -226,3 +237,47 @@ def trace_requests(workload: Workload, *, seed: int, base_dir: Path | None = Non
         )
         for i, (r, at) in enumerate(zip(requests, due, strict=False))
     ]
+
+
+def with_cancellations(specs: list[RequestSpec], workload: Workload, *, seed: int) -> list[RequestSpec]:
+    """The cell's requests with workload.cancel_share of them (each drawn, seeded) to be cancelled after
+    their delay: cancel_after_ms, or drawn around it (exponential with that mean; uniform in 0 to twice it)."""
+    if workload.cancel_share <= 0:
+        return specs
+    rng = random.Random(f"{seed}/cancel")
+    mean_s = workload.cancel_after_ms / 1e3
+    draw = {
+        "fixed": lambda: mean_s,
+        "exponential": lambda: rng.expovariate(1 / mean_s),
+        "uniform": lambda: rng.uniform(0, 2 * mean_s),
+    }[workload.cancel_delay]
+    out = []
+    for spec in specs:
+        picked = rng.random() < workload.cancel_share
+        delay = draw()  # drawn for every request, so the picks do not shift the delays of the others
+        out.append(dataclasses.replace(spec, cancel_after_ns=max(1, round(delay * 1e9))) if picked else spec)
+    return out
+
+
+def multi_turn_requests(workload: Workload, *, seed: int) -> list[RequestSpec]:
+    """`sessions` session specs, each with its turns: a fresh user message of input_tokens words per turn
+    (its first word the session's, so two sessions never share a prefix beyond the chat template), the
+    turn count uniform in [min_turns, turns] (fixed: turns), the think time before each turn after the
+    first fixed or exponential. One spec per session: the load shape schedules sessions."""
+    rng = random.Random(f"{seed}/multi_turn")
+    out = []
+    for s in range(workload.sessions):
+        n = rng.randint(workload.min_turns, workload.turns) if workload.min_turns is not None else workload.turns
+        sid = f"s{s:04d}"
+        turns = []
+        for t in range(1, n + 1):
+            think = 0.0
+            if t > 1:
+                mean = workload.think_time_s
+                think = rng.expovariate(1 / mean) if workload.think_time == "exponential" and mean > 0 else mean
+            text = f"[{sid} turn {t}] " + _words(rng, max(1, workload.input_tokens - 3))
+            turns.append(
+                RequestSpec(f"{sid}-t{t}", text, workload.output_tokens, session_id=sid, turn=t, think_s=think)
+            )
+        out.append(dataclasses.replace(turns[0], prompt_id=sid, turns=tuple(turns)))
+    return out

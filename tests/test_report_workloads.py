@@ -36,7 +36,8 @@ def test_structured_section_shows_validity_and_the_cost_of_constraining(tmp_path
         {**cell_row("c-json", wall_ms=100.0), "workload_id": "json"},
         {**cell_row("c-twin", wall_ms=50.0), "workload_id": "json-unconstrained"},
     ]
-    store.load_run(warehouse, stage(tmp_path, records, cells))
+    verdict, _ = store.gate_and_load(warehouse, stage(tmp_path, records, cells))
+    assert verdict.outcome == "passed", verdict
     valid = dict(warehouse.execute("SELECT workload_id, valid_share FROM v_cells").fetchall())
     assert valid == {"json": 1.0, "json-unconstrained": 0.25}
     paths = render_run(warehouse, "run-1", tmp_path / "report")
@@ -77,6 +78,53 @@ def test_trace_section_says_whether_the_replay_kept_to_its_timestamps(tmp_path, 
     paths = render_run(warehouse, "run-1", tmp_path / "report")
     html, md = unescape(paths["html"].read_text()), paths["markdown"].read_text()
     for text in (html, md):
-        assert "Trace replay" in text and "no: fell behind" in text
+        assert "Trace replay" in text and "no: sends fell behind (P99 7.5 ms > 2 ms)" in text
         assert "7.50" in text and "0.250" in text  # the P99 lateness and the prefix hit share
     assert "Structured output" not in md
+
+
+def test_cancellation_section_sets_the_requests_left_against_the_no_cancel_twin(tmp_path, warehouse):
+    # the cell with cancellations: 2 ok requests with TTFT 30 ms and TPOT 20 ms (chunks at 30, 50, 70),
+    # 2 cancelled at 15 ms; the twin: 4 ok with TTFT 10 ms, TPOT 10 ms -> 3.00x and 2.00x
+    kept = [record(i, cell_id="c-cancel", chunks_ms=(30, 50, 70)) for i in range(2)]
+    gone = [
+        record(i, cell_id="c-cancel", chunks_ms=(), status="cancelled", error_class="client_cancel", tokens=None)
+        for i in (2, 3)
+    ]
+    for r in gone:
+        r.cancel_after_ns, r.cancelled_at, r.done_at = 15_000_000, 15_000_000, 15_000_000
+    twin = [record(i, cell_id="c-nocancel", chunks_ms=(10, 20, 30)) for i in range(4)]
+    cells = [
+        {**cell_row("c-cancel"), "workload_id": "chat"},
+        {**cell_row("c-nocancel"), "workload_id": "chat-nocancel"},
+    ]
+    # through the validation gate: the cancelled rows and the new columns pass it
+    verdict, _ = store.gate_and_load(warehouse, stage(tmp_path, [*kept, *gone, *twin], cells))
+    assert verdict.outcome == "passed", verdict
+    got = warehouse.execute(
+        "SELECT cancel_picked, cancelled_by_client, cancel_ms_p50 FROM v_cells WHERE cell_id = 'c-cancel'"
+    ).fetchone()
+    assert got == (2, 2, 15.0)
+    paths = render_run(warehouse, "run-1", tmp_path / "report")
+    html, md = unescape(paths["html"].read_text()), paths["markdown"].read_text()
+    sentence = "with 2 of 4 requests cancelled, the requests that were not had TTFT P50 3.00× and TPOT P50 2.00×"
+    for text in (html, md):
+        assert "Cancellation" in text and sentence in text
+
+
+def test_multi_turn_section_shows_ttft_and_prefix_hits_by_turn(tmp_path, warehouse):
+    records = []
+    for s in range(2):
+        for t, (prompt, cached, ttft) in enumerate([(40, 0, 30), (80, 40, 20), (120, 80, 10)], start=1):
+            r = record(len(records), cell_id="c-chat", chunks_ms=(ttft, ttft + 5))
+            r.session_id, r.turn, r.prompt_tokens, r.cached_prompt_tokens = f"s{s}", t, prompt, cached
+            records.append(r)
+    verdict, _ = store.gate_and_load(
+        warehouse, stage(tmp_path, records, [{**cell_row("c-chat"), "workload_id": "chat"}])
+    )
+    assert verdict.outcome == "passed", verdict
+    paths = render_run(warehouse, "run-1", tmp_path / "report")
+    html, md = unescape(paths["html"].read_text()), paths["markdown"].read_text()
+    assert "| 3 | 2 | 2 | 120.0 | 0.667 | 10.00 |" in md  # turn 3: 160/240 of the prompt cached, TTFT 10 ms
+    for text in (html, md):
+        assert "Multi-turn sessions" in text and "0.500" in text  # turn 2: 80/160

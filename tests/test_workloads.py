@@ -241,3 +241,75 @@ def test_the_load_generator_sends_response_format_and_keeps_only_structured_repl
     assert [b.get("response_format") for b in bodies] == [s.response_format for s in specs] + [None]
     # the reply text is kept for the two structured requests only (the judge reads it after the cell)
     assert sorted(result.texts) == ["c#00000", "c#00001"] and all(result.texts.values())
+
+
+# ---------------------------------------------------------------- cancellation (any kind)
+
+
+@pytest.mark.parametrize("delay", ["fixed", "exponential", "uniform"])
+def test_a_share_of_requests_is_picked_to_cancel_after_a_fixed_or_drawn_delay(delay):
+    from tasks.workloads import with_cancellations
+
+    w = Workload(
+        id="r", kind="random", num_requests=2000, input_tokens=3, output_tokens=3, cancel_share=0.3, cancel_delay=delay
+    )
+    specs = with_cancellations(build_requests(w, seed=0), w, seed=0)
+    delays = [s.cancel_after_ns / 1e9 for s in specs if s.cancel_after_ns is not None]
+    assert len(delays) / len(specs) == pytest.approx(0.3, abs=0.03)
+    assert statistics.fmean(delays) == pytest.approx(1.0, rel=0.1)  # cancel_after_ms 1000: the mean
+    if delay == "fixed":
+        assert set(delays) == {1.0}
+    elif delay == "uniform":
+        assert min(delays) > 0 and max(delays) <= 2.0
+    assert with_cancellations(build_requests(w, seed=0), w, seed=0) == specs  # seeded
+    assert with_cancellations(specs, w.without_cancellations(), seed=0) is specs
+
+
+def test_cancel_twin_adds_the_workload_without_cancellations(tmp_path):
+    data = {
+        "name": "w",
+        "engines": {"ext": {"kind": "external", "version": "1", "url": "http://127.0.0.1:9", "launcher": "none"}},
+        "models": {"m": {"path": "unused"}},
+        "deployments": [{"id": "ext", "instances": [{"engine": "ext", "model": "m"}]}],
+        "workloads": [{"id": "r", "kind": "random", "ignore_eos": False, "cancel_share": 0.2, "cancel_twin": True}],
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    matrix, _ = load_matrix(path)
+    assert [(w.id, w.cancel_share) for w in matrix.workloads] == [("r", 0.2), ("r-nocancel", 0.0)]
+    data["workloads"][0]["cancel_share"] = 0
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(MatrixError, match="cancel_twin: this workload cancels nothing"):
+        load_matrix(path)
+
+
+# ---------------------------------------------------------------- multi_turn
+
+
+def test_multi_turn_sessions_send_the_conversation_so_far_each_turn():
+    w = Workload(id="chat", kind="multi_turn", sessions=2, turns=3, input_tokens=5, output_tokens=3, think_time_s=0.01)
+    specs = build_requests(w, seed=0)
+    assert [s.prompt_id for s in specs] == ["s0000", "s0001"] and all(len(s.turns) == 3 for s in specs)
+    with MockFaultyServer() as server:
+        target = Target(server.url, "mock-ok", "mock", "m", "dep", "dep-0", {})
+        result = asyncio.run(run_closed_loop(target, specs, run_id="r", cell_id="c", concurrency=2))
+        bodies = list(server.bodies)
+    recs = result.records
+    assert len(recs) == 6 and [r.status for r in recs] == ["ok"] * 6
+    assert sorted((r.session_id, r.turn) for r in recs) == [(s, t) for s in ("s0000", "s0001") for t in (1, 2, 3)]
+    # each turn: the user messages and replies so far, then the new user message (2 k + 1 messages)
+    assert sorted(len(b["messages"]) for b in bodies) == [1, 1, 3, 3, 5, 5]
+    third = next(b for b in bodies if len(b["messages"]) == 5)
+    assert [m["role"] for m in third["messages"]] == ["user", "assistant", "user", "assistant", "user"]
+    assert all(m["content"] for m in third["messages"])  # the replies as the server streamed them
+    # a later turn is due when its think time ends, after the reply before it
+    by = {(r.session_id, r.turn): r for r in recs}
+    assert all(by[s, t].scheduled_at >= by[s, t - 1].done_at + 10_000_000 for s in ("s0000", "s0001") for t in (2, 3))
+
+
+def test_multi_turn_turns_are_drawn_between_min_turns_and_turns():
+    w = Workload(id="chat", kind="multi_turn", sessions=200, turns=6, min_turns=2, think_time="exponential")
+    counts = [len(s.turns) for s in build_requests(w, seed=1)]
+    assert min(counts) == 2 and max(counts) == 6
+    thinks = [t.think_s for s in build_requests(w, seed=1) for t in s.turns[1:]]
+    assert statistics.fmean(thinks) == pytest.approx(1.0, rel=0.15) and len(set(thinks)) > 100

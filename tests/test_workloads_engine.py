@@ -64,6 +64,26 @@ SCHEMAS = {
     ]
 }
 WORKLOADS = [
+    # two chat sessions of three turns, 50 ms of think time
+    {
+        "id": "chat",
+        "kind": "multi_turn",
+        "sessions": 2,
+        "turns": 3,
+        "input_tokens": 12,
+        "output_tokens": 6,
+        "think_time_s": 0.05,
+    },
+    # half the requests (a seeded draw: 3 of these 4) cancelled 300 ms after their send; replies of 24 tokens take seconds
+    {
+        "id": "cancel",
+        "kind": "random",
+        "num_requests": 4,
+        "input_tokens": 12,
+        "output_tokens": 24,
+        "cancel_share": 0.5,
+        "cancel_after_ms": 300,
+    },
     # the shipped Mooncake-format trace (24 requests over 6 s, hash blocks of 16 tokens), its first second
     {"id": "trace", "kind": "trace", "max_duration_s": 1.0},
     {"id": "json", "kind": "structured", "schemas": "schemas.yaml", "output_tokens": 64, "unconstrained_twin": True},
@@ -204,3 +224,56 @@ def test_a_trace_replays_on_its_own_timestamps_with_its_prefix_reuse(engine):
         seen.update(t.hash_ids)
     print(f"cached prompt tokens: shared first block {shared}, fresh {fresh}")
     assert max(shared) >= max(fresh) + 16, (shared, fresh)
+
+
+def _tokens_predicted(base_url: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("llamacpp:tokens_predicted_total"):
+                return float(line.split()[-1])
+    raise AssertionError("llama-server /metrics has no llamacpp:tokens_predicted_total")
+
+
+def test_cancelled_requests_close_their_stream_and_are_recorded(engine):
+    import time
+
+    _matrix, _group, handle, _tmp = engine
+    before = _tokens_predicted(handle.target.base_url)
+    out = run(engine, "cpu-0.cancel.c2.r0")
+    time.sleep(1.0)  # the server notices a closed connection at its next token
+    generated = _tokens_predicted(handle.target.base_url) - before
+    recs = out.records
+    picked = [r for r in recs if r.cancel_after_ns is not None]
+    assert 0 < len(picked) < 4 and all(r.cancel_after_ns == 300_000_000 for r in picked)  # seeded: 3 of 4
+    assert {r.status for r in recs if r.cancel_after_ns is None} == {"ok"}
+    for r in picked:
+        assert (r.status, r.error_class) == ("cancelled", "client_cancel")
+        assert r.cancelled_at is not None and r.done_at == r.cancelled_at
+        assert 300 <= (r.cancelled_at - r.sent_at) / 1e6 < 400  # closed at its delay (the loop's wake-up late)
+        assert len(r.chunk_times) < 24
+    # the stream was really closed: llama-server stopped generating the cancelled replies (24 tokens each
+    # had they run on; the warm-up's 24 are counted too)
+    ok_tokens = sum(r.completion_tokens for r in recs if r.status == "ok")
+    seen = sum(len(r.chunk_times) for r in picked)
+    print(
+        f"\ntokens generated {generated:g}: ok {ok_tokens}, warm-up 24, cancelled replies streamed {seen} before the cancel"
+    )
+    assert generated < ok_tokens + 24 + len(picked) * 24 - 16, generated
+
+
+def test_multi_turn_sessions_read_more_of_their_prompt_from_the_cache_each_turn(engine):
+    out = run(engine, "cpu-0.chat.c2.r0")
+    recs = out.records
+    assert len(recs) == 6 and [r.status for r in recs] == ["ok"] * 6
+    for sid in ("s0000", "s0001"):
+        turns = sorted((r for r in recs if r.session_id == sid), key=lambda r: r.turn)
+        assert [r.turn for r in turns] == [1, 2, 3]
+        prompt = [r.prompt_tokens for r in turns]
+        cached = [r.cached_prompt_tokens for r in turns]
+        print(f"\n{sid}: prompt tokens by turn {prompt}, cached {cached}")
+        assert prompt[0] < prompt[1] < prompt[2]  # the whole conversation each turn
+        # llama-server keeps the session's conversation in its slot: each turn reads more of it from the cache
+        assert cached[0] < cached[1] < cached[2], cached
+        assert cached[2] >= prompt[1]  # the third turn reads (about) the whole second turn's prompt

@@ -27,6 +27,11 @@ SELECT
     c.workload_id, c.load_kind, c.concurrency, c.repeat, r.max_tokens, r.status, r.error_class,
     r.prompt_tokens, r.completion_tokens, r.cached_prompt_tokens, r.finish_reason,
     r.schema_id, r.response_format, r.output_parsed, r.output_valid, r.validation_error,
+    r.cancel_after_ns, r.cancelled_at, r.session_id, r.turn, r.first_reasoning_at, r.reasoning_tokens,
+    -- reasoning: the first token of any kind (reasoning or answer); ttft_ms is the first *answer* token
+    (least(coalesce(r.first_reasoning_at, r.first_token_at), r.first_token_at) - r.sent_at) / 1e6 AS ttft_any_ms,
+    (r.first_reasoning_at - r.sent_at) / 1e6                       AS ttfr_ms,   -- first reasoning token
+    (r.cancelled_at - r.sent_at) / 1e6                             AS cancel_ms, -- the client closed the stream
     (r.first_token_at - r.sent_at) / 1e6                           AS ttft_ms,   -- first non-empty content chunk
     (r.last_token_at - r.sent_at) / 1e6                            AS e2e_ms,    -- last content chunk
     (r.sent_at - r.scheduled_at) / 1e6                             AS queue_ms,  -- coordinated omission shows here
@@ -129,7 +134,14 @@ WITH per_cell AS (
         count(*) FILTER (status = 'ok' AND completion_tokens < max_tokens)    AS ended_early,
         -- structured replies: of the ok ones judged against their schema, the share that parsed / validated
         count(*) FILTER (output_parsed) / nullif(count(*) FILTER (output_parsed IS NOT NULL), 0) AS parsed_share,
-        count(*) FILTER (output_valid) / nullif(count(*) FILTER (output_valid IS NOT NULL), 0)   AS valid_share
+        count(*) FILTER (output_valid) / nullif(count(*) FILTER (output_valid IS NOT NULL), 0)   AS valid_share,
+        -- cancellation: requests picked for it, those the client did cancel (the rest ended first), when
+        count(*) FILTER (cancel_after_ns IS NOT NULL)         AS cancel_picked,
+        count(*) FILTER (cancelled_at IS NOT NULL)            AS cancelled_by_client,
+        quantile_cont(cancel_ms, 0.5)                         AS cancel_ms_p50,
+        -- reasoning: Σ reasoning tokens of the ok replies, and P50 time to the first reasoning token
+        sum(reasoning_tokens) FILTER (status = 'ok')          AS reasoning_tokens,
+        quantile_cont(ttfr_ms, 0.5) FILTER (status = 'ok')    AS ttfr_ms_p50
     FROM v_requests
     GROUP BY run_id, cell_id
 ),
@@ -178,6 +190,9 @@ SELECT
     p.prefix_hit_share,                                       -- Σ cached / Σ prompt tokens; NULL: not reported
     coalesce(p.ended_early, 0)                                AS ended_early,  -- ok replies short of max_tokens
     p.parsed_share, p.valid_share,                            -- structured: ok replies that parsed / validated; NULL: none judged
+    coalesce(p.cancel_picked, 0) AS cancel_picked, coalesce(p.cancelled_by_client, 0) AS cancelled_by_client,
+    p.cancel_ms_p50,                                          -- cancellation: picked, cancelled, sent -> cancel
+    p.reasoning_tokens, p.ttfr_ms_p50,                        -- reasoning; NULL when the engine reported none
     h.engine_cpu_pct_mean, h.other_cpu_pct_mean, h.other_cpu_pct_max,  -- % of the machine; others = not the engines
     g.gpu_power_w_mean,                                       -- mean of the samples' power (W), every GPU sampled
     g.gpu_power_w_mean * (c.wall_ns / 1e9)                    AS energy_j,  -- mean power × cell wall time

@@ -1,0 +1,72 @@
+"""MOCK: a scripted OpenAI-style server that streams reasoning before its answer, as vLLM, SGLang and
+llama.cpp (with a reasoning format) do: `delta.reasoning_content` chunks, then `delta.content` chunks,
+then usage with `completion_tokens_details.reasoning_tokens`. SmolLM2 does not reason, and no reasoning
+model could be run here: this server stands in for one, for the parsing only (no timing is measured of
+it that means anything). `answer=False` streams reasoning only (a budget spent before the answer)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+REASONING = ["Let", " me", " think", "."]
+ANSWER = ["Four", "."]
+GAP_S = 0.02  # between chunks
+
+
+def _event(delta: dict | None = None, usage: dict | None = None, finish: str | None = None) -> bytes:
+    event: dict = {"id": "x", "object": "chat.completion.chunk", "choices": []}
+    if delta is not None:
+        event["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+    if usage is not None:
+        event["usage"] = usage
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        answer = self.server.answer
+        events = [_event({"role": "assistant", "content": ""})]
+        events += [_event({"reasoning_content": piece}) for piece in REASONING]
+        events += [_event({"content": piece}) for piece in ANSWER] if answer else []
+        events.append(_event({}, finish="stop" if answer else "length"))
+        n_out = len(REASONING) + (len(ANSWER) if answer else 0)
+        usage = {
+            "prompt_tokens": 7,
+            "completion_tokens": n_out,
+            "completion_tokens_details": {"reasoning_tokens": len(REASONING)},
+        }
+        events += [_event(usage=usage), b"data: [DONE]\n\n"]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for e in events:
+            self.wfile.write(f"{len(e):x}\r\n".encode() + e + b"\r\n")
+            self.wfile.flush()
+            time.sleep(GAP_S)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+class MockReasoningServer:
+    def __init__(self, answer: bool = True) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.answer = answer
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> MockReasoningServer:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
