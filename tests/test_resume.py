@@ -264,3 +264,13 @@ def test_a_kill_while_staging_leaves_nothing_that_looks_staged_and_wrong(tmp_pat
     assert done == {f"cell-{c}" for c in range(12)}
     counts = store.stage_parts(run_dir)
     assert counts.requests == 12 * 400
+
+
+def test_requests_the_workload_cancelled_on_purpose_are_not_failures(tmp_path):
+    run_dir = tmp_path / "run-1"
+    records = [record(i, cell_id="c") for i in range(3)]
+    records += [record(3 + i, cell_id="c", status="cancelled", error_class="client_cancel") for i in range(5)]
+    store.stage_part(run_dir, "c", complete=True, cells=[cell_row("c")], requests=records_to_arrow(records))
+    counts = store.stage_parts(run_dir)
+    assert (counts.requests, counts.requests_ok) == (3, 3)
+    assert measured_too_little(1, 1, counts.requests, counts.requests_ok, 0.5) is None  # 5 of 8 not ok, on purpose

@@ -184,7 +184,7 @@ class StagedCounts:
     instances: int
     instances_started: int
     instances_clean: int  # started, and no failure class since (crashed, unhealthy, ...)
-    requests: int
+    requests: int  # the requests the night measured, less those its workloads cancelled on purpose
     requests_ok: int
 
 
@@ -266,7 +266,13 @@ def stage_parts(run_dir: Path) -> StagedCounts:
             whole = whole.replace_schema_metadata(pieces[0].schema.metadata)  # keeps the staged-form mark
         _write_parquet(whole, staged.table_file(table))
     deployments = pq.read_table(staged.table_file("deployments")).to_pylist()
-    statuses = pq.read_table(staged.table_file("requests"), columns=["status"]).column("status").to_pylist()
+    rows = pq.read_table(staged.table_file("requests"), columns=["status", "error_class"])
+    # a request the workload itself cancelled (cancellation) is the workload, not a failure
+    statuses = [
+        st
+        for st, ec in zip(rows.column("status").to_pylist(), rows.column("error_class").to_pylist(), strict=True)
+        if ec != "client_cancel"
+    ]
     return StagedCounts(
         instances=len(deployments),
         instances_started=sum(1 for d in deployments if d["started"]),
