@@ -52,7 +52,14 @@ def _retry_if_flaky(task, task_run, state) -> bool:
 # Plain functions wrapped as Prefect tasks: the logic stays testable without a server, and no task
 # caches its result (engine handles and records are not cacheable inputs).
 check_before_start = task(deploy.preflight, name="preflight", cache_policy=NO_CACHE)
-build_images = task(images.build_engine_images, name="build-images", cache_policy=NO_CACHE)
+# Every step that can hang has a deadline: engine start and health (startup_timeout_s), each request and
+# cell (request_timeout_s, cell_timeout_s), the load's wait for the warehouse ($BAKEOFF_LOAD_WAIT_S), and
+# these two (Prefect's task timeout: the task fails with TaskRunTimeoutError, the night with it).
+BUILD_TIMEOUT_S = 3 * 3600  # a CUDA image built from source takes an hour or more
+REPORT_TIMEOUT_S = 900
+build_images = task(
+    images.build_engine_images, name="build-images", cache_policy=NO_CACHE, timeout_seconds=BUILD_TIMEOUT_S
+)
 # The retry policy (docs/reliability.md "Retries"): a transient start failure is tried twice more,
 # after 5 s and 30 s, each ±50% jitter; a deterministic one is recorded at once.
 start_instance = task(
@@ -67,7 +74,7 @@ start_instance = task(
 run_cell = task(bench.run_cell, name="bench-cell", cache_policy=NO_CACHE)
 bench_group = task(night.bench_group, name="bench-group", cache_policy=NO_CACHE)
 summarize = task(summarize_run, name="summarize", cache_policy=NO_CACHE)
-report = task(render_run, name="render-report", cache_policy=NO_CACHE)
+report = task(render_run, name="render-report", cache_policy=NO_CACHE, timeout_seconds=REPORT_TIMEOUT_S)
 
 
 @task(name="gate-and-load", cache_policy=NO_CACHE)

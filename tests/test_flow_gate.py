@@ -216,3 +216,33 @@ def test_warehouse_and_runs_folder_in_one_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("BAKEOFF_RUNS_DIR", "env-runs")
     assert run_paths(load_matrix(own)[0]) == ("env.duckdb", "env-runs")  # the environment over the file
     assert run_paths(load_matrix(own)[0], "given.duckdb", "given-runs") == ("given.duckdb", "given-runs")
+
+
+def test_a_report_that_overruns_its_deadline_fails_the_night_without_hanging(tmp_path, monkeypatch, prefect_server):
+    """The flow's render-report task has a deadline (REPORT_TIMEOUT_S): with it cut to 0.5 s and the render
+    made to hang, the night ends with Prefect's TaskRunTimeoutError instead of waiting, the run loaded."""
+    import time
+
+    from prefect.task_engine import TaskRunTimeoutError
+
+    import flows.nightly as nightly_module
+    import reports
+    from warehouse import store
+
+    assert nightly_module.report.timeout_seconds == nightly_module.REPORT_TIMEOUT_S
+    assert nightly_module.build_images.timeout_seconds == nightly_module.BUILD_TIMEOUT_S
+    real = reports.build_model
+
+    def hung_render(*args, **kwargs):
+        time.sleep(600)  # a render that hangs (a stuck chart conversion, a blocked disk)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reports, "build_model", hung_render)
+    monkeypatch.setattr(nightly_module, "report", nightly_module.report.with_options(timeout_seconds=0.5))
+    warehouse = tmp_path / "wh.duckdb"
+    with MockFaultyServer() as server, pytest.raises(TaskRunTimeoutError):
+        nightly_module.nightly(
+            matrix_path=str(_matrix(tmp_path, server.url)), warehouse=str(warehouse), runs_dir=str(tmp_path / "runs")
+        )
+    with store.opened(warehouse, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchall() == [(1,)]
