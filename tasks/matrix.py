@@ -678,6 +678,38 @@ def _read_bounded(path: Path, what: str, max_bytes: int) -> bytes:
     return raw
 
 
+DATA_DIR = Path(__file__).parent / "data"  # the built-in prompt sets, schema sets and traces
+
+
+def builtin_or_file(
+    name_or_path: str,
+    base_dir: Path | None,
+    *,
+    prefix: str,
+    exts: tuple[str, ...],
+    field: str,
+    what: str,
+    must_be_file: bool = False,
+) -> Path:
+    """A built-in data file by name (tasks/data/PREFIX_NAME.EXT) or a path relative to the matrix file;
+    MatrixError naming the field and the built-in names when it is neither."""
+    for ext in exts:
+        builtin = DATA_DIR / f"{prefix}_{name_or_path}.{ext}"
+        if builtin.is_file():
+            return builtin
+    path = Path(name_or_path)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        found = path.is_file() if must_be_file else path.exists()
+    except OSError:  # a name too long for the file system, say
+        found = False
+    if not found:
+        known = sorted({p.stem.removeprefix(f"{prefix}_") for ext in exts for p in DATA_DIR.glob(f"{prefix}_*.{ext}")})
+        raise MatrixError(f"workloads.{field}: {name_or_path!r} is neither a built-in {what} {known} nor a file")
+    return path
+
+
 def read_yaml(
     path: str | os.PathLike[str], what: str, *, max_bytes: int = MAX_MATRIX_BYTES, max_nodes: int = MAX_YAML_NODES
 ) -> tuple[Any, bytes]:

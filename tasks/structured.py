@@ -22,10 +22,9 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import best_match
 
-from tasks.matrix import MAX_PROMPTS_BYTES, MatrixError, read_yaml
+from tasks.matrix import MAX_PROMPTS_BYTES, MatrixError, builtin_or_file, read_yaml
 from tasks.records import RequestRecord
 
-DATA_DIR = Path(__file__).parent / "data"
 MAX_SCHEMA_NODES = 200_000
 VALIDATION_ERROR_CHARS = 300
 INSTRUCTION = "Reply with only a JSON object that follows this JSON schema:"
@@ -41,20 +40,7 @@ class Schema:
 
 def schema_file(name_or_path: str, base_dir: Path | None = None) -> Path:
     """A built-in schema set by name (tasks/data/schemas_<name>.yaml) or a file path."""
-    builtin = DATA_DIR / f"schemas_{name_or_path}.yaml"
-    if builtin.is_file():
-        return builtin
-    path = Path(name_or_path)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    try:
-        found = path.exists()
-    except OSError:
-        found = False
-    if not found:
-        known = sorted(p.stem.removeprefix("schemas_") for p in DATA_DIR.glob("schemas_*.yaml"))
-        raise MatrixError(f"workloads.schemas: {name_or_path!r} is neither a built-in schema set {known} nor a file")
-    return path
+    return builtin_or_file(name_or_path, base_dir, prefix="schemas", exts=("yaml",), field="schemas", what="schema set")
 
 
 def load_schemas(path: Path) -> list[Schema]:

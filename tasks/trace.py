@@ -22,9 +22,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.matrix import MatrixError
+from tasks.matrix import MatrixError, builtin_or_file
 
-DATA_DIR = Path(__file__).parent / "data"
 BUILTIN_BLOCK_TOKENS = 16  # the built-in traces' block size (short prompts: they run on a CPU engine)
 MAX_TRACE_BYTES = 64 << 20  # 64 MiB: Mooncake's published traces are 2-3 MB
 CSV_HEADER = ("timestamp_ms", "input_tokens", "output_tokens")
@@ -40,21 +39,9 @@ class TraceRequest:
 
 def trace_file(name_or_path: str, base_dir: Path | None = None) -> Path:
     """A built-in trace by name (tasks/data/trace_<name>.jsonl or .csv) or a file path."""
-    for ext in ("jsonl", "csv"):
-        builtin = DATA_DIR / f"trace_{name_or_path}.{ext}"
-        if builtin.is_file():
-            return builtin
-    path = Path(name_or_path)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    try:
-        found = path.is_file()
-    except OSError:
-        found = False
-    if not found:
-        known = sorted({p.stem.removeprefix("trace_") for p in DATA_DIR.glob("trace_*.*")})
-        raise MatrixError(f"workloads.trace: {name_or_path!r} is neither a built-in trace {known} nor a file")
-    return path
+    return builtin_or_file(
+        name_or_path, base_dir, prefix="trace", exts=("jsonl", "csv"), field="trace", what="trace", must_be_file=True
+    )
 
 
 def _read_text(path: Path) -> str:

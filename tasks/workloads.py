@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks import structured, trace
-from tasks.matrix import MAX_PROMPTS_BYTES, Matrix, MatrixError, Workload, read_yaml
+from tasks.matrix import DATA_DIR, MAX_PROMPTS_BYTES, Matrix, MatrixError, Workload, builtin_or_file, read_yaml
 
-DATA_DIR = Path(__file__).parent / "data"
 # Workload kinds measured cold: no request may be served from the prefix cache an earlier one left (the
 # study set sends each prompt once per output length). shared_prefix is about that cache: it stays warm.
 # reports/method.py's COLD_WORKLOADS says the same (tests/test_engine_flags.py holds them equal).
@@ -81,20 +80,8 @@ _WORDS = (
 
 def prompt_file(name_or_path: str, base_dir: Path | None = None) -> Path:
     """A built-in prompt set by name (tasks/data/prompts_<name>.yaml) or a file path."""
-    builtin = DATA_DIR / f"prompts_{name_or_path}.yaml"
-    if builtin.is_file():
-        return builtin
-    path = Path(name_or_path)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    try:
-        found = path.exists()
-    except OSError:  # a name too long for the file system, say
-        found = False
-    if not found:
-        known = sorted(p.stem.removeprefix("prompts_") for p in DATA_DIR.glob("prompts_*.yaml"))
-        raise MatrixError(f"workloads.prompts: {name_or_path!r} is neither a built-in prompt set {known} nor a file")
-    return path  # a directory, a FIFO or a broken file is named by load_prompts
+    # a directory, a FIFO or a broken file is named by load_prompts
+    return builtin_or_file(name_or_path, base_dir, prefix="prompts", exts=("yaml",), field="prompts", what="prompt set")
 
 
 def load_prompts(path: Path) -> list[tuple[str, str]]:
@@ -225,7 +212,7 @@ def trace_requests(workload: Workload, *, seed: int, base_dir: Path | None = Non
     prompts synthesised to the input lengths, hash blocks shared where hash_ids repeat. prompt_id says the
     request's line and lengths: `t00012-in96-out8`."""
     path = trace.trace_file(workload.trace, base_dir)
-    block = workload.block_tokens or (trace.BUILTIN_BLOCK_TOKENS if path.parent == trace.DATA_DIR else 512)
+    block = workload.block_tokens or (trace.BUILTIN_BLOCK_TOKENS if path.parent == DATA_DIR else 512)
     requests = trace.load_trace(path, workload.trace_format, block)
     due = trace.schedule_ns(requests, workload.time_scale, workload.max_duration_s)
     return [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tasks.matrix import MatrixError, Workload, load_matrix
+from tasks.matrix import DATA_DIR, MatrixError, Workload, load_matrix
 from tasks.plan import plan
-from tasks.trace import DATA_DIR, generate_mooncake, load_trace, schedule_ns
+from tasks.trace import generate_mooncake, load_trace, schedule_ns
 from tasks.workloads import build_requests
 
 

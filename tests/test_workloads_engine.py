@@ -195,7 +195,8 @@ def test_json_object_mode_parses_and_is_judged_against_the_prompted_schema(engin
 
 def test_a_trace_replays_on_its_own_timestamps_with_its_prefix_reuse(engine):
     from tasks.loadgen import KEPT_UP_P99_MS
-    from tasks.trace import DATA_DIR, load_trace
+    from tasks.matrix import DATA_DIR
+    from tasks.trace import load_trace
 
     out = run(engine, "cpu-0.trace.trace.r0")
     trace = [r for r in load_trace(DATA_DIR / "trace_small.jsonl", block_tokens=16) if r.timestamp_ms < 1000]
