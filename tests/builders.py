@@ -3,7 +3,10 @@ hand), and `require`, the skip that CI turns into a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +29,21 @@ def import_or_require(module: str, env_var: str, reason: str):
         return __import__(module)
     except ImportError as exc:
         require(env_var, f"{reason} ({exc})")
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs mounted at `where` (root only: a full or read-only file system made for the test),
+    unmounted after; a skip with the reason elsewhere, a failure where BAKEOFF_REQUIRE_TMPFS=1 (CI)."""
+    if os.geteuid() != 0:
+        require("BAKEOFF_REQUIRE_TMPFS", "mounting a tmpfs needs root")
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=False).returncode:
+        require("BAKEOFF_REQUIRE_TMPFS", "this machine does not allow a tmpfs mount")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
 
 
 MS = 1_000_000  # ns

@@ -142,29 +142,20 @@ def test_a_full_disk_while_staging_leaves_no_run_that_looks_staged(tmp_path):
     than reading a truncated file."""
     import errno
     import random
-    import subprocess
 
     from tasks.records import records_to_arrow
-    from tests.builders import cell_row, deployment_row, record, run_row
+    from tests.builders import cell_row, deployment_row, record, run_row, tmpfs
     from warehouse import store
 
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    tiny = tmp_path / "tiny"
-    tiny.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(tiny)], check=False).returncode:
-        pytest.skip("this machine does not allow a tmpfs mount")
     rng = random.Random(0)
     records = [record(i, chunks_ms=sorted(rng.uniform(1, 5000) for _ in range(100))) for i in range(3000)]
-    try:
+    with tmpfs(tmp_path / "tiny", "size=256k") as tiny:
         with pytest.raises(OSError) as err:
             store.stage_run(tiny / "run-1", run_row(), [deployment_row()], [cell_row()], records_to_arrow(records))
         assert err.value.errno == errno.ENOSPC
         assert not (tiny / "run-1" / "run.json").exists()
         with pytest.raises(store.WarehouseError, match="not a staged run"):
             store.read_staged_run(tiny / "run-1")
-    finally:
-        subprocess.run(["umount", str(tiny)], check=False)
 
 
 # ---------------------------------------------------------------- the real engine

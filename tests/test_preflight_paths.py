@@ -4,30 +4,16 @@ only), through `bakeoff plan` and `bakeoff run` as a user types them: one line, 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
+from tests.builders import tmpfs
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@contextlib.contextmanager
-def tmpfs(where: Path, options: str) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    where.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=False).returncode:
-        pytest.skip("this machine does not allow a tmpfs mount")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=False)
 
 
 def _matrix(tmp_path: Path, **paths: str) -> Path:

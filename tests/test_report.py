@@ -1424,27 +1424,18 @@ def test_a_full_disk_leaves_no_truncated_report(tmp_path, warehouse):
     """A real full disk: a 256 KiB tmpfs (root only) holds the charts' PNGs but not the whole report. The
     render fails with ENOSPC, and no report.html or report.md that looks like a report is left."""
     import errno
-    import os
-    import subprocess
 
     from reports import render_run
+    from tests.builders import tmpfs
 
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
     _stage_known_run(tmp_path, warehouse)
-    tiny = tmp_path / "tiny"
-    tiny.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(tiny)], check=False).returncode:
-        pytest.skip("this machine does not allow a tmpfs mount")
-    try:
+    with tmpfs(tmp_path / "tiny", "size=256k") as tiny:
         with pytest.raises(OSError) as err:
             render_run(warehouse, "run-1", tiny / "report")
         assert err.value.errno == errno.ENOSPC
         for name in ("report.html", "report.md", "key_metrics.json"):
             assert not (tiny / "report" / name).exists()
         assert not list((tiny / "report").rglob(".*.tmp"))
-    finally:
-        subprocess.run(["umount", str(tiny)], check=False)
 
 
 def test_the_gpu_energy_per_output_token_is_shown_where_power_was_sampled(tmp_path, warehouse):
