@@ -52,7 +52,7 @@ def test_ok_stream_is_recorded_in_full(server):
     for r in result.records:
         assert r.completion_tokens == 5 and r.prompt_tokens == 7
         assert len(r.chunk_times) == 5
-        assert r.scheduled_at <= r.sent_at <= r.first_chunk_at < r.first_token_at <= r.last_token_at <= r.done_at
+        assert r.scheduled_at <= r.sent_at <= r.first_chunk_at <= r.first_token_at <= r.last_token_at <= r.done_at
         assert r.chunk_times[0] == r.first_token_at and r.chunk_times[-1] == r.last_token_at
         assert r.finish_reason == "length"
     assert len({r.request_id for r in result.records}) == 6
