@@ -20,6 +20,8 @@ CARE_RULES = (
     ("ended_early", "replies ended before max_tokens although ignore_eos was asked: the engine dropped it"),
     ("other_cpu_pct_mean", "the machine was busy with other work while it measured"),
     ("ok", "too few ok requests for its tail: P95 is (nearly) the slowest single request"),
+    ("cache_state", "the engine's prefix cache could not be emptied before it: earlier cells' prompts may be cached"),
+    ("cache_state", "the prefix cache was neither emptied before it nor reported by the engine: it may have been warm"),
 )
 MIN_OK_FOR_P95 = 20  # below 20 samples the linear P95 sits within the top two values
 BUSY_MACHINE_PCT = 25.0  # mean CPU of everything but the engines (the load generator included), % of the machine
@@ -62,7 +64,15 @@ OVERHEAD_COLUMNS = (
     Column("loop_lag_p99_ms", "Loop lag P99 ms"),
     Column("loop_lag_max_ms", "Loop lag max ms"),
     Column("kept_up_text", "Client kept up", numeric=False),
+    Column("cache_text", "Prefix cache at start", numeric=False),
 )
+# cells.cache_state as the report says it (tasks/engines/cache.py)
+CACHE_TEXT = {
+    "reset": "emptied",
+    "not_cached": "off per request",
+    "reset_failed": "not emptied (reset failed)",
+    "not_reset": "as earlier cells left it",
+}
 CARE_COLUMNS = (
     Column("cell_id", "Cell", numeric=False),
     Column("deployment_id", "Deployment", numeric=False),
@@ -102,9 +112,14 @@ def care_reasons(c: dict, workload: dict | None = None) -> list[str]:
             f"{CARE_RULES[7][1]} (everything but the engines used {other:.0f}% of the machine's CPU on average, "
             f"above {BUSY_MACHINE_PCT:.0f}%; the engines {fmt_value(c.get('engine_cpu_pct_mean'))}%)"
         )
+    if c.get("cache_state") == "reset_failed":
+        out.append(CARE_RULES[9][1])
     if workload is not None:
         hit = c.get("prefix_hit_share")
-        if hit is not None and hit > PREFIX_HIT_LIMIT and (workload.get("kind") or "prompts") in COLD_WORKLOADS:
+        cold = (workload.get("kind") or "prompts") in COLD_WORKLOADS
+        if c.get("cache_state") == "not_reset" and hit is None and cold:
+            out.append(CARE_RULES[10][1])
+        if hit is not None and hit > PREFIX_HIT_LIMIT and cold:
             out.append(f"{CARE_RULES[5][1]} ({hit:.0%} of prompt tokens cached, above {PREFIX_HIT_LIMIT:.0%})")
         if c.get("ended_early") and workload.get("ignore_eos", True):
             out.append(f"{c['ended_early']} of {c.get('ok')} ok {CARE_RULES[6][1]}")
@@ -148,7 +163,11 @@ def method(cells: list[dict], matrix: dict | None, matrix_path: str | None, load
     ]
     ordered = sorted(cells, key=lambda c: (c["deployment_id"], c["cell_id"]))
     overhead = [
-        {**c, "kept_up_text": MISSING if c.get("client_kept_up") is None else ("yes" if c["client_kept_up"] else "no")}
+        {
+            **c,
+            "kept_up_text": MISSING if c.get("client_kept_up") is None else ("yes" if c["client_kept_up"] else "no"),
+            "cache_text": CACHE_TEXT.get(c.get("cache_state") or "", MISSING),
+        }
         for c in ordered
     ]
     care = [
@@ -171,7 +190,8 @@ def method(cells: list[dict], matrix: dict | None, matrix_path: str | None, load
             OVERHEAD_COLUMNS,
             caption=(
                 "The client's own overhead per cell: send lateness (how late requests left against their schedule) and "
-                "event-loop lag; the client kept up when both P99s stay under its limits (cells.client_kept_up)."
+                "event-loop lag; the client kept up when both P99s stay under its limits (cells.client_kept_up). "
+                "And what the engine's prefix cache held as the cell began (cells.cache_state)."
             ),
         ),
         Table.from_records(care, CARE_COLUMNS, caption="Every cell to read with care, and why.") if care else None,

@@ -74,8 +74,10 @@ def run_cell(
     base_dir: Path,
     label: str,
     engine_pids: dict[str, int] | None = None,
+    cache_state: str | None = None,
 ) -> CellOutcome:
-    """Runs the cell with telemetry sampling around it; returns its row, raw records and samples."""
+    """Runs the cell with telemetry sampling around it; returns its row, raw records and samples.
+    `cache_state`: what the caller found or made of the engine's prefix cache (tasks/engines/cache.py)."""
     workload = next(w for w in matrix.workloads if w.id == cell.workload_id)
     load, shape = matrix.load, cell.shape
     # The seed varies with the repeat so repeats are not the same request order (nor arrival times).
@@ -121,7 +123,9 @@ def run_cell(
                 if r.done_at is None:
                     r.status, r.error_class, r.done_at = "cancelled", type(exc).__name__, wall_ns
             structured.judge(sent, workload_specs, {})  # which schema each was for; no reply kept to judge
-            row = _cell_row(matrix, cell, target, run_id, len(specs), len(warmup), begun["started_at"], wall_ns, None)
+            row = _cell_row(
+                matrix, cell, target, run_id, len(specs), len(warmup), begun["started_at"], wall_ns, None, cache_state
+            )
             log.warning("%s: interrupted after %d requests sent; they are kept", label, len(sent))
             raise CellInterrupted(CellOutcome(row, sent, sampler.gpu_rows, sampler.host_rows), exc) from exc
     overhead = result.overhead
@@ -141,7 +145,9 @@ def run_cell(
     failed = sum(r.status != "ok" for r in result.records)
     if failed:
         log.warning("%s: %d of %d requests failed", label, failed, len(result.records))
-    row = _cell_row(matrix, cell, target, run_id, len(specs), len(warmup), result.started_at, result.wall_ns, overhead)
+    row = _cell_row(
+        matrix, cell, target, run_id, len(specs), len(warmup), result.started_at, result.wall_ns, overhead, cache_state
+    )
     return CellOutcome(row, result.records, sampler.gpu_rows, sampler.host_rows)
 
 
@@ -155,6 +161,7 @@ def _cell_row(
     started_at,
     wall_ns: int,
     overhead,
+    cache_state: str | None,
 ) -> CellRow:
     """The `cells` row; `overhead` is None for an interrupted cell (its client figures are unknown).
     sweep_stop_reason is left None: run_sweep sets it on the cell after which a stop rule ended it."""
@@ -181,6 +188,7 @@ def _cell_row(
         burstiness=shape.burstiness,
         max_concurrency=shape.max_concurrency,
         duration_limit_s=load.duration_s,
+        cache_state=cache_state,
         **client,
     )
 

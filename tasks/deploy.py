@@ -18,6 +18,7 @@ import httpx
 from tasks import telemetry
 from tasks.engine_metrics import scrape
 from tasks.engines import adapter_for
+from tasks.engines.cache import prepare_cache
 from tasks.gpu_memory import MemoryPlan, plan_group, sglang_fraction_for
 from tasks.images import docker_client, image_spec
 from tasks.launch import instance_launch, literal_secrets
@@ -58,6 +59,15 @@ class InstanceHandle:
     def request_extras(self, workload: Workload) -> dict:
         """The engine-specific fields every request of `workload` carries (e.g. ignore_eos)."""
         return adapter_for(self.engine_kind).request_extras(workload, self.engine)
+
+    def prepare_cache(self, workload: Workload) -> str:
+        """Empties the engine's prefix cache before a cell where it can; returns the cell's cache_state."""
+        got = prepare_cache(adapter_for(self.engine_kind), self.engine, workload, self.target.base_url)
+        if got.state == "reset_failed":
+            log.warning("%s: the prefix cache was not emptied before the cell: %s", self.row.instance_id, got.detail)
+        elif got.detail:
+            log.info("%s: prefix cache %s: %s", self.row.instance_id, got.state, got.detail)
+        return got.state
 
     def scrape_metrics(self, run_id: str, cell_id: str, phase: str) -> list[dict]:
         return scrape(

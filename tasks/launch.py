@@ -184,7 +184,9 @@ def instance_launch(
     else:
         model_arg = str(resolve_model_path(model, base_dir))
     spec = adapter.launch_spec(engine, planned.spec, model_arg, served_name, port, memory_args=list(memory_args))
-    env = {**spec.env, **secrets}
+    # what the engine's cache reset needs at start (vLLM's dev mode), under what the matrix sets
+    reset = adapter.cache_reset_for(engine)
+    env = {**(reset.needs_env if reset else {}), **spec.env, **secrets}
     if gpu is not None and engine.launcher == "process":
         env.setdefault("CUDA_VISIBLE_DEVICES", str(gpu))  # a local GPU build sees only its card
     return InstanceLaunch(

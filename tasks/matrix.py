@@ -74,6 +74,22 @@ class Build(_Strict):
     files: dict[str, str] = {}  # name in the build context -> path here ($VARS and ~ expanded)
 
 
+class CacheResetEndpoint(_Strict):
+    """An external engine's prefix-cache reset, called before each cell (tasks/engines/cache.py): e.g. a
+    vLLM server started with VLLM_SERVER_DEV_MODE=1, {path: /reset_prefix_cache}; SGLang's /flush_cache.
+    A 2xx answer is the reset, unless it is JSON with `"success": false` (busy: asked again)."""
+
+    method: Literal["POST", "GET"] = "POST"
+    path: str  # the endpoint's path on the engine's url
+
+    @field_validator("path")
+    @classmethod
+    def _a_path(cls, v: str) -> str:
+        if not v.startswith("/") or "://" in v:
+            raise ValueError("not a path; allowed: a path on the engine's url, starting with /")
+        return v
+
+
 class EngineVersion(_Strict):
     """One entry of an engine's version axis (`engines.NAME.versions`): the version, and where it differs
     from the engine's, its image, profile or args."""
@@ -115,6 +131,9 @@ class Engine(_Strict):
     # llama.cpp's servers take ignore_eos). A workload setting an engine does not honour is refused, never
     # silently dropped: a reply that stops at EOS is different work from one that runs to max_tokens.
     accepts: list[Literal["ignore_eos"]] = []
+    # external engines: how to empty the server's prefix cache before each cell (vllm and sglang engines
+    # know theirs per version; tasks/engines/*.CACHE_RESETS). Without one a cell says `not_reset`.
+    cache_reset: CacheResetEndpoint | None = None
 
     @field_validator("url")
     @classmethod
@@ -140,6 +159,11 @@ class Engine(_Strict):
             raise ValueError("version: required field is missing (or give a version axis, versions: [...])")
         if self.kind == "external" and not self.url:
             raise ValueError("url: required for an external engine (the server's base URL)")
+        if self.cache_reset is not None and self.kind != "external":
+            raise ValueError(
+                f"cache_reset: only for an external engine; a {self.kind} engine resets its prefix cache the "
+                "way its version does (docs/engine-versions.md)"
+            )
         return self
 
 

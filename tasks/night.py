@@ -43,6 +43,7 @@ class _Group:
         """One cell on a live instance, with the engine's metrics scraped around it. The outcome is
         not collected here: the caller keeps it (a sweep returns its cells with their stop reason)."""
         workload = next(w for w in self.matrix.workloads if w.id == cell.workload_id)
+        cache_state = handle.prepare_cache(workload)  # before the metrics scrape: a reset moves no counter
         self.got.engine_metrics += handle.scrape_metrics(self.run_id, cell.cell_id, "before")
         outcome = self.run_cell(
             self.matrix,
@@ -53,6 +54,7 @@ class _Group:
             base_dir=self.base_dir,
             engine_pids=deploy.engine_pids(self.deployed.handles),
             label=label,
+            cache_state=cache_state,
         )
         self.got.engine_metrics += handle.scrape_metrics(self.run_id, cell.cell_id, "after")
         handle.check_alive()

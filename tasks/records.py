@@ -25,6 +25,8 @@ from typing import Any
 import pyarrow as pa
 
 STATUSES = ("ok", "http_error", "timeout", "disconnected", "bad_stream", "cancelled")
+# cells.cache_state: what the engine's prefix cache held as the cell began (tasks/engines/cache.py)
+CACHE_STATES = ("reset", "not_cached", "reset_failed", "not_reset")
 
 
 @dataclass(slots=True)
@@ -250,3 +252,6 @@ class CellRow:
     loop_lag_max_ms: float | None = None
     client_kept_up: bool | None = None
     sweep_stop_reason: str | None = None  # on the cell after which a rate sweep's stop rule ended it
+    # what the prefix cache held when the cell began: reset | not_cached | reset_failed | not_reset
+    # (tasks/engines/cache.py); None where nothing prepared it (a cell run on its own, in tests)
+    cache_state: str | None = None

@@ -16,13 +16,27 @@ ANSWER = ["Four", "."]
 GAP_S = 0.02  # between chunks
 
 
-def _event(delta: dict | None = None, usage: dict | None = None, finish: str | None = None) -> bytes:
+def sse_event(delta: dict | None = None, usage: dict | None = None, finish: str | None = None) -> bytes:
     event: dict = {"id": "x", "object": "chat.completion.chunk", "choices": []}
     if delta is not None:
         event["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
     if usage is not None:
         event["usage"] = usage
     return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
+def stream_events(handler: BaseHTTPRequestHandler, events: list[bytes], gap_s: float = 0.0) -> None:
+    """A 200 event stream of `events`, one HTTP chunk each, `gap_s` apart (shared by the MOCK servers)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    for e in events:
+        handler.wfile.write(f"{len(e):x}\r\n".encode() + e + b"\r\n")
+        handler.wfile.flush()
+        time.sleep(gap_s)
+    handler.wfile.write(b"0\r\n\r\n")
+    handler.wfile.flush()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -34,27 +48,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         answer = self.server.answer
-        events = [_event({"role": "assistant", "content": ""})]
-        events += [_event({"reasoning_content": piece}) for piece in REASONING]
-        events += [_event({"content": piece}) for piece in ANSWER] if answer else []
-        events.append(_event({}, finish="stop" if answer else "length"))
+        events = [sse_event({"role": "assistant", "content": ""})]
+        events += [sse_event({"reasoning_content": piece}) for piece in REASONING]
+        events += [sse_event({"content": piece}) for piece in ANSWER] if answer else []
+        events.append(sse_event({}, finish="stop" if answer else "length"))
         n_out = len(REASONING) + (len(ANSWER) if answer else 0)
         usage = {
             "prompt_tokens": 7,
             "completion_tokens": n_out,
             "completion_tokens_details": {"reasoning_tokens": len(REASONING)},
         }
-        events += [_event(usage=usage), b"data: [DONE]\n\n"]
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for e in events:
-            self.wfile.write(f"{len(e):x}\r\n".encode() + e + b"\r\n")
-            self.wfile.flush()
-            time.sleep(GAP_S)
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+        events += [sse_event(usage=usage), b"data: [DONE]\n\n"]
+        stream_events(self, events, GAP_S)
 
 
 class MockReasoningServer:

@@ -35,6 +35,11 @@ BAKEOFF = Path(sys.executable).with_name("bakeoff")
 # corpus file -> what its one line must say (besides the file's name)
 EXPECTED = {
     "binary.yaml": ["binary file", "UTF-8 YAML text"],
+    "cache-reset-not-external.yaml": [
+        "engines.cpu: cache_reset: only for an external engine",
+        "docs/engine-versions.md",
+    ],
+    "cache-reset-path.yaml": ["engines.ext.cache_reset.path: not a path; allowed: a path on the engine's url"],
     "duplicate-key.yaml": ["line 22: key 'concurrency' appears twice", "first on line 21"],
     "duration-inf.yaml": ["load.duration_s: Input should be a finite number (got inf)"],
     "empty-model-path.yaml": ["models.smol.path: String should have at least 1 character"],

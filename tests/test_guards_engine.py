@@ -138,6 +138,7 @@ def test_a_warm_prefix_cache_on_a_cold_workload_is_read_with_care(tmp_path, serv
     print(f"prefix hit share: first pass {first['prefix_hit_share']:.3f}, second {second['prefix_hit_share']:.3f}")
     assert first["prefix_hit_share"] is not None and first["prefix_hit_share"] <= 0.5
     assert second["prefix_hit_share"] > 0.9
+    assert {first["cache_state"], second["cache_state"]} == {"not_reset"}, "an external engine without cache_reset"
     reasons = care(md)
     (warm,) = (r for r in reasons["ext-0.cold.c1.r1"] if r.startswith("a warm prefix cache"))
     assert f"({second['prefix_hit_share']:.0%} of prompt tokens cached, above 50%)" in warm
@@ -257,6 +258,7 @@ def test_a_cell_measured_beside_a_competing_process_is_read_with_care(tmp_path, 
         f"other CPU {cell['other_cpu_pct_mean']:.1f}% mean, {cell['other_cpu_pct_max']:.1f}% max; engine {cell['engine_cpu_pct_mean']:.1f}%"
     )
     assert cell["other_cpu_pct_mean"] > 25
+    assert cell["cache_state"] == "not_cached", "llama-server's cold workload is sent with cache_prompt off"
     (busy,) = (r for r in care(md)["cpu-0.w.c1.r0"] if r.startswith("the machine was busy"))
     assert f"everything but the engines used {cell['other_cpu_pct_mean']:.0f}% of the machine's CPU" in busy
 

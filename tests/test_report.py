@@ -1013,6 +1013,7 @@ def test_method_workloads_overhead_and_cells_to_read_with_care(tmp_path, warehou
             "loop_lag_p99_ms": 1.5,
             "loop_lag_max_ms": 2.5,
             "client_kept_up": True,
+            "cache_state": "reset",
         },
         {
             **cell_row("lag/c", deployment_id="lag", wall_ms=1000.0, planned=24),
@@ -1022,6 +1023,7 @@ def test_method_workloads_overhead_and_cells_to_read_with_care(tmp_path, warehou
             "loop_lag_p99_ms": 12.5,
             "loop_lag_max_ms": 80.0,
             "client_kept_up": False,
+            "cache_state": "reset_failed",
         },
     ]
     deps = [deployment_row(deployment_id=d) for d in ("fast", "lag")]
@@ -1031,8 +1033,8 @@ def test_method_workloads_overhead_and_cells_to_read_with_care(tmp_path, warehou
     rows = md_rows(part)
     assert ("w", "prompts", "study", "6", "32, 64", "true", "2", "20–24", "4", "1") in rows
     assert ("w", "closed, concurrency 2", "2", "2") in rows
-    assert ("fast/c", "fast", "0.250", "0.750", "1.50", "2.50", "yes") in rows
-    assert ("lag/c", "lag", "3.00", "41.50", "12.50", "80.00", "no") in rows
+    assert ("fast/c", "fast", "0.250", "0.750", "1.50", "2.50", "yes", "emptied") in rows
+    assert ("lag/c", "lag", "3.00", "41.50", "12.50", "80.00", "no", "not emptied (reset failed)") in rows
     care = {r[2] for r in rows if len(r) == 3 and r[0] == "lag/c"}
     assert care == {
         "the load generator did not keep up: its timings may be skewed (P99 send lateness 41.50 ms, "
@@ -1040,6 +1042,7 @@ def test_method_workloads_overhead_and_cells_to_read_with_care(tmp_path, warehou
         "1 of 20 requests failed",
         "fewer requests recorded than planned (20 of 24 recorded)",
         "too few ok requests for its tail: P95 is (nearly) the slowest single request (19 ok, fewer than 20)",
+        "the engine's prefix cache could not be emptied before it: earlier cells' prompts may be cached",
     }
     assert not any(r[0] == "fast/c" for r in rows if len(r) == 3)  # fast ran as planned, all ok, client kept up
 

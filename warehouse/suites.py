@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.records import STATUSES, CellRow, DeploymentRow, RequestRecord, columns, not_null_columns
+from tasks.records import CACHE_STATES, STATUSES, CellRow, DeploymentRow, RequestRecord, columns, not_null_columns
 from warehouse.chunk_checks import HELPER_COLUMNS
 
 # Columns of the staged requests handed to GX (chunk_times goes in as the helper columns; free-text
@@ -96,10 +96,12 @@ def deployment_expectations(gxe: Any, Column: Any) -> list[Any]:
 
 def cell_expectations(gxe: Any) -> list[Any]:
     """The `cells` table's constraints: NOT NULLs, PRIMARY KEY (run_id, cell_id), counts >= 0,
-    concurrency >= 1 and rate_rps > 0 where set, load_kind closed or open (tasks/bench.py)."""
+    concurrency >= 1 and rate_rps > 0 where set, load_kind closed or open (tasks/bench.py), cache_state one
+    of tasks/engines/cache.py's where set."""
     ex: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in CELL_NOT_NULL_COLUMNS]
     ex.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(CELL_KEY)))
     ex.append(gxe.ExpectColumnValuesToBeInSet(column="load_kind", value_set=list(LOAD_KINDS)))
+    ex.append(gxe.ExpectColumnValuesToBeInSet(column="cache_state", value_set=list(CACHE_STATES)))  # NULLs pass
     ex += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in CELL_COUNT_COLUMNS]
     ex.append(gxe.ExpectColumnValuesToBeBetween(column="concurrency", min_value=1))
     ex.append(gxe.ExpectColumnValuesToBeBetween(column="rate_rps", min_value=0, strict_min=True))

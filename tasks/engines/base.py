@@ -85,6 +85,10 @@ class EngineAdapter:
     def cache_reset(self, version: str) -> CacheReset | None:
         return since(self.cache_resets, version)
 
+    def cache_reset_for(self, engine: Engine) -> CacheReset | None:
+        """How to empty this engine's prefix cache between cells (None: no way bakeoff knows)."""
+        return self.cache_reset(engine.version)
+
     def metric_names(self, version: str) -> dict[str, str]:
         return since(self.metric_names_by_version, version) or {}
 

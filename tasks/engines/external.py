@@ -2,7 +2,7 @@
 cells run it must answer GET /v1/models with a JSON object (`tasks/deploy.py wait_external_healthy`):
 else it is a failed start, `unreachable` or `health_timeout`."""
 
-from tasks.engines.base import EngineAdapter
+from tasks.engines.base import CacheReset, EngineAdapter
 from tasks.matrix import Engine, Workload
 
 
@@ -16,3 +16,8 @@ class ExternalAdapter(EngineAdapter):
         OpenAI API. The matrix refuses a workload asking for more (tasks/matrix.py)."""
         accepts = engine.accepts if engine is not None else []
         return {"ignore_eos": True} if workload.ignore_eos and "ignore_eos" in accepts else {}
+
+    def cache_reset_for(self, engine: Engine) -> CacheReset | None:
+        """The engine's own `cache_reset`, if the matrix names one: bakeoff cannot know what the server is."""
+        spec = engine.cache_reset
+        return None if spec is None else CacheReset(spec.method, spec.path, answer="json-success")

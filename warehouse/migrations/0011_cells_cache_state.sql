@@ -1,0 +1,15 @@
+-- Migration 11: what the engine's prefix cache held when a cell began, so a cell's TTFT and throughput
+-- say whether an earlier cell's prompts could have been served from the cache.
+-- Released migrations are never edited: add the next file.
+--
+-- cache_state, set before the cell's warm-up (tasks/engines/cache.py):
+--   'reset'        the engine emptied its prefix cache on request (vLLM POST /reset_prefix_cache, SGLang
+--                  POST /flush_cache, an external engine's `cache_reset`) and said it had;
+--   'not_cached'   every request was sent with the cache off (llama.cpp `cache_prompt: false` on a cold
+--                  workload), so nothing was to reset;
+--   'reset_failed' the engine has a reset but it did not say it emptied the cache (the cell's log says why):
+--                  earlier cells' prompts may be cached;
+--   'not_reset'    no reset bakeoff knows for the engine and version (llama.cpp's RAM prompt cache, an
+--                  external engine without `cache_reset`): earlier cells' prompts may be cached.
+-- NULL: rows of older runs. The cell's measured hit share is v_cells.prefix_hit_share either way.
+ALTER TABLE cells ADD COLUMN cache_state VARCHAR;
