@@ -112,6 +112,8 @@ def render_markdown(m: ReportModel, images: dict[str, str] | None = None) -> str
         out += ["### Cancellation", ""]
         out += [f"- {md_inline(s)}" for s in ca.effects] or ["No cell with cancellations has a no-cancel twin."]
         out += ["", md_table(ca.cells), ""]
+    if m.workloads is not None and m.workloads.reasoning is not None:
+        out += ["### Reasoning", "", md_table(m.workloads.reasoning), ""]
     if m.workloads is not None and m.workloads.structured is not None:
         st = m.workloads.structured
         out += ["### Structured output", ""]

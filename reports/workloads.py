@@ -1,7 +1,8 @@
 """Per-workload sections: what the workload kinds beyond the study's prompts measure that the
 throughput and latency tables do not show. Structured output: the share of replies that parsed and that
 validated against their schema, per cell, and what constraining cost against the unconstrained twin
-(same instance, load shape and repeat; TTFT and output tokens/s). Every figure is read from v_cells and
+(same instance, load shape and repeat; TTFT and output tokens/s). Multi-turn by turn, trace replays,
+cancellation against its no-cancel twin, and reasoning where an engine streamed it. Every figure is read from v_cells and
 `requests` (warehouse/README.md)."""
 
 from __future__ import annotations
@@ -141,6 +142,66 @@ def multi_turn(con, run_id: str, names: dict, load_shape) -> Table | None:
     )
 
 
+REASONING_COLUMNS = (
+    Column("name", "Instance", numeric=False),
+    Column("workload_id", "Workload", numeric=False),
+    Column("load", "Load", numeric=False),
+    Column("repeat", "Rep."),
+    Column("requests", "Requests"),
+    Column("ok", "OK"),
+    Column("no_answer", "Reasoned, no answer"),
+    Column("reasoning_tokens", "Reasoning tokens"),
+    Column("reasoning_share", "Reasoning share"),
+    Column("ttfr_ms_p50", "First reasoning P50 ms"),
+    Column("ttft_ms_p50", "First answer P50 ms"),
+    Column("thinking_ms_p50", "Thinking P50 ms"),
+)
+
+
+def reasoning(con, run_id: str, names: dict, load_shape) -> Table | None:
+    """The cells whose engine streamed reasoning (reasoning_content chunks or a reasoning token count): how
+    much of the output was reasoning, and how long a reply thought before its answer began."""
+    cur = con.execute(
+        """
+        SELECT c.deployment_id, c.instance_id, c.workload_id, c.load_kind, c.arrival, c.concurrency, c.rate_rps,
+               c.burstiness, c.max_concurrency, c.duration_limit_s, c.repeat,
+               count(*) AS requests, count(*) FILTER (q.status = 'ok') AS ok,
+               count(*) FILTER (q.error_class = 'no_answer') AS no_answer,
+               sum(q.reasoning_tokens) FILTER (q.status = 'ok') AS reasoning_tokens,
+               sum(q.reasoning_tokens) FILTER (q.status = 'ok')
+                   / nullif(sum(q.completion_tokens) FILTER (q.status = 'ok' AND q.reasoning_tokens IS NOT NULL), 0)
+                   AS reasoning_share,
+               quantile_cont(q.ttfr_ms, 0.5) FILTER (q.status = 'ok') AS ttfr_ms_p50,
+               quantile_cont(q.ttft_ms, 0.5) FILTER (q.status = 'ok') AS ttft_ms_p50,
+               quantile_cont(q.ttft_ms - q.ttfr_ms, 0.5) FILTER (q.status = 'ok') AS thinking_ms_p50
+        FROM v_requests q JOIN cells c USING (run_id, cell_id)
+        WHERE q.run_id = ?
+        GROUP BY ALL
+        HAVING count(q.first_reasoning_at) > 0 OR sum(q.reasoning_tokens) > 0
+        ORDER BY c.deployment_id, c.instance_id, c.workload_id, c.concurrency, c.rate_rps, c.repeat
+        """,
+        [run_id],
+    )
+    cols = [d[0] for d in cur.description]
+    rows = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    if not rows:
+        return None
+    for r in rows:
+        r["name"], r["load"] = names.get((r["deployment_id"], r["instance_id"]), r["instance_id"]), load_shape(r)
+    return Table.from_records(
+        rows,
+        REASONING_COLUMNS,
+        caption=(
+            "Reasoning, per cell whose engine streamed it: reasoning tokens = Σ "
+            "usage.completion_tokens_details.reasoning_tokens of the ok replies (their share of Σ completion "
+            "tokens); first reasoning = first chunk with reasoning_content − sent; first answer (the TTFT of the "
+            "latency tables) = first chunk with content − sent; thinking = first answer − first reasoning; "
+            "reasoned, no answer = replies that ended before any answer chunk (bad_stream, no_answer: a token "
+            "budget spent thinking)."
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class Cancellation:
     cells: Table
@@ -153,10 +214,12 @@ class Workloads:
     trace: Table | None = None  # trace replays: on schedule or not, and the prefix reuse the trace brought
     cancellation: Cancellation | None = None
     multi_turn: Table | None = None  # TTFT and prefix hit share by turn
+    reasoning: Table | None = None  # reasoning tokens and thinking time, where the engine reasoned
 
     @property
     def present(self) -> bool:
-        return any(x is not None for x in (self.structured, self.trace, self.cancellation, self.multi_turn))
+        parts = (self.structured, self.trace, self.cancellation, self.multi_turn, self.reasoning)
+        return any(x is not None for x in parts)
 
 
 def cancellation(con, run_id: str, names: dict, load_shape) -> Cancellation | None:
@@ -316,5 +379,6 @@ def workloads(con, run_id: str, names: dict, load_shape) -> Workloads | None:
         trace=trace(con, run_id, names),
         cancellation=cancellation(con, run_id, names, load_shape),
         multi_turn=multi_turn(con, run_id, names, load_shape),
+        reasoning=reasoning(con, run_id, names, load_shape),
     )
     return section if section.present else None

@@ -45,6 +45,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def do_GET(self):  # the model list, for a night's external-engine health check
+        payload = json.dumps({"object": "list", "data": [{"id": "mock-reasoner", "object": "model"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         answer = self.server.answer
