@@ -107,10 +107,25 @@ TURN_COLUMNS = (
 )
 
 
+def _request_groups(con, run_id: str, names: dict, load_shape, sql: str) -> list[dict]:
+    """`sql`'s rows (groups of one run's requests, with the cell's instance and load-shape columns) as dicts,
+    each with its instance's display name and its load shape in words."""
+    cur = con.execute(sql, [run_id])
+    cols = [d[0] for d in cur.description]
+    rows = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    for r in rows:
+        r["name"], r["load"] = names.get((r["deployment_id"], r["instance_id"]), r["instance_id"]), load_shape(r)
+    return rows
+
+
 def multi_turn(con, run_id: str, names: dict, load_shape) -> Table | None:
     """Multi-turn sessions, by turn: TTFT and the share of the prompt the server read from its prefix cache
     (Σ cached / Σ prompt tokens): what prefix caching buys on a chat workload, turn by turn."""
-    cur = con.execute(
+    rows = _request_groups(
+        con,
+        run_id,
+        names,
+        load_shape,
         """
         SELECT c.deployment_id, c.instance_id, c.workload_id, c.load_kind, c.arrival, c.concurrency, c.rate_rps,
                c.burstiness, c.max_concurrency, c.duration_limit_s, q.turn,
@@ -124,14 +139,9 @@ def multi_turn(con, run_id: str, names: dict, load_shape) -> Table | None:
         WHERE q.run_id = ? AND q.turn IS NOT NULL
         GROUP BY ALL ORDER BY c.deployment_id, c.instance_id, c.workload_id, c.concurrency, c.rate_rps, q.turn
         """,
-        [run_id],
     )
-    cols = [d[0] for d in cur.description]
-    rows = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
     if not rows:
         return None
-    for r in rows:
-        r["name"], r["load"] = names.get((r["deployment_id"], r["instance_id"]), r["instance_id"]), load_shape(r)
     return Table.from_records(
         rows,
         TURN_COLUMNS,
@@ -161,7 +171,11 @@ REASONING_COLUMNS = (
 def reasoning(con, run_id: str, names: dict, load_shape) -> Table | None:
     """The cells whose engine streamed reasoning (reasoning_content chunks or a reasoning token count): how
     much of the output was reasoning, and how long a reply thought before its answer began."""
-    cur = con.execute(
+    rows = _request_groups(
+        con,
+        run_id,
+        names,
+        load_shape,
         """
         SELECT c.deployment_id, c.instance_id, c.workload_id, c.load_kind, c.arrival, c.concurrency, c.rate_rps,
                c.burstiness, c.max_concurrency, c.duration_limit_s, c.repeat,
@@ -180,14 +194,9 @@ def reasoning(con, run_id: str, names: dict, load_shape) -> Table | None:
         HAVING count(q.first_reasoning_at) > 0 OR sum(q.reasoning_tokens) > 0
         ORDER BY c.deployment_id, c.instance_id, c.workload_id, c.concurrency, c.rate_rps, c.repeat
         """,
-        [run_id],
     )
-    cols = [d[0] for d in cur.description]
-    rows = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
     if not rows:
         return None
-    for r in rows:
-        r["name"], r["load"] = names.get((r["deployment_id"], r["instance_id"]), r["instance_id"]), load_shape(r)
     return Table.from_records(
         rows,
         REASONING_COLUMNS,
