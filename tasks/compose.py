@@ -9,7 +9,7 @@ import yaml
 
 from tasks.engines import adapter_for
 from tasks.gpu_memory import plan_group
-from tasks.launch import display_port, instance_launch
+from tasks.launch import display_port, instance_launch, looks_like_token, masked
 from tasks.matrix import Matrix, MatrixError, load_matrix
 from tasks.plan import plan
 
@@ -39,9 +39,14 @@ def compose_file(matrix: Matrix, deployment_id: str, base_dir: Path) -> str:
             notes.append(
                 f"# {planned.instance_id}: {launch.image} is the engine's upstream image (the matrix names none)\n"
             )
+        command = masked(launch.spec.argv)  # the file goes into the report: never a credential's value
+        if command != launch.spec.argv:
+            notes.append(
+                f"# {planned.instance_id}: a credential in its command line is masked (***): name it in secret_env\n"
+            )
         service = {
             "image": launch.image,
-            "command": launch.spec.argv,
+            "command": command,
             "network_mode": "host",
             "volumes": [f"{src}:{v['bind']}:{v['mode']}" for src, v in launch.volumes.items()],
             "labels": {"bakeoff.deployment": deployment_id, "bakeoff.instance": planned.instance_id},
@@ -65,8 +70,19 @@ def compose_file(matrix: Matrix, deployment_id: str, base_dir: Path) -> str:
                     }
                 }
             }
-        if engine.secret_env:
-            service["environment"] = {name: f"${{{name}}}" for name in engine.secret_env}  # names, never values
+        # the matrix's env as the night set it, a credential as a reference to the shell's; never a value
+        environment = {
+            k: f"${{{k}}}" if looks_like_token(v) or k.endswith("TOKEN") else v for k, v in engine.env.items()
+        }
+        environment |= {name: f"${{{name}}}" for name in engine.secret_env}
+        if environment:
+            service["environment"] = environment
+        reset = adapter_for(engine.kind).cache_reset_for(engine)
+        for k, v in (reset.needs_env if reset else {}).items():
+            if k not in engine.env:
+                notes.append(
+                    f"# {planned.instance_id}: {k}={v} is left out: the night set it only to empty the prefix cache between cells\n"
+                )
         if previous:  # one after another, each after the previous one is healthy
             service["depends_on"] = {previous: {"condition": "service_healthy"}}
         services[planned.instance_id] = service

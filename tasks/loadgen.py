@@ -271,7 +271,7 @@ async def _one_request(
                 done_ns = time.monotonic_ns()  # the stream is closed: the request is over now
                 rec.cancelled_at = done_ns - t0
                 rec.status, rec.error_class = "cancelled", "client_cancel"
-                return None
+                return "".join(pieces) if pieces is not None else None  # what streamed before it was closed
         done_ns = resp.done_ns
         rec.http_status = resp.status
         if resp.status != 200:
@@ -432,7 +432,8 @@ async def _session(
 ) -> None:
     """A multi_turn session: each turn after its think time, with the conversation so far; a turn due
     when its think time ends (scheduled_at), its lateness measured from then. A failed turn ends the
-    session (the turns after it are not sent)."""
+    session (the turns after it are not sent); a turn the client cancelled does not: as a chat user who
+    stops a reply and writes on, the conversation keeps what had streamed of it."""
     history: list[dict] = []
     for k, (spec, rec) in enumerate(zip(turns, records, strict=True)):
         rec.session_id, rec.turn = spec.session_id, spec.turn
@@ -444,7 +445,7 @@ async def _session(
         )
         if k:
             lateness.append(rec.sent_at - rec.scheduled_at)
-        if rec.status != "ok":
+        if rec.status != "ok" and rec.error_class != "client_cancel":
             return
         history += [{"role": "user", "content": spec.text}, {"role": "assistant", "content": reply or ""}]
 

@@ -297,8 +297,6 @@ class Workload(_Strict):
                 raise ValueError(f"{name}: only used by kind {' or '.join(kinds)}, this workload is kind {self.kind}")
         if self.min_turns is not None and self.min_turns > self.turns:
             raise ValueError(f"min_turns: must be at most turns ({self.min_turns} > {self.turns})")
-        if self.kind == "multi_turn" and self.cancel_share:
-            raise ValueError("cancel_share: not with kind multi_turn (a session's turns are not cancelled)")
         if self.cancel_twin and self.cancel_share == 0:
             raise ValueError("cancel_twin: this workload cancels nothing (cancel_share 0); set cancel_share")
         if self.kind == "structured":

@@ -227,8 +227,9 @@ def trace_requests(workload: Workload, *, seed: int, base_dir: Path | None = Non
 
 
 def with_cancellations(specs: list[RequestSpec], workload: Workload, *, seed: int) -> list[RequestSpec]:
-    """The cell's requests with workload.cancel_share of them (each drawn, seeded) to be cancelled after
-    their delay: cancel_after_ms, or drawn around it (exponential with that mean; uniform in 0 to twice it)."""
+    """The cell's requests with workload.cancel_share of them (each drawn, seeded; each turn of a session)
+    to be cancelled after their delay: cancel_after_ms, or drawn around it (exponential with that mean;
+    uniform in 0 to twice it)."""
     if workload.cancel_share <= 0:
         return specs
     rng = random.Random(f"{seed}/cancel")
@@ -238,12 +239,14 @@ def with_cancellations(specs: list[RequestSpec], workload: Workload, *, seed: in
         "exponential": lambda: rng.expovariate(1 / mean_s),
         "uniform": lambda: rng.uniform(0, 2 * mean_s),
     }[workload.cancel_delay]
-    out = []
-    for spec in specs:
+
+    def maybe(spec: RequestSpec) -> RequestSpec:
         picked = rng.random() < workload.cancel_share
         delay = draw()  # drawn for every request, so the picks do not shift the delays of the others
-        out.append(dataclasses.replace(spec, cancel_after_ns=max(1, round(delay * 1e9))) if picked else spec)
-    return out
+        return dataclasses.replace(spec, cancel_after_ns=max(1, round(delay * 1e9))) if picked else spec
+
+    # a multi_turn session is drawn turn by turn: a user may give up on any reply and go on talking
+    return [dataclasses.replace(s, turns=tuple(maybe(t) for t in s.turns)) if s.turns else maybe(s) for s in specs]
 
 
 def multi_turn_requests(workload: Workload, *, seed: int) -> list[RequestSpec]:

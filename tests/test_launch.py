@@ -104,3 +104,32 @@ def test_compose_of_a_process_engine_names_the_upstream_image():
     group = next(g for g in plan(seed) if any(seed.engines[p.engine_name].image for p in g.instances))
     seed_text = compose_file(seed, group.deployment_id, SEED.parent)
     assert "upstream image" not in seed_text
+
+
+def test_compose_carries_the_engines_env_and_never_a_credential(tmp_path):
+    """The compose file is the report's deployment to copy: the env the night set (what was measured), a
+    credential only as a reference to the shell's variable, a literal one in the args masked, and vLLM's
+    dev mode, which the night set only for its cache reset, left out with a note."""
+    token = "sk-LITERALliteralLITERALliteral1234"
+    engine = {
+        "kind": "vllm",
+        "launcher": "docker",
+        "image": "vllm/vllm-openai",
+        "version": "0.33.0",
+        "args": ["--api-key", token],
+        "env": {"VLLM_ATTENTION_BACKEND": "FLASHINFER", "HF_TOKEN": token},
+        "secret_env": ["OTHER_TOKEN"],
+    }
+    path = gpu_matrix(tmp_path, {"v": engine})
+    matrix, _ = load_matrix(path)
+    text = compose_file(matrix, "all", tmp_path)
+    assert token not in text
+    service = yaml.safe_load(text)["services"]["v"]
+    assert service["environment"] == {
+        "VLLM_ATTENTION_BACKEND": "FLASHINFER",
+        "HF_TOKEN": "${HF_TOKEN}",
+        "OTHER_TOKEN": "${OTHER_TOKEN}",
+    }
+    assert service["command"][service["command"].index("--api-key") + 1] == "***"
+    assert "# v: a credential in its command line is masked" in text
+    assert "# v: VLLM_SERVER_DEV_MODE=1 is left out" in text

@@ -265,6 +265,20 @@ def test_a_share_of_requests_is_picked_to_cancel_after_a_fixed_or_drawn_delay(de
     assert with_cancellations(specs, w.without_cancellations(), seed=0) is specs
 
 
+def test_a_multi_turn_session_is_picked_to_cancel_turn_by_turn():
+    from tasks.workloads import with_cancellations
+
+    w = Workload(
+        id="chat", kind="multi_turn", sessions=400, turns=5, input_tokens=3, output_tokens=3, cancel_share=0.25
+    )
+    sessions = with_cancellations(build_requests(w, seed=0), w, seed=0)
+    assert len(sessions) == 400 and all(s.cancel_after_ns is None for s in sessions), "the session is not a request"
+    turns = [t for s in sessions for t in s.turns]
+    picked = [t for t in turns if t.cancel_after_ns is not None]
+    assert len(picked) / len(turns) == pytest.approx(0.25, abs=0.03)
+    assert {t.turn for t in picked} == {1, 2, 3, 4, 5}, "any turn may be given up on"
+
+
 def test_cancel_twin_adds_the_workload_without_cancellations(tmp_path):
     data = {
         "name": "w",

@@ -74,6 +74,20 @@ WORKLOADS = [
         "output_tokens": 6,
         "think_time_s": 0.05,
     },
+    # the same chat with half its turns cancelled 300 ms after their send (a seeded draw: turns 1 and 3 of
+    # each session), replies of 48 tokens (seconds), and its no-cancel twin
+    {
+        "id": "chat-cancel",
+        "kind": "multi_turn",
+        "sessions": 2,
+        "turns": 3,
+        "input_tokens": 12,
+        "output_tokens": 48,
+        "think_time_s": 0.05,
+        "cancel_share": 0.5,
+        "cancel_after_ms": 300,
+        "cancel_twin": True,
+    },
     # half the requests (a seeded draw: 3 of these 4) cancelled 300 ms after their send; replies of 24 tokens take seconds
     {
         "id": "cancel",
@@ -278,3 +292,27 @@ def test_multi_turn_sessions_read_more_of_their_prompt_from_the_cache_each_turn(
         # llama-server keeps the session's conversation in its slot: each turn reads more of it from the cache
         assert cached[0] < cached[1] < cached[2], cached
         assert cached[2] >= prompt[1]  # the third turn reads (about) the whole second turn's prompt
+
+
+def test_a_cancelled_turn_keeps_what_streamed_and_the_session_goes_on(engine):
+    out = run(engine, "cpu-0.chat-cancel.c2.r0")
+    twin = run(engine, "cpu-0.chat-cancel-nocancel.c2.r0")
+    recs = out.records
+    assert len(recs) == 6 and all(r.sent_at is not None for r in recs), "every turn is sent, cancelled or not"
+    cancelled = [r for r in recs if r.cancel_after_ns is not None]
+    assert sorted((r.session_id, r.turn) for r in cancelled) == [("s0000", 1), ("s0000", 3), ("s0001", 1), ("s0001", 3)]
+    assert all((r.status, r.error_class) == ("cancelled", "client_cancel") for r in cancelled)
+    whole = {(r.session_id, r.turn): r.prompt_tokens for r in twin.records}
+    for sid in ("s0000", "s0001"):
+        cut, (turn2,) = (
+            next(r for r in cancelled if (r.session_id, r.turn) == (sid, 1)),
+            [r for r in recs if (r.session_id, r.turn) == (sid, 2)],
+        )
+        assert turn2.status == "ok", "the session went on after its cancelled turn"
+        shorter = whole[(sid, 2)] - turn2.prompt_tokens
+        print(
+            f"\n{sid}: turn 1 cut after {len(cut.chunk_times)} of 48 tokens; turn 2's prompt {shorter} tokens shorter"
+        )
+        # turn 2's conversation holds what streamed of turn 1 (one token a chunk): 48 - streamed tokens shorter
+        # than after turn 1's whole reply (re-tokenizing the cut text may merge a token or two)
+        assert abs(shorter - (48 - len(cut.chunk_times))) <= 3
