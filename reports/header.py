@@ -61,27 +61,45 @@ def _engine_line(d: dict) -> str:
     parts = [f"{d['engine_kind']} {d.get('engine_version') or 'version unknown'}"]
     if d.get("image"):
         parts.append(f"image {d['image']}")
+    if d.get("engine_artifact"):  # migration 0012: the image id, or the sha256 of the binary
+        what = "image id" if d.get("launcher") == "docker" else "binary"
+        parts.append(f"{what} {d['engine_artifact'][:19]}")  # sha256: and 12 hex digits, as docker shows it
+    return ", ".join(parts)
+
+
+def _cpu_line(run: dict) -> str:
+    if run.get("cpu_model") is None and run.get("cpu_count") is None:
+        return "—"
+    parts = [str(run.get("cpu_model") or "model unknown")]
+    if run.get("cpu_count") is not None:
+        parts.append(f"{run['cpu_count']} logical CPUs")
+    if run.get("memory_total_mib") is not None:
+        parts.append(f"{run['memory_total_mib'] / 1024:.1f} GiB memory")
+    return ", ".join(parts)
+
+
+def _gpu_line(run: dict) -> str:
+    if run.get("gpu_name") is None:
+        return "none recorded (a CPU run)"
+    parts = [str(run["gpu_name"]), f"driver {run.get('gpu_driver') or '—'}"]
+    if run.get("gpu_memory_total_mib") is not None:
+        parts.append(f"{run['gpu_memory_total_mib']:,} MiB")
+    if run.get("cuda_version"):
+        parts.append(f"CUDA {run['cuda_version']}")
     return ", ".join(parts)
 
 
 def environment_rows(run: dict, deployments: Sequence[dict]) -> list[tuple[str, str]]:
-    """(what, value) rows: host, GPU, engines with versions and images, code, matrix, times, verdict."""
+    """(what, value) rows: host, CPU, GPU, engines with versions, images and what ran (image id or the
+    binary's hash), code, matrix, times, verdict."""
 
     def val(key: str) -> str:
         v = run.get(key)
         return "—" if v is None or v == "" else str(v)
 
-    rows = [
-        ("Host", val("host")),
-        (
-            "GPU",
-            "none recorded (a CPU run)"
-            if run.get("gpu_name") is None
-            else f"{run['gpu_name']}, driver {val('gpu_driver')}",
-        ),
-    ]
+    rows = [("Host", val("host")), ("CPU", _cpu_line(run)), ("GPU", _gpu_line(run))]
     seen: dict[str, str] = {}
-    for d in deployments:
+    for d in sorted(deployments, key=lambda d: not d.get("engine_artifact")):  # one that ran says the most
         seen.setdefault(str(d["engine"]), _engine_line(d))
     rows += [(f"Engine {name}", line) for name, line in sorted(seen.items())]
     rows += [

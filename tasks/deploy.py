@@ -7,7 +7,9 @@ Returns a row for the `deployments` table whatever happens; a failed start is a 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -183,6 +185,7 @@ def launch_instance(
     row = dataclasses.replace(
         row,
         started=True,
+        engine_artifact=engine_artifact(instance, launch),
         startup_s=startup_s,
         measured_memory_bytes=_measured_memory(launch.gpu_index, instance),
         engine_version=running_version(adapter, engine, instance.base_url),
@@ -196,6 +199,20 @@ def launch_instance(
         engine_kind=engine.kind,
         engine=engine,
     )
+
+
+def engine_artifact(instance, launch) -> str | None:
+    """What ran, exactly: the image id of a container, the sha256 of a process engine's binary (a few MB,
+    read once per start). None when it cannot be read; a record, never a gate."""
+    try:
+        if launch.launcher == "docker":
+            return instance.container.image.id
+        binary = shutil.which(launch.spec.argv[0]) or launch.spec.argv[0]
+        with open(binary, "rb") as f:
+            return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+    except Exception as exc:  # a record only: the docker SDK's errors, OSError
+        log.info("the engine's artifact was not read: %s", exc)
+        return None
 
 
 def running_version(adapter, engine: Engine, base_url: str) -> str:

@@ -220,6 +220,8 @@ class DeploymentRow:
     predicted_fit: bool | None = None
     prediction_note: str | None = None
     image: str | None = None
+    # what ran (migration 0012): sha256 of a process engine's binary, or a docker engine's image id
+    engine_artifact: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ returns None with the reason and the sampler records host samples only: a CPU ru
 from __future__ import annotations
 
 import os
+import platform
 import threading
 import time
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ class GpuInfo:
     memory_total_bytes: int
     memory_free_bytes: int
     memory_used_bytes: int
+    cuda_version: str | None = None  # the CUDA version the driver supports, e.g. "12.8"
 
 
 class NvmlUnavailable(RuntimeError):
@@ -62,9 +64,15 @@ def gpu_info(index: int = 0) -> GpuInfo:
             memory_total_bytes=int(mem.total),
             memory_free_bytes=int(mem.free),
             memory_used_bytes=int(mem.used),
+            cuda_version=_cuda_text(_optional(nv.nvmlSystemGetCudaDriverVersion)),
         )
     finally:
         nv.nvmlShutdown()
+
+
+def _cuda_text(version: int | None) -> str | None:
+    """NVML's CUDA driver version (12080) as people write it (12.8)."""
+    return None if not version else f"{version // 1000}.{version % 1000 // 10}"
 
 
 def _optional(fn, *args):
@@ -157,6 +165,29 @@ def _tree_ticks(pids: list[int]) -> int | None:
     if root is None:
         return None
     return root + sum(t for p in pids[1:] if (t := _ticks(p)) is not None)
+
+
+def host_facts() -> dict:
+    """The machine itself, for the runs row: CPU model and count, memory (None where /proc does not say)."""
+
+    model = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        pass
+    memory_mib = None
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            kib = next((int(line.split()[1]) for line in f if line.startswith("MemTotal:")), None)
+        memory_mib = None if kib is None else kib // 1024
+    except (OSError, ValueError):
+        pass
+    return {
+        "cpu_model": model or platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "memory_total_mib": memory_mib,
+    }
 
 
 def card_or_none(index: int) -> GpuInfo | None:

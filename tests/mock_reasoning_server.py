@@ -2,7 +2,8 @@
 llama.cpp (with a reasoning format) do: `delta.reasoning_content` chunks, then `delta.content` chunks,
 then usage with `completion_tokens_details.reasoning_tokens`. SmolLM2 does not reason, and no reasoning
 model could be run here: this server stands in for one, for the parsing only (no timing is measured of
-it that means anything). `answer=False` streams reasoning only (a budget spent before the answer)."""
+it that means anything). `answer=False` streams reasoning only (a budget spent before the answer);
+`pieces` are the answer's content chunks (a reply the test chooses)."""
 
 from __future__ import annotations
 
@@ -55,12 +56,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        answer = self.server.answer
+        answer, pieces = self.server.answer, self.server.pieces
         events = [sse_event({"role": "assistant", "content": ""})]
         events += [sse_event({"reasoning_content": piece}) for piece in REASONING]
-        events += [sse_event({"content": piece}) for piece in ANSWER] if answer else []
+        events += [sse_event({"content": piece}) for piece in pieces] if answer else []
         events.append(sse_event({}, finish="stop" if answer else "length"))
-        n_out = len(REASONING) + (len(ANSWER) if answer else 0)
+        n_out = len(REASONING) + (len(pieces) if answer else 0)
         usage = {
             "prompt_tokens": 7,
             "completion_tokens": n_out,
@@ -71,9 +72,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MockReasoningServer:
-    def __init__(self, answer: bool = True) -> None:
+    def __init__(self, answer: bool = True, pieces: tuple[str, ...] = tuple(ANSWER)) -> None:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.answer = answer
+        self.httpd.pieces = pieces  # the answer's content chunks
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def __enter__(self) -> MockReasoningServer:

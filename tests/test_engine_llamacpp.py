@@ -3,6 +3,7 @@ through the Prefect flow on a real (test) Prefect server, into a real DuckDB fil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -105,8 +106,17 @@ def test_flow_end_to_end_on_the_real_engine(tmp_path, llama_server, smollm2, pre
         assert after - before >= sum(r[2] for r in rows)
         cell = con.execute("SELECT ok, output_tokens, ttft_ms_p50, tpot_ms_p50 FROM v_cells").fetchone()
         assert cell[0] == 8 and cell[1] == 4 * (8 + 16) and cell[2] > 0 and cell[3] > 0
+        # what ran, exactly, and on what (migration 0012), each against what this test reads itself
+        (artifact,) = con.execute(
+            "SELECT engine_artifact FROM deployments WHERE deployment_id = 'llamacpp-smollm2'"
+        ).fetchone()
+        assert artifact == "sha256:" + hashlib.sha256(llama_server.read_bytes()).hexdigest()
+        cpus, memory_mib = con.execute("SELECT cpu_count, memory_total_mib FROM runs").fetchone()
+        assert cpus == os.cpu_count()
+        assert abs(memory_mib - os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20) < 2
     report = Path(result["report"])
     assert report.is_file() and "llamacpp-smollm2" in report.read_text()
+    assert f"binary {artifact[:19]}" in report.read_text() and f"{os.cpu_count()} logical CPUs" in report.read_text()
 
     async def flow_and_task_runs():
         async with get_client() as client:

@@ -628,6 +628,11 @@ def _stage_known_run(tmp_path, warehouse, *, slow_ms=SLOW_MS, **run_extra):
         "host": "bench-01 " + EVIL,
         "gpu_name": "RTX 5090",
         "gpu_driver": "575.1",
+        "gpu_memory_total_mib": 32607,
+        "cuda_version": "12.8",
+        "cpu_model": "AMD Ryzen 9 9950X",
+        "cpu_count": 32,
+        "memory_total_mib": 96 * 1024,
         "git_sha": "abc123",
         "bakeoff_version": "0.1.0",
         **run_extra,
@@ -736,7 +741,8 @@ def test_warehouse_strings_are_escaped(known_report):
 def test_environment_section(known_report):
     _, md = known_report
     rows = dict(r for r in md_rows(section(md, "## Environment", "## Feasibility")) if len(r) == 2)
-    assert rows["GPU"] == "RTX 5090, driver 575.1" and rows["git sha"] == "abc123"
+    assert rows["GPU"] == "RTX 5090, driver 575.1, 32,607 MiB, CUDA 12.8" and rows["git sha"] == "abc123"
+    assert rows["CPU"] == "AMD Ryzen 9 9950X, 32 logical CPUs, 96.0 GiB memory"
     assert rows["Engine llamacpp"] == "llamacpp 0.3.36" and rows["SLOs"] == "TTFT ≤ 50 ms"
     assert rows["Validation"] == "no verdict recorded" and rows["Matrix"] == "test (m.yaml)"
     assert rows["Host"] == "bench-01 &lt;script>alert('x')&lt;/script>"

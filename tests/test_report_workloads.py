@@ -3,6 +3,7 @@ figures read back from both files."""
 
 from __future__ import annotations
 
+import json
 from html import unescape
 
 from reports import render_run
@@ -128,3 +129,30 @@ def test_multi_turn_section_shows_ttft_and_prefix_hits_by_turn(tmp_path, warehou
     assert "| 3 | 2 | 2 | 120.0 | 0.667 | 10.00 |" in md  # turn 3: 160/240 of the prompt cached, TTFT 10 ms
     for text in (html, md):
         assert "Multi-turn sessions" in text and "0.500" in text  # turn 2: 80/160
+
+
+def test_a_models_reply_is_escaped_in_both_files(tmp_path):
+    """A model's own output reaches the report where a structured reply fails its schema (the error quotes
+    the reply): a reply that is a <script> element, from a MOCK server through a night, is text in the
+    HTML and in the Markdown, never markup."""
+    from tests.builders import external_engine_matrix
+    from tests.mock_reasoning_server import MockReasoningServer
+    from tests.test_guards_engine import night
+
+    evil = "<script>alert('reply')</script>"
+    with MockReasoningServer(pieces=(json.dumps(evil),)) as server:
+        matrix = external_engine_matrix(
+            "evil-reply",
+            server.url,
+            "mock-reasoner",
+            workloads=[{"id": "json", "kind": "structured", "output_tokens": 16}],
+        )
+        md, _, con = night(tmp_path, matrix)
+    (error,) = {
+        e for (e,) in con.execute("SELECT validation_error FROM requests WHERE output_valid = false").fetchall()
+    }
+    assert evil in error, "the reply is quoted in the error the report shows"
+    page = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert "<script>alert" not in page and page.count("<script") == 2  # the chart bundle and its embedding only
+    assert unescape(page).count(evil) >= 1, "shown, as text"
+    assert evil not in md and "&lt;script>alert('reply')&lt;/script>" in md

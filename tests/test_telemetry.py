@@ -7,6 +7,7 @@ they run on a lent GPU machine) makes that a failure. They need only pynvml and 
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -55,6 +56,7 @@ def test_gpu_info_reads_the_card():
     info = telemetry.gpu_info(0)
     assert info.name and info.driver
     assert info.memory_total_bytes > 1 << 30
+    assert re.fullmatch(r"\d+\.\d", info.cuda_version or ""), info.cuda_version  # a CUDA driver: the card works
     # NVML's used + free is total minus a small reserved area on recent drivers.
     assert 0.9 * info.memory_total_bytes <= info.memory_used_bytes + info.memory_free_bytes <= info.memory_total_bytes
     with pytest.raises(telemetry.NvmlUnavailable, match="does not exist"):
@@ -132,3 +134,13 @@ def test_engine_cpu_counts_the_process_tree():
     # the parent only waits, so without its descendants the busy tree would read as idle as the sleeper
     assert 0.1 * one_core < max(by["busy"]) <= one_core * 1.1  # 1.1: a clock tick's rounding
     assert max(by["idle"]) < 0.05 * one_core
+
+
+def test_the_machine_is_described_from_proc():
+    from tasks.telemetry import _cuda_text, host_facts
+
+    facts = host_facts()
+    assert facts["cpu_count"] == os.cpu_count()
+    assert abs(facts["memory_total_mib"] - os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20) < 2
+    assert facts["cpu_model"]  # /proc/cpuinfo's model name (or platform.processor())
+    assert (_cuda_text(12080), _cuda_text(11040), _cuda_text(None)) == ("12.8", "11.4", None)
