@@ -7,12 +7,14 @@ to library functions; this module parses, prints and maps errors.
 """
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from flows.environment import sigterm_exits
 from tasks.errors import BadInput, BakeoffError
 
 DEFAULT_MATRIX = "configs/cpu-smoke.yaml"
@@ -295,6 +297,7 @@ def _latest_run(con) -> str:
 def main(argv: list[str] | None = None) -> int:
     """The console script; returns the exit code (tests call it with argv)."""
     command = typer.main.get_command(app)
+    sigterm_exits()  # `kill` or a Prefect cancel ends any command as Ctrl-C does: cleanups run
     try:
         code = command.main(args=argv, prog_name="bakeoff", standalone_mode=False)
     except typer.TyperException as exc:  # typer's click errors; a usage error has a context
@@ -309,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return _interrupted()
+    except SystemExit as exc:
+        if exc.code == 128 + signal.SIGTERM:
+            print("bakeoff: terminated (SIGTERM); engines were stopped", file=sys.stderr)
+        raise
     if code == 130:  # typer turns Ctrl-C into Exit(130)
         return _interrupted()
     return code if isinstance(code, int) else 0

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +11,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.environment import sigterm_exits
 from reports import render_run
 from tasks import bench, deploy, images, night
 from tasks.compose import compose_from_path
@@ -101,7 +99,7 @@ def nightly(
 ) -> dict:
     """One night: measure the matrix, stage each piece as it ends, gate and load, report. `resume`: the
     run id of a stopped night to go on with (its complete cells are kept, the rest measured)."""
-    _teardown_on_sigterm()
+    sigterm_exits()  # a Prefect cancel stops every engine (the launchers' atexit sweep included)
     matrix, matrix_sha = load_matrix(matrix_path)
     base_dir = Path(matrix_path).resolve().parent
     warehouse, runs_root = run_paths(matrix, warehouse, runs_dir)
@@ -231,10 +229,3 @@ def publish_report(run_id: str, paths: dict[str, Path]) -> None:
     create_link_artifact(
         key="bakeoff-report-html", link=html.as_uri(), link_text=str(html), description=f"HTML report of run {run_id}"
     )
-
-
-def _teardown_on_sigterm() -> None:
-    """Prefect cancels a flow run with SIGTERM, whose default action skips `finally` and atexit:
-    turn it into SystemExit so every engine is stopped (the launchers' atexit sweep included)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -142,9 +142,14 @@ def run_cell(
             ": its event loop woke late, the machine's cores are busy (an engine on the same cores?)" if busy else "",
         )
     structured.judge(result.records, workload_specs, result.texts)  # structured replies against their schemas
-    failed = sum(r.status != "ok" for r in result.records)
+    cancelled = sum(r.error_class == "client_cancel" for r in result.records)  # on purpose: not failures
+    failed = sum(r.status != "ok" for r in result.records) - cancelled
     if failed:
         log.warning("%s: %d of %d requests failed", label, failed, len(result.records))
+    if cancelled:
+        log.info(
+            "%s: %d of %d requests cancelled by the client, as the workload asks", label, cancelled, len(result.records)
+        )
     row = _cell_row(
         matrix, cell, target, run_id, len(specs), len(warmup), result.started_at, result.wall_ns, overhead, cache_state
     )

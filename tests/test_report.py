@@ -1485,12 +1485,17 @@ def test_without_gpu_power_the_report_says_energy_was_not_measured(tmp_path, war
     assert "energy per token not measured" in part and "GPU J / output token" not in part
 
 
-@pytest.mark.parametrize("delay_s", [0.0, 0.2, 0.5])
-def test_a_report_killed_while_it_renders_leaves_no_truncated_file(tmp_path, warehouse_path, delay_s):
+@pytest.mark.parametrize(
+    ("stop_signal", "delay_s"),
+    [("SIGKILL", 0.0), ("SIGKILL", 0.2), ("SIGKILL", 0.5), ("SIGTERM", 0.2), ("SIGINT", 0.2)],
+)
+def test_a_report_killed_while_it_renders_leaves_no_truncated_file(tmp_path, warehouse_path, stop_signal, delay_s):
     """SIGKILL of a real `bakeoff report` at three points of its render (counted from its first file
-    written): every report file there is whole (each is written to a temporary name and renamed), and
-    the next render completes."""
+    written), and SIGTERM and Ctrl-C: every report file there is whole (each is written to a temporary
+    name and renamed), a stopped (not killed) render leaves no temporary file and says so in one line,
+    and the next render completes."""
     import os
+    import signal
     import subprocess
     import sys
     import time
@@ -1504,13 +1509,17 @@ def test_a_report_killed_while_it_renders_leaves_no_truncated_file(tmp_path, war
     cmd = [sys.executable, "-m", "flows.cli", "report", "--run", "run-1", "--out", str(out)]
     cmd += ["--warehouse", str(warehouse_path)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline and not (out.exists() and any(out.rglob("*"))):
         time.sleep(0.02)  # the render has begun once its first file (or temporary file) is there
     time.sleep(delay_s)
-    proc.kill()  # (on a fast machine the longest delay may find the render done: its files are whole too)
-    proc.wait()
+    proc.send_signal(getattr(signal, stop_signal))  # (a fast machine may be done by then: whole files too)
+    _, err = proc.communicate(timeout=120)
+    if stop_signal != "SIGKILL" and proc.returncode != 0:
+        assert not list(out.rglob("*.tmp")), "a stopped render removes its temporary file"
+        assert proc.returncode == {"SIGTERM": 143, "SIGINT": 130}[stop_signal], err
+        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("bakeoff: "), err
     html, md = out / "report.html", out / "report.md"
     if html.exists():
         assert html.read_text(encoding="utf-8").rstrip().endswith("</html>")

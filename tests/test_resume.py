@@ -226,7 +226,9 @@ def test_a_resume_is_refused_for_a_changed_matrix_or_an_unknown_run(tmp_path, ll
 KILLED_STAGER = """
 import json, sys
 from pathlib import Path
+from flows.environment import sigterm_exits
 from warehouse import store
+sigterm_exits()  # as the CLI and the flow do
 run_dir = Path(sys.argv[1])
 print("staging", flush=True)
 while True:  # stage again and again until killed: the kill lands anywhere inside it
@@ -235,10 +237,14 @@ while True:  # stage again and again until killed: the kill lands anywhere insid
 """
 
 
-@pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.3])
-def test_a_kill_while_staging_leaves_nothing_that_looks_staged_and_wrong(tmp_path, delay_s):
-    """SIGKILL of a real process in the middle of staging: what is left is either a whole staged run
-    or a folder whose parts resume whole; never a run-level file cut short."""
+@pytest.mark.parametrize(
+    ("stop_signal", "delay_s"),
+    [("SIGKILL", 0.0), ("SIGKILL", 0.05), ("SIGKILL", 0.3), ("SIGTERM", 0.05), ("SIGINT", 0.05)],
+)
+def test_a_kill_while_staging_leaves_nothing_that_looks_staged_and_wrong(tmp_path, stop_signal, delay_s):
+    """SIGKILL, SIGTERM or Ctrl-C of a real process in the middle of staging: what is left is either a
+    whole staged run or a folder whose parts resume whole; never a run-level file cut short. Stopped
+    (not killed), it also leaves no temporary file behind."""
     import pyarrow.parquet as pq
 
     run_dir = tmp_path / "run-1"
@@ -253,8 +259,10 @@ def test_a_kill_while_staging_leaves_nothing_that_looks_staged_and_wrong(tmp_pat
     )
     assert staging.stdout is not None and staging.stdout.readline() == "staging\n"
     time.sleep(delay_s)
-    staging.kill()
+    staging.send_signal(getattr(signal, stop_signal))
     staging.wait()
+    if stop_signal != "SIGKILL":
+        assert staging.returncode != 0 and not list(run_dir.glob("*.tmp")), "a stopped stager cleans up"
     for table in ("requests", "cells"):  # any run-level file there is whole (written, then renamed)
         if (run_dir / f"{table}.parquet").exists():
             pq.read_table(run_dir / f"{table}.parquet")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -123,11 +124,12 @@ def test_not_a_staged_run(tmp_path, warehouse):
         store.load_run(warehouse, tmp_path)
 
 
-def test_kill_9_mid_load_leaves_the_previous_state(tmp_path, warehouse_path):
-    """A real subprocess loads a run and is SIGKILLed inside the load's transaction, after every row of
-    the new run was inserted and before COMMIT; the file keeps the old state. The subprocess says when
-    it got there (a wrapper around the requests insert), so the kill does not depend on how fast the
-    machine loads."""
+@pytest.mark.parametrize("stop_signal", ["SIGKILL", "SIGTERM", "SIGINT"])
+def test_kill_9_mid_load_leaves_the_previous_state(tmp_path, warehouse_path, stop_signal):
+    """A real subprocess loads a run and is killed (SIGKILL), terminated (SIGTERM, as the CLI takes it) or
+    interrupted (Ctrl-C) inside the load's transaction, after every row of the new run was inserted and
+    before COMMIT; the file keeps the old state. The subprocess says when it got there (a wrapper around
+    the requests insert), so the signal does not depend on how fast the machine loads."""
     con = store.connect(warehouse_path)
     store.load_run(con, stage(tmp_path / "small", [record(i) for i in range(3)], [cell_row()]))
     before = counts(con)
@@ -136,7 +138,9 @@ def test_kill_9_mid_load_leaves_the_previous_state(tmp_path, warehouse_path):
     big_dir = stage(tmp_path / "big", big, [cell_row()])
     script = textwrap.dedent(f"""
         import sys, time; sys.path.insert(0, {str(ROOT)!r})
+        from flows.environment import sigterm_exits
         from warehouse import store
+        sigterm_exits()
         insert = store._insert_requests
         def insert_then_wait(con, path):
             insert(con, path)
@@ -154,10 +158,11 @@ def test_kill_9_mid_load_leaves_the_previous_state(tmp_path, warehouse_path):
         assert proc.stdout.readline().split() == ["inserted", str(len(big))]
         assert proc.poll() is None
     finally:
-        proc.kill()
-        proc.wait()
+        proc.send_signal(getattr(signal, stop_signal))
+        proc.wait(60)
+    assert proc.returncode != 0 and "loaded" not in proc.stdout.read()
     con = store.connect(warehouse_path)
-    assert counts(con) == before, "a killed load must leave the previous state"
+    assert counts(con) == before, "a stopped load must leave the previous state"
     con.close()
 
 

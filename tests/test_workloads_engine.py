@@ -111,6 +111,10 @@ WORKLOADS = [
 ]
 
 
+# one llama-server of 2 slots of 1024 tokens
+TWO_SLOTS = [{"id": "cpu", "instances": [{"engine": "cpu", "model": "smollm2", "parallel": 2, "context_length": 1024}]}]
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory, llama_server, smollm2):
     """One llama-server (2 slots of 1024 tokens) for the module."""
@@ -119,9 +123,7 @@ def engine(tmp_path_factory, llama_server, smollm2):
         "workloads-engine",
         llama_server,
         smollm2,
-        deployments=[
-            {"id": "cpu", "instances": [{"engine": "cpu", "model": "smollm2", "parallel": 2, "context_length": 1024}]}
-        ],
+        deployments=TWO_SLOTS,
         workloads=WORKLOADS,
         load={"concurrency": [2], "warmup_requests": 1, "request_timeout_s": 300},
     )
@@ -316,3 +318,61 @@ def test_a_cancelled_turn_keeps_what_streamed_and_the_session_goes_on(engine):
         # turn 2's conversation holds what streamed of turn 1 (one token a chunk): 48 - streamed tokens shorter
         # than after turn 1's whole reply (re-tokenizing the cut text may merge a token or two)
         assert abs(shorter - (48 - len(cut.chunk_times))) <= 3
+
+
+def test_every_kind_lands_in_the_warehouse_and_in_its_report_section(tmp_path, llama_server, smollm2):
+    """A night of every workload kind on the real llama-server (deployed by the night, measured, staged,
+    gated, loaded, reported): each kind's columns in the warehouse, and its table in the report."""
+    from tests.test_guards_engine import night
+    from tests.test_report import md_rows, section
+
+    (tmp_path / "schemas.yaml").write_text(yaml.safe_dump(SCHEMAS))
+    by_id = {w["id"]: w for w in WORKLOADS}
+    matrix = builders.cpu_engine_matrix(
+        "every-kind",
+        llama_server,
+        smollm2,
+        deployments=TWO_SLOTS,
+        workloads=[
+            {**by_id["chat"], "turns": 2},
+            by_id["cancel"] | {"cancel_twin": True},
+            by_id["trace"],
+            {**by_id["json"], "unconstrained_twin": False},
+        ],
+        load={"concurrency": [2], "warmup_requests": 1, "request_timeout_s": 300},
+    )
+    md, cells, con = night(tmp_path, matrix)
+    assert {c["workload_id"] for c in cells.values()} == {"chat", "cancel", "cancel-nocancel", "trace", "json"}
+
+    def one(sql: str):
+        return con.execute(sql).fetchall()
+
+    # multi_turn: a session id and turn per request, the server's cached tokens by turn
+    turns = one(
+        "SELECT session_id, turn, status, cached_prompt_tokens FROM requests JOIN cells USING (run_id, cell_id) WHERE workload_id = 'chat'"
+    )
+    assert sorted((s, t) for s, t, _, _ in turns) == [("s0000", 1), ("s0000", 2), ("s0001", 1), ("s0001", 2)]
+    assert {st for _, _, st, _ in turns} == {"ok"} and all(c is not None for *_, c in turns)
+    # cancellation: the picked requests cancelled by the client with the time of the cancel
+    cancels = one(
+        "SELECT status, error_class, cancelled_at - sent_at FROM requests JOIN cells USING (run_id, cell_id) "
+        "WHERE workload_id = 'cancel' AND cancel_after_ns IS NOT NULL"
+    )
+    assert cancels and all(s == "cancelled" and e == "client_cancel" and d >= 300e6 for s, e, d in cancels)
+    # trace: the cell is an open loop on the trace's timestamps
+    assert one("SELECT load_kind, arrival FROM cells WHERE workload_id = 'trace'") == [("open", "trace")]
+    # structured: every ok reply judged
+    judged = one(
+        "SELECT output_parsed, output_valid FROM requests JOIN cells USING (run_id, cell_id) WHERE workload_id = 'json' AND status = 'ok'"
+    )
+    assert judged and all(p is not None and v is not None for p, v in judged)
+
+    workloads = section(md, "## Workloads", "\n## ")
+    by_turn = [r for r in md_rows(section(workloads, "### Multi-turn sessions", "\n### ")) if r[1] == "chat"]
+    assert [r[3] for r in by_turn] == ["1", "2"]
+    trace_rows = md_rows(section(workloads, "### Trace replay", "\n### "))
+    assert any(r[1] == "trace" for r in trace_rows)
+    cancel = section(workloads, "### Cancellation", "\n### ")
+    assert f"with {len(cancels)} of 4 requests cancelled" in cancel  # against the no-cancel twin
+    structured = md_rows(section(workloads, "### Structured output", None))
+    assert any(r[1] == "json" for r in structured)

@@ -286,8 +286,11 @@ def seal_staged(run_dir: Path, run: dict[str, Any]) -> StagedRun:
     """Write run.json, last: a run folder without it never looks staged."""
     staged = StagedRun(run_dir)
     tmp = staged.run_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(run, indent=2, default=str))
-    tmp.replace(staged.run_file)
+    try:
+        tmp.write_text(json.dumps(run, indent=2, default=str))
+        tmp.replace(staged.run_file)
+    finally:
+        tmp.unlink(missing_ok=True)  # stopped (Ctrl-C, SIGTERM) between the write and the rename
     return staged
 
 
@@ -381,8 +384,11 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
     tmp = path.with_suffix(".parquet.tmp")
     # Row groups of 128 Ki rows: DuckDB reads a Parquet file one row group per thread, and pyarrow's
     # default (1 Mi rows) would make the load of a big run single-threaded.
-    pq.write_table(table, tmp, compression="zstd", row_group_size=STAGED_ROW_GROUP)
-    tmp.replace(path)
+    try:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=STAGED_ROW_GROUP)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a write cut short (a full disk, Ctrl-C, SIGTERM) leaves no half file
 
 
 def read_staged_run(run_dir: Path) -> dict[str, Any]:
