@@ -65,6 +65,10 @@ OVERHEAD_COLUMNS = (
     Column("loop_lag_max_ms", "Loop lag max ms"),
     Column("kept_up_text", "Client kept up", numeric=False),
     Column("cache_text", "Prefix cache at start", numeric=False),
+    Column("engine_cpu_pct_mean", "Engine CPU % mean"),
+    Column("other_cpu_pct_mean", "Others' CPU % mean"),
+    Column("other_cpu_pct_max", "Others' CPU % max"),
+    Column("engine_rss_max_mib", "Engine RSS max MiB"),
 )
 # cells.cache_state as the report says it (tasks/engines/cache.py)
 CACHE_TEXT = {
@@ -167,6 +171,7 @@ def method(cells: list[dict], matrix: dict | None, matrix_path: str | None, load
             **c,
             "kept_up_text": MISSING if c.get("client_kept_up") is None else ("yes" if c["client_kept_up"] else "no"),
             "cache_text": CACHE_TEXT.get(c.get("cache_state") or "", MISSING),
+            "engine_rss_max_mib": None if c.get("engine_rss_max_bytes") is None else c["engine_rss_max_bytes"] / 2**20,
         }
         for c in ordered
     ]
@@ -191,7 +196,9 @@ def method(cells: list[dict], matrix: dict | None, matrix_path: str | None, load
             caption=(
                 "The client's own overhead per cell: send lateness (how late requests left against their schedule) and "
                 "event-loop lag; the client kept up when both P99s stay under its limits (cells.client_kept_up). "
-                "And what the engine's prefix cache held as the cell began (cells.cache_state)."
+                "And what the engine's prefix cache held as the cell began (cells.cache_state), and the machine "
+                "during the cell from host_samples: the engines' CPU and that of everything else (the load "
+                "generator included), as % of the whole machine, and the engines' resident memory at its highest."
             ),
         ),
         Table.from_records(care, CARE_COLUMNS, caption="Every cell to read with care, and why.") if care else None,

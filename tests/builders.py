@@ -173,15 +173,19 @@ def stage(
     return run_dir
 
 
-def host_sample(run_id="run-1", cell_id="cell-a", **kw) -> dict:
+def host_sample(run_id="run-1", cell_id="cell-a", *, at_s: float = 0.0, **kw) -> dict:
+    """One /proc sample as tasks/telemetry writes it: `cpu` the machine's %, `engine_cpu` the engine's."""
+    from datetime import timedelta
+
     return {
         "run_id": run_id,
         "cell_id": cell_id,
-        "sampled_at": T0,
-        "instance_id": "dep-0",
+        "sampled_at": T0 + timedelta(seconds=at_s),
+        "instance_id": kw.get("instance_id", "dep-0"),
         "cpu_util_pct": kw.get("cpu", 50.0),
         "load1": 1.0,
-        "engine_rss_bytes": 123_456_789,
+        "engine_rss_bytes": kw.get("rss", 123_456_789),
+        "engine_cpu_pct": kw.get("engine_cpu"),
     }
 
 

@@ -998,7 +998,7 @@ def test_no_deployment_to_copy_when_no_group_started_whole(known_report):
 
 def test_method_workloads_overhead_and_cells_to_read_with_care(tmp_path, warehouse):
     from reports import render_run
-    from tests.builders import cell_row, deployment_row, run_row, stage
+    from tests.builders import cell_row, deployment_row, host_sample, run_row, stage
     from warehouse import store
 
     matrix = tmp_path / "matrix.yaml"
@@ -1033,14 +1033,34 @@ def test_method_workloads_overhead_and_cells_to_read_with_care(tmp_path, warehou
         },
     ]
     deps = [deployment_row(deployment_id=d) for d in ("fast", "lag")]
-    store.load_run(warehouse, stage(tmp_path, records, cells, {**run_row(), "matrix_path": str(matrix)}, deps))
+    # the machine during fast/c: the engine at 40% then 50% of it, the whole machine at 60% then 80%
+    host = [
+        host_sample(cell_id="fast/c", at_s=t, cpu=cpu, engine_cpu=engine, rss=rss * 2**20)
+        for t, cpu, engine, rss in ((0.0, 60.0, 40.0, 100), (0.5, 80.0, 50.0, 200))
+    ]
+    staged = stage(tmp_path, records, cells, {**run_row(), "matrix_path": str(matrix)}, deps, host_samples=host)
+    store.load_run(warehouse, staged)
     md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
     part = section(md, "## Method", "## Overview")
     rows = md_rows(part)
     assert ("w", "prompts", "study", "6", "32, 64", "true", "2", "20–24", "4", "1") in rows
     assert ("w", "closed, concurrency 2", "2", "2") in rows
-    assert ("fast/c", "fast", "0.250", "0.750", "1.50", "2.50", "yes", "emptied") in rows
-    assert ("lag/c", "lag", "3.00", "41.50", "12.50", "80.00", "no", "not emptied (reset failed)") in rows
+    # engine CPU mean 45%, everything else (60-40, 80-50) 25% mean and 30% max, engine RSS 200 MiB at most
+    assert (
+        "fast/c",
+        "fast",
+        "0.250",
+        "0.750",
+        "1.50",
+        "2.50",
+        "yes",
+        "emptied",
+        "45.00",
+        "25.00",
+        "30.00",
+        "200.0",
+    ) in rows
+    assert ("lag/c", "lag", "3.00", "41.50", "12.50", "80.00", "no", "not emptied (reset failed)", *["—"] * 4) in rows
     care = {r[2] for r in rows if len(r) == 3 and r[0] == "lag/c"}
     assert care == {
         "the load generator did not keep up: its timings may be skewed (P99 send lateness 41.50 ms, "

@@ -147,7 +147,8 @@ WITH per_cell AS (
 ),
 -- the machine during the cell: per sample, the engines' CPU (every instance sampled) and the rest
 host_per_sample AS (
-    SELECT run_id, cell_id, sampled_at, max(cpu_util_pct) AS machine, sum(engine_cpu_pct) AS engines
+    SELECT run_id, cell_id, sampled_at, max(cpu_util_pct) AS machine, sum(engine_cpu_pct) AS engines,
+           sum(engine_rss_bytes) AS rss
     FROM host_samples
     GROUP BY ALL
     HAVING count(engine_cpu_pct) = count(*) AND max(cpu_util_pct) IS NOT NULL
@@ -156,7 +157,8 @@ host AS (
     SELECT run_id, cell_id,
            avg(engines)                                       AS engine_cpu_pct_mean,
            avg(greatest(machine - engines, 0))                AS other_cpu_pct_mean,
-           max(greatest(machine - engines, 0))                AS other_cpu_pct_max
+           max(greatest(machine - engines, 0))                AS other_cpu_pct_max,
+           max(rss)                                           AS engine_rss_max_bytes
     FROM host_per_sample
     GROUP BY ALL
 ),
@@ -194,6 +196,7 @@ SELECT
     p.cancel_ms_p50,                                          -- cancellation: picked, cancelled, sent -> cancel
     p.reasoning_tokens, p.ttfr_ms_p50,                        -- reasoning; NULL when the engine reported none
     h.engine_cpu_pct_mean, h.other_cpu_pct_mean, h.other_cpu_pct_max,  -- % of the machine; others = not the engines
+    h.engine_rss_max_bytes,                                   -- the engines' resident memory at its highest sample
     g.gpu_power_w_mean,                                       -- mean of the samples' power (W), every GPU sampled
     g.gpu_power_w_mean * (c.wall_ns / 1e9)                    AS energy_j,  -- mean power × cell wall time
     g.gpu_power_w_mean * (c.wall_ns / 1e9) / nullif(p.output_tokens, 0) AS energy_per_output_token_j,
