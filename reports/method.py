@@ -22,9 +22,15 @@ CARE_RULES = (
     ("ok", "too few ok requests for its tail: P95 is (nearly) the slowest single request"),
     ("cache_state", "the engine's prefix cache could not be emptied before it: earlier cells' prompts may be cached"),
     ("cache_state", "the prefix cache was neither emptied before it nor reported by the engine: it may have been warm"),
+    ("steal_pct_mean", "the hypervisor gave this VM's CPU to others while it measured (steal time)"),
+    (
+        "usage_short",
+        "replies streamed more content chunks than their usage's completion_tokens: the server's token count is short, and so every per-token figure",
+    ),
 )
 MIN_OK_FOR_P95 = 20  # below 20 samples the linear P95 sits within the top two values
 BUSY_MACHINE_PCT = 25.0  # mean CPU of everything but the engines (the load generator included), % of the machine
+STEAL_PCT = 5.0  # mean steal time, % of the machine: a noisy neighbour on the VM's host
 COLD_WORKLOADS = ("prompts", "random", "structured")  # kinds whose prompts are not meant to share a cached prefix
 PREFIX_HIT_LIMIT = 0.5  # above this share of prompt tokens served from the cache, a cold workload was warm
 
@@ -102,8 +108,10 @@ def care_reasons(c: dict, workload: dict | None = None) -> list[str]:
         )
     if c.get("sweep_stop_reason"):
         out.append(f"{CARE_RULES[1][1]}: {c['sweep_stop_reason']}")
-    if c.get("failed"):
-        out.append(f"{c['failed']} of {c['requests']} {CARE_RULES[2][1]}")
+    cancelled = c.get("cancelled_by_client") or 0  # closed on purpose by the workload: not a failure
+    if (c.get("failed") or 0) > cancelled:
+        besides = f" (besides {cancelled} cancelled on purpose)" if cancelled else ""
+        out.append(f"{c['failed'] - cancelled} of {c['requests']} {CARE_RULES[2][1]}{besides}")
     if c.get("rejected"):
         out.append(f"{c['rejected']} rows: {CARE_RULES[3][1]}")
     if c.get("requests_planned") and (c.get("requests") or 0) < c["requests_planned"]:
@@ -118,6 +126,11 @@ def care_reasons(c: dict, workload: dict | None = None) -> list[str]:
         )
     if c.get("cache_state") == "reset_failed":
         out.append(CARE_RULES[9][1])
+    steal = c.get("steal_pct_mean")
+    if steal is not None and steal > STEAL_PCT:
+        out.append(f"{CARE_RULES[11][1]} ({steal:.1f}% of the machine on average, above {STEAL_PCT:g}%)")
+    if c.get("usage_short"):
+        out.append(f"{c['usage_short']} of {c.get('ok')} ok {CARE_RULES[12][1]}")
     if workload is not None:
         hit = c.get("prefix_hit_share")
         cold = (workload.get("kind") or "prompts") in COLD_WORKLOADS
@@ -125,7 +138,9 @@ def care_reasons(c: dict, workload: dict | None = None) -> list[str]:
             out.append(CARE_RULES[10][1])
         if hit is not None and hit > PREFIX_HIT_LIMIT and cold:
             out.append(f"{CARE_RULES[5][1]} ({hit:.0%} of prompt tokens cached, above {PREFIX_HIT_LIMIT:.0%})")
-        if c.get("ended_early") and workload.get("ignore_eos", True):
+        # a structured workload never sends ignore_eos (tasks/matrix.py: its reply ends with its JSON)
+        asked_ignore_eos = workload.get("ignore_eos", True) and workload.get("kind") != "structured"
+        if c.get("ended_early") and asked_ignore_eos:
             out.append(f"{c['ended_early']} of {c.get('ok')} ok {CARE_RULES[6][1]}")
     return out
 

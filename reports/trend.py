@@ -38,12 +38,15 @@ def trend(con, run_id: str, names: dict, shape_text, nights: int = DEFAULT_NIGHT
     from warehouse.stats import REGRESSION_MIN_HISTORY, REGRESSION_WINDOW, REGRESSION_Z, nightly_regressions
 
     mine = set(con.execute(f"SELECT DISTINCT {', '.join(KEY)} FROM cells WHERE run_id = ?", [run_id]).fetchall())
+    # the nights that measured one of this run's configurations (another matrix's nights are not its trend)
+    same = " AND ".join(f"c.{k} IS NOT DISTINCT FROM m.{k}" for k in KEY)
     runs = [
         r
         for (r,) in con.execute(
-            "SELECT run_id FROM runs WHERE started_at <= (SELECT started_at FROM runs WHERE run_id = ?) "
+            "SELECT run_id FROM runs r WHERE started_at <= (SELECT started_at FROM runs WHERE run_id = ?) "
+            f"AND EXISTS (SELECT 1 FROM cells c JOIN cells m ON {same} WHERE c.run_id = r.run_id AND m.run_id = ?) "
             "ORDER BY started_at DESC LIMIT ?",
-            [run_id, nights],
+            [run_id, run_id, nights],
         ).fetchall()
     ][::-1]
     nights_of = dict(
@@ -55,7 +58,7 @@ def trend(con, run_id: str, names: dict, shape_text, nights: int = DEFAULT_NIGHT
     labels = {r: nights_of[r] + ("" if list(nights_of.values()).count(nights_of[r]) == 1 else f" ({r})") for r in runs}
     rows, regressions = [], []
     for metric, label in TREND_METRICS:
-        frame = nightly_regressions(con, metric, nights=nights, until_run=run_id)
+        frame = nightly_regressions(con, metric, run_ids=runs)
         by_config: dict[tuple, dict[str, dict]] = {}
         for rec in frame.iter_rows(named=True):
             key = tuple(rec[k] for k in KEY)

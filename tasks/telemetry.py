@@ -109,11 +109,14 @@ class _GpuReader:
         self.nv.nvmlShutdown()
 
 
-def _cpu_times() -> tuple[int, int]:
+def _cpu_times() -> tuple[int, int, int]:
+    """(total, idle, steal) clock ticks of every core from /proc/stat's cpu line: user nice system idle
+    iowait irq softirq steal (guest and guest_nice are already inside user and nice: not added again)."""
     with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
+        fields = [int(x) for x in f.readline().split()[1:9]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields), idle
+    steal = fields[7] if len(fields) > 7 else 0
+    return sum(fields), idle, steal
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")  # the unit of /proc/PID/stat's utime and stime
@@ -278,9 +281,9 @@ class Sampler:
             except Exception as exc:  # a GPU that fell off the bus: note it, keep the cell going
                 self.gpu_unavailable = f"NVML read failed: {exc}"
                 self._reader = None
-        total, idle = _cpu_times()
-        d_total, d_idle = total - self._last_cpu[0], idle - self._last_cpu[1]
-        self._last_cpu = (total, idle)
+        total, idle, steal = _cpu_times()
+        d_total, d_idle, d_steal = total - self._last_cpu[0], idle - self._last_cpu[1], steal - self._last_cpu[2]
+        self._last_cpu = (total, idle, steal)
         load1 = os.getloadavg()[0]
         for instance_id, pid in self.pids.items() or [(None, None)]:
             engine_cpu = None
@@ -305,6 +308,8 @@ class Sampler:
                     "load1": load1,
                     "engine_rss_bytes": rss_bytes(pid) if pid else None,
                     "engine_cpu_pct": engine_cpu,
+                    # a VM's hypervisor running something else on our cores (migration 0013)
+                    "steal_pct": 100.0 * d_steal / d_total if d_total > 0 else None,
                 }
             )
 

@@ -1111,8 +1111,21 @@ def test_nightly_trend_flags_the_regression_on_the_right_night(tmp_path, warehou
                 [dep],
             ),
         )
+    # another matrix's night between them (nothing of "fast" measured): not a night of this trend
+    other = {**run_row("run-other"), "started_at": (T0 + timedelta(days=2, hours=12)).isoformat()}
+    store.load_run(
+        warehouse,
+        stage(
+            tmp_path / "other",
+            [record(0, run_id="run-other", cell_id="other/c", deployment_id="other")],
+            [cell_row("other/c", run_id="run-other", deployment_id="other")],
+            other,
+            [deployment_row("run-other", deployment_id="other")],
+        ),
+    )
     md = render_run(warehouse, "run-5", tmp_path / "r", nights=14)["markdown"].read_text(encoding="utf-8")
     part = section(md, "## Nightly trend", "## Method")
+    assert "run-other" not in part
     assert "- **fast** Output tok/s: regressed since 2026-11-06 (-50%)" in part
     assert "- **fast** E2E P95 ms: regressed since 2026-11-06 (+100%)" in part
     rows = {r[2]: r for r in md_rows(part) if len(r) == 9 and r[0] == "fast"}
@@ -1446,6 +1459,45 @@ def test_a_cell_measured_on_a_busy_machine_is_read_with_care(tmp_path, warehouse
     assert care == {
         "busy/c": "the machine was busy with other work while it measured (everything but the engines used 50% of "
         "the machine's CPU on average, above 25%; the engines 40.00%)"
+    }
+
+
+def test_steal_time_and_a_short_token_count_are_read_with_care(tmp_path, warehouse):
+    """Two guards from known rows: a VM whose hypervisor took 15% of its CPU during a cell (steal, from
+    host_samples), and a server whose usage counts fewer tokens than it streamed content chunks."""
+    from reports import render_run
+    from tests.builders import cell_row, deployment_row, host_sample, run_row, stage
+    from warehouse import store
+
+    samples = [
+        {**host_sample(cell_id="stolen/c", at_s=t, cpu=50.0, engine_cpu=45.0), "steal_pct": steal}
+        for t, steal in ((0.0, 10.0), (0.5, 20.0))
+    ] + [{**host_sample(cell_id="calm/c", cpu=50.0, engine_cpu=45.0), "steal_pct": 1.0}]
+    records = _cell_requests("stolen", FAST_MS) + _cell_requests("calm", FAST_MS)
+    for r in records[-3:]:  # three of calm's replies: 10 content chunks, usage says 8
+        r.completion_tokens = 8
+    cells = [cell_row(f"{d}/c", deployment_id=d, wall_ms=1000.0) for d in ("stolen", "calm")]
+    deps = [deployment_row(deployment_id=d) for d in ("stolen", "calm")]
+    store.load_run(warehouse, stage(tmp_path, records, cells, run_row(), deps, host_samples=samples))
+    (steal, short), *_ = warehouse.execute(
+        "SELECT steal_pct_mean, usage_short FROM v_cells WHERE cell_id = 'stolen/c'"
+    ).fetchall()
+    assert (steal, short) == (15.0, 0)
+    assert warehouse.execute("SELECT usage_short FROM v_cells WHERE cell_id = 'calm/c'").fetchone() == (3,)
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    care: dict[str, set[str]] = {}
+    for r in md_rows(section(md, "## Method", "## Overview")):
+        if len(r) == 3 and r[0] != "Cell":
+            care.setdefault(r[0], set()).add(r[2])
+    assert care == {
+        "stolen/c": {
+            "the hypervisor gave this VM's CPU to others while it measured (steal time) (15.0% of the machine on "
+            "average, above 5%)"
+        },
+        "calm/c": {
+            "3 of 20 ok replies streamed more content chunks than their usage's completion_tokens: the server's "
+            "token count is short, and so every per-token figure"
+        },
     }
 
 

@@ -8,6 +8,7 @@ from html import unescape
 
 from reports import render_run
 from tests.builders import cell_row, record, stage
+from tests.test_report import md_rows, section
 from warehouse import store
 
 
@@ -111,6 +112,21 @@ def test_cancellation_section_sets_the_requests_left_against_the_no_cancel_twin(
     sentence = "with 2 of 4 requests cancelled, the requests that were not had TTFT P50 3.00× and TPOT P50 2.00×"
     for text in (html, md):
         assert "Cancellation" in text and sentence in text
+    care = [r for r in md_rows(section(md, "## Method", "## Overview")) if len(r) == 3 and r[0] == "c-cancel"]
+    assert not any("requests failed" in r[2] for r in care), "cancelled on purpose is not a failure"
+
+
+def test_the_care_rules_read_a_workload_by_its_kind():
+    from reports.method import care_reasons
+
+    cell = {"ok": 30, "requests": 32, "failed": 2, "cancelled_by_client": 2, "ended_early": 5}
+    assert care_reasons(cell, {"kind": "structured"}) == [], "structured never sends ignore_eos; cancels are asked"
+    assert care_reasons(cell, {"kind": "prompts"}) == [
+        "5 of 30 ok replies ended before max_tokens although ignore_eos was asked: the engine dropped it"
+    ]
+    assert care_reasons({**cell, "failed": 3}, {"kind": "structured"}) == [
+        "1 of 32 requests failed (besides 2 cancelled on purpose)"
+    ]
 
 
 def test_multi_turn_section_shows_ttft_and_prefix_hits_by_turn(tmp_path, warehouse):

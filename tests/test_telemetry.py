@@ -37,8 +37,18 @@ def test_host_samples_on_any_machine():
         assert row["instance_id"] == "self"
         assert row["engine_rss_bytes"] > 10_000_000  # this Python process
         assert row["cpu_util_pct"] is None or 0.0 <= row["cpu_util_pct"] <= 100.0
+        assert row["steal_pct"] is None or 0.0 <= row["steal_pct"] <= row["cpu_util_pct"]  # steal is busy time
     assert any(r["cpu_util_pct"] and r["cpu_util_pct"] > 0 for r in s.host_rows)
     assert s.gpu_rows == []
+
+
+def test_steal_is_read_from_proc_stat():
+    """/proc/stat's steal column, against a read of the same file here: the sampler's steal share over a
+    window is steal ticks over every tick (0 on a machine no hypervisor steals from)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    total, idle, steal = telemetry._cpu_times()
+    assert total >= sum(fields) and steal >= fields[7] and idle >= fields[3]
 
 
 @pytest.mark.skipif(NO_GPU is None, reason="this machine has a GPU")

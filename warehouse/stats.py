@@ -264,20 +264,31 @@ def detect_regressions(
 
 
 def nightly_regressions(
-    con: duckdb.DuckDBPyConnection, metric: str, *, nights: int = 60, until_run: str | None = None, **kw: Any
+    con: duckdb.DuckDBPyConnection,
+    metric: str,
+    *,
+    nights: int = 60,
+    until_run: str | None = None,
+    run_ids: list[str] | None = None,
+    **kw: Any,
 ) -> pl.DataFrame:
     """`detect_regressions` over v_nightly's last `nights` runs (read-only query); with `until_run`, the
-    last `nights` runs that started no later than that run (a report re-rendered for an older night).
+    last `nights` runs that started no later than that run (a report re-rendered for an older night);
+    with `run_ids`, those runs (the report's trend: the nights that measured its run's configurations).
 
     The runs are picked from `runs` first and v_nightly is filtered on their run_id: a filter on run_id
     reaches the requests scan (run ids begin with the UTC start time, so the range is tight), where a
     filter on `night` is applied after every night has been summarised."""
     until = "WHERE started_at <= (SELECT started_at FROM runs WHERE run_id = ?)" if until_run else ""
     params = [until_run, nights] if until_run else [nights]
-    ids = [
-        r[0]
-        for r in con.execute(f"SELECT run_id FROM runs {until} ORDER BY started_at DESC LIMIT ?", params).fetchall()
-    ]
+    ids = (
+        run_ids
+        if run_ids is not None
+        else [
+            r[0]
+            for r in con.execute(f"SELECT run_id FROM runs {until} ORDER BY started_at DESC LIMIT ?", params).fetchall()
+        ]
+    )
     cols = ", ".join(["run_id", "night", *CONFIG_COLUMNS, metric])
     frame = cast(
         pl.DataFrame,

@@ -132,6 +132,9 @@ WITH per_cell AS (
         sum(cached_prompt_tokens) FILTER (cached_prompt_tokens IS NOT NULL) /
             nullif(sum(prompt_tokens) FILTER (cached_prompt_tokens IS NOT NULL), 0) AS prefix_hit_share,
         count(*) FILTER (status = 'ok' AND completion_tokens < max_tokens)    AS ended_early,
+        -- every content chunk carries a token at least: more chunks than usage's completion_tokens means
+        -- the server's count is short (fewer chunks than tokens is normal: engines send several per chunk)
+        count(*) FILTER (status = 'ok' AND content_chunks > completion_tokens) AS usage_short,
         -- structured replies: of the ok ones judged against their schema, the share that parsed / validated
         count(*) FILTER (output_parsed) / nullif(count(*) FILTER (output_parsed IS NOT NULL), 0) AS parsed_share,
         count(*) FILTER (output_valid) / nullif(count(*) FILTER (output_valid IS NOT NULL), 0)   AS valid_share,
@@ -152,6 +155,12 @@ host_per_sample AS (
     FROM host_samples
     GROUP BY ALL
     HAVING count(engine_cpu_pct) = count(*) AND max(cpu_util_pct) IS NOT NULL
+),
+-- steal is the machine's, one value per sample whatever the instances
+steal AS (
+    SELECT run_id, cell_id, avg(stolen) AS steal_pct_mean, max(stolen) AS steal_pct_max
+    FROM (SELECT run_id, cell_id, sampled_at, max(steal_pct) AS stolen FROM host_samples GROUP BY run_id, cell_id, sampled_at)
+    GROUP BY run_id, cell_id
 ),
 host AS (
     SELECT run_id, cell_id,
@@ -197,6 +206,8 @@ SELECT
     p.reasoning_tokens, p.ttfr_ms_p50,                        -- reasoning; NULL when the engine reported none
     h.engine_cpu_pct_mean, h.other_cpu_pct_mean, h.other_cpu_pct_max,  -- % of the machine; others = not the engines
     h.engine_rss_max_bytes,                                   -- the engines' resident memory at its highest sample
+    st.steal_pct_mean, st.steal_pct_max,                      -- % of the machine a hypervisor took; NULL: not sampled
+    coalesce(p.usage_short, 0)                                AS usage_short,  -- ok replies: more chunks than tokens
     g.gpu_power_w_mean,                                       -- mean of the samples' power (W), every GPU sampled
     g.gpu_power_w_mean * (c.wall_ns / 1e9)                    AS energy_j,  -- mean power × cell wall time
     g.gpu_power_w_mean * (c.wall_ns / 1e9) / nullif(p.output_tokens, 0) AS energy_per_output_token_j,
@@ -206,6 +217,7 @@ FROM cells c
 JOIN runs ru USING (run_id)
 LEFT JOIN per_cell p USING (run_id, cell_id)
 LEFT JOIN host h USING (run_id, cell_id)
+LEFT JOIN steal st USING (run_id, cell_id)
 LEFT JOIN gpu g USING (run_id, cell_id)
 LEFT JOIN (SELECT run_id, record ->> 'cell_id' AS cell_id, count(*) AS rejected
            FROM rejected_requests GROUP BY ALL) rj USING (run_id, cell_id);
