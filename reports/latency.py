@@ -23,6 +23,8 @@ METRICS = (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("itl_ms", "ITL"), ("e2e_ms
 ECDF_METRICS = (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2e_ms", "E2E"))
 ECDF_POINTS = 101  # quantiles 0, 0.01, ..., 1 per configuration and metric
 PERCENTILES = ((0.5, "p50"), (0.95, "p95"), (0.99, "p99"))
+# below these many samples a percentile is (nearly) the slowest value: shown, and said so beside it
+MIN_SAMPLES = {"p95": 20, "p99": 100}
 CHART_IDS = {"ecdf": "chart-latency-ecdf", "vs_load": "chart-latency-vs-load", "throughput": "chart-throughput"}
 
 COLUMNS = (
@@ -72,6 +74,8 @@ def _rows(frame: pl.DataFrame, name: str, shape: str, seed: int) -> list[dict]:
                 row[f"{p}_ci"] = "pooled gaps: none" if values.len() else MISSING
             else:
                 est, text = _interval(values, q, seed)
+                if 0 < values.len() < MIN_SAMPLES.get(p, 0):
+                    text = f"{text}; under {MIN_SAMPLES[p]} samples: near the slowest"
                 row[p], row[f"{p}_ci"] = (None if math.isnan(est) else est), text
         rows.append(row)
     return rows
@@ -250,7 +254,8 @@ def latency(
         caption=(
             "Per configuration over its ok requests (repeats pooled): mean and P50 / P95 / P99 with 95% "
             "percentile-bootstrap intervals. ITL pools every chunk gap and has no interval (one request's gaps "
-            "are not independent). A P99 from fewer than 100 requests is close to the maximum; read its interval."
+            "are not independent). A P95 from fewer than 20 requests and a P99 from fewer than 100 are close to the "
+            "slowest single request: their interval says so."
         ),
     )
     charts = []

@@ -92,6 +92,17 @@ def test_a_statement_that_writes_another_file_is_refused(setup, statement, targe
     con.close()
 
 
+def test_loading_code_from_a_file_is_refused(setup):
+    """LOAD runs a shared library's code in bakeoff's process: refused like any file access (here a file
+    that is not an extension at all, so nothing could run even if it were read)."""
+    plugin = setup["tmp"] / "plugin.duckdb_extension"
+    plugin.write_bytes(b"\x7fELF not really")
+    result = sql(setup, f"LOAD '{plugin}'")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("bakeoff: sql: "), result.stderr
+    assert "Loading external extensions is disabled" in result.stderr, "refused before the file is read"
+
+
 def test_reading_a_file_outside_the_warehouse_is_refused(setup):
     secret = setup["tmp"] / "secret.csv"
     secret.write_text("token\nabc123\n")
