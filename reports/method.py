@@ -25,9 +25,17 @@ CARE_RULES = (
     ("steal_pct_mean", "the hypervisor gave this VM's CPU to others while it measured (steal time)"),
     (
         "usage_short",
-        "replies streamed more content chunks than their usage's completion_tokens: the server's token count is short, and so every per-token figure",
+        "replies streamed more content chunks than their usage's completion_tokens: the server's token count "
+        "is short, and so every per-token figure",
+    ),
+    (
+        "lockstep_share",
+        "the closed loop ran in lock-step: its TTFT and TPOT are a synchronised burst's (prompts prefilled "
+        "together, replies decoded together); E2E and throughput stand",
     ),
 )
+LOCKSTEP_SHARE = 0.75  # of the requests sent in waves of exactly the concurrency
+LOCKSTEP_WAVES = 3  # at least: the first wave of any closed loop is one
 MIN_OK_FOR_P95 = 20  # below 20 samples the linear P95 sits within the top two values
 BUSY_MACHINE_PCT = 25.0  # mean CPU of everything but the engines (the load generator included), % of the machine
 STEAL_PCT = 5.0  # mean steal time, % of the machine: a noisy neighbour on the VM's host
@@ -131,6 +139,12 @@ def care_reasons(c: dict, workload: dict | None = None) -> list[str]:
         out.append(f"{CARE_RULES[11][1]} ({steal:.1f}% of the machine on average, above {STEAL_PCT:g}%)")
     if c.get("usage_short"):
         out.append(f"{c['usage_short']} of {c.get('ok')} ok {CARE_RULES[12][1]}")
+    share, waves = c.get("lockstep_share"), c.get("lockstep_waves") or 0
+    if share is not None and share >= LOCKSTEP_SHARE and waves >= LOCKSTEP_WAVES:
+        out.append(
+            f"{CARE_RULES[13][1]} ({share:.0%} of its requests sent in {waves} waves of {c.get('concurrency')}; an "
+            "open loop or mixed lengths spread them)"
+        )
     if workload is not None:
         hit = c.get("prefix_hit_share")
         cold = (workload.get("kind") or "prompts") in COLD_WORKLOADS

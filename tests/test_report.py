@@ -1503,6 +1503,43 @@ def test_steal_time_and_a_short_token_count_are_read_with_care(tmp_path, warehou
     }
 
 
+def test_a_closed_loop_in_lock_step_is_read_with_care(tmp_path, warehouse):
+    """Sends in waves of the concurrency (16 requests as 4 waves of 4, each wave within a millisecond), as a
+    closed loop of like requests runs on a server that ends them together: read with care. The same
+    requests sent apart are not."""
+    from reports import render_run
+    from tests.builders import cell_row, deployment_row, record, run_row, stage
+    from warehouse import store
+
+    def requests(cell: str, sent_ms) -> list:
+        return [
+            record(i, cell_id=cell, deployment_id=cell.split("/")[0], sent_ms=t, chunks_ms=(t + 40, t + 60, t + 80))
+            for i, t in enumerate(sent_ms)
+        ]
+
+    waves = [500.0 * w + 0.1 * k for w in range(4) for k in range(4)]
+    records = requests("waves/c", waves) + requests("spread/c", [37.0 * i for i in range(16)])
+    cells = [cell_row(f"{d}/c", deployment_id=d, wall_ms=2000.0, concurrency=4) for d in ("waves", "spread")]
+    deps = [deployment_row(deployment_id=d) for d in ("waves", "spread")]
+    store.load_run(warehouse, stage(tmp_path, records, cells, run_row(), deps))
+    got = {
+        r[0]: r[1:] for r in warehouse.execute("SELECT cell_id, lockstep_waves, lockstep_share FROM v_cells").fetchall()
+    }
+    assert got == {"waves/c": (4, 1.0), "spread/c": (0, 0.0)}
+    md = render_run(warehouse, "run-1", tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    care: dict[str, set[str]] = {}
+    for r in md_rows(section(md, "## Method", "## Overview")):
+        if len(r) == 3 and r[0] != "Cell":
+            care.setdefault(r[0], set()).add(r[2])
+    lockstep = [r for r in care.get("waves/c", ()) if r.startswith("the closed loop ran in lock-step")]
+    assert lockstep == [
+        "the closed loop ran in lock-step: its TTFT and TPOT are a synchronised burst's (prompts prefilled "
+        "together, replies decoded together); E2E and throughput stand (100% of its requests sent in 4 waves of "
+        "4; an open loop or mixed lengths spread them)"
+    ]
+    assert not any(r.startswith("the closed loop ran in lock-step") for r in care.get("spread/c", ()))
+
+
 def test_a_full_disk_leaves_no_truncated_report(tmp_path, warehouse):
     """A real full disk: a 256 KiB tmpfs (root only) holds the charts' PNGs but not the whole report. The
     render fails with ENOSPC, and no report.html or report.md that looks like a report is left."""

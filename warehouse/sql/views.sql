@@ -162,6 +162,27 @@ steal AS (
     FROM (SELECT run_id, cell_id, sampled_at, max(steal_pct) AS stolen FROM host_samples GROUP BY run_id, cell_id, sampled_at)
     GROUP BY run_id, cell_id
 ),
+-- lock-step: a closed loop of like requests whose sends come in waves of its concurrency (every slot freed
+-- at once, refilled at once): its prompts are prefilled together and its replies decoded together, so its
+-- TTFT / TPOT split is a synchronised burst's. A burst: sends within 10 ms of the one before.
+bursts AS (
+    SELECT run_id, cell_id, burst, count(*) AS size
+    FROM (SELECT run_id, cell_id,
+                 sum(CASE WHEN gap IS NULL OR gap > 10000000 THEN 1 ELSE 0 END)
+                     OVER (PARTITION BY run_id, cell_id ORDER BY sent_at ROWS UNBOUNDED PRECEDING) AS burst
+          FROM (SELECT run_id, cell_id, sent_at,
+                       sent_at - lag(sent_at) OVER (PARTITION BY run_id, cell_id ORDER BY sent_at) AS gap
+                FROM requests WHERE sent_at IS NOT NULL))
+    GROUP BY ALL
+),
+lockstep AS (
+    SELECT b.run_id, b.cell_id,
+           count(*) FILTER (b.size = c.concurrency)                               AS waves,
+           coalesce(sum(b.size) FILTER (b.size = c.concurrency), 0) / sum(b.size) AS lockstep_share
+    FROM bursts b JOIN cells c USING (run_id, cell_id)
+    WHERE c.load_kind = 'closed' AND c.concurrency >= 2
+    GROUP BY ALL
+),
 host AS (
     SELECT run_id, cell_id,
            avg(engines)                                       AS engine_cpu_pct_mean,
@@ -207,6 +228,7 @@ SELECT
     h.engine_cpu_pct_mean, h.other_cpu_pct_mean, h.other_cpu_pct_max,  -- % of the machine; others = not the engines
     h.engine_rss_max_bytes,                                   -- the engines' resident memory at its highest sample
     st.steal_pct_mean, st.steal_pct_max,                      -- % of the machine a hypervisor took; NULL: not sampled
+    coalesce(ls.waves, 0) AS lockstep_waves, ls.lockstep_share,  -- closed loops: sends in waves of the concurrency
     coalesce(p.usage_short, 0)                                AS usage_short,  -- ok replies: more chunks than tokens
     g.gpu_power_w_mean,                                       -- mean of the samples' power (W), every GPU sampled
     g.gpu_power_w_mean * (c.wall_ns / 1e9)                    AS energy_j,  -- mean power × cell wall time
@@ -218,6 +240,7 @@ JOIN runs ru USING (run_id)
 LEFT JOIN per_cell p USING (run_id, cell_id)
 LEFT JOIN host h USING (run_id, cell_id)
 LEFT JOIN steal st USING (run_id, cell_id)
+LEFT JOIN lockstep ls USING (run_id, cell_id)
 LEFT JOIN gpu g USING (run_id, cell_id)
 LEFT JOIN (SELECT run_id, record ->> 'cell_id' AS cell_id, count(*) AS rejected
            FROM rejected_requests GROUP BY ALL) rj USING (run_id, cell_id);
