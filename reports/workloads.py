@@ -107,10 +107,24 @@ TURN_COLUMNS = (
 )
 
 
-def _request_groups(con, run_id: str, names: dict, load_shape, sql: str) -> list[dict]:
-    """`sql`'s rows (groups of one run's requests, with the cell's instance and load-shape columns) as dicts,
-    each with its instance's display name and its load shape in words."""
-    cur = con.execute(sql, [run_id])
+def _request_groups(
+    con, run_id: str, names: dict, load_shape, *, by: str, figures: str, where: str = "", having: str = ""
+) -> list[dict]:
+    """One run's requests grouped by their cell's instance and load shape and by `by` (a column of
+    `q` v_requests or `c` cells), with `figures` (SQL aggregates) beside each group's requests and ok count;
+    as dicts, each with its instance's display name and its load shape in words."""
+    cur = con.execute(
+        f"""
+        SELECT c.deployment_id, c.instance_id, c.workload_id, c.load_kind, c.arrival, c.concurrency, c.rate_rps,
+               c.burstiness, c.max_concurrency, c.duration_limit_s, {by},
+               count(*) AS requests, count(*) FILTER (q.status = 'ok') AS ok, {figures}
+        FROM v_requests q JOIN cells c USING (run_id, cell_id)
+        WHERE q.run_id = ? {where}
+        GROUP BY ALL {having}
+        ORDER BY c.deployment_id, c.instance_id, c.workload_id, c.concurrency, c.rate_rps, {by}
+        """,
+        [run_id],
+    )
     cols = [d[0] for d in cur.description]
     rows = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
     for r in rows:
@@ -126,19 +140,14 @@ def multi_turn(con, run_id: str, names: dict, load_shape) -> Table | None:
         run_id,
         names,
         load_shape,
-        """
-        SELECT c.deployment_id, c.instance_id, c.workload_id, c.load_kind, c.arrival, c.concurrency, c.rate_rps,
-               c.burstiness, c.max_concurrency, c.duration_limit_s, q.turn,
-               count(*) AS requests, count(*) FILTER (q.status = 'ok') AS ok,
+        by="q.turn",
+        where="AND q.turn IS NOT NULL",
+        figures="""
                avg(q.prompt_tokens) FILTER (q.status = 'ok') AS prompt_tokens_mean,
                sum(q.cached_prompt_tokens) FILTER (q.cached_prompt_tokens IS NOT NULL)
                    / nullif(sum(q.prompt_tokens) FILTER (q.cached_prompt_tokens IS NOT NULL), 0) AS prefix_hit_share,
                quantile_cont(q.ttft_ms, 0.5) FILTER (q.status = 'ok') AS ttft_ms_p50,
-               quantile_cont(q.ttft_ms, 0.95) FILTER (q.status = 'ok') AS ttft_ms_p95
-        FROM v_requests q JOIN cells c USING (run_id, cell_id)
-        WHERE q.run_id = ? AND q.turn IS NOT NULL
-        GROUP BY ALL ORDER BY c.deployment_id, c.instance_id, c.workload_id, c.concurrency, c.rate_rps, q.turn
-        """,
+               quantile_cont(q.ttft_ms, 0.95) FILTER (q.status = 'ok') AS ttft_ms_p95""",
     )
     if not rows:
         return None
@@ -176,10 +185,9 @@ def reasoning(con, run_id: str, names: dict, load_shape) -> Table | None:
         run_id,
         names,
         load_shape,
-        """
-        SELECT c.deployment_id, c.instance_id, c.workload_id, c.load_kind, c.arrival, c.concurrency, c.rate_rps,
-               c.burstiness, c.max_concurrency, c.duration_limit_s, c.repeat,
-               count(*) AS requests, count(*) FILTER (q.status = 'ok') AS ok,
+        by="c.repeat",
+        having="HAVING count(q.first_reasoning_at) > 0 OR sum(q.reasoning_tokens) > 0",
+        figures="""
                count(*) FILTER (q.error_class = 'no_answer') AS no_answer,
                sum(q.reasoning_tokens) FILTER (q.status = 'ok') AS reasoning_tokens,
                sum(q.reasoning_tokens) FILTER (q.status = 'ok')
@@ -187,13 +195,7 @@ def reasoning(con, run_id: str, names: dict, load_shape) -> Table | None:
                    AS reasoning_share,
                quantile_cont(q.ttfr_ms, 0.5) FILTER (q.status = 'ok') AS ttfr_ms_p50,
                quantile_cont(q.ttft_ms, 0.5) FILTER (q.status = 'ok') AS ttft_ms_p50,
-               quantile_cont(q.ttft_ms - q.ttfr_ms, 0.5) FILTER (q.status = 'ok') AS thinking_ms_p50
-        FROM v_requests q JOIN cells c USING (run_id, cell_id)
-        WHERE q.run_id = ?
-        GROUP BY ALL
-        HAVING count(q.first_reasoning_at) > 0 OR sum(q.reasoning_tokens) > 0
-        ORDER BY c.deployment_id, c.instance_id, c.workload_id, c.concurrency, c.rate_rps, c.repeat
-        """,
+               quantile_cont(q.ttft_ms - q.ttfr_ms, 0.5) FILTER (q.status = 'ok') AS thinking_ms_p50""",
     )
     if not rows:
         return None

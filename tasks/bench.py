@@ -16,7 +16,7 @@ from tasks import progress, structured
 from tasks.loadgen import KEPT_UP_P99_MS, Target, quantile, run_load
 from tasks.matrix import Matrix, Sweep
 from tasks.plan import Cell, LoadShape, PlannedInstance
-from tasks.records import CellRow, RequestRecord
+from tasks.records import CLIENT_CANCEL, CellRow, RequestRecord
 from tasks.telemetry import Sampler
 from tasks.workloads import RequestSpec, build_requests, warmup_specs, with_cancellations
 
@@ -142,7 +142,7 @@ def run_cell(
             ": its event loop woke late, the machine's cores are busy (an engine on the same cores?)" if busy else "",
         )
     structured.judge(result.records, workload_specs, result.texts)  # structured replies against their schemas
-    cancelled = sum(r.error_class == "client_cancel" for r in result.records)  # on purpose: not failures
+    cancelled = sum(r.error_class == CLIENT_CANCEL for r in result.records)  # on purpose: not failures
     failed = sum(r.status != "ok" for r in result.records) - cancelled
     if failed:
         log.warning("%s: %d of %d requests failed", label, failed, len(result.records))

@@ -9,7 +9,7 @@ import yaml
 
 from tasks.engines import adapter_for
 from tasks.gpu_memory import plan_group
-from tasks.launch import display_port, instance_launch, looks_like_token, masked
+from tasks.launch import display_port, instance_launch, is_credential_env, masked
 from tasks.matrix import Matrix, MatrixError, load_matrix
 from tasks.plan import plan
 
@@ -71,9 +71,7 @@ def compose_file(matrix: Matrix, deployment_id: str, base_dir: Path) -> str:
                 }
             }
         # the matrix's env as the night set it, a credential as a reference to the shell's; never a value
-        environment = {
-            k: f"${{{k}}}" if looks_like_token(v) or k.endswith("TOKEN") else v for k, v in engine.env.items()
-        }
+        environment = {k: f"${{{k}}}" if is_credential_env(k, v) else v for k, v in engine.env.items()}
         environment |= {name: f"${{{name}}}" for name in engine.secret_env}
         if environment:
             service["environment"] = environment

@@ -71,6 +71,11 @@ def looks_like_token(value: str) -> bool:
     return bool(_TOKEN_PREFIXED.match(value) or _TOKEN_BARE.match(value))
 
 
+def is_credential_env(name: str, value: str) -> bool:
+    """An `env` entry holding a credential: a token-looking value, or a *TOKEN name."""
+    return looks_like_token(value) or name.endswith("TOKEN")
+
+
 def masked(argv: Sequence[str]) -> list[str]:
     """The command line as it may be stored and logged: credential values replaced by ***."""
     out: list[str] = []
@@ -99,9 +104,7 @@ def literal_secrets(matrix: Matrix) -> list[str]:
     for name, engine in matrix.engines.items():
         if masked(engine.args) != list(engine.args):
             found.append(f"engines.{name}.args")
-        found += [
-            f"engines.{name}.env.{k}" for k, v in engine.env.items() if looks_like_token(v) or k.endswith("TOKEN")
-        ]
+        found += [f"engines.{name}.env.{k}" for k, v in engine.env.items() if is_credential_env(k, v)]
         if engine.url and re.search(r"//[^/@]+:[^/@]+@|[?&](api_key|token|key)=", engine.url):
             found.append(f"engines.{name}.url")
     for d_i, dep in enumerate(matrix.deployments):

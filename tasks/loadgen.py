@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tasks.plan import LoadShape
-from tasks.records import RequestRecord
+from tasks.records import CLIENT_CANCEL, RequestRecord
 from tasks.streaming_client import ABORT, CONTINUE, DONE, StreamError, StreamingClient
 from tasks.workloads import RequestSpec
 
@@ -270,7 +270,7 @@ async def _one_request(
             except TimeoutError:
                 done_ns = time.monotonic_ns()  # the stream is closed: the request is over now
                 rec.cancelled_at = done_ns - t0
-                rec.status, rec.error_class = "cancelled", "client_cancel"
+                rec.status, rec.error_class = "cancelled", CLIENT_CANCEL
                 return "".join(pieces) if pieces is not None else None  # what streamed before it was closed
         done_ns = resp.done_ns
         rec.http_status = resp.status
@@ -445,7 +445,7 @@ async def _session(
         )
         if k:
             lateness.append(rec.sent_at - rec.scheduled_at)
-        if rec.status != "ok" and rec.error_class != "client_cancel":
+        if rec.status != "ok" and rec.error_class != CLIENT_CANCEL:
             return
         history += [{"role": "user", "content": spec.text}, {"role": "assistant", "content": reply or ""}]
 

@@ -25,6 +25,8 @@ from typing import Any
 import pyarrow as pa
 
 STATUSES = ("ok", "http_error", "timeout", "disconnected", "bad_stream", "cancelled")
+# error_class of a request its workload cancelled on purpose (cancel_share): the workload, never a failure
+CLIENT_CANCEL = "client_cancel"
 # cells.cache_state: what the engine's prefix cache held as the cell began (tasks/engines/cache.py)
 CACHE_STATES = ("reset", "not_cached", "reset_failed", "not_reset")
 

@@ -48,14 +48,19 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _handle(nv, index: int):
+    """The card at `index`; NvmlUnavailable (the reason in one line) where there is none."""
+    count = nv.nvmlDeviceGetCount()
+    if index >= count:
+        raise NvmlUnavailable(f"gpu.index {index} does not exist: this machine has {count} GPU(s)")
+    return nv.nvmlDeviceGetHandleByIndex(index)
+
+
 def gpu_info(index: int = 0) -> GpuInfo:
     """Name, driver and memory of one GPU. Raises NvmlUnavailable with the reason on a CPU box."""
     nv = _nvml()
     try:
-        count = nv.nvmlDeviceGetCount()
-        if index >= count:
-            raise NvmlUnavailable(f"gpu.index {index} does not exist: this machine has {count} GPU(s)")
-        handle = nv.nvmlDeviceGetHandleByIndex(index)
+        handle = _handle(nv, index)
         mem = nv.nvmlDeviceGetMemoryInfo(handle)
         return GpuInfo(
             index=index,
@@ -87,7 +92,11 @@ class _GpuReader:
     def __init__(self, index: int) -> None:
         self.nv = _nvml()
         self.index = index
-        self.handle = self.nv.nvmlDeviceGetHandleByIndex(index)
+        try:
+            self.handle = _handle(self.nv, index)  # a card that is not there: host samples only, the reason kept
+        except NvmlUnavailable:
+            self.nv.nvmlShutdown()
+            raise
 
     def read(self) -> dict:
         nv, h = self.nv, self.handle
@@ -172,7 +181,6 @@ def _tree_ticks(pids: list[int]) -> int | None:
 
 def host_facts() -> dict:
     """The machine itself, for the runs row: CPU model and count, memory (None where /proc does not say)."""
-
     model = None
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:

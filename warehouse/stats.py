@@ -281,14 +281,10 @@ def nightly_regressions(
     filter on `night` is applied after every night has been summarised."""
     until = "WHERE started_at <= (SELECT started_at FROM runs WHERE run_id = ?)" if until_run else ""
     params = [until_run, nights] if until_run else [nights]
-    ids = (
-        run_ids
-        if run_ids is not None
-        else [
-            r[0]
-            for r in con.execute(f"SELECT run_id FROM runs {until} ORDER BY started_at DESC LIMIT ?", params).fetchall()
-        ]
-    )
+    ids = run_ids
+    if ids is None:
+        picked = con.execute(f"SELECT run_id FROM runs {until} ORDER BY started_at DESC LIMIT ?", params).fetchall()
+        ids = [r[0] for r in picked]
     cols = ", ".join(["run_id", "night", *CONFIG_COLUMNS, metric])
     frame = cast(
         pl.DataFrame,

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.errors import BadInput, Busy
-from tasks.records import CellRow, DeploymentRow, records_to_arrow, rows_to_arrow
+from tasks.records import CLIENT_CANCEL, CellRow, DeploymentRow, records_to_arrow, rows_to_arrow
 from warehouse import chunks
 from warehouse.schema import check_not_newer, migrate
 
@@ -271,7 +271,7 @@ def stage_parts(run_dir: Path) -> StagedCounts:
     statuses = [
         st
         for st, ec in zip(rows.column("status").to_pylist(), rows.column("error_class").to_pylist(), strict=True)
-        if ec != "client_cancel"
+        if ec != CLIENT_CANCEL
     ]
     return StagedCounts(
         instances=len(deployments),
